@@ -1,0 +1,25 @@
+//! tunstack: a userspace TCP/UDP stack for Linux TUN devices.
+//!
+//! The core ([`Stack`]) is sans-IO and deterministic: hand it IP packets with the
+//! current time, take packets out, ask when it next needs a timer. The
+//! [`runtime`] owns a TUN device and a thread that drives the core; [`net`] has blocking
+//! `TcpListener` / `TcpStream` / `UdpSocket` handles shaped like `std::net`'s.
+
+pub mod config;
+pub mod demux;
+pub mod net;
+pub mod ports;
+pub mod rand;
+pub mod runtime;
+pub mod seq;
+pub mod socket;
+pub mod stack;
+pub mod tcp;
+pub mod time;
+pub mod wire;
+
+pub use config::Config;
+pub use socket::{Owner, Protocol, SocketHandle, SocketInfo};
+pub use stack::{Stack, Stats};
+pub use tcp::TcpState;
+pub use time::Instant;
