@@ -1,5 +1,7 @@
 //! TCP (RFC 9293).
 
+pub(crate) mod conn;
+
 /// The connection states of RFC 9293 3.3.2 (figure 6), all eleven.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TcpState {
