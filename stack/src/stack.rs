@@ -7,14 +7,21 @@
 //!   poll_wakeup() -> handles whose readiness changed
 //! ```
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 
 use crate::config::Config;
-use crate::socket::{SocketHandle, SocketInfo};
+use crate::demux::{Demux, Match};
+use crate::ports::{self, PortTable};
+use crate::rand::{Rng, SipKey};
+use crate::seq::SeqNum;
+use crate::socket::{Owner, Protocol, SocketHandle, SocketInfo};
+use crate::tcp::conn::{Conn, Reply, Verdict};
 use crate::tcp::TcpState;
 use crate::time::Instant;
-use crate::wire::DropReason;
+use crate::wire::{self, icmp, DropReason, IcmpRepr, IcmpV4Message, IcmpV6Message, IpHeader, TcpFlags, TcpOptions, TcpRepr, Transport, UdpRepr};
 
 /// Counters. Every dropped packet is counted under exactly one reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,167 +49,969 @@ impl Stats {
     }
 }
 
+/// Most control packets (RSTs, ICMP replies) waiting for `poll_transmit`; more are
+/// dropped, which is what a router's rate limit would do too.
+const MAX_CTRL_QUEUE: usize = 1024;
+
+struct Listener {
+    local: SocketAddr,
+    backlog: usize,
+    /// Embryonic connections (SYN-RECEIVED), RFC 9293 3.10.7.2.
+    half_open: Vec<SocketHandle>,
+    /// Established connections waiting for `tcp_accept`.
+    accept_q: VecDeque<SocketHandle>,
+}
+
+struct UdpSock {
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    rxq: VecDeque<(SocketAddr, Vec<u8>)>,
+    txq: VecDeque<(SocketAddr, Vec<u8>)>,
+}
+
+enum Sock {
+    Listener(Listener),
+    Tcp(Box<Conn>),
+    Udp(UdpSock),
+}
+
+struct Slot {
+    gen: u32,
+    sock: Option<Sock>,
+    owner: Owner,
+    /// Deadline currently registered in the timer heap.
+    timer: Option<Instant>,
+    in_txq: bool,
+    wake: bool,
+}
+
 /// The stack. See the module documentation.
 pub struct Stack {
-    _todo: (),
+    cfg: Config,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    tcp_ports: PortTable,
+    udp_ports: PortTable,
+    demux: Demux,
+    rng: Rng,
+    isn_key: SipKey,
+    port_key: SipKey,
+    connect_counter: u32,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    txq: VecDeque<SocketHandle>,
+    ctrl: VecDeque<Vec<u8>>,
+    pool: Vec<Vec<u8>>,
+    wakeups: VecDeque<SocketHandle>,
+    scratch: Vec<u8>,
+    stats: Stats,
+    icmp_tokens: u32,
+    icmp_refill: Instant,
+    now: Instant,
+}
+
+fn err(kind: io::ErrorKind, msg: &'static str) -> io::Error {
+    io::Error::new(kind, msg)
+}
+
+fn bad_handle() -> io::Error {
+    err(io::ErrorKind::NotFound, "no such socket handle")
+}
+
+fn is_unspecified(ip: IpAddr) -> bool {
+    ip.is_unspecified()
+}
+
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
 }
 
 impl Stack {
     pub fn new(config: Config) -> Stack {
-        let _ = config;
-        todo!()
+        let mut rng = Rng::new(config.seed);
+        let isn_key = SipKey::from_rng(&mut rng);
+        let port_key = SipKey::from_rng(&mut rng);
+        let demux_key = SipKey::from_rng(&mut rng);
+        let range = config.ephemeral_ports;
+        let reserve = config.reserve_privileged_ports;
+        let mtu = config.mtu.max(576);
+        Stack {
+            tcp_ports: PortTable::new(range, reserve),
+            udp_ports: PortTable::new(range, reserve),
+            demux: Demux::new(demux_key),
+            slots: Vec::new(),
+            free: Vec::new(),
+            rng,
+            isn_key,
+            port_key,
+            connect_counter: 0,
+            timers: BinaryHeap::new(),
+            txq: VecDeque::new(),
+            ctrl: VecDeque::new(),
+            pool: Vec::new(),
+            wakeups: VecDeque::new(),
+            scratch: vec![0; mtu],
+            stats: Stats::default(),
+            icmp_tokens: config.icmp_error_rate,
+            icmp_refill: Instant::ZERO,
+            now: Instant::ZERO,
+            cfg: config,
+        }
     }
 
     pub fn config(&self) -> &Config {
-        todo!()
+        &self.cfg
     }
 
     pub fn owns_address(&self, addr: IpAddr) -> bool {
-        let _ = addr;
-        todo!()
+        self.cfg.addrs.contains(&addr)
+    }
+
+    fn first_addr_like(&self, ip: IpAddr) -> Option<IpAddr> {
+        self.cfg.addrs.iter().copied().find(|a| same_family(*a, ip))
+    }
+
+    // ---------------------------------------------------------------- slots
+
+    fn alloc(&mut self, sock: Sock, owner: Owner) -> SocketHandle {
+        let slot = Slot { gen: 0, sock: Some(sock), owner, timer: None, in_txq: false, wake: false };
+        match self.free.pop() {
+            Some(idx) => {
+                let s = &mut self.slots[idx as usize];
+                let gen = s.gen;
+                *s = Slot { gen, ..slot };
+                SocketHandle { idx, gen }
+            }
+            None => {
+                self.slots.push(slot);
+                SocketHandle { idx: (self.slots.len() - 1) as u32, gen: 0 }
+            }
+        }
+    }
+
+    fn slot(&self, h: SocketHandle) -> Option<&Slot> {
+        self.slots.get(h.idx as usize).filter(|s| s.gen == h.gen && s.sock.is_some())
+    }
+
+    fn slot_mut(&mut self, h: SocketHandle) -> Option<&mut Slot> {
+        self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen && s.sock.is_some())
+    }
+
+    fn conn(&self, h: SocketHandle) -> io::Result<&Conn> {
+        match self.slot(h).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Tcp(c)) => Ok(c),
+            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a TCP stream socket")),
+            None => Err(bad_handle()),
+        }
+    }
+
+    fn conn_mut(&mut self, h: SocketHandle) -> io::Result<&mut Conn> {
+        match self.slot_mut(h).and_then(|s| s.sock.as_mut()) {
+            Some(Sock::Tcp(c)) => Ok(c),
+            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a TCP stream socket")),
+            None => Err(bad_handle()),
+        }
+    }
+
+    fn udp_mut(&mut self, h: SocketHandle) -> io::Result<&mut UdpSock> {
+        match self.slot_mut(h).and_then(|s| s.sock.as_mut()) {
+            Some(Sock::Udp(u)) => Ok(u),
+            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a UDP socket")),
+            None => Err(bad_handle()),
+        }
+    }
+
+    /// Remove a socket for good: demux entries, port binding, slot.
+    fn free_socket(&mut self, h: SocketHandle) {
+        let Some(slot) = self.slot_mut(h) else { return };
+        let sock = slot.sock.take();
+        let owner = slot.owner;
+        slot.gen = slot.gen.wrapping_add(1);
+        slot.timer = None;
+        slot.in_txq = false;
+        slot.wake = false;
+        slot.owner = Owner::App;
+        self.free.push(h.idx);
+        match sock {
+            Some(Sock::Tcp(c)) => {
+                if self.demux.remove_connection(Protocol::Tcp, c.local, c.remote) != Some(h) {
+                    // Already removed when it reached CLOSED; nothing else holds it.
+                }
+                if let Owner::Listener(lh) = owner {
+                    if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
+                        l.half_open.retain(|x| *x != h);
+                        l.accept_q.retain(|x| *x != h);
+                    }
+                }
+            }
+            Some(Sock::Listener(l)) => {
+                self.demux.remove_listener(Protocol::Tcp, l.local);
+                self.tcp_ports.unbind(l.local.ip(), l.local.port(), h);
+            }
+            Some(Sock::Udp(u)) => {
+                self.demux.remove_listener(Protocol::Udp, u.local);
+                self.udp_ports.unbind(u.local.ip(), u.local.port(), h);
+            }
+            None => {}
+        }
+    }
+
+    fn wake(&mut self, h: SocketHandle) {
+        if let Some(s) = self.slot_mut(h) {
+            if !s.wake {
+                s.wake = true;
+                self.wakeups.push_back(h);
+            }
+        }
+    }
+
+    /// After anything touched a connection: re-arm its timer, schedule output.
+    fn refresh(&mut self, h: SocketHandle) {
+        let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen) else { return };
+        let Some(Sock::Tcp(c)) = slot.sock.as_ref() else { return };
+        let deadline = c.deadline();
+        let wants = c.wants_to_send();
+        if deadline != slot.timer {
+            slot.timer = deadline;
+            if let Some(d) = deadline {
+                self.timers.push(Reverse((d, h.idx, h.gen)));
+            }
+        }
+        if wants && !slot.in_txq {
+            slot.in_txq = true;
+            self.txq.push_back(h);
+        }
+    }
+
+    /// Bookkeeping after a connection's state may have changed.
+    fn after_conn_event(&mut self, h: SocketHandle, prev: TcpState) {
+        let Some(slot) = self.slot(h) else { return };
+        let owner = slot.owner;
+        let Some(Sock::Tcp(c)) = slot.sock.as_ref() else { return };
+        let state = c.state;
+        if state == TcpState::Closed {
+            match owner {
+                Owner::App => {
+                    // Keep the handle (the application learns the outcome from it), but
+                    // stop matching segments to it.
+                    let (l, r) = (c.local, c.remote);
+                    if self.demux.remove_connection(Protocol::Tcp, l, r).is_some() {
+                        self.wake(h);
+                    }
+                    if let Some(s) = self.slot_mut(h) {
+                        s.timer = None;
+                    }
+                }
+                _ => self.free_socket(h),
+            }
+            return;
+        }
+        if prev == TcpState::SynReceived && state != TcpState::SynReceived {
+            if let Owner::Listener(lh) = owner {
+                if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
+                    l.half_open.retain(|x| *x != h);
+                    l.accept_q.push_back(h);
+                }
+                self.wake(lh);
+            }
+        }
+        if owner == Owner::App {
+            self.wake(h);
+        }
+        self.refresh(h);
+    }
+
+    fn isn(&self, now: Instant, local: SocketAddr, remote: SocketAddr) -> SeqNum {
+        // RFC 6528 3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
+        // M a 4-microsecond timer.
+        let mut b = [0u8; 36];
+        put_addr(&mut b[0..16], local.ip());
+        b[16..18].copy_from_slice(&local.port().to_be_bytes());
+        put_addr(&mut b[18..34], remote.ip());
+        b[34..36].copy_from_slice(&remote.port().to_be_bytes());
+        let f = self.isn_key.hash(&b) as u32;
+        SeqNum(f.wrapping_add((now.total_micros() / 4) as u32))
+    }
+
+    fn count_drop(&mut self, reason: DropReason, what: &str) {
+        self.stats.drops[reason as usize] += 1;
+        tracing::debug!(reason = reason.as_str(), detail = what, "packet dropped");
     }
 
     // ---------------------------------------------------------------- I/O verbs
 
     /// Hand in one IP packet received at `now`. Invalid packets are counted and dropped.
     pub fn input(&mut self, now: Instant, packet: &[u8]) {
-        let _ = (now, packet);
-        todo!()
+        self.now = self.now.max(now);
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += packet.len() as u64;
+        let p = match wire::parse(packet) {
+            Ok(p) => p,
+            Err(reason) => return self.count_drop(reason, "parse"),
+        };
+        if !self.owns_address(p.ip.dst) {
+            return self.count_drop(DropReason::NotForUs, "destination");
+        }
+        if self.owns_address(p.ip.src) {
+            return self.count_drop(DropReason::BadSourceAddress, "source is our own address");
+        }
+        match p.transport {
+            Transport::Tcp(seg) => self.tcp_input(now, &p.ip, &seg),
+            Transport::Udp(d) => self.udp_input(now, &p.ip, &d, packet),
+            Transport::Icmp(m) => self.icmp_input(&p.ip, &m),
+        }
+    }
+
+    fn tcp_input(&mut self, now: Instant, ip: &IpHeader, seg: &TcpRepr<'_>) {
+        let local = SocketAddr::new(ip.dst, seg.dst_port);
+        let remote = SocketAddr::new(ip.src, seg.src_port);
+        if seg.src_port == 0 || seg.dst_port == 0 {
+            return self.count_drop(DropReason::BadTcpHeader, "port 0");
+        }
+        match self.demux.lookup(Protocol::Tcp, local, remote) {
+            Some(Match::Connection(h)) => {
+                // RFC 6191-style reuse: a new SYN above the old sequence space ends a
+                // TIME-WAIT connection so the listener can take the new one.
+                if let Ok(c) = self.conn(h) {
+                    if c.state == TcpState::TimeWait && seg.flags.syn() && !seg.flags.ack() && seg.seq > c.rcv_nxt() {
+                        self.free_socket(h);
+                        return self.tcp_input(now, ip, seg);
+                    }
+                }
+                self.conn_input(now, h, seg)
+            }
+            Some(Match::Listener(h)) => self.listener_input(now, h, local, remote, seg),
+            None => {
+                self.count_drop(DropReason::TcpNoSocket, "no listener or connection");
+                self.reset_for(local, remote, seg);
+            }
+        }
+    }
+
+    /// RFC 9293 3.10.7.1 (CLOSED): answer anything but a RST with a RST.
+    fn reset_for(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
+        if seg.flags.rst() {
+            return;
+        }
+        if seg.flags.ack() {
+            self.queue_rst(local, remote, seg.ack, None);
+        } else {
+            self.queue_rst(local, remote, SeqNum(0), Some(seg.seq + seg.seg_len()));
+        }
+    }
+
+    fn queue_rst(&mut self, local: SocketAddr, remote: SocketAddr, seq: SeqNum, ack: Option<SeqNum>) {
+        let mut flags = TcpFlags::RST;
+        if ack.is_some() {
+            flags |= TcpFlags::ACK;
+        }
+        let repr = TcpRepr {
+            src_port: local.port(),
+            dst_port: remote.port(),
+            seq,
+            ack: ack.unwrap_or(SeqNum(0)),
+            flags,
+            window: 0,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        if self.queue_ctrl(|buf| wire::emit_tcp(buf, local.ip(), remote.ip(), &repr)) {
+            self.stats.tcp_resets_sent += 1;
+        }
+    }
+
+    /// Emit a control packet into a pooled buffer for the next `poll_transmit`.
+    fn queue_ctrl(&mut self, emit: impl FnOnce(&mut [u8]) -> Result<usize, wire::EmitError>) -> bool {
+        if self.ctrl.len() >= MAX_CTRL_QUEUE {
+            return false;
+        }
+        let mtu = self.cfg.mtu.max(576);
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.resize(mtu, 0);
+        match emit(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                self.ctrl.push_back(buf);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(?e, "control packet not emitted");
+                self.pool.push(buf);
+                false
+            }
+        }
+    }
+
+    fn listener_input(&mut self, now: Instant, lh: SocketHandle, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
+        // RFC 9293 3.10.7.2 (LISTEN).
+        let f = seg.flags;
+        if f.rst() {
+            return self.count_drop(DropReason::TcpRejected, "RST to listener");
+        }
+        if f.ack() {
+            self.count_drop(DropReason::TcpRejected, "ACK to listener");
+            return self.queue_rst(local, remote, seg.ack, None);
+        }
+        if !f.syn() {
+            return self.count_drop(DropReason::TcpRejected, "no SYN to listener");
+        }
+        let Some(Sock::Listener(l)) = self.slot(lh).and_then(|s| s.sock.as_ref()) else { return };
+        if l.half_open.len() + l.accept_q.len() >= l.backlog {
+            return self.count_drop(DropReason::ListenOverflow, "backlog full");
+        }
+        let iss = self.isn(now, local, remote);
+        let conn = Conn::accept_syn(&self.cfg, local, remote, iss, seg);
+        let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::Listener(lh));
+        if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
+            self.free_socket(h);
+            return;
+        }
+        if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
+            l.half_open.push(h);
+        }
+        self.stats.tcp_passive_opens += 1;
+        self.refresh(h);
+    }
+
+    fn conn_input(&mut self, now: Instant, h: SocketHandle, seg: &TcpRepr<'_>) {
+        let cfg = &self.cfg;
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
+        let prev = c.state;
+        let (verdict, reply) = c.process(now, cfg, seg);
+        let (local, remote) = (c.local, c.remote);
+        if let Verdict::Rejected(why) = verdict {
+            self.count_drop(DropReason::TcpRejected, why);
+        }
+        if let Reply::Rst { seq, ack } = reply {
+            self.queue_rst(local, remote, seq, ack);
+        }
+        self.after_conn_event(h, prev);
+    }
+
+    fn udp_input(&mut self, now: Instant, ip: &IpHeader, d: &UdpRepr<'_>, raw: &[u8]) {
+        let local = SocketAddr::new(ip.dst, d.dst_port);
+        let remote = SocketAddr::new(ip.src, d.src_port);
+        let found = match self.demux.lookup(Protocol::Udp, local, remote) {
+            Some(Match::Connection(h)) | Some(Match::Listener(h)) => Some(h),
+            None => None,
+        };
+        let limit = self.cfg.udp_rx_queue;
+        if let Some(h) = found {
+            let mut buf = self.pool.pop().unwrap_or_default();
+            let Ok(u) = self.udp_mut(h) else { return };
+            if u.remote.is_none_or(|r| r == remote) {
+                if u.rxq.len() >= limit {
+                    self.pool.push(buf);
+                    return self.count_drop(DropReason::UdpQueueFull, "receive queue full");
+                }
+                buf.clear();
+                buf.extend_from_slice(d.payload);
+                u.rxq.push_back((remote, buf));
+                self.wake(h);
+                return;
+            }
+            self.pool.push(buf);
+        }
+        self.count_drop(DropReason::UdpNoSocket, "no socket on port");
+        // RFC 1122 4.1.3.1 / RFC 4443 3.1: port unreachable, rate limited.
+        if !self.icmp_error_allowed(now) {
+            self.stats.icmp_errors_rate_limited += 1;
+            return;
+        }
+        let v6 = ip.dst.is_ipv6();
+        let quote = icmp::error_quote(raw, v6);
+        let msg = if v6 {
+            IcmpRepr::V6(IcmpV6Message::DestUnreachable { code: icmp::v6_unreach::PORT, invoking: quote })
+        } else {
+            IcmpRepr::V4(IcmpV4Message::DestUnreachable { code: icmp::v4_unreach::PORT, invoking: quote })
+        };
+        let (src, dst) = (ip.dst, ip.src);
+        if self.queue_ctrl(|buf| wire::emit_icmp(buf, src, dst, &msg)) {
+            self.stats.icmp_unreachable_sent += 1;
+        }
+    }
+
+    fn icmp_error_allowed(&mut self, now: Instant) -> bool {
+        let rate = self.cfg.icmp_error_rate;
+        if rate == 0 {
+            return false;
+        }
+        let elapsed = now.saturating_duration_since(self.icmp_refill);
+        let add = (elapsed.as_micros() * rate as u128 / 1_000_000) as u64;
+        if add > 0 {
+            self.icmp_tokens = (self.icmp_tokens as u64 + add).min(rate as u64) as u32;
+            self.icmp_refill = now;
+        }
+        if self.icmp_tokens > 0 {
+            self.icmp_tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn icmp_input(&mut self, ip: &IpHeader, m: &IcmpRepr<'_>) {
+        let (src, dst) = (ip.dst, ip.src);
+        // RFC 792 (echo) and RFC 4443 4.2: reply with the same identifier, sequence
+        // number and data.
+        let reply = match *m {
+            IcmpRepr::V4(IcmpV4Message::EchoRequest { ident, seq, data }) => {
+                IcmpRepr::V4(IcmpV4Message::EchoReply { ident, seq, data })
+            }
+            IcmpRepr::V6(IcmpV6Message::EchoRequest { ident, seq, data }) => {
+                IcmpRepr::V6(IcmpV6Message::EchoReply { ident, seq, data })
+            }
+            _ => return self.count_drop(DropReason::IcmpIgnored, "not an echo request"),
+        };
+        if self.queue_ctrl(|buf| wire::emit_icmp(buf, src, dst, &reply)) {
+            self.stats.icmp_echo_replies += 1;
+        }
     }
 
     /// Write the next packet to send into `buf` and return its length, or `None` when
     /// nothing is due. `buf` must hold at least `config.mtu` bytes. Call until `None`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let _ = (now, buf);
-        todo!()
+        self.now = self.now.max(now);
+        if let Some(pkt) = self.ctrl.pop_front() {
+            let n = pkt.len();
+            if n <= buf.len() {
+                buf[..n].copy_from_slice(&pkt);
+            }
+            self.pool.push(pkt);
+            if n <= buf.len() {
+                self.stats.tx_packets += 1;
+                self.stats.tx_bytes += n as u64;
+                return Some(n);
+            }
+        }
+        while let Some(h) = self.txq.pop_front() {
+            let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen) else { continue };
+            slot.in_txq = false;
+            let n = match slot.sock.as_mut() {
+                Some(Sock::Tcp(c)) => {
+                    let before = c.retransmits;
+                    let Some(out) = c.dispatch(now, &mut self.scratch) else {
+                        self.refresh(h);
+                        continue;
+                    };
+                    self.stats.tcp_retransmits += c.retransmits - before;
+                    let repr = TcpRepr {
+                        src_port: c.local.port(),
+                        dst_port: c.remote.port(),
+                        seq: out.seq,
+                        ack: out.ack,
+                        flags: out.flags,
+                        window: out.window,
+                        urgent: 0,
+                        options: out.options,
+                        payload: &self.scratch[..out.payload_len],
+                    };
+                    wire::emit_tcp(buf, c.local.ip(), c.remote.ip(), &repr)
+                }
+                Some(Sock::Udp(u)) => {
+                    let Some((dst, data)) = u.txq.pop_front() else { continue };
+                    let src = if is_unspecified(u.local.ip()) {
+                        self.cfg.addrs.iter().copied().find(|a| same_family(*a, dst.ip()))
+                    } else {
+                        Some(u.local.ip())
+                    };
+                    let repr = UdpRepr { src_port: u.local.port(), dst_port: dst.port(), payload: &data };
+                    let r = match src {
+                        Some(src) => wire::emit_udp(buf, src, dst.ip(), &repr),
+                        None => Err(wire::EmitError::AddressFamilyMismatch),
+                    };
+                    let more = !u.txq.is_empty();
+                    self.pool.push(data);
+                    if more {
+                        slot.in_txq = true;
+                        self.txq.push_back(h);
+                    }
+                    self.wake(h);
+                    r
+                }
+                _ => continue,
+            };
+            if let Some(Sock::Tcp(_)) = self.slots[h.idx as usize].sock {
+                // More may follow from the same connection: round robin.
+                let slot = &mut self.slots[h.idx as usize];
+                if !slot.in_txq {
+                    slot.in_txq = true;
+                    self.txq.push_back(h);
+                }
+                self.refresh(h);
+            }
+            match n {
+                Ok(n) => {
+                    self.stats.tx_packets += 1;
+                    self.stats.tx_bytes += n as u64;
+                    return Some(n);
+                }
+                Err(e) => {
+                    tracing::warn!(?e, "could not emit packet (buffer smaller than the MTU?)");
+                    continue;
+                }
+            }
+        }
+        None
     }
 
     /// The earliest deadline at which `handle_timeout` must be called, if any.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        todo!()
+        while let Some(&Reverse((d, idx, gen))) = self.timers.peek() {
+            let live = self.slots.get(idx as usize).is_some_and(|s| s.gen == gen && s.timer == Some(d));
+            if live {
+                return Some(d);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     /// Run every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        self.now = self.now.max(now);
+        while let Some(&Reverse((d, idx, gen))) = self.timers.peek() {
+            if d > now {
+                break;
+            }
+            self.timers.pop();
+            let h = SocketHandle { idx, gen };
+            let Some(slot) = self.slots.get_mut(idx as usize).filter(|s| s.gen == gen && s.timer == Some(d)) else {
+                continue;
+            };
+            slot.timer = None;
+            let Some(Sock::Tcp(c)) = slot.sock.as_mut() else { continue };
+            let prev = c.state;
+            c.on_timer(now, &self.cfg);
+            self.after_conn_event(h, prev);
+            self.refresh(h);
+        }
     }
 
     /// A socket whose readiness (readable, writable, connected, closed, acceptable) may
     /// have changed since the last call. The runtime uses it to wake blocked callers.
     pub fn poll_wakeup(&mut self) -> Option<SocketHandle> {
-        todo!()
+        while let Some(h) = self.wakeups.pop_front() {
+            if let Some(s) = self.slot_mut(h) {
+                if s.wake {
+                    s.wake = false;
+                    return Some(h);
+                }
+            }
+        }
+        None
     }
 
     // ---------------------------------------------------------------- TCP
 
+    fn check_local(&self, local: SocketAddr) -> io::Result<()> {
+        let ip = local.ip();
+        if is_unspecified(ip) {
+            if self.first_addr_like(ip).is_none() {
+                return Err(err(io::ErrorKind::AddrNotAvailable, "the stack has no address of that family"));
+            }
+            return Ok(());
+        }
+        if !self.owns_address(ip) {
+            return Err(err(io::ErrorKind::AddrNotAvailable, "address not owned by this stack"));
+        }
+        Ok(())
+    }
+
     /// Bind and listen. `local`'s IP may be a wildcard; port 0 picks an ephemeral port.
-    /// The backlog bounds both the half-open and the accept queue (at least 1).
+    /// The backlog bounds the half-open plus accept queue (at least 1).
     pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> io::Result<SocketHandle> {
-        let _ = (local, backlog);
-        todo!()
+        self.check_local(local)?;
+        let l = Listener { local, backlog: backlog.max(1), half_open: Vec::new(), accept_q: VecDeque::new() };
+        let h = self.alloc(Sock::Listener(l), Owner::App);
+        let port = match self.tcp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
+            Ok(p) => p,
+            Err(e) => {
+                self.slots[h.idx as usize].sock = None;
+                self.slots[h.idx as usize].gen += 1;
+                self.free.push(h.idx);
+                return Err(e);
+            }
+        };
+        let bound = SocketAddr::new(local.ip(), port);
+        if let Some(Sock::Listener(l)) = self.slot_mut(h).and_then(|s| s.sock.as_mut()) {
+            l.local = bound;
+        }
+        if self.demux.insert_listener(Protocol::Tcp, bound, h).is_err() {
+            self.free_socket(h);
+            return Err(err(io::ErrorKind::AddrInUse, "address in use"));
+        }
+        Ok(h)
     }
 
     /// Take one completed connection from a listener's accept queue; `WouldBlock` when
     /// it is empty.
     pub fn tcp_accept(&mut self, listener: SocketHandle) -> io::Result<SocketHandle> {
-        let _ = listener;
-        todo!()
+        let h = match self.slot_mut(listener).and_then(|s| s.sock.as_mut()) {
+            Some(Sock::Listener(l)) => l.accept_q.pop_front(),
+            Some(_) => return Err(err(io::ErrorKind::InvalidInput, "not a listening socket")),
+            None => return Err(bad_handle()),
+        };
+        let Some(h) = h else { return Err(io::ErrorKind::WouldBlock.into()) };
+        if let Some(s) = self.slot_mut(h) {
+            s.owner = Owner::App;
+        }
+        // Anything that arrived before the accept (data, FIN, RST) is a readiness change.
+        self.wake(h);
+        if self.conn(h).is_ok_and(|c| c.state == TcpState::Closed) {
+            self.after_conn_event(h, TcpState::Closed);
+        }
+        Ok(h)
     }
 
     /// Active open. `local` defaults to the stack's first address of `remote`'s family
     /// and an RFC 6056 ephemeral port. Returns at once in SYN-SENT; use
     /// `tcp_poll_connect` to learn the outcome.
     pub fn tcp_connect(&mut self, now: Instant, remote: SocketAddr, local: Option<SocketAddr>) -> io::Result<SocketHandle> {
-        let _ = (now, remote, local);
-        todo!()
+        self.now = self.now.max(now);
+        if is_unspecified(remote.ip()) || remote.port() == 0 {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot connect to an unspecified address or port 0"));
+        }
+        if remote.ip().is_multicast() || remote.ip() == IpAddr::from([255, 255, 255, 255]) {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot connect TCP to a multicast or broadcast address"));
+        }
+        let local_ip = match local.map(|l| l.ip()) {
+            Some(ip) if !is_unspecified(ip) => {
+                if !self.owns_address(ip) {
+                    return Err(err(io::ErrorKind::AddrNotAvailable, "address not owned by this stack"));
+                }
+                if !same_family(ip, remote.ip()) {
+                    return Err(err(io::ErrorKind::InvalidInput, "local and remote address families differ"));
+                }
+                ip
+            }
+            _ => self
+                .first_addr_like(remote.ip())
+                .ok_or_else(|| err(io::ErrorKind::AddrNotAvailable, "the stack has no address of that family"))?,
+        };
+        let port = match local.map(|l| l.port()).unwrap_or(0) {
+            0 => {
+                let (demux, tcp_ports) = (&self.demux, &self.tcp_ports);
+                ports::connect_port(
+                    self.cfg.ephemeral_ports,
+                    &self.port_key,
+                    &mut self.connect_counter,
+                    local_ip,
+                    remote,
+                    |p| {
+                        !demux.has_connection(Protocol::Tcp, SocketAddr::new(local_ip, p), remote)
+                            && !tcp_ports.conflicts(local_ip, p)
+                    },
+                )?
+            }
+            p => {
+                if self.demux.has_connection(Protocol::Tcp, SocketAddr::new(local_ip, p), remote) {
+                    return Err(err(io::ErrorKind::AddrInUse, "that 4-tuple is in use"));
+                }
+                p
+            }
+        };
+        let local = SocketAddr::new(local_ip, port);
+        let iss = self.isn(now, local, remote);
+        let conn = Conn::connect(&self.cfg, local, remote, iss);
+        let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::App);
+        if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
+            self.free_socket(h);
+            return Err(err(io::ErrorKind::AddrInUse, "that 4-tuple is in use"));
+        }
+        self.stats.tcp_active_opens += 1;
+        self.refresh(h);
+        Ok(h)
     }
 
     /// `Ok(true)` once established (or later), `Ok(false)` while the handshake runs,
     /// `Err` with `ConnectionRefused`, `TimedOut` or `ConnectionReset` if it failed.
     pub fn tcp_poll_connect(&mut self, h: SocketHandle) -> io::Result<bool> {
-        let _ = h;
-        todo!()
+        let c = self.conn(h)?;
+        match c.state {
+            TcpState::SynSent | TcpState::SynReceived => Ok(false),
+            TcpState::Closed => match c.error() {
+                Some(kind) => Err(kind.into()),
+                None => Err(err(io::ErrorKind::NotConnected, "connection closed")),
+            },
+            _ => Ok(true),
+        }
     }
 
     /// Queue bytes for sending; returns how many were taken (may be fewer than asked),
-    /// `WouldBlock` when the send buffer is full, `BrokenPipe` after shutdown(Write) or
-    /// once the peer reset, `NotConnected` before the handshake completes.
+    /// `WouldBlock` when the send buffer is full or the handshake is still running,
+    /// `BrokenPipe` after shutdown(Write), the connection's error after a reset.
     pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
-        let _ = (h, data);
-        todo!()
+        let r = self.conn_mut(h)?.send(data);
+        self.refresh(h);
+        r
     }
 
     /// Read received bytes. `Ok(0)` is end of stream (the peer's FIN was read);
     /// `WouldBlock` when nothing is buffered yet; `ConnectionReset` after a RST.
     pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
-        let _ = (h, buf);
-        todo!()
+        let r = self.conn_mut(h)?.recv(buf);
+        self.refresh(h);
+        r
     }
 
     /// Shut down one or both directions. `Write` sends FIN after queued data (half
     /// close); `Read` discards further incoming data.
     pub fn tcp_shutdown(&mut self, h: SocketHandle, how: Shutdown) -> io::Result<()> {
-        let _ = (h, how);
-        todo!()
+        let c = self.conn_mut(h)?;
+        if matches!(c.state, TcpState::Closed | TcpState::SynSent | TcpState::Listen) {
+            return Err(err(io::ErrorKind::NotConnected, "socket is not connected"));
+        }
+        let prev = c.state;
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            c.shutdown_read();
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            c.shutdown_write();
+        }
+        self.after_conn_event(h, prev);
+        Ok(())
     }
 
     /// Abort: send RST (if synchronized) and release the socket at once.
     pub fn tcp_abort(&mut self, h: SocketHandle) -> io::Result<()> {
-        let _ = h;
-        todo!()
+        let c = self.conn_mut(h)?;
+        let (l, r) = (c.local, c.remote);
+        if let Some(Reply::Rst { seq, ack }) = c.abort() {
+            self.queue_rst(l, r, seq, ack);
+        }
+        self.free_socket(h);
+        Ok(())
     }
 
     pub fn tcp_state(&self, h: SocketHandle) -> io::Result<TcpState> {
-        let _ = h;
-        todo!()
+        match self.slot(h).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Tcp(c)) => Ok(c.state),
+            Some(Sock::Listener(_)) => Ok(TcpState::Listen),
+            Some(Sock::Udp(_)) => Err(err(io::ErrorKind::InvalidInput, "not a TCP socket")),
+            None => Err(bad_handle()),
+        }
     }
 
     /// Disable (true) or enable (false) Nagle's algorithm (RFC 896).
     pub fn tcp_set_nodelay(&mut self, h: SocketHandle, nodelay: bool) -> io::Result<()> {
-        let _ = (h, nodelay);
-        todo!()
+        self.conn_mut(h)?.set_nodelay(nodelay);
+        self.refresh(h);
+        Ok(())
+    }
+
+    pub fn tcp_nodelay(&self, h: SocketHandle) -> io::Result<bool> {
+        Ok(self.conn(h)?.nodelay())
     }
 
     /// Bytes the application can write right now without `WouldBlock`.
     pub fn tcp_send_capacity(&self, h: SocketHandle) -> io::Result<usize> {
-        let _ = h;
-        todo!()
+        Ok(self.conn(h)?.send_capacity())
+    }
+
+    /// Bytes received and not yet read.
+    pub fn tcp_recv_queue(&self, h: SocketHandle) -> io::Result<usize> {
+        Ok(self.conn(h)?.recv_queue())
     }
 
     // ---------------------------------------------------------------- UDP
 
     pub fn udp_bind(&mut self, local: SocketAddr) -> io::Result<SocketHandle> {
-        let _ = local;
-        todo!()
+        self.check_local(local)?;
+        let u = UdpSock { local, remote: None, rxq: VecDeque::new(), txq: VecDeque::new() };
+        let h = self.alloc(Sock::Udp(u), Owner::App);
+        let port = match self.udp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
+            Ok(p) => p,
+            Err(e) => {
+                self.slots[h.idx as usize].sock = None;
+                self.slots[h.idx as usize].gen += 1;
+                self.free.push(h.idx);
+                return Err(e);
+            }
+        };
+        let bound = SocketAddr::new(local.ip(), port);
+        if let Ok(u) = self.udp_mut(h) {
+            u.local = bound;
+        }
+        if self.demux.insert_listener(Protocol::Udp, bound, h).is_err() {
+            self.free_socket(h);
+            return Err(err(io::ErrorKind::AddrInUse, "address in use"));
+        }
+        Ok(h)
     }
 
     /// Fix the peer: `send` goes there and only its datagrams are received.
     pub fn udp_connect(&mut self, h: SocketHandle, remote: SocketAddr) -> io::Result<()> {
-        let _ = (h, remote);
-        todo!()
+        let u = self.udp_mut(h)?;
+        if !same_family(u.local.ip(), remote.ip()) {
+            return Err(err(io::ErrorKind::InvalidInput, "address family differs from the bound address"));
+        }
+        if is_unspecified(remote.ip()) || remote.port() == 0 {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot connect to an unspecified address or port 0"));
+        }
+        u.remote = Some(remote);
+        Ok(())
     }
 
     pub fn udp_send_to(&mut self, h: SocketHandle, data: &[u8], dst: SocketAddr) -> io::Result<usize> {
-        let _ = (h, data, dst);
-        todo!()
+        let max = self.cfg.mtu.saturating_sub(wire::ip_header_len(dst.ip()) + wire::udp::UDP_HEADER_LEN);
+        let limit = self.cfg.udp_tx_queue;
+        let has_src = self.first_addr_like(dst.ip()).is_some();
+        let mut buf = self.pool.pop().unwrap_or_default();
+        let u = self.udp_mut(h)?;
+        if !same_family(u.local.ip(), dst.ip()) {
+            return Err(err(io::ErrorKind::InvalidInput, "address family differs from the bound address"));
+        }
+        if is_unspecified(dst.ip()) || dst.port() == 0 {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot send to an unspecified address or port 0"));
+        }
+        if !has_src {
+            return Err(err(io::ErrorKind::AddrNotAvailable, "the stack has no address of that family"));
+        }
+        if data.len() > max {
+            // We do not fragment (RFC 8200 5 / RFC 791): like EMSGSIZE.
+            return Err(err(io::ErrorKind::InvalidInput, "datagram larger than the MTU allows"));
+        }
+        if u.txq.len() >= limit {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        buf.clear();
+        buf.extend_from_slice(data);
+        u.txq.push_back((dst, buf));
+        let slot = &mut self.slots[h.idx as usize];
+        if !slot.in_txq {
+            slot.in_txq = true;
+            self.txq.push_back(h);
+        }
+        Ok(data.len())
     }
 
     pub fn udp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
-        let _ = (h, data);
-        todo!()
+        let remote = self.udp_mut(h)?.remote.ok_or_else(|| err(io::ErrorKind::NotConnected, "UDP socket not connected"))?;
+        self.udp_send_to(h, data, remote)
     }
 
     /// One datagram; a datagram longer than `buf` is truncated (the rest is discarded,
     /// as with std).
     pub fn udp_recv_from(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let _ = (h, buf);
-        todo!()
+        let u = self.udp_mut(h)?;
+        let Some((src, data)) = u.rxq.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        self.pool.push(data);
+        Ok((n, src))
     }
 
     pub fn udp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
-        let _ = (h, buf);
-        todo!()
+        if self.udp_mut(h)?.remote.is_none() {
+            // std allows recv on an unconnected socket; so do we.
+        }
+        self.udp_recv_from(h, buf).map(|(n, _)| n)
+    }
+
+    /// Datagrams queued for sending that `poll_transmit` has not taken yet.
+    pub fn udp_send_queue(&mut self, h: SocketHandle) -> io::Result<usize> {
+        Ok(self.udp_mut(h)?.txq.len())
     }
 
     // ---------------------------------------------------------------- any socket
@@ -211,26 +1020,115 @@ impl Stack {
     /// data is discarded, RFC 9293 3.10.4 / RFC 2525 2.17); the connection lives on as an
     /// orphan until the close completes. Listener: pending connections are reset.
     pub fn close(&mut self, h: SocketHandle) -> io::Result<()> {
-        let _ = h;
-        todo!()
+        let now = self.now;
+        let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen && s.sock.is_some()) else {
+            return Err(bad_handle());
+        };
+        match slot.sock.as_mut() {
+            Some(Sock::Tcp(c)) => {
+                let prev = c.state;
+                let (l, r) = (c.local, c.remote);
+                if c.close(now, &self.cfg) {
+                    if let Some(Reply::Rst { seq, ack }) = c.abort() {
+                        self.queue_rst(l, r, seq, ack);
+                    }
+                    self.free_socket(h);
+                    return Ok(());
+                }
+                if c.state == TcpState::Closed {
+                    self.free_socket(h);
+                    return Ok(());
+                }
+                slot.owner = Owner::Orphan;
+                self.after_conn_event(h, prev);
+            }
+            Some(Sock::Listener(l)) => {
+                let children: Vec<SocketHandle> = l.half_open.drain(..).chain(l.accept_q.drain(..)).collect();
+                for c in children {
+                    let _ = self.tcp_abort(c);
+                }
+                self.free_socket(h);
+            }
+            Some(Sock::Udp(_)) => self.free_socket(h),
+            None => return Err(bad_handle()),
+        }
+        Ok(())
     }
 
     pub fn local_addr(&self, h: SocketHandle) -> io::Result<SocketAddr> {
-        let _ = h;
-        todo!()
+        match self.slot(h).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Tcp(c)) => Ok(c.local),
+            Some(Sock::Listener(l)) => Ok(l.local),
+            Some(Sock::Udp(u)) => Ok(u.local),
+            None => Err(bad_handle()),
+        }
     }
 
     pub fn peer_addr(&self, h: SocketHandle) -> io::Result<SocketAddr> {
-        let _ = h;
-        todo!()
+        let not_conn = || err(io::ErrorKind::NotConnected, "socket is not connected");
+        match self.slot(h).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Tcp(c)) => Ok(c.remote),
+            Some(Sock::Listener(_)) => Err(not_conn()),
+            Some(Sock::Udp(u)) => u.remote.ok_or_else(not_conn),
+            None => Err(bad_handle()),
+        }
     }
 
     /// Every socket, ordered by handle: the `netstat -ano` of this stack.
     pub fn sockets(&self) -> Vec<SocketInfo> {
-        todo!()
+        let mut v = Vec::new();
+        for (idx, s) in self.slots.iter().enumerate() {
+            let handle = SocketHandle { idx: idx as u32, gen: s.gen };
+            let row = match s.sock.as_ref() {
+                None => continue,
+                Some(Sock::Tcp(c)) => SocketInfo {
+                    handle,
+                    protocol: Protocol::Tcp,
+                    local: c.local,
+                    remote: Some(c.remote),
+                    state: c.state.as_str(),
+                    recv_queue: c.recv_queue(),
+                    send_queue: c.send_queue(),
+                    owner: s.owner,
+                },
+                Some(Sock::Listener(l)) => SocketInfo {
+                    handle,
+                    protocol: Protocol::Tcp,
+                    local: l.local,
+                    remote: None,
+                    state: TcpState::Listen.as_str(),
+                    recv_queue: l.accept_q.len(),
+                    send_queue: 0,
+                    owner: s.owner,
+                },
+                Some(Sock::Udp(u)) => SocketInfo {
+                    handle,
+                    protocol: Protocol::Udp,
+                    local: u.local,
+                    remote: u.remote,
+                    state: if u.remote.is_some() { "CONNECTED" } else { "BOUND" },
+                    recv_queue: u.rxq.iter().map(|(_, d)| d.len()).sum(),
+                    send_queue: u.txq.iter().map(|(_, d)| d.len()).sum(),
+                    owner: s.owner,
+                },
+            };
+            v.push(row);
+        }
+        v
     }
 
     pub fn stats(&self) -> &Stats {
-        todo!()
+        &self.stats
     }
 }
+
+fn put_addr(out: &mut [u8], ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => out.copy_from_slice(&a.octets()),
+    }
+}
+
+#[cfg(test)]
+#[path = "stack_tests.rs"]
+mod tests;

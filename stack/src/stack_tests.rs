@@ -1,0 +1,143 @@
+//! Core-level tests: two stacks wired back to back in memory, UDP, ICMP, ports.
+
+use super::*;
+use std::time::Duration;
+
+fn cfg(addr: &str, seed: u64) -> Config {
+    Config {
+        addrs: vec![addr.parse().unwrap()],
+        seed,
+        msl: Duration::from_millis(500),
+        ..Config::default()
+    }
+}
+
+/// Move every pending packet from `from` into `to`; returns how many moved.
+fn pump(now: Instant, from: &mut Stack, to: &mut Stack) -> usize {
+    let mut buf = vec![0u8; 1500];
+    let mut n = 0;
+    while let Some(len) = from.poll_transmit(now, &mut buf) {
+        to.input(now, &buf[..len]);
+        n += 1;
+    }
+    n
+}
+
+struct Pair {
+    a: Stack,
+    b: Stack,
+    now: Instant,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair { a: Stack::new(cfg("10.0.0.1", 1)), b: Stack::new(cfg("10.0.0.2", 2)), now: Instant::ZERO }
+    }
+
+    /// Exchange packets until quiet; then, if `advance`, jump to the next timer.
+    fn step(&mut self, advance: bool) -> bool {
+        let moved = pump(self.now, &mut self.a, &mut self.b) + pump(self.now, &mut self.b, &mut self.a);
+        if moved > 0 {
+            return true;
+        }
+        if !advance {
+            return false;
+        }
+        let next = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min();
+        match next {
+            Some(t) => {
+                self.now = self.now.max(t);
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            if !self.step(false) {
+                return;
+            }
+        }
+        panic!("did not settle");
+    }
+}
+
+#[test]
+fn handshake_transfer_and_close_between_two_stacks() {
+    let mut p = Pair::new();
+    let l = p.a.tcp_listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
+    let c = p.b.tcp_connect(p.now, "10.0.0.1:80".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert_eq!(p.b.tcp_poll_connect(c).unwrap(), true);
+    let s = p.a.tcp_accept(l).unwrap();
+    assert_eq!(p.a.tcp_state(s).unwrap(), TcpState::Established);
+
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..1_000_000 {
+        if sent < data.len() {
+            if let Ok(n) = p.b.tcp_send(c, &data[sent..]) {
+                sent += n;
+            }
+        }
+        loop {
+            match p.a.tcp_recv(s, &mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        if got.len() == data.len() {
+            break;
+        }
+        p.step(true);
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+
+    p.b.close(c).unwrap();
+    p.settle();
+    assert_eq!(p.a.tcp_recv(s, &mut buf).unwrap(), 0, "EOF after peer FIN");
+    assert_eq!(p.a.tcp_state(s).unwrap(), TcpState::CloseWait);
+    p.a.close(s).unwrap();
+    p.settle();
+    let row = p.b.sockets();
+    assert_eq!(row.len(), 1, "{row:?}");
+    assert_eq!(row[0].state, "TIME-WAIT");
+    // a's side is gone (LAST-ACK -> CLOSED); only its listener remains.
+    assert_eq!(p.a.sockets().len(), 1);
+    while p.step(true) {}
+    assert!(p.b.sockets().is_empty(), "TIME-WAIT expired");
+}
+
+#[test]
+fn udp_echo_and_port_unreachable() {
+    let mut p = Pair::new();
+    let sa = p.a.udp_bind("0.0.0.0:7".parse().unwrap()).unwrap();
+    let sb = p.b.udp_bind("10.0.0.2:0".parse().unwrap()).unwrap();
+    let port = p.b.local_addr(sb).unwrap().port();
+    assert!((49152..=65535).contains(&port));
+    p.b.udp_send_to(sb, b"hello", "10.0.0.1:7".parse().unwrap()).unwrap();
+    p.settle();
+    let mut buf = [0u8; 64];
+    let (n, from) = p.a.udp_recv_from(sa, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(from, SocketAddr::new("10.0.0.2".parse().unwrap(), port));
+    // Nobody on port 9: ICMP port unreachable comes back (and is ignored by b).
+    p.b.udp_send_to(sb, b"x", "10.0.0.1:9".parse().unwrap()).unwrap();
+    p.settle();
+    assert_eq!(p.a.stats().dropped(DropReason::UdpNoSocket), 1);
+    assert_eq!(p.a.stats().icmp_unreachable_sent, 1);
+}
+
+#[test]
+fn closed_port_refuses_connect() {
+    let mut p = Pair::new();
+    let c = p.b.tcp_connect(p.now, "10.0.0.1:81".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert_eq!(p.b.tcp_poll_connect(c).unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+}
