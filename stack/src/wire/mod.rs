@@ -161,8 +161,12 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
 pub enum EmitError {
     /// The buffer is shorter than the packet (the packet's length is inside).
     BufferTooSmall(usize),
-    /// Source and destination are of different IP families.
+    /// Source and destination are of different IP families, or an ICMP message of one
+    /// version was to be sent between addresses of the other family.
     AddressFamilyMismatch,
+    /// The packet (its length is inside) would not fit the 16-bit IPv4 total length or
+    /// IPv6 payload length field.
+    PacketTooLarge(usize),
 }
 
 /// Length of the IP header we emit for this destination family (20 or 40).
@@ -188,3 +192,6 @@ pub fn emit_udp(buf: &mut [u8], src: IpAddr, dst: IpAddr, udp: &UdpRepr<'_>) -> 
 pub fn emit_icmp(buf: &mut [u8], src: IpAddr, dst: IpAddr, icmp: &IcmpRepr<'_>) -> Result<usize, EmitError> {
     ip::emit_packet(buf, src, dst, DEFAULT_HOP_LIMIT, Transport::Icmp(*icmp))
 }
+
+#[cfg(test)]
+mod tests;
