@@ -266,10 +266,14 @@ impl Stack {
 
     /// After anything touched a connection: re-arm its timer, schedule output.
     fn refresh(&mut self, h: SocketHandle) {
+        self.refresh_inner(h, true)
+    }
+
+    fn refresh_inner(&mut self, h: SocketHandle, schedule: bool) {
         let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen) else { return };
         let Some(Sock::Tcp(c)) = slot.sock.as_ref() else { return };
         let deadline = c.deadline();
-        let wants = c.wants_to_send();
+        let wants = schedule && c.wants_to_send();
         if deadline != slot.timer {
             slot.timer = deadline;
             if let Some(d) = deadline {
@@ -591,7 +595,8 @@ impl Stack {
                 Some(Sock::Tcp(c)) => {
                     let before = c.retransmits;
                     let Some(out) = c.dispatch(now, &mut self.scratch) else {
-                        self.refresh(h);
+                        // Nothing sendable (window, Nagle): wait for an ACK or a timer.
+                        self.refresh_inner(h, false);
                         continue;
                     };
                     self.stats.tcp_retransmits += c.retransmits - before;

@@ -94,7 +94,8 @@ fn handshake_transfer_and_close_between_two_stacks() {
         if got.len() == data.len() {
             break;
         }
-        p.step(true);
+        assert!(p.step(true), "stalled at sent={sent} got={}", got.len());
+
     }
     assert_eq!(got.len(), data.len());
     assert!(got == data);
