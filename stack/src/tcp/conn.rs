@@ -639,6 +639,11 @@ impl Conn {
             self.snd_wl1 = seg.seq;
             self.snd_wl2 = seg.ack;
         }
+        if self.snd_wnd == 0 && seg.ack == self.snd_una {
+            // The peer answers our zero-window probes: it is alive, so the persist
+            // state does not count towards the retransmission limit (RFC 9293 3.8.6.1).
+            self.retries = 0;
+        }
         if !had_fin_acked && self.fin_acked() {
             match self.state {
                 TcpState::FinWait1 => {
@@ -674,6 +679,11 @@ impl Conn {
     /// RFC 9293 3.10.7.4, seventh (segment text) and eighth (FIN) checks.
     fn process_text_and_fin(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> Option<Reply> {
         let receiving = matches!(self.state, TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2);
+        if !seg.payload.is_empty() || seg.flags.fin() {
+            // Every segment that occupies sequence space is acknowledged (no delayed
+            // ACKs yet), including a zero-window probe whose byte we cannot take.
+            self.ack_pending = true;
+        }
         let mut seq = seg.seq;
         let mut payload = seg.payload;
         let mut fin = seg.flags.fin();
@@ -751,7 +761,6 @@ impl Conn {
         self.state = TcpState::TimeWait;
         self.close_deadline = Some(now + 2 * cfg.msl);
         self.rtx_deadline = None;
-        self.ack_pending = true;
     }
 
     /// New data acknowledged: `snd_una < ack <= snd_max`.
@@ -893,19 +902,25 @@ impl Conn {
             let avail = data_end - self.snd_nxt;
             let room = if limit > self.snd_nxt { limit - self.snd_nxt } else { 0 };
             let mut len = avail.min(self.mss).min(room).min(scratch.len());
-            if len == 0 && self.probe_due && self.bytes_in_flight() == 0 {
-                // Zero-window probe (RFC 9293 3.8.6.1): one byte beyond the window.
-                len = 1;
+            if self.probe_due {
+                // The persist timer fired (RFC 9293 3.8.6.1 zero-window probe, and the
+                // SWS override timeout of 3.8.6.2.1): send what fits, or one byte
+                // beyond a zero window.
+                len = len.max(1);
             } else if len < self.mss && len < avail {
                 // Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only if
                 // it is at least half the largest window the peer offered.
-                if len == 0 || len < self.max_snd_wnd / 2 {
+                if len < self.max_snd_wnd / 2 {
                     len = 0;
                 }
             } else if len == avail && len < self.mss && !self.nodelay && self.snd_nxt != self.snd_una && !self.fin_queued {
                 // Nagle (RFC 896, RFC 9293 3.7.4): hold a small final piece while data
                 // is unacknowledged.
                 len = 0;
+            }
+            if len == 0 && self.bytes_in_flight() == 0 {
+                // Nothing in flight to clock us: the persist timer takes over.
+                self.arm_rtx(now);
             }
             if len > 0 {
                 self.probe_due = false;
@@ -932,10 +947,6 @@ impl Conn {
                 }
                 self.arm_rtx(now);
                 return Some(self.segment(seq, flags, len));
-            }
-            if room == 0 && self.bytes_in_flight() == 0 {
-                // Persist timer (RFC 9293 3.8.6.1): probe the zero window later.
-                self.arm_rtx(now);
             }
         }
 
@@ -1075,6 +1086,8 @@ impl Conn {
         self.fast_rtx = false;
         self.rtt_probe = None; // Karn's algorithm
         self.snd_nxt = self.snd_una;
+        // Against a zero window the retransmission is a one-byte window probe.
+        self.probe_due = self.snd_wnd == 0;
     }
 
     /// Diagnostics for tests and the socket table.
