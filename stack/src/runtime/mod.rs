@@ -246,11 +246,6 @@ impl RuntimeHandle {
         self.shared.lock_any().stack.stats().clone()
     }
 
-    /// The runtime's current time as the core sees it.
-    pub(crate) fn now(&self) -> Instant {
-        self.shared.now()
-    }
-
     /// Run one core call under the lock and send whatever it produced.
     pub(crate) fn call<T>(&self, f: impl FnOnce(&mut Stack, Instant) -> io::Result<T>) -> io::Result<T> {
         let shared = &*self.shared;
@@ -619,4 +614,4 @@ fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,7 +16,7 @@ use super::*;
 
 /// Run `f` on a thread of its own inside a new network namespace. Returns false (after
 /// printing why) when the environment cannot do that.
-fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) -> bool {
+pub(crate) fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipping {test}: needs root (CAP_NET_ADMIN) to create TUN devices");
