@@ -152,6 +152,15 @@ mod unit_tests {
     use super::*;
 
     #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<TcpListener>();
+        check::<TcpStream>();
+        check::<UdpSocket>();
+        check::<RuntimeHandle>();
+    }
+
+    #[test]
     fn zero_timeout_is_invalid_input() {
         assert_eq!(check_timeout(Some(Duration::ZERO)).unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert!(check_timeout(None).is_ok());
