@@ -1,13 +1,192 @@
 //! Blocking socket handles shaped like `std::net`'s, on top of a [`crate::runtime::Runtime`].
 //!
 //! Differences from std: constructors take the runtime (`TcpListener::bind(&rt, addr)`),
-//! since there is no global OS stack. Errors are `std::io::Error` with std's kinds.
+//! since there is no global OS stack; either the [`Runtime`](crate::runtime::Runtime) or
+//! a [`RuntimeHandle`] will do. Errors are `std::io::Error` with std's kinds; once the
+//! runtime is shut down every call fails with `NotConnected` ("runtime shut down").
 //!
 //! - `TcpListener`: `bind(&rt, addr)`, `bind_with_backlog`, `accept() -> (TcpStream, SocketAddr)`,
-//!   `incoming()`, `local_addr()`, `set_nonblocking()`.
+//!   `incoming()`, `local_addr()`, `set_nonblocking()`, `try_clone()`.
 //! - `TcpStream`: `connect(&rt, addr)`, `connect_timeout`, `Read`, `Write` (also for `&TcpStream`),
 //!   `shutdown(Shutdown)`, `peer_addr`, `local_addr`, `set_nodelay`, `nodelay`,
-//!   `set_read_timeout`, `set_write_timeout`, `set_nonblocking`, `try_clone`.
-//!   Dropping the last clone closes gracefully.
+//!   `set_read_timeout`, `set_write_timeout`, `read_timeout`, `write_timeout`,
+//!   `set_nonblocking`, `try_clone`, `state`. Dropping the last clone closes gracefully.
 //! - `UdpSocket`: `bind(&rt, addr)`, `send_to`, `recv_from`, `connect`, `send`, `recv`,
-//!   `local_addr`, `peer_addr`, timeouts, `set_nonblocking`.
+//!   `local_addr`, `peer_addr`, timeouts, `set_nonblocking`, `try_clone`.
+//!
+//! Every handle also has `handle()`, its [`SocketHandle`] in the stack's socket table
+//! (`Runtime::sockets`).
+//!
+//! Blocking: a call that the core answers with `WouldBlock` waits for the runtime to
+//! report that the socket's readiness changed, then tries again. In non-blocking mode
+//! `WouldBlock` is returned as is; when a read or write timeout expires the call fails
+//! with `WouldBlock` too (what std does on Linux).
+
+mod tcp;
+mod udp;
+
+pub use tcp::{Incoming, TcpListener, TcpStream, DEFAULT_BACKLOG};
+pub use udp::UdpSocket;
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::runtime::RuntimeHandle;
+use crate::socket::SocketHandle;
+use crate::stack::Stack;
+
+/// One socket of the stack as held by the application: closed (`Stack::close`) when the
+/// last handle sharing it is dropped. Options are per socket, shared by clones, as they
+/// are for std's `try_clone`.
+struct Sock {
+    rt: RuntimeHandle,
+    h: SocketHandle,
+    nonblocking: AtomicBool,
+    read_timeout: Mutex<Option<Duration>>,
+    write_timeout: Mutex<Option<Duration>>,
+    /// Set when the socket was already released (aborted): nothing to close on drop.
+    released: AtomicBool,
+}
+
+impl Sock {
+    fn new(rt: RuntimeHandle, h: SocketHandle) -> Sock {
+        Sock {
+            rt,
+            h,
+            nonblocking: AtomicBool::new(false),
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    fn call<T>(&self, f: impl FnOnce(&mut Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
+        self.rt.call(|s, _| f(s, self.h))
+    }
+
+    /// Block (per this socket's mode and read timeout) until `f` stops saying WouldBlock.
+    fn wait_read<T>(&self, mut f: impl FnMut(&mut Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
+        self.rt.block(self.is_nonblocking(), self.read_timeout(), |s, _| f(s, self.h))
+    }
+
+    /// Same with the write timeout.
+    fn wait_write<T>(&self, mut f: impl FnMut(&mut Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
+        self.rt.block(self.is_nonblocking(), self.write_timeout(), |s, _| f(s, self.h))
+    }
+
+    fn is_nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+
+    fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.store(on, Ordering::Relaxed);
+    }
+
+    fn read_timeout(&self) -> Option<Duration> {
+        *self.read_timeout.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        *self.write_timeout.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        *self.read_timeout.lock().unwrap_or_else(PoisonError::into_inner) = t;
+        Ok(())
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        *self.write_timeout.lock().unwrap_or_else(PoisonError::into_inner) = t;
+        Ok(())
+    }
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        if self.released.load(Ordering::Relaxed) {
+            return;
+        }
+        // Fails with NotConnected once the runtime is gone, which is fine: the whole
+        // stack went with it.
+        if let Err(e) = self.rt.call(|s, _| s.close(self.h)) {
+            tracing::trace!(handle = ?self.h, error = %e, "close on drop");
+        }
+    }
+}
+
+/// std rejects a zero timeout (it would mean "forever" to setsockopt).
+fn check_timeout(t: Option<Duration>) -> io::Result<()> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot set a 0 duration timeout"));
+    }
+    Ok(())
+}
+
+/// Try `f` on every address `addr` resolves to, like std: the first success wins,
+/// otherwise the last error.
+fn each_addr<T>(addr: impl ToSocketAddrs, mut f: impl FnMut(SocketAddr) -> io::Result<T>) -> io::Result<T> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match f(a) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses")))
+}
+
+/// The first address `addr` resolves to.
+fn first_addr(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to"))
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<TcpListener>();
+        check::<TcpStream>();
+        check::<UdpSocket>();
+        check::<RuntimeHandle>();
+    }
+
+    #[test]
+    fn zero_timeout_is_invalid_input() {
+        assert_eq!(check_timeout(Some(Duration::ZERO)).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert!(check_timeout(None).is_ok());
+        assert!(check_timeout(Some(Duration::from_nanos(1))).is_ok());
+    }
+
+    #[test]
+    fn each_addr_tries_all_and_keeps_the_last_error() {
+        let addrs: Vec<SocketAddr> = vec!["10.0.0.2:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap()];
+        let mut seen = Vec::new();
+        let r: io::Result<()> = each_addr(&addrs[..], |a| {
+            seen.push(a.port());
+            Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("port {}", a.port())))
+        });
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(r.unwrap_err().to_string(), "port 2");
+        let r = each_addr(&addrs[..], |a| if a.port() == 2 { Ok(a) } else { Err(io::ErrorKind::Other.into()) });
+        assert_eq!(r.unwrap(), addrs[1]);
+        let none: &[SocketAddr] = &[];
+        assert_eq!(each_addr(none, Ok).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(first_addr(none).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(first_addr("10.0.0.2:7").unwrap(), "10.0.0.2:7".parse().unwrap());
+        assert!(each_addr("not an address", Ok).is_err());
+    }
+}
+
+/// End-to-end tests against the kernel (need the core; see the file).
+#[cfg(test)]
+mod tests;

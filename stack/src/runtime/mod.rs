@@ -4,23 +4,61 @@
 //! deadline as timeout, feeds packets in batches, flushes `poll_transmit` to the device,
 //! and wakes blocked `net` handles. Handles lock the shared core only for the duration
 //! of one call; no lock is held while waiting.
+//!
+//! ```text
+//!   net handles ──lock──> Core { Stack, device, tx buffer } <──lock── runtime thread
+//!        │  call, flush packets it produced, wake others            │ poll(tun, eventfd)
+//!        └─ Condvar::wait_timeout (lock released) <── notify_all ───┘ input / timers / flush
+//! ```
+//!
+//! # Network namespaces
+//!
+//! The device is created, and its addresses are configured, in the network namespace of
+//! the thread that calls [`Runtime::new`]. Tests that must not touch the host's
+//! namespace move one thread into a fresh namespace first (`unshare(CLONE_NEWNET)` or
+//! `setns` to a namespace from `ip netns add`) and create the runtime from that thread.
+//! The runtime's own thread only reads and writes the device's descriptor, so which
+//! namespace it sits in does not matter; kernel sockets that talk to the stack must be
+//! opened from a thread in the device's namespace.
 
+pub mod ifconfig;
+
+mod device;
+mod sys;
+
+use std::fmt;
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use tun_tap::Iface;
 
 use crate::config::Config;
 use crate::socket::SocketInfo;
-use crate::stack::Stats;
+use crate::stack::{Stack, Stats};
+use crate::time::Instant;
+
+use self::ifconfig::Ifconfig;
+use self::sys::EventFd;
+
+/// Packets read from the device per batch before the core is locked and fed.
+const RX_BATCH: usize = 64;
 
 /// What the runtime needs to create and configure the device.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Interface name (default "tun0").
+    /// Interface name (default "tun0"). At most 15 bytes; `%d` lets the kernel pick a
+    /// number (see [`Runtime::tun_name`] for the result).
     pub tun_name: String,
     /// MTU set on the device and used by the stack.
     pub mtu: usize,
     /// Addresses (with prefix length) given to the kernel's side of the TUN device, so
     /// the host can route to the stack's addresses (e.g. 10.0.0.1/24, fd00::1/64).
+    /// At most one IPv4 address; any number of IPv6 addresses.
     pub host_addrs: Vec<(IpAddr, u8)>,
     /// The core's configuration; `stack.addrs` are the stack's own addresses and
     /// `stack.mtu` is overwritten with `mtu`. A zero `stack.seed` is replaced with one
@@ -45,35 +83,535 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// Owns the TUN device and its thread. Dropping it stops the thread and removes the
-/// device. Cheap to clone handles from (`net::*` hold an internal `Arc`).
+/// Owns the TUN device and its thread. Dropping it (or [`Runtime::shutdown`]) stops the
+/// thread and closes the device, which removes the interface; handles that outlive it
+/// fail with `NotConnected` ("runtime shut down").
 pub struct Runtime {
-    _todo: (),
+    handle: RuntimeHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A cheap, clonable reference to a running [`Runtime`]: what the `net` handles hold.
+/// It does not keep the device alive: once the `Runtime` is dropped, calls through a
+/// handle fail with `NotConnected`.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    shared: Arc<Shared>,
+}
+
+/// State shared by the runtime thread and every handle.
+struct Shared {
+    core: Mutex<Core>,
+    /// Notified (all waiters) whenever the core reports a wakeup, and at shutdown.
+    cond: Condvar,
+    /// Wakes the runtime thread out of poll(2): shutdown, or an earlier deadline.
+    wake: EventFd,
+    stopped: AtomicBool,
+    /// `tunstack::Instant::ZERO` of this runtime.
+    epoch: std::time::Instant,
+    name: String,
+}
+
+/// Everything that is only touched under the lock.
+struct Core {
+    stack: Stack,
+    /// `None` once the runtime stopped: nothing is written any more.
+    dev: Option<Arc<Iface>>,
+    /// One packet's worth of transmit buffer, reused for every packet.
+    tx_buf: Box<[u8]>,
+    /// The deadline the runtime thread is sleeping towards; a call that moves the core's
+    /// deadline earlier must kick the eventfd.
+    thread_deadline: Option<Instant>,
+    stopped: bool,
+}
+
+impl Core {
+    /// Write every packet the core has ready straight to the device.
+    fn flush(&mut self, now: Instant) {
+        while let Some(len) = self.stack.poll_transmit(now, &mut self.tx_buf) {
+            let Some(dev) = &self.dev else { continue };
+            let pkt = &self.tx_buf[..len.min(self.tx_buf.len())];
+            if let Err(e) = dev.send(pkt) {
+                // TUN is a lossy link like any other: the peer's retransmission logic
+                // (or ours) recovers. EIO means someone set the link down.
+                tracing::debug!(len, error = %e, "TUN write failed, packet dropped");
+            }
+        }
+    }
+}
+
+fn stopped_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "runtime shut down")
+}
+
+fn poisoned_error() -> io::Error {
+    io::Error::other("runtime stopped: the stack panicked")
+}
+
+impl Shared {
+    fn now(&self) -> Instant {
+        let micros = self.epoch.elapsed().as_micros();
+        Instant::from_micros(micros.min(u64::MAX as u128) as u64)
+    }
+
+    /// Lock the core for an API call: `NotConnected` once the runtime stopped.
+    fn lock(&self) -> io::Result<MutexGuard<'_, Core>> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(stopped_error());
+        }
+        let core = self.core.lock().map_err(|_| poisoned_error())?;
+        if core.stopped {
+            return Err(stopped_error());
+        }
+        Ok(core)
+    }
+
+    /// Lock for a read-only snapshot, which is fine even after shutdown.
+    fn lock_any(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// After the core ran (an API call or the thread's turn): send what it produced,
+    /// wake waiters whose sockets changed, and for API calls make sure the thread does
+    /// not sleep past a deadline that moved earlier.
+    fn settle(&self, core: &mut Core, now: Instant, from_api: bool) {
+        core.flush(now);
+        let mut woke = false;
+        while core.stack.poll_wakeup().is_some() {
+            woke = true;
+        }
+        if woke {
+            self.cond.notify_all();
+        }
+        if from_api {
+            if let Some(d) = core.stack.poll_timeout() {
+                let earlier = match core.thread_deadline {
+                    None => true,
+                    Some(t) => d < t,
+                };
+                if earlier {
+                    core.thread_deadline = Some(d);
+                    self.wake.kick();
+                }
+            }
+        }
+    }
+
+    /// Stop everything: no more calls, waiters woken, thread told to exit, device
+    /// released by the core (the thread drops its own reference when it exits).
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        {
+            let mut core = self.lock_any();
+            core.stopped = true;
+            core.dev = None;
+        }
+        self.cond.notify_all();
+        self.wake.kick();
+    }
+}
+
+/// Wakes everybody if a core call panics on an application thread, so that nobody
+/// waits on a Condvar that will never be notified (the runtime thread then finds the
+/// lock poisoned and stops).
+struct WakeOnUnwind<'a>(&'a Shared);
+
+impl Drop for WakeOnUnwind<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.cond.notify_all();
+            self.0.wake.kick();
+        }
+    }
+}
+
+impl RuntimeHandle {
+    /// The device's actual name.
+    pub fn tun_name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// False once the runtime shut down (or stopped because the device went away).
+    pub fn is_running(&self) -> bool {
+        !self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Snapshot of every socket (see `Stack::sockets`). Still answers after shutdown.
+    pub fn sockets(&self) -> Vec<SocketInfo> {
+        self.shared.lock_any().stack.sockets()
+    }
+
+    /// Snapshot of the core's counters. Still answers after shutdown.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock_any().stack.stats().clone()
+    }
+
+    /// Run one core call under the lock and send whatever it produced.
+    pub(crate) fn call<T>(&self, f: impl FnOnce(&mut Stack, Instant) -> io::Result<T>) -> io::Result<T> {
+        let shared = &*self.shared;
+        let _wake = WakeOnUnwind(shared);
+        let mut core = shared.lock()?;
+        let now = shared.now();
+        let result = f(&mut core.stack, now);
+        shared.settle(&mut core, now, true);
+        result
+    }
+
+    /// Run `f` until it returns something other than `WouldBlock`, waiting for a wakeup
+    /// between attempts. With `nonblocking`, `WouldBlock` is returned at once; with a
+    /// `timeout`, `WouldBlock` is returned once it has elapsed (what std's sockets do on
+    /// Linux when SO_RCVTIMEO/SO_SNDTIMEO expire). Shutdown ends the wait with
+    /// `NotConnected`.
+    pub(crate) fn block<T>(
+        &self,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+        mut f: impl FnMut(&mut Stack, Instant) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let shared = &*self.shared;
+        let _wake = WakeOnUnwind(shared);
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut core = shared.lock()?;
+        loop {
+            let now = shared.now();
+            let result = f(&mut core.stack, now);
+            shared.settle(&mut core, now, true);
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {}
+                other => return other,
+            }
+            core = match deadline {
+                None => shared.cond.wait(core).map_err(|_| poisoned_error())?,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "operation timed out"));
+                    }
+                    shared.cond.wait_timeout(core, left).map_err(|_| poisoned_error())?.0
+                }
+            };
+            if core.stopped {
+                return Err(stopped_error());
+            }
+        }
+    }
+}
+
+impl AsRef<RuntimeHandle> for RuntimeHandle {
+    fn as_ref(&self) -> &RuntimeHandle {
+        self
+    }
+}
+
+impl AsRef<RuntimeHandle> for Runtime {
+    fn as_ref(&self) -> &RuntimeHandle {
+        &self.handle
+    }
+}
+
+impl fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("tun_name", &self.shared.name)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime").field("tun_name", &self.handle.shared.name).finish()
+    }
 }
 
 impl Runtime {
     /// Create the device, configure addresses, MTU and link state, start the thread.
+    ///
+    /// Everything happens in the network namespace of the calling thread (see the
+    /// module documentation). Errors: `InvalidInput` for a bad configuration (name,
+    /// MTU, prefix length, a host address equal to one of the stack's), `Unsupported`
+    /// for a second IPv4 host address, `NotFound` without `/dev/net/tun`,
+    /// `PermissionDenied` without CAP_NET_ADMIN, `AddrInUse` when another process holds
+    /// the device.
     pub fn new(config: RuntimeConfig) -> io::Result<Runtime> {
-        let _ = config;
-        todo!("runtime")
+        let RuntimeConfig { tun_name, mtu, host_addrs, stack: mut stack_config } = config;
+        validate(&tun_name, mtu, &host_addrs, &stack_config.addrs)?;
+        stack_config.mtu = mtu;
+        if stack_config.seed == 0 {
+            stack_config.seed = sys::random_seed()?;
+        }
+        let stack = Stack::new(stack_config);
+
+        let dev = device::open_tun(&tun_name)?;
+        let name = dev.name().to_owned();
+        // On error `dev` is dropped here, which removes the half-configured device.
+        configure(&name, mtu, &host_addrs)?;
+        let dev = Arc::new(dev);
+
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                stack,
+                dev: Some(Arc::clone(&dev)),
+                tx_buf: vec![0; mtu].into_boxed_slice(),
+                thread_deadline: None,
+                stopped: false,
+            }),
+            cond: Condvar::new(),
+            wake: EventFd::new()?,
+            stopped: AtomicBool::new(false),
+            epoch: std::time::Instant::now(),
+            name: name.clone(),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = thread::Builder::new()
+            .name(format!("tunstack-{name}"))
+            .spawn(move || run(thread_shared, dev, mtu))?;
+        tracing::info!(tun = %name, mtu, "runtime started");
+        Ok(Runtime { handle: RuntimeHandle { shared }, thread: Some(thread) })
+    }
+
+    /// A clonable handle for `net` constructors and for other threads.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
     }
 
     /// The device's actual name.
     pub fn tun_name(&self) -> &str {
-        todo!("runtime")
+        self.handle.tun_name()
     }
 
     /// Snapshot of every socket (see `Stack::sockets`).
     pub fn sockets(&self) -> Vec<SocketInfo> {
-        todo!("runtime")
+        self.handle.sockets()
     }
 
     pub fn stats(&self) -> Stats {
-        todo!("runtime")
+        self.handle.stats()
     }
 
     /// Stop the thread and remove the device (also done by `Drop`).
     pub fn shutdown(self) {
-        todo!("runtime")
+        drop(self)
     }
 }
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.handle.shared.stop();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!(tun = %self.handle.shared.name, "runtime thread panicked");
+            }
+        }
+        tracing::info!(tun = %self.handle.shared.name, "runtime stopped");
+    }
+}
+
+/// Check the configuration before anything is created.
+fn validate(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)], stack_addrs: &[IpAddr]) -> io::Result<()> {
+    let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+    ifconfig::validate_ifname(name)?;
+    // RFC 791: every IPv4 host must handle 68-byte datagrams; the IPv4 total length
+    // field bounds the MTU at 65535.
+    if !(68..=65535).contains(&mtu) {
+        return invalid(format!("MTU {mtu} is out of range (68..=65535)"));
+    }
+    let any_v6 = host_addrs.iter().map(|(a, _)| a).chain(stack_addrs).any(IpAddr::is_ipv6);
+    // RFC 8200 5: IPv6 requires a link MTU of at least 1280.
+    if any_v6 && mtu < 1280 {
+        return invalid(format!("MTU {mtu} is below 1280, the minimum for IPv6 (RFC 8200 5)"));
+    }
+    if stack_addrs.is_empty() {
+        return invalid("the stack has no addresses (config.stack.addrs is empty)".into());
+    }
+    for a in stack_addrs {
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            return invalid(format!("{a} cannot be a stack address (unspecified, multicast or loopback)"));
+        }
+    }
+    let mut v4 = 0;
+    for (i, &(addr, prefix)) in host_addrs.iter().enumerate() {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return invalid(format!("host address {addr}/{prefix}: prefix length is greater than {max}"));
+        }
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+            return invalid(format!("{addr} cannot be a host address (unspecified, multicast or loopback)"));
+        }
+        if let IpAddr::V4(a) = addr {
+            if a.is_broadcast() {
+                return invalid(format!("{addr} cannot be a host address (broadcast)"));
+            }
+        }
+        if stack_addrs.contains(&addr) {
+            return invalid(format!(
+                "host address {addr} is also one of the stack's addresses; the two ends of the \
+                 TUN link need different addresses"
+            ));
+        }
+        if host_addrs[..i].iter().any(|&(b, _)| b == addr) {
+            return invalid(format!("host address {addr} is listed twice"));
+        }
+        if addr.is_ipv4() {
+            v4 += 1;
+            if v4 > 1 {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("host address {addr}: only one IPv4 host address is supported (ioctl configuration)"),
+                ));
+            }
+        }
+    }
+    for &a in stack_addrs {
+        let routed = host_addrs.iter().any(|&(h, p)| same_prefix(h, a, p));
+        if !routed && !host_addrs.is_empty() {
+            tracing::warn!(%a, "stack address is outside every host prefix: the kernel will not route to it without an extra route");
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` share their first `prefix` bits (false across families).
+fn same_prefix(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::from(ifconfig::ipv4_netmask(prefix.min(32)));
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let p = u32::from(prefix.min(128));
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// MTU, the IPv4 address, link up, then IPv6 addresses (added once the device is up,
+/// when the kernel has its IPv6 state ready).
+fn configure(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)]) -> io::Result<()> {
+    let ifc = Ifconfig::new(name)?;
+    ifc.set_mtu(mtu)?;
+    for &(addr, prefix) in host_addrs {
+        if let IpAddr::V4(a) = addr {
+            ifc.set_ipv4(a, prefix)?;
+        }
+    }
+    ifc.set_up()?;
+    let mut v6 = Vec::new();
+    for &(addr, prefix) in host_addrs {
+        if let IpAddr::V6(a) = addr {
+            ifc.add_ipv6(a, prefix)?;
+            v6.push(a);
+        }
+    }
+    if !v6.is_empty() {
+        wait_ipv6_usable(name, &v6);
+    }
+    Ok(())
+}
+
+/// The kernel finishes duplicate address detection from a work queue even on a NOARP
+/// link like TUN (where it is skipped), so for a moment after `SIOCSIFADDR` the
+/// addresses are tentative (RFC 4862 5.4) and cannot be used as source addresses. Wait
+/// (bounded, 2 s) until /proc shows them settled so that the host can talk to the stack
+/// as soon as `Runtime::new` returns.
+fn wait_ipv6_usable(name: &str, addrs: &[std::net::Ipv6Addr]) {
+    const IFA_F_TENTATIVE: u32 = 0x40;
+    let hex: Vec<String> = addrs
+        .iter()
+        .map(|a| a.octets().iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let Ok(table) = std::fs::read_to_string("/proc/thread-self/net/if_inet6") else { return };
+        let settled = hex.iter().all(|h| {
+            table.lines().any(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                f.len() == 6
+                    && f[0] == h
+                    && f[5] == name
+                    && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & IFA_F_TENTATIVE == 0)
+            })
+        });
+        if settled {
+            return;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    tracing::warn!(tun = name, "IPv6 host addresses still tentative after 2 s");
+}
+
+/// On any exit of the runtime thread (shutdown, device lost, panic): mark the runtime
+/// stopped and wake every waiter, so no handle waits forever.
+struct StopOnExit<'a>(&'a Shared);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            tracing::error!(tun = %self.0.name, "runtime thread panicked; runtime stopped");
+        }
+        self.0.stop();
+    }
+}
+
+/// The runtime thread.
+fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
+    let _stop = StopOnExit(&shared);
+    let mut rx = vec![0u8; RX_BATCH * mtu].into_boxed_slice();
+    let mut lens = [0usize; RX_BATCH];
+    let mut timeout = 0; // first turn: ask the core for its deadline at once
+    loop {
+        let ready = match sys::poll2(dev.as_raw_fd(), shared.wake.as_raw_fd(), timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "poll failed; runtime stopped");
+                return;
+            }
+        };
+        if ready.b {
+            shared.wake.drain();
+        }
+        if shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let mut n = 0;
+        if ready.a {
+            while n < RX_BATCH {
+                match dev.recv(&mut rx[n * mtu..(n + 1) * mtu]) {
+                    Ok(len) => {
+                        lens[n] = len;
+                        n += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // EBADFD: the interface was deleted under us (`ip link del`).
+                        tracing::error!(error = %e, "TUN device read failed; runtime stopped");
+                        return;
+                    }
+                }
+            }
+        }
+        let Ok(mut core) = shared.core.lock() else { return };
+        if core.stopped {
+            return;
+        }
+        let now = shared.now();
+        for (i, &len) in lens[..n].iter().enumerate() {
+            core.stack.input(now, &rx[i * mtu..i * mtu + len]);
+        }
+        if core.stack.poll_timeout().is_some_and(|d| d <= now) {
+            core.stack.handle_timeout(now);
+        }
+        shared.settle(&mut core, now, false);
+        let deadline = core.stack.poll_timeout();
+        core.thread_deadline = deadline;
+        drop(core);
+        // A full batch may have left more packets queued: look again without sleeping.
+        timeout = if n == RX_BATCH { 0 } else { sys::timeout_ms(deadline, shared.now()) };
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,386 @@
+//! Device and configuration tests. Those that create a TUN device run on a thread that
+//! first moves itself into a fresh, anonymous network namespace (`unshare(CLONE_NEWNET)`),
+//! so nothing touches the host's namespace; the namespace disappears with the thread.
+//! They need root and /dev/net/tun, and say why they skip otherwise.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant as StdInstant};
+
+use super::device::{open_error, open_tun};
+use super::ifconfig::Ifconfig;
+use super::*;
+
+/// Run `f` on a thread of its own inside a new network namespace. Returns false (after
+/// printing why) when the environment cannot do that.
+pub(crate) fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping {test}: needs root (CAP_NET_ADMIN) to create TUN devices");
+        return false;
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        eprintln!("skipping {test}: /dev/net/tun does not exist");
+        return false;
+    }
+    let worker = thread::spawn(move || {
+        // SAFETY: unshare(2) with CLONE_NEWNET only changes this thread's namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        f();
+        Ok(())
+    });
+    match worker.join() {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            eprintln!("skipping {test}: unshare(CLONE_NEWNET) failed: {e}");
+            false
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn proc_net(file: &str) -> String {
+    std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap()
+}
+
+/// Wait (bounded) until the device has a packet, then return it; skips packets that
+/// `want` rejects (the kernel sends IPv6 router solicitations and MLD reports on a fresh
+/// link). Panics after 5 s or 100 unwanted packets.
+fn recv_matching(dev: &Iface, want: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let start = StdInstant::now();
+    let mut buf = [0u8; 2048];
+    let mut skipped = 0;
+    while start.elapsed() < Duration::from_secs(5) && skipped < 100 {
+        let ready = sys::poll2(dev.as_raw_fd(), -1, 100).unwrap();
+        if !ready.a {
+            continue;
+        }
+        match dev.recv(&mut buf) {
+            Ok(n) if want(&buf[..n]) => return buf[..n].to_vec(),
+            Ok(_) => skipped += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("TUN read: {e}"),
+        }
+    }
+    panic!("no matching packet on the TUN device ({skipped} others seen)");
+}
+
+/// RFC 1071 internet checksum, for the hand-built packets below.
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+const HOST4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const PEER4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const HOST6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+
+fn host_addrs() -> Vec<(IpAddr, u8)> {
+    vec![(HOST4.into(), 24), (HOST6.into(), 64)]
+}
+
+#[test]
+fn configure_device_and_read_back() {
+    in_fresh_netns("configure_device_and_read_back", || {
+        let dev = open_tun("tstk0").unwrap();
+        assert_eq!(dev.name(), "tstk0");
+        // Non-blocking: nothing has been sent on the link yet (it is down).
+        // SAFETY: F_GETFL on a live descriptor.
+        let fl = unsafe { libc::fcntl(dev.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(fl & libc::O_NONBLOCK, 0);
+        let mut buf = [0u8; 64];
+        assert_eq!(dev.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+
+        configure("tstk0", 1400, &host_addrs()).unwrap();
+        let ifc = Ifconfig::new("tstk0").unwrap();
+        assert_eq!(ifc.mtu().unwrap(), 1400);
+        assert_eq!(ifc.ipv4_addr().unwrap(), HOST4);
+        assert_eq!(ifc.ipv4_netmask().unwrap(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_ne!(ifc.flags().unwrap() & libc::IFF_UP, 0);
+        let index = ifc.index().unwrap();
+        assert!(index > 0);
+
+        // if_inet6: address, ifindex, prefix length, scope, flags, name (all hex).
+        let want_addr: String = HOST6.octets().iter().map(|b| format!("{b:02x}")).collect();
+        let inet6 = proc_net("if_inet6");
+        let line = inet6
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() == 6 && f[0] == want_addr)
+            .unwrap_or_else(|| panic!("{HOST6} not in if_inet6:\n{inet6}"));
+        assert_eq!(u32::from_str_radix(line[1], 16).unwrap(), index);
+        assert_eq!(line[2], "40"); // /64
+        assert_eq!(line[5], "tstk0");
+
+        // The kernel routes both prefixes onto the device.
+        let route = proc_net("route");
+        let v4_route = route.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()).any(|f| {
+            let ip = |s: &str| Ipv4Addr::from(u32::from_str_radix(s, 16).unwrap().to_ne_bytes());
+            f[0] == "tstk0" && ip(f[1]) == Ipv4Addr::new(10, 77, 0, 0) && ip(f[7]) == Ipv4Addr::new(255, 255, 255, 0)
+        });
+        assert!(v4_route, "no 10.77.0.0/24 route on tstk0:\n{route}");
+        let route6 = proc_net("ipv6_route");
+        let want_net: String = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0).octets().iter().map(|b| format!("{b:02x}")).collect();
+        let v6_route = route6
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|f| f.len() == 10 && f[0] == want_net && f[1] == "40" && f[9] == "tstk0");
+        assert!(v6_route, "no fd77::/64 route on tstk0:\n{route6}");
+    });
+}
+
+#[test]
+fn kernel_sends_prefix_traffic_into_the_device() {
+    in_fresh_netns("kernel_sends_prefix_traffic_into_the_device", || {
+        let dev = open_tun("tstk1").unwrap();
+        configure("tstk1", 1500, &host_addrs()).unwrap();
+
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        sock.send_to(b"over tun v4", (PEER4, 9)).unwrap();
+        let pkt = recv_matching(&dev, |p| p.len() >= 28 && p[0] >> 4 == 4 && p[9] == 17 && p[16..20] == PEER4.octets());
+        assert_eq!(&pkt[12..16], &HOST4.octets());
+        assert_eq!(&pkt[28..], b"over tun v4");
+
+        let sock6 = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
+        sock6.send_to(b"over tun v6", (PEER6, 9)).unwrap();
+        let pkt = recv_matching(&dev, |p| p.len() >= 48 && p[0] >> 4 == 6 && p[6] == 17 && p[24..40] == PEER6.octets());
+        assert_eq!(&pkt[8..24], &HOST6.octets());
+        assert_eq!(&pkt[48..], b"over tun v6");
+    });
+}
+
+#[test]
+fn packets_written_to_the_device_reach_the_kernel() {
+    in_fresh_netns("packets_written_to_the_device_reach_the_kernel", || {
+        let dev = open_tun("tstk2").unwrap();
+        configure("tstk2", 1500, &host_addrs()).unwrap();
+
+        // ICMP echo request (RFC 792) from the peer's address to the host's.
+        let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        icmp.extend_from_slice(b"ping through tun");
+        let c = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let total = (20 + icmp.len()) as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&PEER4.octets());
+        ip.extend_from_slice(&HOST4.octets());
+        let c = checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip.extend_from_slice(&icmp);
+        assert_eq!(dev.send(&ip).unwrap(), ip.len());
+
+        let reply = recv_matching(&dev, |p| p.len() >= 28 && p[0] >> 4 == 4 && p[9] == 1 && p[20] == 0);
+        assert_eq!(&reply[12..16], &HOST4.octets());
+        assert_eq!(&reply[16..20], &PEER4.octets());
+        assert_eq!(&reply[24..26], &[0x12, 0x34]); // identifier echoed
+        assert_eq!(&reply[28..], b"ping through tun");
+    });
+}
+
+#[test]
+fn second_open_of_a_busy_device_is_addr_in_use() {
+    in_fresh_netns("second_open_of_a_busy_device_is_addr_in_use", || {
+        let _first = open_tun("tstk3").unwrap();
+        let err = open_tun("tstk3").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(err.to_string().contains("tstk3 is in use"), "{err}");
+    });
+}
+
+#[test]
+fn closing_the_descriptor_removes_the_device() {
+    in_fresh_netns("closing_the_descriptor_removes_the_device", || {
+        let dev = open_tun("tstk4").unwrap();
+        configure("tstk4", 1500, &host_addrs()).unwrap();
+        let ifc = Ifconfig::new("tstk4").unwrap();
+        assert!(ifc.index().is_ok());
+        drop(dev);
+        let err = ifc.index().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        // ...and the name is free again.
+        let again = open_tun("tstk4").unwrap();
+        assert_eq!(again.name(), "tstk4");
+    });
+}
+
+#[test]
+fn name_of_another_kind_of_interface_is_invalid_input() {
+    in_fresh_netns("name_of_another_kind_of_interface_is_invalid_input", || {
+        // A fresh namespace always has "lo".
+        let err = open_tun("lo").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    });
+}
+
+#[test]
+fn template_name_gets_a_number() {
+    in_fresh_netns("template_name_gets_a_number", || {
+        let a = open_tun("tstk%d").unwrap();
+        let b = open_tun("tstk%d").unwrap();
+        assert!(a.name().starts_with("tstk") && b.name().starts_with("tstk"));
+        assert_ne!(a.name(), b.name());
+        assert!(Ifconfig::new(b.name()).unwrap().index().is_ok());
+    });
+}
+
+#[test]
+fn two_ipv6_host_addresses() {
+    in_fresh_netns("two_ipv6_host_addresses", || {
+        let _dev = open_tun("tstk5").unwrap();
+        let second: Ipv6Addr = "fd78::1".parse().unwrap();
+        let addrs = vec![(HOST6.into(), 64), (second.into(), 64)];
+        configure("tstk5", 1500, &addrs).unwrap();
+        let inet6 = proc_net("if_inet6");
+        for a in [HOST6, second] {
+            let hex: String = a.octets().iter().map(|b| format!("{b:02x}")).collect();
+            assert!(inet6.lines().any(|l| l.starts_with(&hex) && l.ends_with("tstk5")), "{a} missing:\n{inet6}");
+        }
+        // Without an IPv4 host address the device has none.
+        let err = Ifconfig::new("tstk5").unwrap().ipv4_addr().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable, "{err}");
+    });
+}
+
+#[test]
+fn over_long_name_is_invalid_input() {
+    // Checked before /dev/net/tun is opened: needs no privileges.
+    let err = open_tun("a-very-long-tun-name").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("at most 15"), "{err}");
+    let err = open_tun("tun/0").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn open_errors_say_how_to_fix() {
+    let e = open_error("tun0", io::Error::from_raw_os_error(libc::ENOENT));
+    assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    assert!(e.to_string().contains("modprobe tun") && e.to_string().contains("mknod /dev/net/tun c 10 200"), "{e}");
+    for errno in [libc::EPERM, libc::EACCES] {
+        let e = open_error("tun0", io::Error::from_raw_os_error(errno));
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("CAP_NET_ADMIN") && e.to_string().contains("setcap cap_net_admin+ep"), "{e}");
+    }
+    let e = open_error("tun7", io::Error::from_raw_os_error(libc::EBUSY));
+    assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    assert!(e.to_string().contains("TUN device tun7 is in use by another process"), "{e}");
+    let e = open_error("tun0", io::Error::from_raw_os_error(libc::EINVAL));
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+}
+
+fn cfg_with(host_addrs: Vec<(IpAddr, u8)>) -> RuntimeConfig {
+    RuntimeConfig { host_addrs, ..RuntimeConfig::default() }
+}
+
+fn check(c: &RuntimeConfig) -> io::Result<()> {
+    validate(&c.tun_name, c.mtu, &c.host_addrs, &c.stack.addrs)
+}
+
+#[test]
+fn default_config_is_valid() {
+    check(&RuntimeConfig::default()).unwrap();
+}
+
+#[test]
+fn bad_prefixes_are_invalid_input() {
+    for (addr, prefix) in [("10.0.0.1", 33u8), ("fd00::1", 129), ("10.0.0.1", 255)] {
+        let c = cfg_with(vec![(addr.parse().unwrap(), prefix)]);
+        let e = check(&c).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{addr}/{prefix}");
+        assert!(e.to_string().contains("prefix length"), "{e}");
+    }
+    for (addr, prefix) in [("10.0.0.1", 32u8), ("10.0.0.1", 0), ("fd00::1", 128)] {
+        check(&cfg_with(vec![(addr.parse().unwrap(), prefix)])).unwrap();
+    }
+}
+
+#[test]
+fn host_address_equal_to_a_stack_address_is_invalid_input() {
+    for addr in ["10.0.0.2", "fd00::2"] {
+        let e = check(&cfg_with(vec![(addr.parse().unwrap(), 24)])).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("stack's addresses"), "{e}");
+    }
+}
+
+#[test]
+fn unusable_addresses_are_invalid_input() {
+    for addr in ["0.0.0.0", "224.0.0.1", "127.0.0.1", "255.255.255.255", "::", "ff02::1", "::1"] {
+        let e = check(&cfg_with(vec![(addr.parse().unwrap(), 8)])).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{addr}");
+    }
+    let mut c = RuntimeConfig::default();
+    c.stack.addrs.clear();
+    assert_eq!(check(&c).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    c.stack.addrs = vec!["0.0.0.0".parse().unwrap()];
+    assert_eq!(check(&c).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    let dup = cfg_with(vec![("fd00::1".parse().unwrap(), 64), ("fd00::1".parse().unwrap(), 64)]);
+    assert_eq!(check(&dup).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn second_ipv4_host_address_is_unsupported() {
+    let c = cfg_with(vec![("10.0.0.1".parse().unwrap(), 24), ("10.0.1.1".parse().unwrap(), 24)]);
+    let e = check(&c).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+    // Several IPv6 addresses are fine.
+    let c = cfg_with(vec![("fd00::1".parse().unwrap(), 64), ("fd01::1".parse().unwrap(), 64)]);
+    check(&c).unwrap();
+}
+
+#[test]
+fn mtu_limits() {
+    let mut c = RuntimeConfig { mtu: 67, ..RuntimeConfig::default() };
+    assert_eq!(check(&c).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    c.mtu = 65536;
+    assert_eq!(check(&c).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    // IPv6 present: at least 1280 (RFC 8200 5).
+    c.mtu = 1279;
+    let e = check(&c).unwrap_err();
+    assert!(e.to_string().contains("1280"), "{e}");
+    c.mtu = 1280;
+    check(&c).unwrap();
+    // IPv4 only: 576 is fine.
+    let c = RuntimeConfig {
+        mtu: 576,
+        host_addrs: vec![("10.0.0.1".parse().unwrap(), 24)],
+        stack: Config { addrs: vec!["10.0.0.2".parse().unwrap()], ..Config::default() },
+        ..RuntimeConfig::default()
+    };
+    check(&c).unwrap();
+}
+
+#[test]
+fn runtime_new_rejects_bad_config_before_creating_anything() {
+    let c = cfg_with(vec![("10.0.0.1".parse().unwrap(), 33)]);
+    let e = Runtime::new(c).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    let c = RuntimeConfig { tun_name: "name-that-is-too-long".into(), ..RuntimeConfig::default() };
+    assert_eq!(Runtime::new(c).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn prefix_matching() {
+    let a: IpAddr = "10.0.0.1".parse().unwrap();
+    assert!(same_prefix(a, "10.0.0.200".parse().unwrap(), 24));
+    assert!(!same_prefix(a, "10.0.1.2".parse().unwrap(), 24));
+    assert!(same_prefix(a, "99.1.1.1".parse().unwrap(), 0));
+    let b: IpAddr = "fd00::1".parse().unwrap();
+    assert!(same_prefix(b, "fd00::2".parse().unwrap(), 64));
+    assert!(!same_prefix(b, "fd01::2".parse().unwrap(), 64));
+    assert!(!same_prefix(a, b, 0));
+}
