@@ -139,7 +139,8 @@ fn run(command: Command) -> Result<(), String> {
         }
     }
 
-    // Before the device exists, so that an early Ctrl-C is not lost either.
+    // Before the device and any thread exist: an early Ctrl-C is not lost, and the
+    // signals go to this thread only (see demo::signal).
     let signal = ShutdownSignal::install().map_err(|e| format!("installing signal handlers: {e}"))?;
 
     let mut config = RuntimeConfig {

@@ -1,6 +1,11 @@
 //! Waiting for SIGINT / SIGTERM with the self-pipe trick: the handler only write(2)s
 //! the signal number to a pipe (async-signal-safe); the main thread blocks reading it
 //! and then shuts down in ordinary code.
+//!
+//! `install` also blocks both signals in the calling thread, and so in every thread
+//! spawned after it (they inherit the mask); `wait` unblocks them in its own thread
+//! only. The signals are thus delivered to the waiting thread and never interrupt the
+//! runtime's or the servers' system calls with EINTR.
 
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -29,7 +34,9 @@ pub struct ShutdownSignal {
 }
 
 impl ShutdownSignal {
-    /// Create the pipe and install the handler for SIGINT and SIGTERM.
+    /// Create the pipe, install the handler for SIGINT and SIGTERM and block both in
+    /// the calling thread. Call it before spawning threads, from the thread that will
+    /// call [`ShutdownSignal::wait`].
     pub fn install() -> io::Result<ShutdownSignal> {
         let mut fds = [0 as libc::c_int; 2];
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -59,11 +66,14 @@ impl ShutdownSignal {
                 }
             }
         }
+        set_mask(libc::SIG_BLOCK)?;
         Ok(ShutdownSignal { read_fd: fds[0] })
     }
 
     /// Block until SIGINT or SIGTERM arrives; returns the signal number.
     pub fn wait(&self) -> io::Result<libc::c_int> {
+        // A signal that arrived while blocked is delivered (to this thread) right here.
+        set_mask(libc::SIG_UNBLOCK)?;
         let mut byte = 0u8;
         loop {
             let n = unsafe { libc::read(self.read_fd, &mut byte as *mut u8 as *mut libc::c_void, 1) };
@@ -77,6 +87,21 @@ impl ShutdownSignal {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Block or unblock SIGINT and SIGTERM in the calling thread.
+fn set_mask(how: libc::c_int) -> io::Result<()> {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        // pthread_sigmask returns the error number instead of setting errno.
+        match libc::pthread_sigmask(how, &set, std::ptr::null_mut()) {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
         }
     }
 }
@@ -97,9 +122,13 @@ mod tests {
     #[test]
     fn a_raised_sigterm_is_received() {
         // Installing replaces the default action (terminate), so raising is safe here.
+        // The signal is blocked until wait() unblocks it, then handled there.
         let sig = ShutdownSignal::install().unwrap();
         unsafe { libc::raise(libc::SIGTERM) };
         assert_eq!(sig.wait().unwrap(), libc::SIGTERM);
+        // wait() left the signals unblocked in this thread: a second one is handled too.
+        unsafe { libc::raise(libc::SIGINT) };
+        assert_eq!(sig.wait().unwrap(), libc::SIGINT);
         assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
     }
 }
