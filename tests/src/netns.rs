@@ -65,6 +65,8 @@ impl NetNs {
         if let Err(reason) = check_prerequisites() {
             return skip(&reason);
         }
+        static CLEAN_STALE: std::sync::Once = std::sync::Once::new();
+        CLEAN_STALE.call_once(delete_stale_namespaces);
         let tag: String = prefix.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
         let name = format!(
             "{NAME_PREFIX}{tag}-{}-{}",
@@ -223,6 +225,33 @@ pub fn wait_ipv6_ready(timeout: Duration) {
     }
 }
 
+/// Run a command in the calling thread's namespace (call it from inside
+/// [`NetNs::run`]); killed and `TimedOut` after `timeout`.
+pub fn exec_here(args: &[&str], timeout: Duration) -> io::Result<Output> {
+    let (program, rest) = args.split_first().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting {program}: {e}")))?;
+    output_with_timeout(child, timeout).map_err(|e| io::Error::new(e.kind(), format!("{args:?}: {e}")))
+}
+
+/// Whether `program` can be started (`program --version` or `-V`); when it cannot,
+/// this skips (or, with `TUNSTACK_REQUIRE_E2E=1`, fails) like [`NetNs::new`].
+pub fn require_tool(program: &str, package: &str) -> bool {
+    for flag in ["--version", "-V"] {
+        let ran = Command::new(program).arg(flag).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        if ran.is_ok() {
+            return true;
+        }
+    }
+    skip::<()>(&format!("`{program}` is not installed (package {package})"));
+    false
+}
+
 /// Poll `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -279,6 +308,23 @@ pub fn reader<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<Vec<u
         let _ = pipe.read_to_end(&mut buf);
         buf
     })
+}
+
+/// Delete namespaces left behind by test processes that were killed before their
+/// `NetNs` could be dropped (`ts-<tag>-<pid>-<n>` whose pid no longer runs).
+fn delete_stale_namespaces() {
+    let Ok(out) = ip(&["netns", "list"]) else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else { continue };
+        let Some(rest) = name.strip_prefix(NAME_PREFIX) else { continue };
+        let mut parts = rest.rsplit('-');
+        let (Some(_counter), Some(pid)) = (parts.next(), parts.next()) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("deleting stale test namespace {name} (its process {pid} is gone)");
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
 }
 
 /// Run `ip args...`; an error carries its stderr.
