@@ -1,1 +1,290 @@
-fn main() {}
+//! `demo`: run tunstack on a TUN device with an echo or HTTP server on top.
+//!
+//! ```text
+//! demo echo [--tun NAME] [--addr IP]... [--host-addr CIDR]... [--port N] [--mtu N]
+//! demo http [same options]
+//! ```
+//! Creating a TUN device needs CAP_NET_ADMIN; run it inside a network namespace (see
+//! README.md). SIGINT / SIGTERM stop it cleanly: the device is removed and it exits 0.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use demo::cidr::Cidr;
+use demo::signal::{signal_name, ShutdownSignal};
+use demo::{EchoServer, HttpServer};
+use tunstack::runtime::{Runtime, RuntimeConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "demo", version, about = "Echo and HTTP servers on tunstack, a userspace TCP/IP stack on a TUN device")]
+struct Cli {
+    /// More logging: -v debug, -vv trace (RUST_LOG, when set, takes precedence).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// TCP and UDP echo (RFC 862) on the same port (default 7).
+    Echo(Opts),
+    /// HTTP/1.1 server showing the stack's sockets and counters (default port 80).
+    Http(Opts),
+}
+
+#[derive(Args, Debug)]
+struct Opts {
+    /// Name of the TUN device to create.
+    #[arg(long, value_name = "NAME", default_value = "tun0")]
+    tun: String,
+
+    /// An address of the stack itself (repeatable).
+    #[arg(long = "addr", value_name = "IP", default_values = ["10.0.0.2", "fd00::2"])]
+    addrs: Vec<IpAddr>,
+
+    /// An address with prefix for the kernel's side of the device, e.g. 10.0.0.1/24 (repeatable).
+    #[arg(long = "host-addr", value_name = "CIDR", default_values = ["10.0.0.1/24", "fd00::1/64"])]
+    host_addrs: Vec<Cidr>,
+
+    /// Port to serve on [default: 7 for echo, 80 for http].
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+
+    /// MTU of the device.
+    #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    mtu: u32,
+}
+
+/// Linux interface names are at most IFNAMSIZ - 1 = 15 bytes.
+const MAX_IFNAME: usize = 15;
+
+/// RFC 8200 5: every IPv6 link has an MTU of at least 1280.
+const IPV6_MIN_MTU: u32 = 1280;
+
+impl Opts {
+    fn validate(&self) -> Result<(), String> {
+        if self.tun.is_empty() || self.tun.len() > MAX_IFNAME {
+            return Err(format!("--tun `{}`: an interface name has 1 to {MAX_IFNAME} bytes", self.tun));
+        }
+        if self.tun.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) || self.tun == "." || self.tun == ".." {
+            return Err(format!("--tun `{}`: not a valid interface name", self.tun));
+        }
+        if self.mtu < IPV6_MIN_MTU && self.addrs.iter().any(|a| a.is_ipv6()) {
+            return Err(format!("--mtu {}: IPv6 needs at least {IPV6_MIN_MTU} (RFC 8200 5)", self.mtu));
+        }
+        for a in &self.addrs {
+            if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                return Err(format!("--addr {a}: the stack needs a unicast address"));
+            }
+        }
+        for h in &self.host_addrs {
+            if self.addrs.contains(&h.addr) {
+                return Err(format!("--host-addr {h}: {} is also an --addr of the stack", h.addr));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("demo: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(level),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Echo,
+    Http,
+}
+
+fn run(command: Command) -> Result<(), String> {
+    let (kind, opts) = match command {
+        Command::Echo(o) => (Kind::Echo, o),
+        Command::Http(o) => (Kind::Http, o),
+    };
+    opts.validate()?;
+    let port = opts.port.unwrap_or(match kind {
+        Kind::Echo => 7,
+        Kind::Http => 80,
+    });
+    for a in &opts.addrs {
+        if !opts.host_addrs.iter().any(|h| h.contains(*a)) {
+            tracing::warn!("--addr {a} is in no --host-addr network: the kernel will not route to it through the device");
+        }
+    }
+
+    // Before the device and any thread exist: an early Ctrl-C is not lost, and the
+    // signals go to this thread only (see demo::signal).
+    let signal = ShutdownSignal::install().map_err(|e| format!("installing signal handlers: {e}"))?;
+
+    let mut config = RuntimeConfig {
+        tun_name: opts.tun.clone(),
+        mtu: opts.mtu as usize,
+        host_addrs: opts.host_addrs.iter().map(|c| (c.addr, c.prefix)).collect(),
+        ..RuntimeConfig::default()
+    };
+    config.stack.addrs = opts.addrs.clone();
+    let rt = Runtime::new(config).map_err(|e| {
+        format!(
+            "creating TUN device `{}`: {e} (this needs CAP_NET_ADMIN and /dev/net/tun; \
+             run it as root inside a network namespace, see README.md)",
+            opts.tun
+        )
+    })?;
+    let handle = rt.handle();
+    match kind {
+        Kind::Echo => {
+            EchoServer::start(&handle, &opts.addrs, port).map_err(|e| e.to_string())?;
+        }
+        Kind::Http => {
+            HttpServer::start(&handle, &opts.addrs, port).map_err(|e| e.to_string())?;
+        }
+    }
+    print_hints(kind, rt.tun_name(), &opts.addrs, port);
+
+    let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
+    tracing::info!("{}: shutting down", signal_name(signo));
+    // Dropping the runtime stops its thread and removes the device. The server
+    // threads are blocked in the runtime and end with the process.
+    drop(handle);
+    drop(rt);
+    println!("stopped");
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+/// `10.0.0.2`, `[fd00::2]`, with `:port` unless it is the default one.
+fn host_port(ip: IpAddr, port: u16, default: u16) -> String {
+    let host = match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    if port == default {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn print_hints(kind: Kind, tun: &str, addrs: &[IpAddr], port: u16) {
+    let mut out = String::new();
+    let what = match kind {
+        Kind::Echo => "echo (TCP and UDP)",
+        Kind::Http => "http",
+    };
+    out.push_str(&format!("tunstack {what} on port {port}, device {tun}, addresses:"));
+    for a in addrs {
+        out.push_str(&format!(" {a}"));
+    }
+    out.push_str("\ntry (from the same network namespace):\n");
+    for &a in addrs {
+        match kind {
+            Kind::Http => {
+                // curl needs -g for IPv6 literals in brackets.
+                let g = if a.is_ipv6() { "-g " } else { "" };
+                out.push_str(&format!("  curl {g}http://{}/\n", host_port(a, port, 80)));
+                out.push_str(&format!("  curl {g}http://{}/sockets.json\n", host_port(a, port, 80)));
+            }
+            Kind::Echo => {
+                out.push_str(&format!("  nc {a} {port}\n"));
+                out.push_str(&format!("  nc -u {a} {port}\n"));
+            }
+        }
+        let six = if a.is_ipv6() { "-6 " } else { "" };
+        out.push_str(&format!("  ping {six}-c 3 {a}\n"));
+    }
+    out.push_str("Ctrl-C (SIGINT) or SIGTERM stops it.");
+    println!("{out}");
+    let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("demo").chain(args.iter().copied()))
+    }
+
+    fn opts(cli: Cli) -> Opts {
+        match cli.command {
+            Command::Echo(o) | Command::Http(o) => o,
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let o = opts(parse(&["http"]).unwrap());
+        assert_eq!(o.tun, "tun0");
+        assert_eq!(o.addrs, vec!["10.0.0.2".parse::<IpAddr>().unwrap(), "fd00::2".parse().unwrap()]);
+        assert_eq!(o.host_addrs, vec!["10.0.0.1/24".parse::<Cidr>().unwrap(), "fd00::1/64".parse().unwrap()]);
+        assert_eq!(o.port, None);
+        assert_eq!(o.mtu, 1500);
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn repeated_flags_replace_the_defaults() {
+        let cli = parse(&["-vv", "echo", "--tun", "t1", "--addr", "10.1.0.2", "--host-addr", "10.1.0.1/16", "--port", "7007"]).unwrap();
+        assert_eq!(cli.verbose, 2);
+        let o = opts(cli);
+        assert_eq!(o.tun, "t1");
+        assert_eq!(o.addrs, vec!["10.1.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(o.host_addrs.len(), 1);
+        assert_eq!(o.port, Some(7007));
+        // Low MTU is fine without IPv6.
+        let o = opts(parse(&["echo", "--addr", "10.1.0.2", "--mtu", "576"]).unwrap());
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let err = parse(&["http", "--host-addr", "10.0.0.1"]).unwrap_err().to_string();
+        assert!(err.contains("PREFIX"), "{err}");
+        assert!(parse(&["http", "--host-addr", "10.0.0.1/40"]).is_err());
+        assert!(parse(&["http", "--addr", "10.0.0"]).is_err());
+        assert!(parse(&["http", "--mtu", "100"]).is_err());
+        assert!(parse(&["http", "--port", "70000"]).is_err());
+        assert!(parse(&["serve"]).is_err());
+        let o = opts(parse(&["http", "--mtu", "1000"]).unwrap());
+        assert!(o.validate().unwrap_err().contains("1280"));
+        let o = opts(parse(&["http", "--tun", "a-name-far-too-long"]).unwrap());
+        assert!(o.validate().is_err());
+        let o = opts(parse(&["http", "--addr", "10.0.0.1"]).unwrap());
+        assert!(o.validate().unwrap_err().contains("also an --addr"));
+        let o = opts(parse(&["http", "--addr", "0.0.0.0"]).unwrap());
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn host_port_formats() {
+        assert_eq!(host_port("10.0.0.2".parse().unwrap(), 80, 80), "10.0.0.2");
+        assert_eq!(host_port("fd00::2".parse().unwrap(), 8080, 80), "[fd00::2]:8080");
+    }
+}

@@ -1,0 +1,15 @@
+//! The demo servers of tunstack: a TCP+UDP echo server and a small HTTP/1.1 server
+//! that shows the stack's own socket table and counters.
+//!
+//! They are a library so that the end-to-end tests can run them in-process (on a thread
+//! inside a network namespace); the `demo` binary adds the command line, the TUN device
+//! setup and signal handling.
+
+pub mod cidr;
+pub mod echo;
+pub mod http;
+mod server;
+pub mod signal;
+
+pub use echo::EchoServer;
+pub use http::HttpServer;
