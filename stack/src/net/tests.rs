@@ -62,7 +62,6 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "needs the core (Stack) implementation"]
 fn udp_echo_with_the_kernel() {
     in_fresh_netns("udp_echo_with_the_kernel", || {
         let rt = runtime("tsnu0");
@@ -99,7 +98,6 @@ fn udp_echo_with_the_kernel() {
 }
 
 #[test]
-#[ignore = "needs the core (Stack) implementation"]
 fn udp_timeouts_and_nonblocking_mode() {
     in_fresh_netns("udp_timeouts_and_nonblocking_mode", || {
         let rt = runtime("tsnu1");
@@ -126,7 +124,6 @@ fn udp_timeouts_and_nonblocking_mode() {
 }
 
 #[test]
-#[ignore = "needs the core (Stack) implementation"]
 fn shutdown_wakes_blocked_callers_and_removes_the_device() {
     in_fresh_netns("shutdown_wakes_blocked_callers_and_removes_the_device", || {
         let rt = runtime("tsnu2");
@@ -153,7 +150,6 @@ fn shutdown_wakes_blocked_callers_and_removes_the_device() {
 }
 
 #[test]
-#[ignore = "needs the core (Stack) implementation"]
 fn tcp_kernel_client_to_our_listener() {
     in_fresh_netns("tcp_kernel_client_to_our_listener", || {
         let rt = runtime("tsnt0");
@@ -189,7 +185,6 @@ fn tcp_kernel_client_to_our_listener() {
 }
 
 #[test]
-#[ignore = "needs the core (Stack) implementation"]
 fn tcp_our_client_to_a_kernel_listener() {
     in_fresh_netns("tcp_our_client_to_a_kernel_listener", || {
         let rt = runtime("tsnt1");
@@ -227,7 +222,6 @@ fn tcp_our_client_to_a_kernel_listener() {
 }
 
 #[test]
-#[ignore = "needs the core (Stack) implementation"]
 fn tcp_clones_read_and_write_from_two_threads() {
     in_fresh_netns("tcp_clones_read_and_write_from_two_threads", || {
         let rt = runtime("tsnt2");
@@ -261,7 +255,6 @@ fn tcp_clones_read_and_write_from_two_threads() {
 }
 
 #[test]
-#[ignore = "needs the core (Stack) implementation"]
 fn tcp_connect_errors() {
     in_fresh_netns("tcp_connect_errors", || {
         let rt = runtime("tsnt3");
@@ -286,7 +279,6 @@ fn tcp_connect_errors() {
 }
 
 #[test]
-#[ignore = "needs the core (Stack) implementation"]
 fn tcp_timeouts_nonblocking_and_listener_close() {
     in_fresh_netns("tcp_timeouts_nonblocking_and_listener_close", || {
         let rt = runtime("tsnt4");
