@@ -16,15 +16,23 @@ use super::*;
 
 /// Run `f` on a thread of its own inside a new network namespace. Returns false (after
 /// printing why) when the environment cannot do that.
+/// Skip a TUN test with a printed reason, or fail it when CI demands that TUN tests run
+/// (`TUNSTACK_REQUIRE_E2E=1`, set by `.ci/run`).
+fn skip(test: &str, reason: &str) -> bool {
+    if std::env::var("TUNSTACK_REQUIRE_E2E").is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run here ({reason}) but TUNSTACK_REQUIRE_E2E=1 requires it");
+    }
+    eprintln!("skipping {test}: {reason}");
+    false
+}
+
 pub(crate) fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {test}: needs root (CAP_NET_ADMIN) to create TUN devices");
-        return false;
+        return skip(test, "needs root (CAP_NET_ADMIN) to create TUN devices");
     }
     if !Path::new("/dev/net/tun").exists() {
-        eprintln!("skipping {test}: /dev/net/tun does not exist");
-        return false;
+        return skip(test, "/dev/net/tun does not exist");
     }
     let worker = thread::spawn(move || {
         // SAFETY: unshare(2) with CLONE_NEWNET only changes this thread's namespace.
@@ -36,10 +44,7 @@ pub(crate) fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) -> b
     });
     match worker.join() {
         Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            eprintln!("skipping {test}: unshare(CLONE_NEWNET) failed: {e}");
-            false
-        }
+        Ok(Err(e)) => skip(test, &format!("unshare(CLONE_NEWNET) failed: {e}")),
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
