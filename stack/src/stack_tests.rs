@@ -235,3 +235,58 @@ fn lost_segments_are_retransmitted() {
     assert!(got == data);
     assert!(p.b.stats().tcp_retransmits > 0);
 }
+
+#[test]
+fn bind_rules_at_the_stack() {
+    let mut s = Stack::new(Config { reserve_privileged_ports: true, ..cfg("10.0.0.1", 3) });
+    let kind = |r: io::Result<SocketHandle>| r.map(|_| ()).unwrap_err().kind();
+    assert_eq!(kind(s.tcp_listen("10.9.9.9:8080".parse().unwrap(), 4)), io::ErrorKind::AddrNotAvailable);
+    assert_eq!(kind(s.tcp_listen("[::]:8080".parse().unwrap(), 4)), io::ErrorKind::AddrNotAvailable, "no v6 address");
+    assert_eq!(kind(s.tcp_listen("10.0.0.1:80".parse().unwrap(), 4)), io::ErrorKind::PermissionDenied);
+    let w = s.tcp_listen("0.0.0.0:8080".parse().unwrap(), 4).unwrap();
+    assert_eq!(kind(s.tcp_listen("10.0.0.1:8080".parse().unwrap(), 4)), io::ErrorKind::AddrInUse);
+    // TCP and UDP have separate tables.
+    s.udp_bind("10.0.0.1:8080".parse().unwrap()).unwrap();
+    assert_eq!(kind(s.udp_bind("0.0.0.0:8080".parse().unwrap())), io::ErrorKind::AddrInUse);
+    s.close(w).unwrap();
+    s.tcp_listen("10.0.0.1:8080".parse().unwrap(), 4).unwrap();
+    let e = s.tcp_listen("10.0.0.1:0".parse().unwrap(), 4).unwrap();
+    assert!(s.local_addr(e).unwrap().port() >= 49152);
+}
+
+#[test]
+fn listener_rebinds_while_old_connection_is_in_time_wait() {
+    let mut p = Pair::new();
+    let addr: SocketAddr = "10.0.0.1:80".parse().unwrap();
+    let l = p.a.tcp_listen(addr, 8).unwrap();
+    let c = p.b.tcp_connect(p.now, addr, None).unwrap();
+    p.settle();
+    let s = p.a.tcp_accept(l).unwrap();
+    // The server closes first, so its side ends in TIME-WAIT.
+    p.a.close(s).unwrap();
+    p.settle();
+    p.b.close(c).unwrap();
+    p.settle();
+    assert!(p.a.sockets().iter().any(|r| r.state == "TIME-WAIT"), "{:?}", p.a.sockets());
+    p.a.close(l).unwrap();
+    let l2 = p.a.tcp_listen(addr, 8).expect("re-listen while TIME-WAIT holds the old connection");
+    let c2 = p.b.tcp_connect(p.now, addr, None).unwrap();
+    p.settle();
+    assert!(p.b.tcp_poll_connect(c2).unwrap());
+    assert!(p.a.tcp_accept(l2).is_ok());
+}
+
+#[test]
+fn ping_gets_an_echo_reply() {
+    let mut s = Stack::new(cfg("10.0.0.1", 4));
+    let mut req = vec![0u8; 128];
+    let msg = IcmpRepr::V4(IcmpV4Message::EchoRequest { ident: 7, seq: 9, data: b"abc" });
+    let n = wire::emit_icmp(&mut req, "10.0.0.9".parse().unwrap(), "10.0.0.1".parse().unwrap(), &msg).unwrap();
+    s.input(Instant::ZERO, &req[..n]);
+    let mut out = vec![0u8; 1500];
+    let m = s.poll_transmit(Instant::ZERO, &mut out).expect("a reply");
+    let p = wire::parse(&out[..m]).unwrap();
+    assert_eq!(p.ip.dst, "10.0.0.9".parse::<IpAddr>().unwrap());
+    assert_eq!(p.transport, Transport::Icmp(IcmpRepr::V4(IcmpV4Message::EchoReply { ident: 7, seq: 9, data: b"abc" })));
+    assert_eq!(s.stats().icmp_echo_replies, 1);
+}
