@@ -21,5 +21,5 @@ pub mod wire;
 pub use config::Config;
 pub use socket::{Owner, Protocol, SocketHandle, SocketInfo};
 pub use stack::{Stack, Stats};
-pub use tcp::TcpState;
+pub use tcp::{TcpInfo, TcpState};
 pub use time::Instant;

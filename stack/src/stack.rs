@@ -898,6 +898,11 @@ impl Stack {
         }
     }
 
+    /// A snapshot of the connection's control block.
+    pub fn tcp_info(&self, h: SocketHandle) -> io::Result<crate::tcp::TcpInfo> {
+        Ok(self.conn(h)?.info())
+    }
+
     /// Disable (true) or enable (false) Nagle's algorithm (RFC 896).
     pub fn tcp_set_nodelay(&mut self, h: SocketHandle, nodelay: bool) -> io::Result<()> {
         self.conn_mut(h)?.set_nodelay(nodelay);

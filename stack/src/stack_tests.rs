@@ -71,7 +71,7 @@ fn handshake_transfer_and_close_between_two_stacks() {
     let l = p.a.tcp_listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
     let c = p.b.tcp_connect(p.now, "10.0.0.1:80".parse().unwrap(), None).unwrap();
     p.settle();
-    assert_eq!(p.b.tcp_poll_connect(c).unwrap(), true);
+    assert!(p.b.tcp_poll_connect(c).unwrap());
     let s = p.a.tcp_accept(l).unwrap();
     assert_eq!(p.a.tcp_state(s).unwrap(), TcpState::Established);
 
@@ -211,7 +211,7 @@ fn lost_segments_are_retransmitted() {
         while let Some(n) = p.b.poll_transmit(p.now, &mut pkt) {
             count += 1;
             moved += 1;
-            if count % 17 != 0 {
+            if !count.is_multiple_of(17) {
                 p.a.input(p.now, &pkt[..n]);
             }
         }
@@ -234,6 +234,10 @@ fn lost_segments_are_retransmitted() {
     }
     assert!(got == data);
     assert!(p.b.stats().tcp_retransmits > 0);
+    let info = p.b.tcp_info(c).unwrap();
+    assert_eq!(info.retransmits, p.b.stats().tcp_retransmits);
+    assert!(info.srtt.is_some(), "RTT was sampled");
+    assert_eq!(info.snd_una, info.snd_nxt, "everything acknowledged");
 }
 
 #[test]

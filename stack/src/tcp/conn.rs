@@ -277,9 +277,6 @@ impl Conn {
 
     // ------------------------------------------------------------ accessors
 
-    pub fn iss(&self) -> SeqNum {
-        self.iss
-    }
     pub fn error(&self) -> Option<io::ErrorKind> {
         self.error
     }
@@ -810,7 +807,7 @@ impl Conn {
                 self.rttvar = r / 2;
             }
             Some(srtt) => {
-                let delta = if srtt > r { srtt - r } else { r - srtt };
+                let delta = srtt.abs_diff(r);
                 self.rttvar = (self.rttvar * 3 + delta) / 4;
                 self.srtt = Some((srtt * 7 + r) / 8);
             }
@@ -819,13 +816,6 @@ impl Conn {
         self.rto = (srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).clamp(self.rto_min, self.rto_max);
     }
 
-    pub fn srtt(&self) -> Option<Duration> {
-        self.srtt
-    }
-
-    pub fn rto(&self) -> Duration {
-        self.rto
-    }
 
     // ------------------------------------------------------------ output
 
@@ -1090,14 +1080,29 @@ impl Conn {
         self.probe_due = self.snd_wnd == 0;
     }
 
-    /// Diagnostics for tests and the socket table.
-    pub fn snd_una(&self) -> SeqNum {
-        self.snd_una
-    }
-    pub fn snd_nxt(&self) -> SeqNum {
-        self.snd_nxt
-    }
     pub fn rcv_nxt(&self) -> SeqNum {
         self.rcv_nxt
+    }
+
+    /// A snapshot of the control block (the `TCP_INFO` of this stack).
+    pub fn info(&self) -> super::TcpInfo {
+        super::TcpInfo {
+            state: self.state,
+            iss: self.iss,
+            irs: self.irs,
+            snd_una: self.snd_una,
+            snd_nxt: self.snd_nxt,
+            rcv_nxt: self.rcv_nxt,
+            snd_wnd: self.snd_wnd,
+            rcv_wnd: self.rcv_wnd(),
+            snd_wscale: self.snd_wscale,
+            rcv_wscale: self.rcv_wscale,
+            mss: self.mss,
+            cwnd: self.cwnd,
+            ssthresh: self.ssthresh,
+            srtt: self.srtt,
+            rto: self.rto,
+            retransmits: self.retransmits,
+        }
     }
 }

@@ -2,6 +2,37 @@
 
 pub(crate) mod conn;
 
+use std::time::Duration;
+
+use crate::seq::SeqNum;
+
+/// A snapshot of one connection's control block, for tests and diagnostics
+/// (`Stack::tcp_info`), in the spirit of Linux's `TCP_INFO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpInfo {
+    pub state: TcpState,
+    /// Initial send sequence number (RFC 9293 3.4.1).
+    pub iss: SeqNum,
+    /// Initial receive sequence number.
+    pub irs: SeqNum,
+    pub snd_una: SeqNum,
+    pub snd_nxt: SeqNum,
+    pub rcv_nxt: SeqNum,
+    /// The peer's window, scaled (bytes).
+    pub snd_wnd: usize,
+    /// The window we would advertise now (bytes).
+    pub rcv_wnd: usize,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    /// Effective send MSS.
+    pub mss: usize,
+    pub cwnd: usize,
+    pub ssthresh: usize,
+    pub srtt: Option<Duration>,
+    pub rto: Duration,
+    pub retransmits: u64,
+}
+
 /// The connection states of RFC 9293 3.3.2 (figure 6), all eleven.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TcpState {
