@@ -1305,17 +1305,20 @@ fn test_fin_wait_2_fin() {
     assert_eq!(h.read().unwrap(), b"");
 }
 
-/// Half-close: data keeps flowing to us in FIN-WAIT-2, then the peer's FIN.
+/// Half-close: data keeps flowing to us in FIN-WAIT-2, then the peer's FIN. (Two full
+/// segments are read before the FIN, so that the reopened window is the whole buffer
+/// under any receiver SWS rule, RFC 9293 3.8.6.2.2.)
 #[test]
 fn test_fin_wait_2_recv() {
     let mut h = fin_wait_2();
     let iss = h.iss;
-    let data = payload(300, 18);
-    send!(h, h.seg(PSH | ACK, X + 1, iss + 2).data(&data) => [h.reply(ACK, iss + 2, X + 301).win(WIN - 300)]);
+    let data = payload(2920, 18);
+    send!(h, h.seg(ACK, X + 1, iss + 2).data(&data[..1460]) => [h.reply(ACK, iss + 2, X + 1461).win(WIN - 1460)]);
+    send!(h, h.seg(PSH | ACK, X + 1461, iss + 2).data(&data[1460..]) => [h.reply(ACK, iss + 2, X + 2921).win(WIN - 2920)]);
     h.assert_state(TcpState::FinWait2);
-    assert_eq!(h.read().unwrap(), data);
-    h.drain_window_updates(iss + 2, X + 301);
-    send!(h, h.seg(FIN | ACK, X + 301, iss + 2) => [h.reply(ACK, iss + 2, X + 302)]);
+    assert_eq!(h.read_all(), data);
+    h.drain_window_updates(iss + 2, X + 2921);
+    send!(h, h.seg(FIN | ACK, X + 2921, iss + 2) => [h.reply(ACK, iss + 2, X + 2922)]);
     assert_eq!(h.read().unwrap(), b"");
     h.assert_state(TcpState::TimeWait);
 }
