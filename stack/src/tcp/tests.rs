@@ -90,6 +90,37 @@ fn just_before(t: Instant) -> Instant {
     Instant::from_micros(t.total_micros() - 1)
 }
 
+// ------------------------------------------------------------------------- sequence numbers
+
+/// A sequence number of ours (our ISS is random, so arithmetic on it must wrap,
+/// RFC 9293 3.4): `iss + 1` is always meaningful.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sq(u32);
+
+impl std::ops::Add<u32> for Sq {
+    type Output = Sq;
+    fn add(self, n: u32) -> Sq {
+        Sq(self.0.wrapping_add(n))
+    }
+}
+
+/// Anything usable as a sequence or acknowledgment number in a segment.
+trait SeqLike {
+    fn raw(self) -> u32;
+}
+
+impl SeqLike for u32 {
+    fn raw(self) -> u32 {
+        self
+    }
+}
+
+impl SeqLike for Sq {
+    fn raw(self) -> u32 {
+        self.0
+    }
+}
+
 // ------------------------------------------------------------------------- segments
 
 /// One TCP segment, either to hand to the stack or to expect from it.
@@ -295,7 +326,7 @@ struct TestStack {
     listener: Option<SocketHandle>,
     conn: Option<SocketHandle>,
     /// Our ISS, learned from our SYN or SYN-ACK.
-    iss: u32,
+    iss: Sq,
     buf: Vec<u8>,
 }
 
@@ -319,23 +350,23 @@ impl TestStack {
             peer: SocketAddr::new(IpAddr::V4(PEER_IP), PEER_PORT),
             listener: None,
             conn: None,
-            iss: 0,
+            iss: Sq(0),
             buf: vec![0; 2048],
         }
     }
 
     /// A segment from the peer to us, window `PEER_WIN`, no options, no payload.
-    fn seg(&self, flags: u8, seq: u32, ack: u32) -> Seg {
-        Seg::new(self.peer, self.local, flags, seq, ack, PEER_WIN)
+    fn seg(&self, flags: u8, seq: impl SeqLike, ack: impl SeqLike) -> Seg {
+        Seg::new(self.peer, self.local, flags, seq.raw(), ack.raw(), PEER_WIN)
     }
 
     /// A segment we are expected to send, window `WIN` (our empty receive buffer).
-    fn reply(&self, flags: u8, seq: u32, ack: u32) -> Seg {
-        Seg::new(self.local, self.peer, flags, seq, ack, WIN)
+    fn reply(&self, flags: u8, seq: impl SeqLike, ack: impl SeqLike) -> Seg {
+        Seg::new(self.local, self.peer, flags, seq.raw(), ack.raw(), WIN)
     }
 
     /// The RST every "bad ACK" rule asks for: `<SEQ=SEG.ACK><CTL=RST>` (window 0).
-    fn rst_for_ack(&self, seg_ack: u32) -> Seg {
+    fn rst_for_ack(&self, seg_ack: impl SeqLike) -> Seg {
         self.reply(RST, seg_ack, 0).win(0)
     }
 
@@ -451,7 +482,8 @@ impl TestStack {
     /// After the application read, the stack may announce the reopened window on its own
     /// (a window update). Tolerate pure ACKs with the given seq/ack; anything else fails.
     #[track_caller]
-    fn drain_window_updates(&mut self, seq: u32, ack: u32) {
+    fn drain_window_updates(&mut self, seq: impl SeqLike, ack: impl SeqLike) {
+        let (seq, ack) = (seq.raw(), ack.raw());
         for s in self.recv_all() {
             let ok = s.flags == ACK && s.seq == seq && s.ack == ack && s.payload.is_empty() && s.src == self.local;
             assert!(ok, "only a window update may follow a read, got {s:?}");
@@ -490,7 +522,7 @@ fn syn_received_irs(irs: u32) -> TestStack {
     let mut h = listen();
     h.send(h.seg(SYN, irs, 0).opts(&[mss(1460)]));
     let synack = h.recv_one();
-    h.iss = synack.seq;
+    h.iss = Sq(synack.seq);
     let want = h.reply(SYN | ACK, h.iss, irs.wrapping_add(1)).opts(&[mss(MSS)]);
     assert!(want.matches(&synack), "SYN-ACK: expected {want:?}, got {synack:?}");
     h
@@ -503,7 +535,7 @@ fn syn_received() -> TestStack {
 fn established_irs(irs: u32) -> TestStack {
     let mut h = syn_received_irs(irs);
     let iss = h.iss;
-    send!(h, h.seg(ACK, irs.wrapping_add(1), iss.wrapping_add(1)) => []);
+    send!(h, h.seg(ACK, irs.wrapping_add(1), iss + 1) => []);
     h.conn = Some(h.stack.tcp_accept(h.listener()).expect("accept after the handshake"));
     h
 }
@@ -585,7 +617,7 @@ fn syn_sent_with(config: Config) -> TestStack {
     let syn = h.recv_one();
     assert!((49152..=65535).contains(&syn.src.port()), "ephemeral port {} outside 49152..=65535", syn.src.port());
     h.local = SocketAddr::new(IpAddr::V4(LOCAL_IP), syn.src.port());
-    h.iss = syn.seq;
+    h.iss = Sq(syn.seq);
     // RFC 7323 2.2: the window field of a SYN is never scaled.
     let want = h.reply(SYN, h.iss, 0).opts(&[mss(MSS), ws(0)]);
     assert!(want.matches(&syn), "SYN: expected {want:?}, got {syn:?}");
@@ -651,7 +683,7 @@ fn test_listen_syn() {
     let mut h = listen();
     h.send(h.seg(SYN, X, 0).opts(&[mss(1460)]));
     let synack = h.recv_one();
-    let iss = synack.seq;
+    let iss = Sq(synack.seq);
     // MSS = mtu - 40; no window scale because the SYN had none (RFC 7323 1.3).
     let want = h.reply(SYN | ACK, iss, X + 1).opts(&[mss(MSS)]);
     assert!(want.matches(&synack), "expected {want:?}, got {synack:?}");
@@ -695,7 +727,7 @@ fn test_listen_syn_ipv6() {
     h.listener = Some(h.stack.tcp_listen(h.local, 8).unwrap());
     h.send(h.seg(SYN, X, 0).opts(&[mss(1440)]));
     let synack = h.recv_one();
-    let iss = synack.seq;
+    let iss = Sq(synack.seq);
     let want = h.reply(SYN | ACK, iss, X + 1).opts(&[mss(MSS6)]);
     assert!(want.matches(&synack), "expected {want:?}, got {synack:?}");
     send!(h, h.seg(ACK, X + 1, iss + 1) => []);
@@ -737,7 +769,7 @@ fn test_listen_backlog_half_open() {
     let mut h = listen_with(1);
     h.send(h.seg(SYN, X, 0).opts(&[mss(1460)]));
     let synack = h.recv_one();
-    let iss = synack.seq;
+    let iss = Sq(synack.seq);
     let overflow = h.drops(DropReason::ListenOverflow);
     send!(h, h.seg(SYN, 50_000, 0).from_port(40001).opts(&[mss(1460)]) => []);
     assert_eq!(h.drops(DropReason::ListenOverflow), overflow + 1);
@@ -755,7 +787,7 @@ fn test_listen_backlog_half_open() {
 fn test_listen_backlog_accept_queue() {
     let mut h = listen_with(1);
     h.send(h.seg(SYN, X, 0).opts(&[mss(1460)]));
-    let iss = h.recv_one().seq;
+    let iss = Sq(h.recv_one().seq);
     send!(h, h.seg(ACK, X + 1, iss + 1) => []);
     assert_eq!(h.row().unwrap().owner, Owner::Listener(h.listener()));
     assert_eq!(h.row_state(), Some("ESTABLISHED"));
@@ -836,7 +868,7 @@ fn test_syn_received_rst_out_of_window() {
 fn test_syn_received_bad_ack() {
     let mut h = syn_received();
     let iss = h.iss;
-    let bad = iss.wrapping_add(1000);
+    let bad = iss + 1000;
     send!(h, h.seg(ACK, X + 1, bad) => [h.rst_for_ack(bad)]);
     assert_eq!(h.row_state(), Some("SYN-RECEIVED"));
     // The right ACK still completes it.
@@ -977,8 +1009,8 @@ fn test_established_recv_seq_wrap() {
     let data = payload(100, 6);
     let start = irs.wrapping_add(1);
     let end = start.wrapping_add(100); // 49 after the wrap
-    send!(h, h.seg(PSH | ACK, start, iss.wrapping_add(1)).data(&data)
-        => [h.reply(ACK, iss.wrapping_add(1), end).win(WIN - 100)]);
+    send!(h, h.seg(PSH | ACK, start, iss + 1).data(&data)
+        => [h.reply(ACK, iss + 1, end).win(WIN - 100)]);
     assert_eq!(h.read().unwrap(), data);
 }
 
@@ -1106,7 +1138,7 @@ fn test_established_send_acked() {
 fn test_established_send_peer_window() {
     let mut h = listen();
     h.send(h.seg(SYN, X, 0).win(10).opts(&[mss(1460)]));
-    let iss = h.recv_one().seq;
+    let iss = Sq(h.recv_one().seq);
     h.iss = iss;
     send!(h, h.seg(ACK, X + 1, iss + 1).win(10) => []);
     h.conn = Some(h.stack.tcp_accept(h.listener()).unwrap());
@@ -1533,7 +1565,7 @@ fn test_syn_sent_rst_no_ack() {
 fn test_syn_sent_rst_bad_ack() {
     let mut h = syn_sent();
     let iss = h.iss;
-    send!(h, h.seg(RST | ACK, 0, iss.wrapping_add(100)) => []);
+    send!(h, h.seg(RST | ACK, 0, iss + 100) => []);
     h.assert_state(TcpState::SynSent);
 }
 
@@ -1542,7 +1574,7 @@ fn test_syn_sent_rst_bad_ack() {
 fn test_syn_sent_bad_ack() {
     let mut h = syn_sent();
     let iss = h.iss;
-    let bad = iss.wrapping_add(100);
+    let bad = iss + 100;
     send!(h, h.seg(ACK, X, bad) => [h.rst_for_ack(bad)]);
     h.assert_state(TcpState::SynSent);
     // SEG.ACK = ISS is unacceptable too, also with SYN set.
