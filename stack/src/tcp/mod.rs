@@ -73,3 +73,4 @@ impl core::fmt::Display for TcpState {
         f.write_str(self.as_str())
     }
 }
+#[cfg(test)] mod tests;
