@@ -1520,7 +1520,7 @@ fn test_syn_sent_syn() {
     h.assert_state(TcpState::SynSent);
     assert_eq!(h.row().unwrap().owner, Owner::App);
     assert_eq!(h.stack.tcp_poll_connect(h.conn()).unwrap(), false);
-    assert_kind(h.stack.tcp_send(h.conn(), b"early"), ErrorKind::NotConnected);
+    assert_kind(h.stack.tcp_send(h.conn(), b"early"), ErrorKind::WouldBlock);
     h.expect_nothing();
 }
 
