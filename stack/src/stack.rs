@@ -1130,6 +1130,80 @@ impl Stack {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// Number of live sockets of every kind (listeners, connections including orphans
+    /// and TIME-WAIT, UDP sockets).
+    pub fn socket_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.sock.is_some()).count()
+    }
+
+    /// Check the core's internal consistency: every connection's control block, the
+    /// demux tables against the sockets, listener queues, the free list. `Err` names
+    /// the first violation. For tests, proptests and fuzz targets; O(sockets).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut in_demux = 0;
+        let mut bound = 0;
+        for (idx, s) in self.slots.iter().enumerate() {
+            let h = SocketHandle { idx: idx as u32, gen: s.gen };
+            match s.sock.as_ref() {
+                None => {
+                    if !self.free.contains(&(idx as u32)) {
+                        return Err(format!("empty slot {idx} not on the free list"));
+                    }
+                }
+                Some(Sock::Tcp(c)) => {
+                    c.check_invariants().map_err(|e| format!("{h:?} {}->{}: {e}", c.local, c.remote))?;
+                    if c.state != TcpState::Closed {
+                        in_demux += 1;
+                        if self.demux.lookup(Protocol::Tcp, c.local, c.remote) != Some(Match::Connection(h)) {
+                            return Err(format!("{h:?} ({}) not found by its 4-tuple", c.state));
+                        }
+                    } else if s.owner != Owner::App {
+                        return Err(format!("{h:?}: CLOSED connection kept without an owner"));
+                    }
+                    if let Owner::Listener(lh) = s.owner {
+                        let Some(Sock::Listener(l)) = self.slot(lh).and_then(|x| x.sock.as_ref()) else {
+                            return Err(format!("{h:?}: owned by a listener {lh:?} that does not exist"));
+                        };
+                        let queued = l.half_open.contains(&h) as usize + l.accept_q.contains(&h) as usize;
+                        if queued != 1 {
+                            return Err(format!("{h:?}: in {queued} queues of its listener"));
+                        }
+                    }
+                }
+                Some(Sock::Listener(l)) => {
+                    bound += 1;
+                    if l.half_open.len() + l.accept_q.len() > l.backlog {
+                        return Err(format!("{h:?}: listener queues exceed the backlog"));
+                    }
+                    for c in l.half_open.iter().chain(l.accept_q.iter()) {
+                        if self.slot(*c).map(|x| x.owner) != Some(Owner::Listener(h)) {
+                            return Err(format!("{h:?}: queued {c:?} is not its child"));
+                        }
+                    }
+                }
+                Some(Sock::Udp(u)) => {
+                    bound += 1;
+                    if u.rxq.len() > self.cfg.udp_rx_queue || u.txq.len() > self.cfg.udp_tx_queue {
+                        return Err(format!("{h:?}: UDP queue over its bound"));
+                    }
+                }
+            }
+        }
+        if self.demux.connection_count() != in_demux {
+            return Err(format!("demux has {} connections, sockets {in_demux}", self.demux.connection_count()));
+        }
+        if self.demux.listener_count() != bound {
+            return Err(format!("demux has {} listeners/bound, sockets {bound}", self.demux.listener_count()));
+        }
+        if self.tcp_ports.len() + self.udp_ports.len() != bound {
+            return Err(format!("port tables hold {} bindings, sockets {bound}", self.tcp_ports.len() + self.udp_ports.len()));
+        }
+        if self.ctrl.len() > MAX_CTRL_QUEUE {
+            return Err("control queue over its bound".into());
+        }
+        Ok(())
+    }
 }
 
 fn put_addr(out: &mut [u8], ip: IpAddr) {

@@ -37,6 +37,8 @@ impl Pair {
     /// Exchange packets until quiet; then, if `advance`, jump to the next timer.
     fn step(&mut self, advance: bool) -> bool {
         let moved = pump(self.now, &mut self.a, &mut self.b) + pump(self.now, &mut self.b, &mut self.a);
+        self.a.check_invariants().unwrap();
+        self.b.check_invariants().unwrap();
         if moved > 0 {
             return true;
         }

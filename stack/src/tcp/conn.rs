@@ -1105,4 +1105,47 @@ impl Conn {
             retransmits: self.retransmits,
         }
     }
+
+    /// Internal consistency of the control block; `Err` names the first violation.
+    /// Used by tests, proptests and fuzz targets after every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let fail = |what: &str| Err(format!("{what}: {:?}", self.info()));
+        if self.snd_una > self.snd_nxt {
+            return fail("SND.UNA > SND.NXT");
+        }
+        if self.snd_nxt > self.snd_max {
+            return fail("SND.NXT > highest sent");
+        }
+        if self.tx.len() > self.tx_cap {
+            return fail("send buffer over its bound");
+        }
+        if self.rx.len() > self.rx_cap {
+            return fail("receive buffer over its bound");
+        }
+        let fin_room = self.fin_queued as usize;
+        if self.state != TcpState::Closed && self.snd_max > self.data_end() + fin_room {
+            return fail("sent beyond the queued data");
+        }
+        if self.is_synchronized() && self.state != TcpState::Closed && self.rcv_adv < self.rcv_nxt {
+            return fail("advertised right edge behind RCV.NXT");
+        }
+        if self.fin_received
+            && !matches!(
+                self.state,
+                TcpState::CloseWait | TcpState::Closing | TcpState::LastAck | TcpState::TimeWait | TcpState::Closed
+            )
+        {
+            return fail("peer FIN received but state does not reflect it");
+        }
+        if self.fin_was_acked && !self.fin_queued {
+            return fail("FIN acknowledged but never queued");
+        }
+        if self.state == TcpState::SynSent && self.snd_una != self.iss {
+            return fail("SYN-SENT with SND.UNA past ISS");
+        }
+        if self.mss == 0 || self.cwnd == 0 && self.is_synchronized() && self.state != TcpState::Closed {
+            return fail("zero MSS or congestion window");
+        }
+        Ok(())
+    }
 }
