@@ -3,6 +3,25 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub use crate::tcp::congestion::CongestionAlgorithm;
+
+/// TCP keepalive parameters (RFC 9293 3.8.4, RFC 1122 4.2.3.6): after `idle` without
+/// any segment from the peer, send a probe every `interval`; after `probes` unanswered
+/// probes the connection ends with `TimedOut`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub probes: u32,
+}
+
+impl Default for Keepalive {
+    /// RFC 1122 4.2.3.6: the idle time MUST default to no less than two hours.
+    fn default() -> Keepalive {
+        Keepalive { idle: Duration::from_secs(7200), interval: Duration::from_secs(75), probes: 9 }
+    }
+}
+
 /// Everything the core needs to know up front. `Config::default()` is a sensible
 /// server-side configuration; tests shorten the timers.
 #[derive(Clone, Debug)]
@@ -39,6 +58,23 @@ pub struct Config {
     /// Retransmissions of a SYN or SYN-ACK before giving up (RFC 9293 3.8.3: R2 for SYN
     /// at least 3 minutes; Linux uses 6 retries, about 127 s).
     pub syn_retries: u32,
+    /// Congestion control for new connections (changeable per connection).
+    pub congestion: CongestionAlgorithm,
+    /// Delayed ACKs (RFC 5681 4.2, RFC 9293 3.8.6.3): at most this delay, and an ACK
+    /// for at least every second full-sized segment. `None` acknowledges every segment
+    /// at once.
+    pub ack_delay: Option<Duration>,
+    /// Offer and use SACK (RFC 2018, RFC 6675).
+    pub sack: bool,
+    /// Offer and use timestamps (RFC 7323 3, 4, 5: RTTM and PAWS).
+    pub timestamps: bool,
+    /// Offer window scaling (RFC 7323 2). Without it the window is capped at 65535.
+    pub window_scaling: bool,
+    /// Keepalive for new connections; off by default, like sockets (SO_KEEPALIVE).
+    pub keepalive: Option<Keepalive>,
+    /// User timeout (RFC 9293 3.8.3, RFC 5482): abort with `TimedOut` when sent data
+    /// stays unacknowledged this long. `None`: only the retry counts apply.
+    pub user_timeout: Option<Duration>,
     /// Datagrams queued per UDP socket before new ones are dropped.
     pub udp_rx_queue: usize,
     /// Datagrams queued for transmission per UDP socket before `send` says `WouldBlock`.
@@ -64,6 +100,13 @@ impl Default for Config {
             rto_max: Duration::from_secs(60),
             max_retries: 15,
             syn_retries: 6,
+            congestion: CongestionAlgorithm::Cubic,
+            ack_delay: Some(Duration::from_millis(40)),
+            sack: true,
+            timestamps: true,
+            window_scaling: true,
+            keepalive: None,
+            user_timeout: None,
             udp_rx_queue: 256,
             udp_tx_queue: 256,
             icmp_error_rate: 100,

@@ -464,7 +464,7 @@ impl Stack {
             return self.count_drop(DropReason::ListenOverflow, "backlog full");
         }
         let iss = self.isn(now, local, remote);
-        let conn = Conn::accept_syn(&self.cfg, local, remote, iss, seg);
+        let conn = Conn::accept_syn(&self.cfg, now, local, remote, iss, seg);
         let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::Listener(lh));
         if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
             self.free_socket(h);
@@ -687,7 +687,10 @@ impl Stack {
             slot.timer = None;
             let Some(Sock::Tcp(c)) = slot.sock.as_mut() else { continue };
             let prev = c.state;
-            c.on_timer(now, &self.cfg);
+            let (l, r) = (c.local, c.remote);
+            if let Reply::Rst { seq, ack } = c.on_timer(now, &self.cfg) {
+                self.queue_rst(l, r, seq, ack);
+            }
             self.after_conn_event(h, prev);
             self.refresh(h);
         }
@@ -818,7 +821,7 @@ impl Stack {
         };
         let local = SocketAddr::new(local_ip, port);
         let iss = self.isn(now, local, remote);
-        let conn = Conn::connect(&self.cfg, local, remote, iss);
+        let conn = Conn::connect(&self.cfg, now, local, remote, iss);
         let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::App);
         if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
             self.free_socket(h);
@@ -907,6 +910,26 @@ impl Stack {
     pub fn tcp_set_nodelay(&mut self, h: SocketHandle, nodelay: bool) -> io::Result<()> {
         self.conn_mut(h)?.set_nodelay(nodelay);
         self.refresh(h);
+        Ok(())
+    }
+
+    /// Keepalive for this connection (RFC 9293 3.8.4); `None` turns it off.
+    pub fn tcp_set_keepalive(&mut self, h: SocketHandle, ka: Option<crate::config::Keepalive>) -> io::Result<()> {
+        let now = self.now;
+        self.conn_mut(h)?.set_keepalive(now, ka);
+        self.refresh(h);
+        Ok(())
+    }
+
+    /// User timeout (RFC 9293 3.8.3 / RFC 5482); `None` leaves only the retry counts.
+    pub fn tcp_set_user_timeout(&mut self, h: SocketHandle, t: Option<std::time::Duration>) -> io::Result<()> {
+        self.conn_mut(h)?.set_user_timeout(t);
+        Ok(())
+    }
+
+    /// Congestion control for this connection (restarts it from the initial window).
+    pub fn tcp_set_congestion(&mut self, h: SocketHandle, alg: crate::config::CongestionAlgorithm) -> io::Result<()> {
+        self.conn_mut(h)?.set_congestion(alg);
         Ok(())
     }
 

@@ -2,28 +2,37 @@
 //!
 //! Input: [`Conn::process`] runs the segment-arrival rules of RFC 9293 3.10.7.3
 //! (SYN-SENT) and 3.10.7.4 (every other state) on one segment. Output:
-//! [`Conn::dispatch`] builds at most one segment per call (SYN, SYN-ACK, data, FIN,
-//! pure ACK). Timers: [`Conn::deadline`] / [`Conn::on_timer`].
+//! [`Conn::dispatch`] builds at most one segment per call (SYN, SYN-ACK, a
+//! retransmission, new data, FIN, a probe, a pure ACK). Timers: [`Conn::deadline`] /
+//! [`Conn::on_timer`].
 //!
-//! Sequence space of the send side (RFC 9293 3.3.1):
+//! Send side (RFC 9293 3.3.1):
 //! ```text
-//!   ISS  [SYN]  tx[0] ............ tx[len-1]  [FIN]
-//!        ^snd_una (until the SYN is acked)
+//!   ISS [SYN]  SND.UNA ............ SND.NXT ............ data_end [FIN]
+//!              |<--- sent: scoreboard --->|<-- unsent -->|
+//!              |<---------------- tx (unacknowledged bytes) --------->|
 //! ```
-//! `tx` holds every byte not yet acknowledged; `tx_seq0()` is the sequence number of
-//! `tx[0]`. `snd_nxt` is the next sequence number to send; `snd_max` the highest ever
-//! sent (they differ after a retransmission timeout rewinds `snd_nxt`).
+//! `tx` holds every byte not yet acknowledged; `sent` has one entry per transmitted
+//! segment between SND.UNA and SND.NXT with its SACK / lost / retransmitted marks
+//! (the RFC 6675 scoreboard). Loss recovery retransmits only what is marked lost:
+//! holes the peer's SACK blocks reveal, the first segment after three duplicate ACKs
+//! or a NewReno partial ACK (RFC 6582), everything unSACKed after a timeout.
+//!
+//! Receive side: [`RecvBuffer`] keeps out-of-order segments inside the window and
+//! reports them as SACK blocks.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, Keepalive};
 use crate::seq::SeqNum;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
 
+use super::congestion::{CongestionAlgorithm, CongestionControl, Controller};
+use super::recv_buf::RecvBuffer;
 use super::TcpState;
 
 /// RFC 9293 3.7.1: the MSS to assume when the peer sends no MSS option.
@@ -34,8 +43,12 @@ const DEFAULT_MSS_V6: usize = 1220;
 const MAX_WINDOW_SCALE: u8 = 14;
 /// RFC 6298 (2.4): clock granularity G used in the RTO formula.
 const CLOCK_GRANULARITY: Duration = Duration::from_millis(1);
-/// RFC 6928: initial window of 10 segments (bounded below by 2 segments).
-const INITIAL_WINDOW_SEGMENTS: usize = 10;
+/// RFC 5681 3.2 / RFC 6675 2: DupThresh.
+const DUP_THRESH: u32 = 3;
+/// RFC 7323 5.5: TS.Recent is invalid after 24 days of idleness.
+const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
+/// Timestamp option length including the two NOPs that align it (RFC 7323 appendix A).
+const TS_OPTION_LEN: usize = 12;
 
 /// A segment the connection wants on the wire. The payload, if any, has been copied
 /// into the caller's scratch buffer (`payload_len` bytes).
@@ -49,7 +62,8 @@ pub(crate) struct Outgoing {
     pub payload_len: usize,
 }
 
-/// What `process` asks the stack to do besides what the connection sends itself.
+/// What `process` / `on_timer` ask the stack to do besides what the connection sends
+/// itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reply {
     None,
@@ -65,6 +79,33 @@ pub(crate) enum Verdict {
     Rejected(&'static str),
 }
 
+/// One transmitted segment on the scoreboard.
+#[derive(Clone, Copy, Debug)]
+struct SentSeg {
+    seq: SeqNum,
+    /// Sequence space: payload bytes, plus one if it carries the FIN.
+    len: u32,
+    fin: bool,
+    /// Covered by a SACK block (RFC 6675 "SACKed").
+    sacked: bool,
+    /// Deemed lost (RFC 6675 IsLost, a NewReno partial ACK, or a timeout).
+    lost: bool,
+    /// Retransmitted since it was last deemed lost.
+    retrans: bool,
+    tx_count: u16,
+    first_tx: Instant,
+    last_tx: Instant,
+}
+
+impl SentSeg {
+    fn end(&self) -> SeqNum {
+        self.seq + self.len as usize
+    }
+    fn data_len(&self) -> usize {
+        self.len as usize - self.fin as usize
+    }
+}
+
 pub(crate) struct Conn {
     pub state: TcpState,
     pub local: SocketAddr,
@@ -76,8 +117,8 @@ pub(crate) struct Conn {
     // ---- send sequence variables (RFC 9293 3.3.1)
     iss: SeqNum,
     snd_una: SeqNum,
+    /// Next new sequence number to send; everything below it has been sent.
     snd_nxt: SeqNum,
-    snd_max: SeqNum,
     /// Peer's window, already scaled.
     snd_wnd: usize,
     snd_wl1: SeqNum,
@@ -86,8 +127,11 @@ pub(crate) struct Conn {
     max_snd_wnd: usize,
     /// Shift applied to the peer's window fields (RFC 7323 2.2).
     snd_wscale: u8,
-    /// Effective send MSS: min(peer's MSS option, our MTU-derived MSS).
+    /// Peer's MSS (bounded by ours): the largest segment payload without options.
     mss: usize,
+    /// The SYN was sent this many times (Karn: only a single SYN gives an RTT sample).
+    syn_tx: u16,
+    syn_sent_at: Instant,
 
     // ---- receive sequence variables
     irs: SeqNum,
@@ -99,22 +143,51 @@ pub(crate) struct Conn {
     rcv_adv: SeqNum,
     /// MSS we advertised (MTU-derived).
     our_mss: usize,
+    /// ACK number of the last segment we sent (RFC 7323 4.3 Last.ACK.sent).
+    last_ack_sent: SeqNum,
+
+    // ---- options in effect
+    peer_ws: bool,
+    peer_sack: bool,
+    peer_ts: bool,
+    ws_ok: bool,
+    sack_ok: bool,
+    ts_ok: bool,
+    /// RFC 7323 4.3: TS.Recent and when it was set (for the 24-day rule of 5.5).
+    ts_recent: u32,
+    ts_recent_at: Instant,
+    /// Per-connection random offset of our timestamp clock (RFC 7323 5.4).
+    ts_offset: u32,
 
     // ---- buffers
     tx: VecDeque<u8>,
     tx_cap: usize,
-    rx: VecDeque<u8>,
-    rx_cap: usize,
+    rx: RecvBuffer,
+
+    // ---- scoreboard and recovery (RFC 6675, RFC 6582)
+    sent: VecDeque<SentSeg>,
+    /// Bytes of `sent` that are SACKed.
+    sacked_out: usize,
+    /// Bytes of `sent` that are lost and not yet retransmitted (and not SACKed).
+    lost_out: usize,
+    /// In fast recovery until SND.UNA reaches this (RFC 6675 RecoveryPoint).
+    recovery_point: Option<SeqNum>,
+    /// After a timeout: no new fast recovery for losses below this point.
+    rto_point: Option<SeqNum>,
+    dup_acks: u32,
+    /// The first retransmission of a recovery episode goes out regardless of cwnd
+    /// (RFC 6675 5 step 4.2, RFC 5681 3.2 step 2).
+    rtx_force: bool,
+    cc: Controller,
 
     // ---- close bookkeeping
     /// The application asked to send FIN after `tx` (shutdown(Write) or close).
     fin_queued: bool,
-    /// Our FIN has been acknowledged.
+    /// Sequence number of our FIN once sent.
+    fin_seq: Option<SeqNum>,
     fin_was_acked: bool,
     /// The peer's FIN has been received (in order).
     fin_received: bool,
-    /// The peer's SYN carried a window scale option (so ours may be sent, RFC 7323 2.2).
-    peer_ws: bool,
     /// shutdown(Read): incoming data is acknowledged and discarded.
     rd_shut: bool,
     /// The application released its handle.
@@ -122,33 +195,31 @@ pub(crate) struct Conn {
     /// Terminal error to report to the application (reset, refused, timed out).
     error: Option<io::ErrorKind>,
 
-    // ---- output flags
+    // ---- output decisions
     ack_pending: bool,
+    ack_delay: Option<Duration>,
+    delack_deadline: Option<Instant>,
     nodelay: bool,
 
     // ---- timers (RFC 6298)
     rto: Duration,
+    rto_initial: Duration,
     rto_min: Duration,
     rto_max: Duration,
     srtt: Option<Duration>,
     rttvar: Duration,
-    /// One segment being timed (Karn's algorithm: never a retransmitted one).
-    rtt_probe: Option<(SeqNum, Instant)>,
     rtx_deadline: Option<Instant>,
     /// Consecutive timeouts of the oldest outstanding segment.
     retries: u32,
-    /// Zero-window probe due (persist timer fired).
+    /// Persist timer fired: send a window probe / override SWS avoidance.
     probe_due: bool,
     /// TIME-WAIT expiry (2*MSL) or the orphan FIN-WAIT-2 timeout.
     close_deadline: Option<Instant>,
-
-    // ---- congestion control (RFC 5681), the minimum to not flood a path
-    cwnd: usize,
-    ssthresh: usize,
-    dup_acks: u32,
-    /// Retransmit the first unacknowledged segment at the next dispatch (fast
-    /// retransmit, RFC 5681 3.2).
-    fast_rtx: bool,
+    keepalive: Option<Keepalive>,
+    ka_probes: u32,
+    ka_due: bool,
+    last_rx: Instant,
+    user_timeout: Option<Duration>,
     /// Retransmissions performed (for `Stats::tcp_retransmits`).
     pub retransmits: u64,
 }
@@ -162,7 +233,7 @@ fn window_shift_for(buf: usize) -> u8 {
 }
 
 impl Conn {
-    fn new(cfg: &Config, local: SocketAddr, remote: SocketAddr, iss: SeqNum, active: bool) -> Conn {
+    fn new(cfg: &Config, now: Instant, local: SocketAddr, remote: SocketAddr, iss: SeqNum, active: bool) -> Conn {
         let our_mss = cfg.mss_for(remote.ip()) as usize;
         Conn {
             state: TcpState::Closed,
@@ -172,81 +243,116 @@ impl Conn {
             iss,
             snd_una: iss,
             snd_nxt: iss,
-            snd_max: iss,
             snd_wnd: 0,
             snd_wl1: SeqNum(0),
             snd_wl2: SeqNum(0),
             max_snd_wnd: 0,
             snd_wscale: 0,
             mss: our_mss,
+            syn_tx: 0,
+            syn_sent_at: now,
             irs: SeqNum(0),
             rcv_nxt: SeqNum(0),
             rcv_wscale: 0,
             rcv_adv: SeqNum(0),
             our_mss,
+            last_ack_sent: SeqNum(0),
+            peer_ws: false,
+            peer_sack: false,
+            peer_ts: false,
+            ws_ok: false,
+            sack_ok: false,
+            ts_ok: false,
+            ts_recent: 0,
+            ts_recent_at: now,
+            ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
             tx: VecDeque::new(),
             tx_cap: cfg.tcp_tx_buffer.max(1),
-            rx: VecDeque::new(),
-            rx_cap: cfg.tcp_rx_buffer.max(1),
+            rx: RecvBuffer::new(cfg.tcp_rx_buffer),
+            sent: VecDeque::new(),
+            sacked_out: 0,
+            lost_out: 0,
+            recovery_point: None,
+            rto_point: None,
+            dup_acks: 0,
+            rtx_force: false,
+            cc: Controller::new(cfg.congestion, our_mss),
             fin_queued: false,
+            fin_seq: None,
             fin_was_acked: false,
             fin_received: false,
-            peer_ws: false,
             rd_shut: false,
             orphan: false,
             error: None,
             ack_pending: false,
+            ack_delay: cfg.ack_delay,
+            delack_deadline: None,
             nodelay: false,
             rto: cfg.rto_initial,
+            rto_initial: cfg.rto_initial,
             rto_min: cfg.rto_min,
             rto_max: cfg.rto_max,
             srtt: None,
             rttvar: Duration::ZERO,
-            rtt_probe: None,
             rtx_deadline: None,
             retries: 0,
             probe_due: false,
             close_deadline: None,
-            cwnd: 0,
-            ssthresh: usize::MAX,
-            dup_acks: 0,
-            fast_rtx: false,
+            keepalive: cfg.keepalive,
+            ka_probes: 0,
+            ka_due: false,
+            last_rx: now,
+            user_timeout: cfg.user_timeout,
             retransmits: 0,
         }
     }
 
     /// Active open (RFC 9293 3.10.1, CLOSED + OPEN(active)): SYN-SENT; the SYN goes out
     /// at the next dispatch.
-    pub fn connect(cfg: &Config, local: SocketAddr, remote: SocketAddr, iss: SeqNum) -> Conn {
-        let mut c = Conn::new(cfg, local, remote, iss, true);
-        // We always offer window scaling on an active open (RFC 7323 2.2); it takes
-        // effect only if the SYN-ACK carries the option too.
-        c.rcv_wscale = window_shift_for(c.rx_cap);
+    pub fn connect(cfg: &Config, now: Instant, local: SocketAddr, remote: SocketAddr, iss: SeqNum) -> Conn {
+        let mut c = Conn::new(cfg, now, local, remote, iss, true);
+        // We offer window scaling, SACK and timestamps on an active open; each takes
+        // effect only if the SYN-ACK carries it too (RFC 7323 2.2, 3.2; RFC 2018 2).
+        c.peer_ws = cfg.window_scaling;
+        c.peer_sack = cfg.sack;
+        c.peer_ts = cfg.timestamps;
+        c.rcv_wscale = if cfg.window_scaling { window_shift_for(c.rx.capacity()) } else { 0 };
         c.state = TcpState::SynSent;
         c
     }
 
     /// Passive open: a listener got an acceptable SYN (RFC 9293 3.10.7.2, LISTEN, third
     /// check). The connection starts in SYN-RECEIVED and answers with SYN-ACK.
-    pub fn accept_syn(cfg: &Config, local: SocketAddr, remote: SocketAddr, iss: SeqNum, seg: &TcpRepr<'_>) -> Conn {
-        let mut c = Conn::new(cfg, local, remote, iss, false);
+    pub fn accept_syn(
+        cfg: &Config,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNum,
+        seg: &TcpRepr<'_>,
+    ) -> Conn {
+        let mut c = Conn::new(cfg, now, local, remote, iss, false);
         c.irs = seg.seq;
         c.rcv_nxt = seg.seq + 1;
-        c.apply_syn_options(&seg.options, true);
+        c.peer_ws = cfg.window_scaling && seg.options.window_scale.is_some();
+        c.peer_sack = cfg.sack && seg.options.sack_permitted;
+        c.peer_ts = cfg.timestamps && seg.options.timestamps.is_some();
+        c.apply_syn_options(now, &seg.options);
         // RFC 7323 2.2: the window field of a SYN is never scaled.
         c.snd_wnd = seg.window as usize;
         c.max_snd_wnd = c.snd_wnd;
         c.snd_wl1 = seg.seq;
         c.snd_wl2 = seg.ack;
-        c.rcv_adv = c.rcv_nxt + c.rx_cap.min(u16::MAX as usize);
+        c.rcv_adv = c.rcv_nxt + c.rx.capacity().min(u16::MAX as usize);
         c.state = TcpState::SynReceived;
-        c.init_cwnd();
         c
     }
 
-    /// Options of the peer's SYN: MSS (RFC 9293 3.7.1) and window scale (RFC 7323 2.2,
-    /// both sides must send it for it to be in effect).
-    fn apply_syn_options(&mut self, o: &TcpOptions, passive: bool) {
+    /// Options of the peer's SYN (or SYN-ACK): MSS (RFC 9293 3.7.1), window scale
+    /// (RFC 7323 2.2), SACK-permitted (RFC 2018 2), timestamps (RFC 7323 3.2). An option
+    /// is in effect only when both SYNs carried it; `peer_*` hold what we offered or
+    /// are willing to answer.
+    fn apply_syn_options(&mut self, now: Instant, o: &TcpOptions) {
         let peer_mss = match o.mss {
             Some(m) => m as usize,
             None => match self.remote {
@@ -255,24 +361,29 @@ impl Conn {
             },
         };
         self.mss = peer_mss.min(self.our_mss).max(64);
-        match o.window_scale {
-            Some(shift) => {
-                self.peer_ws = true;
-                self.snd_wscale = shift.min(MAX_WINDOW_SCALE);
-                if passive {
-                    self.rcv_wscale = window_shift_for(self.rx_cap);
-                }
+        self.ws_ok = self.peer_ws && o.window_scale.is_some();
+        if self.ws_ok {
+            self.snd_wscale = o.window_scale.unwrap_or(0).min(MAX_WINDOW_SCALE);
+            self.rcv_wscale = window_shift_for(self.rx.capacity());
+        } else {
+            self.snd_wscale = 0;
+            self.rcv_wscale = 0;
+        }
+        self.peer_ws = self.ws_ok;
+        self.sack_ok = self.peer_sack && o.sack_permitted;
+        self.peer_sack = self.sack_ok;
+        match o.timestamps {
+            Some((tsval, _)) if self.peer_ts => {
+                self.ts_ok = true;
+                self.ts_recent = tsval;
+                self.ts_recent_at = now;
             }
-            None => {
-                self.snd_wscale = 0;
-                self.rcv_wscale = 0;
+            _ => {
+                self.ts_ok = false;
+                self.peer_ts = false;
             }
         }
-    }
-
-    fn init_cwnd(&mut self) {
-        // RFC 6928 2: min(10*MSS, max(2*MSS, 14600)).
-        self.cwnd = (INITIAL_WINDOW_SEGMENTS * self.mss).min((2 * self.mss).max(14600));
+        self.cc = Controller::new(self.cc.algorithm(), self.mss);
     }
 
     // ------------------------------------------------------------ accessors
@@ -281,7 +392,7 @@ impl Conn {
         self.error
     }
     pub fn recv_queue(&self) -> usize {
-        self.rx.len()
+        self.rx.readable()
     }
     pub fn send_queue(&self) -> usize {
         self.tx.len()
@@ -295,32 +406,70 @@ impl Conn {
     pub fn nodelay(&self) -> bool {
         self.nodelay
     }
+    pub fn set_keepalive(&mut self, now: Instant, ka: Option<Keepalive>) {
+        self.keepalive = ka;
+        self.ka_probes = 0;
+        self.last_rx = now;
+    }
+    pub fn set_user_timeout(&mut self, t: Option<Duration>) {
+        self.user_timeout = t;
+    }
+    pub fn set_congestion(&mut self, alg: CongestionAlgorithm) {
+        if self.cc.algorithm() != alg {
+            self.cc = Controller::new(alg, self.mss);
+        }
+    }
     pub fn is_synchronized(&self) -> bool {
         !matches!(self.state, TcpState::Closed | TcpState::Listen | TcpState::SynSent)
     }
-
-    /// Sequence number of `tx[0]`: after the SYN while the SYN is unacknowledged.
-    fn tx_seq0(&self) -> SeqNum {
-        if self.snd_una == self.iss { self.iss + 1 } else { self.snd_una }
+    pub fn rcv_nxt(&self) -> SeqNum {
+        self.rcv_nxt
     }
 
-    /// Sequence number just past the last queued data byte (where a FIN would go).
+    /// Sequence number of `tx[0]`.
+    fn tx_seq0(&self) -> SeqNum {
+        if self.snd_una == self.iss {
+            self.iss + 1
+        } else {
+            self.snd_una
+        }
+    }
+
+    /// Sequence number just past the last queued data byte (where the FIN goes).
     fn data_end(&self) -> SeqNum {
         self.tx_seq0() + self.tx.len()
     }
 
-    fn fin_acked(&self) -> bool {
-        self.fin_was_acked
+    /// Bytes in flight by the RFC 6675 pipe estimate: sent and not acknowledged,
+    /// minus what the peer SACKed and what is lost and not yet retransmitted.
+    fn pipe(&self) -> usize {
+        let outstanding = if self.snd_nxt > self.snd_una { self.snd_nxt - self.snd_una } else { 0 };
+        outstanding.saturating_sub(self.sacked_out + self.lost_out)
     }
 
-    fn bytes_in_flight(&self) -> usize {
-        self.snd_max - self.snd_una
+    fn flight_size(&self) -> usize {
+        if self.snd_nxt > self.snd_una {
+            self.snd_nxt - self.snd_una
+        } else {
+            0
+        }
     }
 
-    /// The receive window we would advertise now, unscaled (bytes), keeping the right
-    /// edge from moving left (RFC 9293 3.8.6).
+    /// Largest payload of a data segment: the MSS less the options every segment
+    /// carries (RFC 9293 3.7.1: Eff.snd.MSS subtracts the TCP options).
+    fn max_payload(&self) -> usize {
+        self.mss - if self.ts_ok { TS_OPTION_LEN } else { 0 }
+    }
+
+    /// Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 5.4).
+    fn ts_now(&self, now: Instant) -> u32 {
+        (now.total_millis() as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// The receive window we would advertise now (bytes), keeping the right edge from
+    /// moving left (RFC 9293 3.8.6).
     fn rcv_wnd(&self) -> usize {
-        let free = self.rx_cap - self.rx.len();
+        let free = self.rx.window();
         let max = (u16::MAX as usize) << self.rcv_wscale;
         // Round down to what the scaled field can express.
         let wnd = (free.min(max) >> self.rcv_wscale) << self.rcv_wscale;
@@ -350,7 +499,6 @@ impl Conn {
         Ok(n)
     }
 
-    /// Returns the bytes read and whether a window update should be sent.
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.rx.is_empty() {
             if self.fin_received || self.rd_shut {
@@ -364,24 +512,13 @@ impl Conn {
                 _ => Err(io::ErrorKind::WouldBlock.into()),
             };
         }
-        let n = buf.len().min(self.rx.len());
-        let (a, b) = self.rx.as_slices();
-        let na = n.min(a.len());
-        buf[..na].copy_from_slice(&a[..na]);
-        if n > na {
-            buf[na..n].copy_from_slice(&b[..n - na]);
-        }
-        self.rx.drain(..n);
-        if self.rx.is_empty() && self.rx.capacity() > 64 * 1024 {
-            // Give back memory held by an idle connection (buffers grow on demand).
-            self.rx.shrink_to(0);
-        }
+        let n = self.rx.read(buf);
         // Window update (RFC 9293 3.8.6.2.2, receiver SWS avoidance): announce the
         // reopened window once it grew by min(half the buffer, one MSS).
         if self.is_synchronized() && !self.fin_received {
             let new_edge = self.rcv_nxt + self.rcv_wnd();
             let grown = if new_edge > self.rcv_adv { new_edge - self.rcv_adv } else { 0 };
-            if grown >= (self.rx_cap / 2).min(self.our_mss) {
+            if grown >= (self.rx.capacity() / 2).min(self.our_mss) {
                 self.ack_pending = true;
             }
         }
@@ -451,16 +588,17 @@ impl Conn {
 
     fn process_syn_sent(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> (Verdict, Reply) {
         let f = seg.flags;
+        let syn_end = self.iss + 1;
         // First: the ACK bit (RFC 9293 3.10.7.3).
         let mut ack_ok = false;
         if f.ack() {
-            if seg.ack <= self.iss || seg.ack > self.snd_max {
+            if seg.ack <= self.iss || seg.ack > syn_end {
                 if f.rst() {
                     return (Verdict::Rejected("bad ack on RST in SYN-SENT"), Reply::None);
                 }
                 return (Verdict::Rejected("bad ack in SYN-SENT"), Reply::Rst { seq: seg.ack, ack: None });
             }
-            ack_ok = self.snd_una < seg.ack && seg.ack <= self.snd_max;
+            ack_ok = self.syn_tx > 0;
         }
         // Second: RST. Only an acceptable ACK makes it credible.
         if f.rst() {
@@ -478,15 +616,15 @@ impl Conn {
         }
         self.irs = seg.seq;
         self.rcv_nxt = seg.seq + 1;
-        self.apply_syn_options(&seg.options, false);
+        self.apply_syn_options(now, &seg.options);
         self.snd_wnd = seg.window as usize; // RFC 7323 2.2: unscaled in a SYN
         self.max_snd_wnd = self.snd_wnd;
         self.snd_wl1 = seg.seq;
         self.snd_wl2 = seg.ack;
-        self.init_cwnd();
         self.rcv_adv = self.rcv_nxt + self.rcv_wnd();
+        self.last_rx = now;
         if ack_ok {
-            self.ack_advance(now, seg.ack);
+            self.ack_syn(now, seg);
             self.state = TcpState::Established;
             self.ack_pending = true;
             // Data or FIN on the SYN-ACK: continue at the sixth step.
@@ -501,6 +639,29 @@ impl Conn {
             self.rtx_deadline = None;
             (Verdict::Accepted, Reply::None)
         }
+    }
+
+    /// Our SYN is acknowledged.
+    fn ack_syn(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        if self.syn_tx == 1 {
+            let rtt = match seg.options.timestamps {
+                Some((_, tsecr)) if self.ts_ok && tsecr != 0 => {
+                    Duration::from_millis(self.ts_now(now).wrapping_sub(tsecr) as u64)
+                }
+                _ => now.saturating_duration_since(self.syn_sent_at),
+            };
+            self.rtt_sample(rtt);
+        } else if self.syn_tx > 1 && self.srtt.is_none() {
+            // RFC 6298 5.7: the SYN was retransmitted, so the RTO restarts from 3 s
+            // (here: the configured initial RTO) once data transfer begins.
+            self.rto = self.rto_initial.max(self.rto_min);
+        }
+        self.snd_una = self.iss + 1;
+        if self.snd_nxt < self.snd_una {
+            self.snd_nxt = self.snd_una;
+        }
+        self.retries = 0;
+        self.rtx_deadline = None;
     }
 
     /// RFC 9293 3.10.7.4 sequence acceptability test (the table of four cases).
@@ -526,6 +687,17 @@ impl Conn {
             return (Verdict::Accepted, Reply::None);
         }
 
+        // PAWS (RFC 7323 5.3 R1): an old timestamp makes the segment unacceptable.
+        if self.ts_ok && !f.rst() {
+            if let Some((tsval, _)) = seg.options.timestamps {
+                let recent_valid = now.saturating_duration_since(self.ts_recent_at) < PAWS_IDLE;
+                if recent_valid && (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+                    self.ack_pending = true;
+                    return (Verdict::Rejected("PAWS: old timestamp"), Reply::None);
+                }
+            }
+        }
+
         // First: sequence number check.
         if !self.acceptable(seg) {
             // A zero window still takes valid ACKs and RSTs at RCV.NXT (RFC 9293 3.10.7.4).
@@ -540,6 +712,19 @@ impl Conn {
                 }
                 self.ack_pending = true;
                 return (Verdict::Rejected("unacceptable segment"), Reply::None);
+            }
+        }
+        self.last_rx = now;
+        self.ka_probes = 0;
+
+        // RFC 7323 4.3 (2): remember the peer's timestamp if the segment covers
+        // Last.ACK.sent.
+        if self.ts_ok {
+            if let Some((tsval, _)) = seg.options.timestamps {
+                if seg.seq <= self.last_ack_sent && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
+                    self.ts_recent = tsval;
+                    self.ts_recent_at = now;
+                }
             }
         }
 
@@ -591,7 +776,8 @@ impl Conn {
             return (Verdict::Rejected("no ACK"), Reply::None);
         }
         if self.state == TcpState::SynReceived {
-            if self.snd_una < seg.ack && seg.ack <= self.snd_max {
+            if self.snd_una < seg.ack && seg.ack <= self.snd_nxt && self.syn_tx > 0 {
+                self.ack_syn(now, seg);
                 self.state = TcpState::Established;
                 self.snd_wnd = (seg.window as usize) << self.snd_wscale;
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
@@ -601,47 +787,14 @@ impl Conn {
                 return (Verdict::Rejected("bad ACK in SYN-RECEIVED"), Reply::Rst { seq: seg.ack, ack: None });
             }
         }
-        if seg.ack > self.snd_max {
+        if seg.ack > self.snd_nxt {
             // Acknowledges something not yet sent: ACK and drop (RFC 9293 3.10.7.4).
             self.ack_pending = true;
             return (Verdict::Rejected("ACK of unsent data"), Reply::None);
         }
-        let had_fin_acked = self.fin_acked();
-        if seg.ack > self.snd_una {
-            self.ack_advance(now, seg.ack);
-            self.dup_acks = 0;
-        } else if seg.ack == self.snd_una
-            && seg.payload.is_empty()
-            && !f.fin()
-            && self.bytes_in_flight() > 0
-            && ((seg.window as usize) << self.snd_wscale) == self.snd_wnd
-        {
-            // RFC 5681 2: a duplicate ACK. Third one -> fast retransmit (3.2).
-            self.dup_acks += 1;
-            if self.dup_acks == 3 {
-                let flight = self.bytes_in_flight();
-                self.ssthresh = (flight / 2).max(2 * self.mss);
-                self.cwnd = self.ssthresh + 3 * self.mss;
-                self.fast_rtx = true;
-            } else if self.dup_acks > 3 {
-                self.cwnd += self.mss;
-            }
-        }
-        // Window update (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
-        if self.snd_una <= seg.ack
-            && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= seg.ack))
-        {
-            self.snd_wnd = (seg.window as usize) << self.snd_wscale;
-            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
-            self.snd_wl1 = seg.seq;
-            self.snd_wl2 = seg.ack;
-        }
-        if self.snd_wnd == 0 && seg.ack == self.snd_una {
-            // The peer answers our zero-window probes: it is alive, so the persist
-            // state does not count towards the retransmission limit (RFC 9293 3.8.6.1).
-            self.retries = 0;
-        }
-        if !had_fin_acked && self.fin_acked() {
+        let had_fin_acked = self.fin_was_acked;
+        self.on_ack(now, seg);
+        if !had_fin_acked && self.fin_was_acked {
             match self.state {
                 TcpState::FinWait1 => {
                     self.state = TcpState::FinWait2;
@@ -666,76 +819,277 @@ impl Conn {
 
         // Sixth (URG) is not acted on: urgent data is delivered inline (RFC 6093).
         // Seventh and eighth: text and FIN.
-        let reply = self.process_text_and_fin(now, cfg, seg);
-        if let Some(r) = reply {
-            return (Verdict::Accepted, r);
+        match self.process_text_and_fin(now, cfg, seg) {
+            Some(r) => (Verdict::Accepted, r),
+            None => (Verdict::Accepted, Reply::None),
         }
-        (Verdict::Accepted, Reply::None)
+    }
+
+    /// The ACK field of an acceptable segment in a synchronized state
+    /// (RFC 9293 3.10.7.4 fifth check), with SACK (RFC 2018, RFC 6675), fast
+    /// retransmit / recovery (RFC 5681 3.2, RFC 6582) and RTT measurement
+    /// (RFC 6298, RFC 7323 4).
+    fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let win = (seg.window as usize) << self.snd_wscale;
+        if seg.ack > self.snd_una {
+            let newly_acked = seg.ack - self.snd_una;
+            let rtt = self.ack_advance(now, seg);
+            if let Some(rp) = self.recovery_point {
+                if seg.ack >= rp {
+                    // Full acknowledgment: recovery is over (RFC 6582 3.2 step 3).
+                    self.recovery_point = None;
+                    self.cc.on_recovery_exit(now, self.flight_size(), self.mss);
+                } else if !self.sack_ok {
+                    // NewReno partial ACK (RFC 6582 3.2 step 4): the next hole is lost.
+                    self.mark_front_lost();
+                    self.rtx_force = true;
+                }
+            } else {
+                let rtt = rtt.or(self.srtt);
+                self.cc.on_ack(now, newly_acked, rtt, self.mss);
+            }
+            if self.rto_point.is_some_and(|p| seg.ack >= p) {
+                self.rto_point = None;
+            }
+            self.dup_acks = 0;
+        } else if seg.ack == self.snd_una
+            && seg.payload.is_empty()
+            && !seg.flags.fin()
+            && !self.sent.is_empty()
+            && win == self.snd_wnd
+        {
+            // RFC 5681 2: a duplicate ACK.
+            self.dup_acks += 1;
+        }
+
+        // SACK blocks (RFC 2018 / RFC 6675 update).
+        let mut new_sack = false;
+        if self.sack_ok {
+            for &(l, r) in seg.options.sack.as_slice() {
+                new_sack |= self.mark_sacked(l, r);
+            }
+        }
+
+        // Loss detection (RFC 6675 5 / RFC 5681 3.2).
+        if !self.sent.is_empty() {
+            let mut lost = false;
+            if new_sack {
+                lost |= self.mark_lost_by_sack();
+            }
+            if self.recovery_point.is_none() && self.rto_point.is_none() {
+                if self.dup_acks >= DUP_THRESH {
+                    lost |= self.mark_front_lost();
+                }
+                if lost || self.lost_out > 0 {
+                    self.recovery_point = Some(self.snd_nxt);
+                    self.cc.on_congestion_event(now, self.flight_size(), self.mss);
+                    self.rtx_force = true;
+                }
+            }
+        }
+
+        if self.snd_wnd == 0 && seg.ack == self.snd_una {
+            // The peer answers our zero-window probes: it is alive, so the persist
+            // state does not count towards the retransmission limit (RFC 9293 3.8.6.1).
+            self.retries = 0;
+        }
+        // Window update (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
+        if self.snd_una <= seg.ack && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= seg.ack)) {
+            self.snd_wnd = win;
+            self.max_snd_wnd = self.max_snd_wnd.max(win);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+        }
+    }
+
+    /// New data acknowledged: `snd_una < ack <= snd_nxt`. Returns an RTT sample.
+    fn ack_advance(&mut self, now: Instant, seg: &TcpRepr<'_>) -> Option<Duration> {
+        let ack = seg.ack;
+        // RTT: from the echoed timestamp (RFC 7323 4.1), else Karn's rule on the
+        // newest fully acknowledged segment sent exactly once (RFC 6298 3).
+        let mut karn: Option<Duration> = None;
+        let mut data_acked = 0usize;
+        while let Some(front) = self.sent.front_mut() {
+            if front.end() <= ack {
+                let e = *front;
+                self.sent.pop_front();
+                if e.sacked {
+                    self.sacked_out -= e.len as usize;
+                } else if e.lost && !e.retrans {
+                    self.lost_out -= e.len as usize;
+                }
+                if e.tx_count == 1 {
+                    karn = Some(now.saturating_duration_since(e.last_tx));
+                }
+                data_acked += e.data_len();
+                if e.fin {
+                    self.fin_was_acked = true;
+                }
+            } else {
+                if front.seq < ack {
+                    // Partially acknowledged segment: trim its front.
+                    let cut = ack - front.seq;
+                    let cut_data = cut.min(front.data_len());
+                    front.seq = ack;
+                    front.len -= cut as u32;
+                    data_acked += cut_data;
+                    if front.sacked {
+                        self.sacked_out -= cut;
+                    } else if front.lost && !front.retrans {
+                        self.lost_out -= cut;
+                    }
+                }
+                break;
+            }
+        }
+        let data_acked = data_acked.min(self.tx.len());
+        self.tx.drain(..data_acked);
+        if self.tx.is_empty() && self.tx.capacity() > 64 * 1024 {
+            self.tx.shrink_to(0);
+        }
+        self.snd_una = ack;
+        self.retries = 0;
+        self.probe_due = false;
+        let rtt = match seg.options.timestamps {
+            Some((_, tsecr)) if self.ts_ok && tsecr != 0 => {
+                Some(Duration::from_millis(self.ts_now(now).wrapping_sub(tsecr) as u64))
+            }
+            _ => karn,
+        };
+        if let Some(r) = rtt {
+            self.rtt_sample(r);
+        }
+        // RFC 6298 5.2 / 5.3: stop the timer when everything is acknowledged, else restart.
+        self.rtx_deadline = if self.snd_una == self.snd_nxt { None } else { Some(now + self.rto) };
+        rtt
+    }
+
+    /// Mark the scoreboard entries inside a SACK block. Returns whether anything was
+    /// newly SACKed.
+    fn mark_sacked(&mut self, left: SeqNum, right: SeqNum) -> bool {
+        // RFC 2018 / RFC 6675: ignore blocks outside what is outstanding.
+        if right <= left || left < self.snd_una || right > self.snd_nxt {
+            return false;
+        }
+        let mut i = self.sent.partition_point(|e| e.seq < left);
+        let mut any = false;
+        while let Some(e) = self.sent.get_mut(i) {
+            if e.end() > right {
+                break;
+            }
+            if !e.sacked {
+                e.sacked = true;
+                self.sacked_out += e.len as usize;
+                if e.lost && !e.retrans {
+                    self.lost_out -= e.len as usize;
+                }
+                any = true;
+            }
+            i += 1;
+        }
+        any
+    }
+
+    /// RFC 6675 4 IsLost: a segment is lost when DupThresh segments, or more than
+    /// (DupThresh - 1) * SMSS bytes, above it are SACKed. Returns whether any segment
+    /// was newly marked.
+    fn mark_lost_by_sack(&mut self) -> bool {
+        let mut sacked_segs = 0u32;
+        let mut sacked_bytes = 0usize;
+        let mut any = false;
+        let limit = (DUP_THRESH as usize - 1) * self.mss;
+        for e in self.sent.iter_mut().rev() {
+            if e.sacked {
+                sacked_segs += 1;
+                sacked_bytes += e.len as usize;
+                continue;
+            }
+            if !e.lost && (sacked_segs >= DUP_THRESH || sacked_bytes > limit) {
+                e.lost = true;
+                e.retrans = false;
+                self.lost_out += e.len as usize;
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Mark the first unacknowledged segment lost (fast retransmit, NewReno partial
+    /// ACK). Returns whether it was newly marked.
+    fn mark_front_lost(&mut self) -> bool {
+        match self.sent.front_mut() {
+            Some(e) if !e.sacked && !(e.lost && !e.retrans) => {
+                e.lost = true;
+                e.retrans = false;
+                self.lost_out += e.len as usize;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// RFC 9293 3.10.7.4, seventh (segment text) and eighth (FIN) checks.
     fn process_text_and_fin(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> Option<Reply> {
         let receiving = matches!(self.state, TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2);
-        if !seg.payload.is_empty() || seg.flags.fin() {
-            // Every segment that occupies sequence space is acknowledged (no delayed
-            // ACKs yet), including a zero-window probe whose byte we cannot take.
-            self.ack_pending = true;
-        }
-        let mut seq = seg.seq;
-        let mut payload = seg.payload;
-        let mut fin = seg.flags.fin();
+        let occupies = !seg.payload.is_empty() || seg.flags.fin();
         if !receiving || self.fin_received {
-            if !payload.is_empty() || fin {
+            if occupies {
                 self.ack_pending = true;
             }
             return None;
         }
-        // Trim what we already have (RFC 9293 3.10.7.4: "segments with higher beginning
-        // sequence numbers may be held", anything before RCV.NXT is a duplicate).
+        let mut seq = seg.seq;
+        let mut payload = seg.payload;
+        // FIN position: just after the payload.
+        let fin_at = seg.flags.fin().then(|| seg.seq + seg.payload.len());
+        // Trim what we already have (anything before RCV.NXT is a duplicate).
         if seq < self.rcv_nxt {
-            let dup = self.rcv_nxt - seq;
-            if dup >= payload.len() {
-                // Only the FIN (if any) may be new.
-                let fin_seq = seq + payload.len();
-                payload = &[];
-                fin = fin && fin_seq == self.rcv_nxt;
-                seq = self.rcv_nxt;
-                if !fin {
-                    self.ack_pending = true;
-                    return None;
+            let dup = (self.rcv_nxt - seq).min(payload.len());
+            payload = &payload[dup..];
+            seq += dup;
+        }
+        if payload.is_empty() && seq < self.rcv_nxt {
+            seq = self.rcv_nxt;
+        }
+        // Trim to the window.
+        let wnd = self.rcv_wnd();
+        let room = if seq >= self.rcv_nxt { (self.rcv_nxt + wnd).diff(seq).max(0) as usize } else { 0 };
+        if payload.len() > room {
+            payload = &payload[..room];
+        }
+        if !payload.is_empty() && self.orphan {
+            // Data for a socket nobody will read (RFC 9293 3.10.4 / RFC 2525 2.17).
+            self.error = Some(io::ErrorKind::ConnectionAborted);
+            self.state = TcpState::Closed;
+            self.rtx_deadline = None;
+            return Some(Reply::Rst { seq: self.snd_nxt, ack: None });
+        }
+        let had_ooo = self.rx.has_out_of_order();
+        let mut advanced = 0;
+        if !payload.is_empty() {
+            if self.rd_shut {
+                // Read side shut: acknowledge and discard in-order data.
+                if seq == self.rcv_nxt {
+                    advanced = payload.len();
                 }
             } else {
-                payload = &payload[dup..];
-                seq = self.rcv_nxt;
+                advanced = self.rx.write(self.rcv_nxt, seq, payload);
+            }
+            self.rcv_nxt += advanced;
+        }
+        // ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3): at once for out-of-order data,
+        // for data that fills a hole, for duplicates; otherwise at least every second
+        // full-sized segment, else within the delayed-ACK timeout.
+        if occupies {
+            if advanced == 0 || had_ooo || self.rx.has_out_of_order() || self.ack_delay.is_none() {
+                self.ack_pending = true;
+            } else if self.rcv_nxt - self.last_ack_sent >= 2 * self.our_mss.min(self.mss) {
+                self.ack_pending = true;
+            } else if self.delack_deadline.is_none() {
+                self.delack_deadline = self.ack_delay.map(|d| now + d);
             }
         }
-        if seq != self.rcv_nxt {
-            // Out of order: no reassembly queue yet, so drop it and send a duplicate ACK
-            // at once (RFC 5681 4.2) so the sender's fast retransmit can start.
-            self.ack_pending = true;
-            return None;
-        }
-        // Trim to the window; a FIN beyond the window is not accepted yet.
-        let wnd = self.rcv_wnd();
-        if payload.len() > wnd {
-            payload = &payload[..wnd];
-            fin = false;
-        }
-        if !payload.is_empty() {
-            if self.orphan {
-                // Data for a socket nobody will read (RFC 9293 3.10.4 / RFC 2525 2.17).
-                self.error = Some(io::ErrorKind::ConnectionAborted);
-                self.state = TcpState::Closed;
-                self.rtx_deadline = None;
-                return Some(Reply::Rst { seq: self.snd_nxt, ack: None });
-            }
-            if !self.rd_shut {
-                self.rx.extend(payload);
-            }
-            self.rcv_nxt += payload.len();
-            self.ack_pending = true;
-        }
-        if fin {
+        if fin_at == Some(self.rcv_nxt) && !self.rx.has_out_of_order() {
             self.rcv_nxt += 1;
             self.fin_received = true;
             self.ack_pending = true;
@@ -749,6 +1103,8 @@ impl Conn {
                 TcpState::FinWait2 => self.enter_time_wait(now, cfg),
                 _ => {}
             }
+        } else if fin_at.is_some() {
+            self.ack_pending = true;
         }
         None
     }
@@ -758,45 +1114,7 @@ impl Conn {
         self.state = TcpState::TimeWait;
         self.close_deadline = Some(now + 2 * cfg.msl);
         self.rtx_deadline = None;
-    }
-
-    /// New data acknowledged: `snd_una < ack <= snd_max`.
-    fn ack_advance(&mut self, now: Instant, ack: SeqNum) {
-        let mut acked = ack - self.snd_una;
-        if let Some((probe, sent)) = self.rtt_probe {
-            if ack > probe {
-                self.rtt_sample(now.saturating_duration_since(sent));
-                self.rtt_probe = None;
-            }
-        }
-        if self.snd_una == self.iss {
-            acked -= 1; // our SYN
-        }
-        let data = acked.min(self.tx.len());
-        self.tx.drain(..data);
-        if acked > data && self.fin_queued {
-            self.fin_was_acked = true;
-        }
-        if self.tx.is_empty() && self.tx.capacity() > 64 * 1024 {
-            self.tx.shrink_to(0);
-        }
-        self.snd_una = ack;
-        if self.snd_nxt < ack {
-            self.snd_nxt = ack;
-        }
-        // RFC 5681 3.1 slow start / congestion avoidance; leaving fast recovery
-        // deflates the window to ssthresh (RFC 5681 3.2 step 6).
-        if self.dup_acks >= 3 {
-            self.cwnd = self.ssthresh;
-        } else if self.cwnd < self.ssthresh {
-            self.cwnd += data.min(self.mss);
-        } else {
-            self.cwnd += (self.mss * self.mss / self.cwnd.max(1)).max(1);
-        }
-        self.retries = 0;
-        self.probe_due = false;
-        // RFC 6298 5.2 / 5.3: stop the timer when everything is acknowledged, else restart.
-        self.rtx_deadline = if self.snd_una == self.snd_max { None } else { Some(now + self.rto) };
+        self.delack_deadline = None;
     }
 
     /// RFC 6298 2.2 / 2.3.
@@ -815,7 +1133,6 @@ impl Conn {
         let srtt = self.srtt.unwrap_or(r);
         self.rto = (srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).clamp(self.rto_min, self.rto_max);
     }
-
 
     // ------------------------------------------------------------ output
 
@@ -844,10 +1161,11 @@ impl Conn {
             TcpState::SynSent | TcpState::SynReceived => self.snd_nxt == self.iss || self.ack_pending,
             _ => {
                 self.ack_pending
-                    || self.fast_rtx
                     || self.probe_due
+                    || self.ka_due
+                    || self.lost_out > 0
                     || self.snd_nxt < self.data_end()
-                    || (self.fin_queued && !self.fin_was_acked && self.snd_nxt == self.data_end())
+                    || (self.fin_queued && self.fin_seq.is_none())
             }
         }
     }
@@ -862,98 +1180,132 @@ impl Conn {
             }
             TcpState::SynSent => return None,
             TcpState::SynReceived | TcpState::TimeWait => {
-                return self.emit_ack_if_pending();
+                return self.emit_ack_if_pending(now);
             }
             _ => {}
         }
+        let cwnd = self.cc.window();
 
-        let seq0 = self.tx_seq0();
-        let data_end = self.data_end();
-
-        // Fast retransmit (RFC 5681 3.2): resend the first unacknowledged segment.
-        if self.fast_rtx {
-            self.fast_rtx = false;
-            if !self.tx.is_empty() {
-                let len = self.tx.len().min(self.mss).min(scratch.len());
-                self.copy_tx(0, len, scratch);
-                self.retransmits += 1;
-                self.rtt_probe = None;
-                let mut flags = TcpFlags::ACK;
-                if len == self.tx.len() {
-                    flags |= TcpFlags::PSH;
+        // 1. Retransmit what is marked lost (RFC 6675 NextSeg rule 1; after a timeout,
+        //    everything unSACKed).
+        if self.lost_out > 0 {
+            let pipe = self.pipe();
+            if let Some(i) = self.sent.iter().position(|e| e.lost && !e.retrans && !e.sacked) {
+                let e = self.sent[i];
+                if self.rtx_force || pipe + e.len as usize <= cwnd {
+                    self.rtx_force = false;
+                    let data = e.data_len().min(scratch.len());
+                    let off = e.seq - self.tx_seq0();
+                    self.copy_tx(off, data, scratch);
+                    let s = &mut self.sent[i];
+                    s.retrans = true;
+                    s.tx_count = s.tx_count.saturating_add(1);
+                    s.last_tx = now;
+                    self.lost_out -= e.len as usize;
+                    self.retransmits += 1;
+                    let mut flags = TcpFlags::ACK;
+                    if e.fin {
+                        flags |= TcpFlags::FIN;
+                    }
+                    if data > 0 && e.end() >= self.snd_nxt {
+                        flags |= TcpFlags::PSH;
+                    }
+                    self.arm_rtx(now);
+                    return Some(self.segment(now, e.seq, flags, data));
                 }
-                return Some(self.segment(seq0, flags, len));
             }
         }
 
-        let wnd = self.snd_wnd.min(self.cwnd.max(self.mss));
-        let limit = self.snd_una + wnd;
+        // 2. New data, within the peer's window and the congestion window.
+        let data_end = self.data_end();
         if self.snd_nxt < data_end {
             let avail = data_end - self.snd_nxt;
-            let room = if limit > self.snd_nxt { limit - self.snd_nxt } else { 0 };
-            let mut len = avail.min(self.mss).min(room).min(scratch.len());
+            let wnd_edge = self.snd_una + self.snd_wnd;
+            let room = if wnd_edge > self.snd_nxt { wnd_edge - self.snd_nxt } else { 0 };
+            let cwnd_room = cwnd.saturating_sub(self.pipe());
+            let max_payload = self.max_payload();
+            let mut len = avail.min(max_payload).min(room).min(cwnd_room).min(scratch.len());
             if self.probe_due {
                 // The persist timer fired (RFC 9293 3.8.6.1 zero-window probe, and the
                 // SWS override timeout of 3.8.6.2.1): send what fits, or one byte
                 // beyond a zero window.
-                len = len.max(1);
-            } else if len < self.mss && len < avail {
+                len = len.max(1).min(avail);
+            } else if len < max_payload && len < avail {
                 // Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only if
-                // it is at least half the largest window the peer offered.
-                if len < self.max_snd_wnd / 2 {
+                // it is at least half the largest window the peer offered; and never a
+                // runt just because the congestion window is nearly full.
+                if len < self.max_snd_wnd / 2 || (cwnd_room < room && self.pipe() > 0) {
                     len = 0;
                 }
-            } else if len == avail && len < self.mss && !self.nodelay && self.snd_nxt != self.snd_una && !self.fin_queued {
+            } else if len == avail
+                && len < max_payload
+                && !self.nodelay
+                && self.snd_nxt != self.snd_una
+                && !self.fin_queued
+            {
                 // Nagle (RFC 896, RFC 9293 3.7.4): hold a small final piece while data
                 // is unacknowledged.
                 len = 0;
             }
-            if len == 0 && self.bytes_in_flight() == 0 {
-                // Nothing in flight to clock us: the persist timer takes over.
-                self.arm_rtx(now);
-            }
             if len > 0 {
                 self.probe_due = false;
-                let off = self.snd_nxt - seq0;
-                self.copy_tx(off, len, scratch);
                 let seq = self.snd_nxt;
-                let retx = seq < self.snd_max;
-                self.snd_nxt += len;
+                let off = seq - self.tx_seq0();
+                self.copy_tx(off, len, scratch);
                 let mut flags = TcpFlags::ACK;
-                if self.snd_nxt == data_end {
+                let mut seg_len = len;
+                let mut fin = false;
+                if seq + len == data_end {
                     flags |= TcpFlags::PSH;
                     if self.fin_queued {
                         flags |= TcpFlags::FIN;
-                        self.snd_nxt += 1;
+                        seg_len += 1;
+                        fin = true;
+                        self.fin_seq = Some(data_end);
                     }
                 }
-                if retx {
-                    self.retransmits += 1;
-                } else if self.rtt_probe.is_none() && self.retries == 0 {
-                    self.rtt_probe = Some((seq, now));
-                }
-                if self.snd_nxt > self.snd_max {
-                    self.snd_max = self.snd_nxt;
-                }
+                self.push_sent(now, seq, seg_len, fin);
                 self.arm_rtx(now);
-                return Some(self.segment(seq, flags, len));
+                return Some(self.segment(now, seq, flags, len));
+            }
+            if self.pipe() == 0 {
+                // Nothing in flight to clock us: the persist timer takes over.
+                self.arm_rtx(now);
             }
         }
 
-        if self.fin_queued && !self.fin_was_acked && self.snd_nxt == data_end {
+        // 3. A FIN on its own.
+        if self.fin_queued && self.fin_seq.is_none() && self.snd_nxt == data_end {
             let seq = self.snd_nxt;
-            if seq < self.snd_max {
-                self.retransmits += 1;
-            }
-            self.snd_nxt += 1;
-            if self.snd_nxt > self.snd_max {
-                self.snd_max = self.snd_nxt;
-            }
+            self.fin_seq = Some(seq);
+            self.push_sent(now, seq, 1, true);
             self.arm_rtx(now);
-            return Some(self.segment(seq, TcpFlags::FIN | TcpFlags::ACK, 0));
+            return Some(self.segment(now, seq, TcpFlags::FIN | TcpFlags::ACK, 0));
         }
 
-        self.emit_ack_if_pending()
+        // 4. A keepalive probe (RFC 9293 3.8.4): SEG.SEQ = SND.NXT - 1, no data.
+        if self.ka_due {
+            self.ka_due = false;
+            let seq = self.snd_una - 1;
+            return Some(self.segment(now, seq, TcpFlags::ACK, 0));
+        }
+
+        self.emit_ack_if_pending(now)
+    }
+
+    fn push_sent(&mut self, now: Instant, seq: SeqNum, len: usize, fin: bool) {
+        self.sent.push_back(SentSeg {
+            seq,
+            len: len as u32,
+            fin,
+            sacked: false,
+            lost: false,
+            retrans: false,
+            tx_count: 1,
+            first_tx: now,
+            last_tx: now,
+        });
+        self.snd_nxt = seq + len;
     }
 
     fn copy_tx(&self, off: usize, len: usize, scratch: &mut [u8]) {
@@ -970,52 +1322,69 @@ impl Conn {
         }
     }
 
-    fn segment(&mut self, seq: SeqNum, flags: TcpFlags, payload_len: usize) -> Outgoing {
+    /// Every non-SYN segment: ACK = RCV.NXT, the window, timestamps and (on pure ACKs)
+    /// SACK blocks.
+    fn segment(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, payload_len: usize) -> Outgoing {
         self.ack_pending = false;
+        self.delack_deadline = None;
+        self.last_ack_sent = self.rcv_nxt;
         let window = self.advertise();
-        Outgoing { seq, ack: self.rcv_nxt, flags, window, options: TcpOptions::default(), payload_len }
+        let mut options = TcpOptions::default();
+        if self.ts_ok {
+            options.timestamps = Some((self.ts_now(now), self.ts_recent));
+        }
+        if self.sack_ok && payload_len == 0 && self.rx.has_out_of_order() {
+            // RFC 2018 4: up to 4 blocks, 3 when timestamps take option space.
+            options.sack = self.rx.sack_blocks(if self.ts_ok { 3 } else { 4 });
+        }
+        Outgoing { seq, ack: self.rcv_nxt, flags, window, options, payload_len }
     }
 
-    fn emit_ack_if_pending(&mut self) -> Option<Outgoing> {
+    fn emit_ack_if_pending(&mut self, now: Instant) -> Option<Outgoing> {
         if !self.ack_pending {
             return None;
         }
         let seq = self.snd_nxt;
-        Some(self.segment(seq, TcpFlags::ACK, 0))
+        Some(self.segment(now, seq, TcpFlags::ACK, 0))
     }
 
     fn emit_syn(&mut self, now: Instant) -> Outgoing {
         let synack = self.state == TcpState::SynReceived;
         let mut options = TcpOptions { mss: Some(self.our_mss as u16), ..TcpOptions::default() };
-        // RFC 7323 2.2: offer window scaling on a SYN; on a SYN-ACK only if the peer did.
-        if !synack || self.peer_ws {
+        // RFC 7323 2.2 / 3.2, RFC 2018 2: offer on a SYN; on a SYN-ACK only what the
+        // peer offered.
+        if self.peer_ws {
             options.window_scale = Some(self.rcv_wscale);
         }
-        if self.snd_max != self.iss {
+        if self.peer_sack {
+            options.sack_permitted = true;
+        }
+        if self.peer_ts {
+            options.timestamps = Some((self.ts_now(now), if synack { self.ts_recent } else { 0 }));
+        }
+        if self.syn_tx > 0 {
             self.retransmits += 1;
-        } else {
-            self.rtt_probe = Some((self.iss, now));
         }
+        self.syn_tx = self.syn_tx.saturating_add(1);
+        self.syn_sent_at = now;
         self.snd_nxt = self.iss + 1;
-        if self.snd_max < self.snd_nxt {
-            self.snd_max = self.snd_nxt;
-        }
         self.arm_rtx(now);
         self.ack_pending = false;
         let mut flags = TcpFlags::SYN;
         if synack {
             flags |= TcpFlags::ACK;
-            let edge = self.rcv_nxt + self.rx_cap.min(u16::MAX as usize);
+            let edge = self.rcv_nxt + self.rx.capacity().min(u16::MAX as usize);
             if edge > self.rcv_adv {
                 self.rcv_adv = edge;
             }
+            self.last_ack_sent = self.rcv_nxt;
         }
         Outgoing {
             seq: self.iss,
             ack: if synack { self.rcv_nxt } else { SeqNum(0) },
             flags,
             // RFC 7323 2.2: the window in a SYN or SYN-ACK is never scaled.
-            window: self.rx_cap.min(u16::MAX as usize) as u16,
+            window: self.rx.capacity().min(u16::MAX as usize) as u16,
             options,
             payload_len: 0,
         }
@@ -1023,65 +1392,106 @@ impl Conn {
 
     // ------------------------------------------------------------ timers
 
-    pub fn deadline(&self) -> Option<Instant> {
-        match (self.rtx_deadline, self.close_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        let ka = self.keepalive?;
+        if !matches!(self.state, TcpState::Established | TcpState::CloseWait)
+            || self.snd_nxt != self.snd_una
+            || !self.tx.is_empty()
+        {
+            return None;
         }
+        Some(self.last_rx + ka.idle + ka.interval * self.ka_probes)
     }
 
-    /// Run the timers due at `now`.
-    pub fn on_timer(&mut self, now: Instant, cfg: &Config) {
-        if let Some(d) = self.close_deadline {
+    pub fn deadline(&self) -> Option<Instant> {
+        [self.rtx_deadline, self.close_deadline, self.delack_deadline, self.keepalive_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Run the timers due at `now`. May ask for a RST (keepalive timeout).
+    pub fn on_timer(&mut self, now: Instant, cfg: &Config) -> Reply {
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            // TIME-WAIT (or the orphan FIN-WAIT-2 wait) is over.
+            self.close_deadline = None;
+            self.rtx_deadline = None;
+            self.state = TcpState::Closed;
+            return Reply::None;
+        }
+        if self.delack_deadline.is_some_and(|d| now >= d) {
+            self.delack_deadline = None;
+            self.ack_pending = true;
+        }
+        if let (Some(d), Some(ka)) = (self.keepalive_deadline(), self.keepalive) {
             if now >= d {
-                // TIME-WAIT (or the orphan FIN-WAIT-2 wait) is over.
-                self.close_deadline = None;
-                self.rtx_deadline = None;
-                self.state = TcpState::Closed;
-                return;
+                if self.ka_probes >= ka.probes {
+                    // RFC 1122 4.2.3.6: no answer to the probes, the peer is gone.
+                    self.error = Some(io::ErrorKind::TimedOut);
+                    let seq = self.snd_nxt;
+                    self.state = TcpState::Closed;
+                    return Reply::Rst { seq, ack: None };
+                }
+                self.ka_probes += 1;
+                self.ka_due = true;
             }
         }
-        let Some(d) = self.rtx_deadline else { return };
+        let Some(d) = self.rtx_deadline else { return Reply::None };
         if now < d {
-            return;
+            return Reply::None;
         }
         self.rtx_deadline = None;
-        if self.bytes_in_flight() == 0 {
-            // Persist timer: probe the peer's zero window, with backoff but without a
+        let handshake = matches!(self.state, TcpState::SynSent | TcpState::SynReceived);
+        if !handshake && self.snd_nxt == self.snd_una {
+            // Persist timer: probe the peer's window, with backoff but without a
             // retry limit while the peer keeps answering (RFC 9293 3.8.6.1).
-            if self.snd_nxt < self.data_end() {
+            if self.data_end() > self.snd_nxt {
                 self.probe_due = true;
                 self.rto = (self.rto * 2).min(self.rto_max);
             }
-            return;
+            return Reply::None;
         }
         self.retries += 1;
-        let limit = match self.state {
-            TcpState::SynSent | TcpState::SynReceived => cfg.syn_retries,
-            _ => cfg.max_retries,
-        };
-        if self.retries > limit {
-            // RFC 9293 3.8.3: R2 exceeded, close the connection.
+        let limit = if handshake { cfg.syn_retries } else { cfg.max_retries };
+        let expired = self.user_timeout.is_some_and(|ut| {
+            let since = self.sent.front().map_or(self.syn_sent_at, |e| e.first_tx);
+            now.saturating_duration_since(since) >= ut
+        });
+        if self.retries > limit || expired {
+            // RFC 9293 3.8.3: R2 (or the user timeout) exceeded, close the connection.
             self.error = Some(io::ErrorKind::TimedOut);
             self.state = TcpState::Closed;
             self.tx.clear();
-            return;
+            self.sent.clear();
+            return Reply::None;
         }
-        // RFC 6298 5.5: back off the timer; 5.4: retransmit the earliest segment.
+        // RFC 6298 5.5: back off the timer; 5.4: retransmit.
         self.rto = (self.rto * 2).min(self.rto_max);
-        // RFC 5681 3.1, equation 4, and a loss window of one segment.
-        self.ssthresh = (self.bytes_in_flight() / 2).max(2 * self.mss);
-        self.cwnd = self.mss;
+        if handshake {
+            self.snd_nxt = self.iss;
+            return Reply::None;
+        }
+        if self.snd_wnd > 0 {
+            // RFC 5681 3.1 equation 4 and a loss window of one segment.
+            self.cc.on_rto(now, self.flight_size(), self.mss);
+        } else {
+            // Against a zero window the retransmission is a window probe.
+            self.probe_due = true;
+        }
+        // RFC 6675 5.1: after a timeout everything not SACKed is lost.
+        self.lost_out = 0;
+        for e in self.sent.iter_mut() {
+            if !e.sacked {
+                e.lost = true;
+                e.retrans = false;
+                self.lost_out += e.len as usize;
+            }
+        }
+        self.recovery_point = None;
+        self.rto_point = Some(self.snd_nxt);
         self.dup_acks = 0;
-        self.fast_rtx = false;
-        self.rtt_probe = None; // Karn's algorithm
-        self.snd_nxt = self.snd_una;
-        // Against a zero window the retransmission is a one-byte window probe.
-        self.probe_due = self.snd_wnd == 0;
-    }
-
-    pub fn rcv_nxt(&self) -> SeqNum {
-        self.rcv_nxt
+        self.rtx_force = true;
+        Reply::None
     }
 
     /// A snapshot of the control block (the `TCP_INFO` of this stack).
@@ -1098,8 +1508,16 @@ impl Conn {
             snd_wscale: self.snd_wscale,
             rcv_wscale: self.rcv_wscale,
             mss: self.mss,
-            cwnd: self.cwnd,
-            ssthresh: self.ssthresh,
+            cwnd: self.cc.window(),
+            ssthresh: self.cc.ssthresh(),
+            congestion: self.cc.algorithm(),
+            sack: self.sack_ok,
+            timestamps: self.ts_ok,
+            window_scaling: self.ws_ok,
+            in_recovery: self.recovery_point.is_some(),
+            pipe: self.pipe(),
+            sacked: self.sacked_out,
+            out_of_order: self.rx.out_of_order_bytes(),
             srtt: self.srtt,
             rto: self.rto,
             retransmits: self.retransmits,
@@ -1113,21 +1531,42 @@ impl Conn {
         if self.snd_una > self.snd_nxt {
             return fail("SND.UNA > SND.NXT");
         }
-        if self.snd_nxt > self.snd_max {
-            return fail("SND.NXT > highest sent");
-        }
         if self.tx.len() > self.tx_cap {
             return fail("send buffer over its bound");
         }
-        if self.rx.len() > self.rx_cap {
+        if self.rx.readable() > self.rx.capacity() {
             return fail("receive buffer over its bound");
         }
-        let fin_room = self.fin_queued as usize;
-        if self.state != TcpState::Closed && self.snd_max > self.data_end() + fin_room {
-            return fail("sent beyond the queued data");
-        }
-        if self.is_synchronized() && self.state != TcpState::Closed && self.rcv_adv < self.rcv_nxt {
-            return fail("advertised right edge behind RCV.NXT");
+        if self.state != TcpState::Closed && self.is_synchronized() {
+            let fin = self.fin_seq.is_some() as usize;
+            if self.snd_nxt > self.data_end() + fin && !self.fin_was_acked {
+                return fail("sent beyond the queued data");
+            }
+            if self.rcv_adv < self.rcv_nxt {
+                return fail("advertised right edge behind RCV.NXT");
+            }
+            // The scoreboard covers exactly [SND.UNA, SND.NXT) once past the SYN.
+            if self.snd_una != self.iss {
+                let mut at = self.snd_una;
+                let (mut sacked, mut lost) = (0, 0);
+                for e in &self.sent {
+                    if e.seq != at || e.len == 0 {
+                        return fail("scoreboard has a gap or an empty entry");
+                    }
+                    at = e.end();
+                    if e.sacked {
+                        sacked += e.len as usize;
+                    } else if e.lost && !e.retrans {
+                        lost += e.len as usize;
+                    }
+                }
+                if at != self.snd_nxt {
+                    return fail("scoreboard does not end at SND.NXT");
+                }
+                if sacked != self.sacked_out || lost != self.lost_out {
+                    return fail("scoreboard counters out of step");
+                }
+            }
         }
         if self.fin_received
             && !matches!(
@@ -1143,7 +1582,7 @@ impl Conn {
         if self.state == TcpState::SynSent && self.snd_una != self.iss {
             return fail("SYN-SENT with SND.UNA past ISS");
         }
-        if self.mss == 0 || self.cwnd == 0 && self.is_synchronized() && self.state != TcpState::Closed {
+        if self.mss == 0 || self.cc.window() == 0 {
             return fail("zero MSS or congestion window");
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! TCP (RFC 9293).
 
+pub mod congestion;
 pub(crate) mod conn;
+pub(crate) mod recv_buf;
 
 use std::time::Duration;
 
@@ -28,6 +30,19 @@ pub struct TcpInfo {
     pub mss: usize,
     pub cwnd: usize,
     pub ssthresh: usize,
+    pub congestion: congestion::CongestionAlgorithm,
+    /// SACK, timestamps and window scaling in effect (negotiated on both SYNs).
+    pub sack: bool,
+    pub timestamps: bool,
+    pub window_scaling: bool,
+    /// In fast recovery (RFC 6675 / RFC 6582).
+    pub in_recovery: bool,
+    /// Bytes in flight by the RFC 6675 pipe estimate.
+    pub pipe: usize,
+    /// Bytes the peer has SACKed above SND.UNA.
+    pub sacked: usize,
+    /// Bytes held out of order in the receive buffer.
+    pub out_of_order: usize,
     pub srtt: Option<Duration>,
     pub rto: Duration,
     pub retransmits: u64,

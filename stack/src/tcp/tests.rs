@@ -56,6 +56,8 @@ const TWO_MSL: Duration = Duration::from_secs(2);
 /// `Config::default().rto_initial` (RFC 6298 2.1).
 const RTO_INITIAL: Duration = Duration::from_secs(1);
 
+/// The base state machine: no SACK, no timestamps, no delayed ACKs (those have their
+/// own tests in `tcp/tests_ext.rs`), so every reply is exactly the RFC 9293 one.
 fn config() -> Config {
     Config {
         addrs: vec![IpAddr::V4(LOCAL_IP)],
@@ -64,6 +66,9 @@ fn config() -> Config {
         tcp_tx_buffer: BUF,
         mtu: 1500,
         msl: Duration::from_secs(1),
+        sack: false,
+        timestamps: false,
+        ack_delay: None,
         ..Config::default()
     }
 }
