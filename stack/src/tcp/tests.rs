@@ -250,11 +250,11 @@ impl Seg {
                 Err(e) => panic!("malformed TCP option in our segment: {e:?}"),
             }
         }
-        let flags = (tcp.fin() as u8) * FIN
-            | (tcp.syn() as u8) * SYN
-            | (tcp.rst() as u8) * RST
-            | (tcp.psh() as u8) * PSH
-            | (tcp.ack() as u8) * ACK;
+        let flags = ((tcp.fin() as u8) * FIN)
+            | ((tcp.syn() as u8) * SYN)
+            | ((tcp.rst() as u8) * RST)
+            | ((tcp.psh() as u8) * PSH)
+            | ((tcp.ack() as u8) * ACK);
         Seg {
             src: SocketAddr::new(src_ip, tcp.source_port()),
             dst: SocketAddr::new(dst_ip, tcp.destination_port()),
