@@ -1018,7 +1018,7 @@ impl Conn {
     /// ACK). Returns whether it was newly marked.
     fn mark_front_lost(&mut self) -> bool {
         match self.sent.front_mut() {
-            Some(e) if !e.sacked && !(e.lost && !e.retrans) => {
+            Some(e) if !e.sacked && (!e.lost || e.retrans) => {
                 e.lost = true;
                 e.retrans = false;
                 self.lost_out += e.len as usize;
@@ -1081,9 +1081,12 @@ impl Conn {
         // for data that fills a hole, for duplicates; otherwise at least every second
         // full-sized segment, else within the delayed-ACK timeout.
         if occupies {
-            if advanced == 0 || had_ooo || self.rx.has_out_of_order() || self.ack_delay.is_none() {
-                self.ack_pending = true;
-            } else if self.rcv_nxt - self.last_ack_sent >= 2 * self.our_mss.min(self.mss) {
+            let immediate = advanced == 0
+                || had_ooo
+                || self.rx.has_out_of_order()
+                || self.ack_delay.is_none()
+                || self.rcv_nxt - self.last_ack_sent >= 2 * self.our_mss.min(self.mss);
+            if immediate {
                 self.ack_pending = true;
             } else if self.delack_deadline.is_none() {
                 self.delack_deadline = self.ack_delay.map(|d| now + d);
