@@ -1197,6 +1197,8 @@ impl Conn {
                 let e = self.sent[i];
                 if self.rtx_force || pipe + e.len as usize <= cwnd {
                     self.rtx_force = false;
+                    // Against a zero window this retransmission is the window probe.
+                    self.probe_due = false;
                     let data = e.data_len().min(scratch.len());
                     let off = e.seq - self.tx_seq0();
                     self.copy_tx(off, data, scratch);

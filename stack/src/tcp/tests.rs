@@ -1721,3 +1721,6 @@ fn test_closed_after_last_ack() {
     h.assert_gone();
     send!(h, h.seg(PSH | ACK, X + 2, iss + 2).data(b"late") => [h.rst_for_ack(iss + 2)]);
 }
+
+#[path = "tests/ext.rs"]
+mod ext;

@@ -1,0 +1,354 @@
+//! Focused tests of the mechanisms beyond the base state machine: the RFC 6298 timer,
+//! fast retransmit (RFC 5681 3.2), SACK recovery (RFC 6675), persist and zero-window
+//! probes (RFC 9293 3.8.6.1), PAWS and window scaling (RFC 7323), Nagle (RFC 896),
+//! delayed ACKs (RFC 5681 4.2) and keepalive (RFC 9293 3.8.4).
+//!
+//! Same harness as the parent module; each test states the configuration it needs.
+
+use super::*;
+use crate::config::Keepalive;
+
+const BIG: usize = 64 * 1024;
+
+fn sack_permitted() -> TcpOptionElement {
+    TcpOptionElement::SelectiveAcknowledgementPermitted
+}
+
+fn ts(val: u32, ecr: u32) -> TcpOptionElement {
+    TcpOptionElement::Timestamp(val, ecr)
+}
+
+fn sack(blocks: &[(u32, u32)]) -> TcpOptionElement {
+    let mut rest = [None; 3];
+    for (i, b) in blocks[1..].iter().enumerate() {
+        rest[i] = Some(*b);
+    }
+    TcpOptionElement::SelectiveAcknowledgement(blocks[0], rest)
+}
+
+fn take_ts(seg: &mut Seg) -> Option<(u32, u32)> {
+    let pos = seg.options.iter().position(|o| matches!(o, TcpOptionElement::Timestamp(..)))?;
+    match seg.options.remove(pos) {
+        TcpOptionElement::Timestamp(v, e) => Some((v, e)),
+        _ => unreachable!(),
+    }
+}
+
+/// Passive open with the given config and SYN options; the final ACK carries
+/// `ack_opts`. Returns the harness (accepted, clock at 10 ms) and the SYN-ACK.
+fn established_with(cfg: Config, syn_opts: &[TcpOptionElement], ack_opts: &[TcpOptionElement]) -> (TestStack, Seg) {
+    let mut h = TestStack::new(cfg);
+    h.buf = vec![0; 2048];
+    h.listener = Some(h.stack.tcp_listen(h.local, 8).unwrap());
+    h.send(h.seg(SYN, X, 0).opts(syn_opts));
+    let synack = h.recv_one();
+    h.iss = Sq(synack.seq);
+    let iss = h.iss;
+    h.send(h.seg(ACK, X + 1, iss + 1).opts(ack_opts));
+    h.expect_nothing();
+    h.conn = Some(h.stack.tcp_accept(h.listener()).unwrap());
+    h.advance(ms(10));
+    (h, synack)
+}
+
+fn big_config() -> Config {
+    Config { tcp_rx_buffer: BIG, tcp_tx_buffer: BIG, ..config() }
+}
+
+fn sack_config() -> Config {
+    Config { sack: true, ..big_config() }
+}
+
+/// `n` full segments of distinct bytes queued by the application.
+fn write_segments(h: &mut TestStack, n: usize) -> Vec<u8> {
+    let data = payload(n * MSS as usize, 3);
+    assert_eq!(h.stack.tcp_send(h.conn(), &data).unwrap(), data.len());
+    data
+}
+
+fn seg_bytes(data: &[u8], i: usize) -> &[u8] {
+    &data[i * MSS as usize..(i + 1) * MSS as usize]
+}
+
+// ------------------------------------------------------------------ RFC 6298 timer
+
+/// One segment, never acknowledged: resent at RTO, 2*RTO, 4*RTO... (RFC 6298 5.5), then
+/// the connection times out after `max_retries`.
+#[test]
+fn test_rto_backoff_timeline() {
+    let mut h = established_irs_with(Config { max_retries: 4, ..config() });
+    let iss = h.iss;
+    h.stack.tcp_send(h.conn(), b"hello").unwrap();
+    let sent_at = h.now;
+    h.expect(&[h.reply(PSH | ACK, iss + 1, X + 1).data(b"hello")]);
+    // The handshake measured an RTT of 0, so RTO = max(rto_min, G) = 200 ms.
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert_eq!(info.rto, ms(200));
+    let mut expect_at = sent_at;
+    let mut rto = ms(200);
+    for _ in 0..4 {
+        expect_at += rto;
+        assert_eq!(h.stack.poll_timeout(), Some(expect_at), "timer doubles (RFC 6298 5.5)");
+        h.timers_at(just_before(expect_at));
+        h.expect_nothing();
+        h.timers_at(expect_at);
+        h.expect(&[h.reply(PSH | ACK, iss + 1, X + 1).data(b"hello")]);
+        rto *= 2;
+    }
+    expect_at += rto;
+    assert_eq!(h.stack.poll_timeout(), Some(expect_at));
+    h.timers_at(expect_at);
+    h.expect_nothing();
+    assert_kind(h.stack.tcp_send(h.conn(), b"x"), ErrorKind::TimedOut);
+    assert_eq!(h.stack.tcp_state(h.conn()).unwrap(), TcpState::Closed);
+}
+
+fn established_irs_with(cfg: Config) -> TestStack {
+    established_with(cfg, &[mss(1460)], &[]).0
+}
+
+// ------------------------------------------------------------------ fast retransmit
+
+/// RFC 5681 3.2: the third duplicate ACK retransmits the first unacknowledged segment at
+/// once, without waiting for the timer.
+#[test]
+fn test_fast_retransmit_after_three_dup_acks() {
+    let mut h = established_irs_with(big_config());
+    let iss = h.iss;
+    h.stack.tcp_set_nodelay(h.conn(), true).unwrap();
+    let data = write_segments(&mut h, 5);
+    let got = h.recv_all();
+    assert_eq!(got.len(), 5);
+    // Segment 0 is lost; segments 1..4 arrive and each causes a duplicate ACK.
+    let dup = h.seg(ACK, X + 1, iss + 1);
+    send!(h, dup.clone() => []);
+    send!(h, dup.clone() => []);
+    let m = MSS as u32;
+    send!(h, dup.clone() => [h.reply(ACK, iss + 1, X + 1).win(65535).data(seg_bytes(&data, 0)).psh_any()]);
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert!(info.in_recovery);
+    assert_eq!(h.stack.stats().tcp_retransmits, 1);
+    // The retransmission fills the hole: the cumulative ACK covers everything.
+    send!(h, h.seg(ACK, X + 1, iss + 1 + 5 * m) => []);
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert!(!info.in_recovery);
+    assert_eq!(info.snd_una, info.snd_nxt);
+}
+
+// ------------------------------------------------------------------ SACK
+
+/// RFC 6675: two holes revealed by SACK blocks are both retransmitted within one round
+/// trip, with no timer involved.
+#[test]
+fn test_sack_recovers_two_holes_in_one_rtt() {
+    let (mut h, synack) = established_with(sack_config(), &[mss(1460), sack_permitted()], &[]);
+    assert!(synack.options.contains(&sack_permitted()), "SYN-ACK grants SACK: {synack:?}");
+    let iss = h.iss;
+    h.stack.tcp_set_nodelay(h.conn(), true).unwrap();
+    let data = write_segments(&mut h, 8);
+    assert_eq!(h.recv_all().len(), 8);
+    let m = MSS as u32;
+    let s = |i: u32| (iss + 1 + i * m).0;
+    let start = h.now;
+    // Segments 1 and 4 are lost. The peer's ACKs stay at segment 1 and SACK the rest.
+    let dup = |h: &TestStack, blocks: &[(u32, u32)]| h.seg(ACK, X + 1, iss + 1 + m).opts(&[sack(blocks)]);
+    send!(h, h.seg(ACK, X + 1, iss + 1 + m) => []); // segment 0 acknowledged
+    send!(h, dup(&h, &[(s(2), s(3))]) => []);
+    send!(h, dup(&h, &[(s(2), s(4))]) => []);
+    // Third SACKed segment above the hole at 1 -> 1 is lost (IsLost, DupThresh = 3).
+    let got = {
+        h.send(dup(&h, &[(s(5), s(6)), (s(2), s(4))]));
+        h.recv_all()
+    };
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].seq, s(1));
+    assert_eq!(got[0].payload, seg_bytes(&data, 1));
+    // More SACKs above segment 4 reveal the second hole.
+    send!(h, dup(&h, &[(s(5), s(7)), (s(2), s(4))]) => []);
+    h.send(dup(&h, &[(s(5), s(8)), (s(2), s(4))]));
+    let got = h.recv_all();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].seq, s(4));
+    assert_eq!(got[0].payload, seg_bytes(&data, 4));
+    assert_eq!(h.now, start, "no timer was needed");
+    assert_eq!(h.stack.stats().tcp_retransmits, 2);
+    // Both holes filled: one cumulative ACK ends recovery.
+    send!(h, h.seg(ACK, X + 1, iss + 1 + 8 * m) => []);
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert!(!info.in_recovery && info.sacked == 0 && info.snd_una == info.snd_nxt, "{info:?}");
+}
+
+/// Our receive side: an out-of-order segment is held and reported in a SACK block; the
+/// missing one fills the hole and everything is delivered in order.
+#[test]
+fn test_established_out_of_order_is_held_and_sacked() {
+    let (mut h, _) = established_with(sack_config(), &[mss(1460), sack_permitted()], &[]);
+    let iss = h.iss;
+    let a = payload(100, 1);
+    let b = payload(100, 2);
+    let w = |unread: usize| (BIG - unread).min(65535) as u16;
+    send!(h, h.seg(ACK, X + 1 + 100, iss + 1).data(&b)
+        => [h.reply(ACK, iss + 1, X + 1).win(w(0)).opts(&[sack(&[(X + 101, X + 201)])])]);
+    assert_eq!(h.stack.tcp_info(h.conn()).unwrap().out_of_order, 100);
+    send!(h, h.seg(ACK, X + 1, iss + 1).data(&a) => [h.reply(ACK, iss + 1, X + 201).win(w(200))]);
+    let got = h.read_all();
+    assert_eq!(got, [a, b].concat());
+}
+
+// ------------------------------------------------------------------ persist
+
+/// RFC 9293 3.8.6.1: against a zero window the sender probes with one byte on the
+/// persist timer (backing off), and sends the rest when the window opens.
+#[test]
+fn test_zero_window_probe_and_reopening() {
+    let mut h = established_irs_with(config());
+    let iss = h.iss;
+    // The peer closes its window entirely.
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(0) => []);
+    h.stack.tcp_send(h.conn(), b"abcdef").unwrap();
+    h.expect_nothing();
+    let t1 = h.stack.poll_timeout().expect("persist timer armed");
+    h.timers_at(t1);
+    h.expect(&[h.reply(ACK, iss + 1, X + 1).data(b"a").psh_any()]);
+    // Still zero: the probe byte is not taken; the next probe comes later (backoff).
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(0) => []);
+    let t2 = h.stack.poll_timeout().expect("probe timer");
+    assert!(t2 - t1 > t1 - Instant::ZERO - ms(10) || t2 > t1, "backoff");
+    h.timers_at(t2);
+    h.expect(&[h.reply(ACK, iss + 1, X + 1).data(b"a").psh_any()]);
+    // The window opens (and the probe byte is accepted): the rest goes at once.
+    send!(h, h.seg(ACK, X + 1, iss + 2).win(1000) => [h.reply(PSH | ACK, iss + 2, X + 1).data(b"bcdef")]);
+    send!(h, h.seg(ACK, X + 1, iss + 7).win(1000) => []);
+    assert!(h.stack.poll_timeout().is_none(), "no timer left");
+}
+
+// ------------------------------------------------------------------ RFC 7323
+
+/// PAWS (RFC 7323 5.3): a segment whose timestamp is older than TS.Recent is dropped and
+/// answered with an ACK; its data is not delivered.
+#[test]
+fn test_paws_rejects_old_timestamp() {
+    let cfg = Config { timestamps: true, ..big_config() };
+    let (mut h, mut synack) = established_with(cfg, &[mss(1460), ts(5000, 0)], &[ts(5001, 0)]);
+    let (our_tsval, ecr) = take_ts(&mut synack).expect("SYN-ACK carries timestamps");
+    assert_eq!(ecr, 5000, "TSecr echoes the SYN's TSval");
+    let iss = h.iss;
+    // Fresh segment: accepted; the ACK echoes its TSval.
+    h.send(h.seg(PSH | ACK, X + 1, iss + 1).opts(&[ts(6000, our_tsval)]).data(b"new"));
+    // (Delayed ACK: force it out with the timer.)
+    if let Some(t) = h.stack.poll_timeout() {
+        h.timers_at(t);
+    }
+    let mut ack = h.recv_one();
+    assert_eq!(take_ts(&mut ack).map(|t| t.1), Some(6000));
+    assert_eq!(h.read_all(), b"new");
+    // Old timestamp, in-window sequence number: PAWS drops it, we re-ACK.
+    h.send(h.seg(PSH | ACK, X + 4, iss + 1).opts(&[ts(5500, our_tsval)]).data(b"old"));
+    let mut re = h.recv_one();
+    assert_eq!((re.flags, re.ack), (ACK, X + 4));
+    assert_eq!(take_ts(&mut re).map(|t| t.1), Some(6000), "TS.Recent unchanged");
+    assert_kind(h.read(), ErrorKind::WouldBlock);
+    assert!(h.drops(DropReason::TcpRejected) >= 1);
+}
+
+/// RFC 7323 2: the peer's shift scales the windows it sends us, ours scales the windows
+/// we send it.
+#[test]
+fn test_window_scale_applied_both_ways() {
+    let cfg = Config { tcp_rx_buffer: 256 * 1024, tcp_tx_buffer: BIG, ..config() };
+    let (mut h, synack) = established_with(cfg, &[mss(1460), ws(7)], &[]);
+    assert!(synack.options.contains(&ws(3)), "256 KiB needs shift 3: {synack:?}");
+    let iss = h.iss;
+    // The peer's window field 23 with shift 7 means 2944 bytes (not 23).
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(23) => []);
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert_eq!(info.snd_wnd, 2944);
+    h.stack.tcp_set_nodelay(h.conn(), true).unwrap();
+    let data = payload(4000, 9);
+    h.stack.tcp_send(h.conn(), &data).unwrap();
+    let got = h.recv_all();
+    let sent: usize = got.iter().map(|s| s.payload.len()).sum();
+    // Two full segments fit; the 24-byte rest of the window is too small to be worth
+    // a segment (sender SWS avoidance).
+    assert_eq!(sent, 2 * MSS as usize, "up to, never beyond, the scaled window");
+    // Our window fields are shifted by 3: (256 KiB) >> 3 = 32768.
+    assert!(got.iter().all(|s| s.window == 32768), "{got:#?}");
+}
+
+// ------------------------------------------------------------------ Nagle
+
+/// RFC 896: small writes while data is unacknowledged are held and coalesced; with
+/// `set_nodelay(true)` each goes at once.
+#[test]
+fn test_nagle_coalesces_small_writes() {
+    let mut h = established_irs_with(config());
+    let iss = h.iss;
+    let c = h.conn();
+    h.stack.tcp_send(c, b"a").unwrap();
+    h.expect(&[h.reply(PSH | ACK, iss + 1, X + 1).data(b"a")]);
+    for b in [b"b", b"c", b"d"] {
+        h.stack.tcp_send(c, b).unwrap();
+        h.expect_nothing();
+    }
+    send!(h, h.seg(ACK, X + 1, iss + 2) => [h.reply(PSH | ACK, iss + 2, X + 1).data(b"bcd")]);
+    h.stack.tcp_set_nodelay(c, true).unwrap();
+    h.stack.tcp_send(c, b"e").unwrap();
+    h.expect(&[h.reply(PSH | ACK, iss + 5, X + 1).data(b"e")]);
+}
+
+// ------------------------------------------------------------------ delayed ACK
+
+/// RFC 5681 4.2: one small segment is acknowledged after the delayed-ACK timeout; the
+/// second full-sized segment is acknowledged at once.
+#[test]
+fn test_delayed_ack_timer() {
+    let delay = ms(40);
+    let mut h = established_irs_with(Config { ack_delay: Some(delay), ..big_config() });
+    let iss = h.iss;
+    send!(h, h.seg(PSH | ACK, X + 1, iss + 1).data(b"hi") => []);
+    let t = h.stack.poll_timeout().expect("delayed-ACK timer");
+    assert_eq!(t, h.now + delay);
+    h.timers_at(just_before(t));
+    h.expect_nothing();
+    h.timers_at(t);
+    // No window scaling: the field is the free space, at most 65535.
+    let w = |unread: usize| (BIG - unread).min(65535) as u16;
+    h.expect(&[h.reply(ACK, iss + 1, X + 3).win(w(2))]);
+    // Two full-sized segments: the second triggers an immediate ACK.
+    let full = payload(MSS as usize, 4);
+    let m = MSS as u32;
+    send!(h, h.seg(ACK, X + 3, iss + 1).data(&full) => []);
+    send!(h, h.seg(ACK, X + 3 + m, iss + 1).data(&full) => [h.reply(ACK, iss + 1, X + 3 + 2 * m).win(w(2 + 2 * MSS as usize))]);
+}
+
+// ------------------------------------------------------------------ keepalive
+
+/// RFC 9293 3.8.4 / RFC 1122 4.2.3.6: after the idle time a probe <SEQ=SND.NXT-1>; an
+/// answer resets the count; unanswered probes end the connection with TimedOut.
+#[test]
+fn test_keepalive_probes_and_timeout() {
+    let ka = Keepalive { idle: Duration::from_secs(10), interval: Duration::from_secs(1), probes: 3 };
+    let mut h = established_irs_with(Config { keepalive: Some(ka), ..config() });
+    let iss = h.iss;
+    let idle_from = Instant::ZERO; // the last segment came with the handshake
+    let t = h.stack.poll_timeout().expect("keepalive timer");
+    assert_eq!(t, idle_from + ka.idle);
+    h.timers_at(t);
+    h.expect(&[h.reply(ACK, iss, X + 1)]);
+    // The peer answers: idle again from now.
+    send!(h, h.seg(ACK, X + 1, iss + 1) => []);
+    let t = h.stack.poll_timeout().unwrap();
+    assert_eq!(t, h.now + ka.idle);
+    // Now silence: probes at idle, +1 s, +2 s, then the connection is dropped with RST.
+    h.timers_at(t);
+    h.expect(&[h.reply(ACK, iss, X + 1)]);
+    for _ in 1..3 {
+        let t = h.stack.poll_timeout().unwrap();
+        h.timers_at(t);
+        h.expect(&[h.reply(ACK, iss, X + 1)]);
+    }
+    let t = h.stack.poll_timeout().unwrap();
+    h.timers_at(t);
+    h.expect(&[h.reply(RST, iss + 1, 0).win(0)]);
+    assert_kind(h.read(), ErrorKind::TimedOut);
+}
