@@ -78,6 +78,16 @@ pub trait Endpoint {
     /// Graceful close: FIN after queued data; the endpoint finishes the close alone.
     fn close(&mut self);
     fn conn_state(&mut self) -> ConnState;
+
+    // ---- diagnostics, used by the simulator (`crate::sim`)
+    /// Packets this endpoint has dropped as bad input so far, when it counts them.
+    fn drops(&self) -> Option<u64> {
+        None
+    }
+    /// One line about the connection's internals (window, timers...) for failure reports.
+    fn diag(&mut self) -> String {
+        String::new()
+    }
 }
 
 // ---------------------------------------------------------------------------- ours
@@ -204,6 +214,29 @@ impl Endpoint for Ours {
             Some(r) => ConnState::Open(r.state),
             None => ConnState::Gone,
         }
+    }
+    fn drops(&self) -> Option<u64> {
+        Some(self.stack.stats().total_drops())
+    }
+    fn diag(&mut self) -> String {
+        let stats = self.stack.stats();
+        let mut s = format!(
+            "stack: rx {} tx {} packets, drops {}, retransmits {}",
+            stats.rx_packets,
+            stats.tx_packets,
+            stats.total_drops(),
+            stats.tcp_retransmits
+        );
+        if let (Some(h), false) = (self.conn, self.released) {
+            match self.stack.tcp_info(h) {
+                Ok(i) => s.push_str(&format!(
+                    "; conn {} snd_una={} snd_nxt={} rcv_nxt={} snd_wnd={} rcv_wnd={} cwnd={} ssthresh={} srtt={:?} rto={:?} retransmits={}",
+                    i.state, i.snd_una, i.snd_nxt, i.rcv_nxt, i.snd_wnd, i.rcv_wnd, i.cwnd, i.ssthresh, i.srtt, i.rto, i.retransmits
+                )),
+                Err(e) => s.push_str(&format!("; conn: {e}")),
+            }
+        }
+        s
     }
 }
 
@@ -408,6 +441,17 @@ impl Endpoint for Smol {
             SmolState::Closed => ConnState::None,
             s => ConnState::Open(smol_state_name(s)),
         }
+    }
+    fn diag(&mut self) -> String {
+        let s = self.socket();
+        format!(
+            "smoltcp socket {}: send queue {} B, recv queue {} B, may_send {}, may_recv {}",
+            smol_state_name(s.state()),
+            s.send_queue(),
+            s.recv_queue(),
+            s.may_send(),
+            s.may_recv()
+        )
     }
 }
 

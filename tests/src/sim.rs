@@ -1,0 +1,1444 @@
+//! A deterministic network simulator for whole TCP transfers on a virtual clock.
+//!
+//! Two endpoints from [`crate::link`] (our [`tunstack::Stack`] or smoltcp 0.14) talk
+//! through two one-way [`Path`]s. Each path models, in this order:
+//!
+//! 1. a bottleneck of `rate_bps` that serializes packets one after the other, fed by a
+//!    bounded FIFO queue: a packet that would make the queue hold more than
+//!    `queue_packets` packets or `queue_bytes` bytes is tail-dropped;
+//! 2. random loss on the wire (the packet used its serialization time, then vanished);
+//! 3. the propagation delay `delay`;
+//! 4. reordering: a packet is held back by an extra random delay so later ones overtake it;
+//! 5. duplication: a second copy arrives a little after the first;
+//! 6. corruption: a copy gets one random bit flipped or one random byte replaced. The
+//!    receiver's checksums must catch it; for our stack the simulator checks that every
+//!    corrupted packet an independent parser (etherparse) rejects also shows up in the
+//!    stack's drop counters.
+//!
+//! Every random choice comes from one seeded [`Rng`] (SplitMix64), and both stacks are
+//! seeded from the same master seed, so a run is a pure function of its [`Scenario`]:
+//! the seed printed with every result and failure reproduces it exactly
+//! (`SIM_SEED=<seed> cargo test ...`).
+//!
+//! The pump is event driven: at each instant it fires due endpoint timers
+//! (`poll_timeout` / smoltcp's `poll_at`), delivers the packets due, lets the
+//! application act, collects what the stacks transmit, then jumps the clock to the next
+//! event (packet arrival or timer). It is bounded in virtual time and in events, and a
+//! run that stalls, aborts or exceeds a bound fails with a diagnostic (bytes done, both
+//! connections' states and internals, the last packets and their fates) instead of
+//! hanging.
+//!
+//! The standard conditions ([`Condition::matrix`]) use a 100 Mbit/s bottleneck each way
+//! with a 10 ms one-way delay (RTT 20 ms, bandwidth-delay product 250 kB) and a queue of
+//! 256 packets / 384 KiB; the loss, reordering, duplication and corruption rates apply
+//! to both directions (data and ACKs alike). The "congested" condition narrows the
+//! bottleneck to 10 Mbit/s with a 32-packet queue, so the senders' windows (256 KiB)
+//! overflow it and tail drop does the losing.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use sha2::{Digest, Sha256};
+use tunstack::Instant;
+
+use crate::link::{self, ConnState, EndpointObj, Ours, Side, Smol, TcpInfo, ACK, FIN, PSH, RST, SYN};
+
+// ============================================================================ randomness
+
+/// SplitMix64 (Steele, Lea, Flood, "Fast splittable pseudorandom number generators",
+/// 2014): one 64-bit word of state, good statistical quality, trivially reproducible.
+#[derive(Clone, Debug)]
+pub struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (multiply-shift; the bias is below 2^-40 for the ranges used here).
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0, "Rng::below(0)");
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// True with probability `ppm` parts per million. Draws nothing when `ppm` is 0, so
+    /// a condition without some impairment does not consume randomness for it.
+    pub fn chance(&mut self, ppm: u32) -> bool {
+        ppm > 0 && self.below(1_000_000) < u64::from(ppm)
+    }
+
+    /// Uniform in `[lo, hi]`, at microsecond resolution.
+    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let (lo, hi) = (lo.as_micros() as u64, hi.as_micros() as u64);
+        if hi <= lo {
+            return Duration::from_micros(lo);
+        }
+        Duration::from_micros(lo + self.below(hi - lo + 1))
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let x = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&x[..chunk.len()]);
+        }
+    }
+}
+
+/// An independent seed for one consumer (`tag`) of a master seed.
+pub fn derive_seed(master: u64, tag: u64) -> u64 {
+    Rng::new(master ^ tag.wrapping_mul(0xd6e8_feb8_6659_fd93)).next_u64()
+}
+
+/// `len` pseudo-random bytes from `seed`.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    Rng::new(seed).fill(&mut data);
+    data
+}
+
+// ============================================================================ one direction
+
+/// Parts per million in one percent.
+pub const PPM_PER_PERCENT: u32 = 10_000;
+
+/// The properties of one direction of the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathConfig {
+    /// Bottleneck rate in bits per second; 0 means infinitely fast (no serialization, no
+    /// queue).
+    pub rate_bps: u64,
+    /// One-way propagation delay.
+    pub delay: Duration,
+    /// Tail drop once the queue (including the packet on the wire) would exceed this many
+    /// packets...
+    pub queue_packets: usize,
+    /// ... or this many bytes.
+    pub queue_bytes: usize,
+    /// Random loss after the bottleneck, parts per million.
+    pub loss_ppm: u32,
+    /// Probability that a packet is held back by an extra delay drawn from `reorder_extra`.
+    pub reorder_ppm: u32,
+    pub reorder_extra: (Duration, Duration),
+    /// Probability that a second copy arrives, `duplicate_extra` after the first.
+    pub duplicate_ppm: u32,
+    pub duplicate_extra: (Duration, Duration),
+    /// Probability that a copy is corrupted (one bit flipped or one byte replaced).
+    pub corrupt_ppm: u32,
+}
+
+/// 100 Mbit/s.
+pub const RATE_BPS: u64 = 100_000_000;
+/// One-way delay of the standard conditions: RTT 20 ms.
+pub const ONE_WAY_DELAY: Duration = Duration::from_millis(10);
+
+impl PathConfig {
+    /// 100 Mbit/s, 10 ms, a 256-packet / 384 KiB queue (about 1.5 bandwidth-delay
+    /// products), no impairments.
+    pub fn standard() -> PathConfig {
+        PathConfig {
+            rate_bps: RATE_BPS,
+            delay: ONE_WAY_DELAY,
+            queue_packets: 256,
+            queue_bytes: 384 * 1024,
+            loss_ppm: 0,
+            reorder_ppm: 0,
+            reorder_extra: (Duration::from_micros(500), Duration::from_millis(5)),
+            duplicate_ppm: 0,
+            duplicate_extra: (Duration::ZERO, Duration::from_millis(1)),
+            corrupt_ppm: 0,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let pct = |ppm: u32| format!("{}%", f64::from(ppm) / f64::from(PPM_PER_PERCENT));
+        let mut parts = Vec::new();
+        if self.rate_bps > 0 {
+            parts.push(format!(
+                "{} Mbit/s, queue {} pkts / {} KiB",
+                self.rate_bps / 1_000_000,
+                self.queue_packets,
+                self.queue_bytes / 1024
+            ));
+        }
+        parts.push(format!("{:?} one-way", self.delay));
+        if self.loss_ppm > 0 {
+            parts.push(format!("loss {}", pct(self.loss_ppm)));
+        }
+        if self.reorder_ppm > 0 {
+            parts.push(format!(
+                "reorder {} (+{:?}..{:?})",
+                pct(self.reorder_ppm),
+                self.reorder_extra.0,
+                self.reorder_extra.1
+            ));
+        }
+        if self.duplicate_ppm > 0 {
+            parts.push(format!("dup {}", pct(self.duplicate_ppm)));
+        }
+        if self.corrupt_ppm > 0 {
+            parts.push(format!("corrupt {}", pct(self.corrupt_ppm)));
+        }
+        parts.join(", ")
+    }
+}
+
+/// What happened to the packets offered to one path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PathCounters {
+    /// Packets and bytes the sender put on the path.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Dropped because the queue was full.
+    pub tail_dropped: u64,
+    /// Lost at random on the wire.
+    pub lost: u64,
+    pub reordered: u64,
+    pub duplicated: u64,
+    /// Copies corrupted, and among them those no checksum covers (IPv6 traffic class,
+    /// flow label, hop limit): such copies are valid packets and are delivered as such.
+    pub corrupted: u64,
+    pub corrupted_undetectable: u64,
+    /// Copies handed to the receiving endpoint.
+    pub delivered: u64,
+}
+
+/// One copy of a packet on its way to the receiver.
+#[derive(Clone, Debug)]
+pub struct Copy {
+    pub arrival: Instant,
+    pub packet: Vec<u8>,
+    pub reordered: bool,
+    pub duplicate: bool,
+    /// `Some(detectable)` when corrupted: whether an independent parser rejects it.
+    pub corrupted: Option<bool>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Fate {
+    TailDrop,
+    Lost,
+    /// One copy, or two when duplicated.
+    Sent(Vec<Copy>),
+}
+
+/// One direction of the network; see the module documentation for the model.
+#[derive(Clone, Debug)]
+pub struct Path {
+    pub config: PathConfig,
+    /// When the bottleneck finishes serializing the last queued packet (nanoseconds).
+    busy_until_ns: u64,
+    /// (end of serialization in ns, length) of every packet queued or on the wire.
+    queue: VecDeque<(u64, usize)>,
+    queued_bytes: usize,
+    pub counters: PathCounters,
+}
+
+impl Path {
+    pub fn new(config: PathConfig) -> Path {
+        Path { config, busy_until_ns: 0, queue: VecDeque::new(), queued_bytes: 0, counters: PathCounters::default() }
+    }
+
+    /// (packets, bytes) waiting for or in serialization at `now`.
+    pub fn queued(&mut self, now: Instant) -> (usize, usize) {
+        self.drain(now.total_micros() * 1000);
+        (self.queue.len(), self.queued_bytes)
+    }
+
+    fn drain(&mut self, now_ns: u64) {
+        while let Some(&(end, len)) = self.queue.front() {
+            if end > now_ns {
+                break;
+            }
+            self.queue.pop_front();
+            self.queued_bytes -= len;
+        }
+    }
+
+    /// Offer `packet` to the path at `now`.
+    pub fn send(&mut self, now: Instant, packet: Vec<u8>, rng: &mut Rng) -> Fate {
+        let c = self.config.clone();
+        let len = packet.len();
+        self.counters.packets += 1;
+        self.counters.bytes += len as u64;
+        let now_ns = now.total_micros() * 1000;
+        let leaves_ns = if c.rate_bps == 0 {
+            now_ns
+        } else {
+            self.drain(now_ns);
+            if self.queue.len() >= c.queue_packets || self.queued_bytes + len > c.queue_bytes {
+                self.counters.tail_dropped += 1;
+                return Fate::TailDrop;
+            }
+            let serialize = (len as u128 * 8 * 1_000_000_000 / u128::from(c.rate_bps)) as u64;
+            let end = self.busy_until_ns.max(now_ns) + serialize;
+            self.busy_until_ns = end;
+            self.queue.push_back((end, len));
+            self.queued_bytes += len;
+            end
+        };
+        if rng.chance(c.loss_ppm) {
+            self.counters.lost += 1;
+            return Fate::Lost;
+        }
+        let mut arrival_ns = leaves_ns + c.delay.as_nanos() as u64;
+        let reordered = rng.chance(c.reorder_ppm);
+        if reordered {
+            self.counters.reordered += 1;
+            arrival_ns += rng.between(c.reorder_extra.0, c.reorder_extra.1).as_nanos() as u64;
+        }
+        let at = |ns: u64| Instant::from_micros(ns.div_ceil(1000));
+        let mut copies = vec![Copy { arrival: at(arrival_ns), packet, reordered, duplicate: false, corrupted: None }];
+        if rng.chance(c.duplicate_ppm) {
+            self.counters.duplicated += 1;
+            let extra = rng.between(c.duplicate_extra.0, c.duplicate_extra.1).as_nanos() as u64;
+            let packet = copies[0].packet.clone();
+            copies.push(Copy { arrival: at(arrival_ns + extra), packet, reordered, duplicate: true, corrupted: None });
+        }
+        for copy in &mut copies {
+            if rng.chance(c.corrupt_ppm) {
+                corrupt(&mut copy.packet, rng);
+                let detectable = inspect(&copy.packet).is_err();
+                self.counters.corrupted += 1;
+                if !detectable {
+                    self.counters.corrupted_undetectable += 1;
+                }
+                copy.corrupted = Some(detectable);
+            }
+        }
+        Fate::Sent(copies)
+    }
+}
+
+/// Flip one random bit, or replace one random byte with a different random value.
+pub fn corrupt(packet: &mut [u8], rng: &mut Rng) {
+    if packet.is_empty() {
+        return;
+    }
+    let at = rng.below(packet.len() as u64) as usize;
+    if rng.below(2) == 0 {
+        packet[at] ^= 1 << rng.below(8);
+    } else {
+        packet[at] ^= 1 + rng.below(255) as u8;
+    }
+}
+
+// ============================================================================ packet checks
+
+/// What an independent parser (etherparse) makes of a packet.
+#[derive(Clone, Debug)]
+pub struct Inspected {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub tcp: Option<TcpInfo>,
+}
+
+/// Parse an IP packet with etherparse and verify its lengths and every checksum. Unlike
+/// [`link::check_packet`] this never panics: corrupted packets come through here.
+pub fn inspect(packet: &[u8]) -> Result<Inspected, String> {
+    let sliced = SlicedPacket::from_ip(packet).map_err(|e| format!("etherparse: {e:?}"))?;
+    let (src, dst) = match &sliced.net {
+        Some(NetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            if h.total_len() as usize != packet.len() {
+                return Err("IPv4 total length differs from the packet length".into());
+            }
+            // Over the raw header bytes (RFC 1071): etherparse's `Ipv4Header` does not
+            // keep every bit (the reserved flag), so recomputing from it can miss a flip.
+            let header = &packet[..(usize::from(h.ihl()) * 4).min(packet.len())];
+            if ones_complement_sum(header) != 0xffff {
+                return Err("IPv4 header checksum".into());
+            }
+            if h.is_fragmenting_payload() {
+                return Err("IPv4 fragment".into());
+            }
+            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()))
+        }
+        Some(NetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            if h.payload_length() as usize + 40 != packet.len() {
+                return Err("IPv6 payload length differs from the packet length".into());
+            }
+            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()))
+        }
+        _ => return Err("not an IP packet".into()),
+    };
+    let tcp = match &sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => {
+            let want = match (src, dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => tcp.calc_checksum_ipv4(s.octets(), d.octets()),
+                (IpAddr::V6(s), IpAddr::V6(d)) => tcp.calc_checksum_ipv6(s.octets(), d.octets()),
+                _ => unreachable!(),
+            }
+            .map_err(|e| format!("TCP length: {e:?}"))?;
+            if tcp.checksum() != want {
+                return Err("TCP checksum".into());
+            }
+            let mut options = Vec::new();
+            for o in tcp.options_iterator() {
+                match o {
+                    Ok(etherparse::TcpOptionElement::Noop) => {}
+                    Ok(o) => options.push(o),
+                    Err(e) => return Err(format!("TCP option: {e:?}")),
+                }
+            }
+            let mut flags = 0;
+            for (set, bit) in [(tcp.fin(), FIN), (tcp.syn(), SYN), (tcp.rst(), RST), (tcp.psh(), PSH), (tcp.ack(), ACK)]
+            {
+                if set {
+                    flags |= bit;
+                }
+            }
+            Some(TcpInfo {
+                src_port: tcp.source_port(),
+                dst_port: tcp.destination_port(),
+                flags,
+                seq: tcp.sequence_number(),
+                ack: tcp.acknowledgment_number(),
+                window: tcp.window_size(),
+                options,
+                payload_len: tcp.payload().len(),
+            })
+        }
+        Some(TransportSlice::Icmpv4(icmp)) => {
+            if icmp.checksum() != icmp.header().icmp_type.calc_checksum(icmp.payload()) {
+                return Err("ICMPv4 checksum".into());
+            }
+            None
+        }
+        Some(TransportSlice::Icmpv6(icmp)) => {
+            let (IpAddr::V6(s), IpAddr::V6(d)) = (src, dst) else { unreachable!() };
+            if !icmp.is_checksum_valid(s.octets(), d.octets()) {
+                return Err("ICMPv6 checksum".into());
+            }
+            None
+        }
+        Some(TransportSlice::Udp(_)) => return Err("UDP on a TCP-only link".into()),
+        _ => return Err("unknown transport protocol".into()),
+    };
+    Ok(Inspected { src, dst, tcp })
+}
+
+/// The 16-bit one's complement sum of `data` (RFC 1071), folded; 0xffff over a header
+/// that includes a correct checksum.
+pub fn ones_complement_sum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for pair in data.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+// ============================================================================ conditions
+
+/// The network for one run: one path each way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub name: String,
+    /// A -> B (the data direction in [`run`]).
+    pub forward: PathConfig,
+    /// B -> A (the ACK direction).
+    pub reverse: PathConfig,
+}
+
+impl Condition {
+    /// The same path config both ways.
+    pub fn symmetric(name: impl Into<String>, path: PathConfig) -> Condition {
+        Condition { name: name.into(), forward: path.clone(), reverse: path }
+    }
+
+    /// 100 Mbit/s, RTT 20 ms, nothing lost.
+    pub fn clean() -> Condition {
+        Condition::symmetric("clean", PathConfig::standard())
+    }
+
+    /// `percent`% random loss each way.
+    pub fn loss(percent: u32) -> Condition {
+        let path = PathConfig { loss_ppm: percent * PPM_PER_PERCENT, ..PathConfig::standard() };
+        Condition::symmetric(format!("loss {percent}%"), path)
+    }
+
+    /// 5% loss, 5% reordering (+0.5..5 ms), 1% duplication, 1% corruption, each way.
+    pub fn mixed() -> Condition {
+        let path = PathConfig {
+            loss_ppm: 5 * PPM_PER_PERCENT,
+            reorder_ppm: 5 * PPM_PER_PERCENT,
+            duplicate_ppm: PPM_PER_PERCENT,
+            corrupt_ppm: PPM_PER_PERCENT,
+            ..PathConfig::standard()
+        };
+        Condition::symmetric("mixed 5/5/1/1", path)
+    }
+
+    /// A 10 Mbit/s bottleneck with a 32-packet queue (BDP 25 kB, about 17 packets): the
+    /// senders' windows overflow it, tail drop does the losing.
+    pub fn congested() -> Condition {
+        let path =
+            PathConfig { rate_bps: 10_000_000, queue_packets: 32, queue_bytes: 48 * 1024, ..PathConfig::standard() };
+        Condition::symmetric("congested 10M/q32", path)
+    }
+
+    /// The standard matrix of the tests and of the `sim_table` binary.
+    pub fn matrix() -> Vec<Condition> {
+        vec![
+            Condition::clean(),
+            Condition::loss(1),
+            Condition::loss(5),
+            Condition::loss(10),
+            Condition::loss(20),
+            Condition::mixed(),
+            Condition::congested(),
+        ]
+    }
+
+    pub fn describe(&self) -> String {
+        if self.forward == self.reverse {
+            format!("{}: each way {}", self.name, self.forward.describe())
+        } else {
+            format!("{}: A->B {}; B->A {}", self.name, self.forward.describe(), self.reverse.describe())
+        }
+    }
+}
+
+// ============================================================================ the simulator
+
+/// A packet in flight, ordered by arrival then by the order it was put on the path.
+struct Pending {
+    arrival: Instant,
+    order: u64,
+    to: Side,
+    packet: Vec<u8>,
+    corrupted: Option<bool>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.arrival, self.order) == (other.arrival, other.order)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.arrival, self.order).cmp(&(other.arrival, other.order))
+    }
+}
+
+/// One packet as it entered the network, for diagnostics.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub index: u64,
+    pub time: Instant,
+    pub from: Side,
+    pub len: usize,
+    pub tcp: Option<TcpInfo>,
+    pub fate: String,
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} {:?} {:?}->{:?} {} B", self.index, self.time, self.from, self.from.other(), self.len)?;
+        if let Some(t) = &self.tcp {
+            let mut names = Vec::new();
+            for (bit, name) in [(SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK")] {
+                if t.flags & bit != 0 {
+                    names.push(name);
+                }
+            }
+            write!(f, " [{}] seq={} ack={} win={} len={}", names.join("|"), t.seq, t.ack, t.window, t.payload_len)?;
+        } else {
+            write!(f, " non-TCP")?;
+        }
+        write!(f, ": {}", self.fate)
+    }
+}
+
+/// Counts data segments that repeat sequence space already sent (RFC 9293 3.4
+/// comparisons modulo 2^32): retransmissions as seen on the wire.
+#[derive(Clone, Copy, Debug, Default)]
+struct RetransCounter {
+    highest: Option<u32>,
+    count: u64,
+}
+
+impl RetransCounter {
+    fn see(&mut self, t: &TcpInfo) {
+        let len = t.payload_len as u32 + u32::from(t.has(SYN)) + u32::from(t.has(FIN));
+        if t.payload_len == 0 {
+            // SYN / FIN only: track the sequence space but do not count.
+            if len > 0 {
+                let end = t.seq.wrapping_add(len);
+                match self.highest {
+                    Some(h) if (end.wrapping_sub(h) as i32) <= 0 => {}
+                    _ => self.highest = Some(end),
+                }
+            }
+            return;
+        }
+        let end = t.seq.wrapping_add(len);
+        match self.highest {
+            Some(h) if (t.seq.wrapping_sub(h) as i32) < 0 => {
+                self.count += 1;
+                if (end.wrapping_sub(h) as i32) > 0 {
+                    self.highest = Some(end);
+                }
+            }
+            _ => self.highest = Some(end),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a cheap running digest of the packet trace.
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Why a run did not finish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailKind {
+    /// Nothing in flight and no timer pending, yet not done.
+    Stall,
+    /// The next event is past the virtual time limit.
+    TimeLimit,
+    /// The event budget is spent.
+    EventLimit,
+    /// A connection failed (reset, timed out, refused...) or the application saw nonsense.
+    Aborted,
+    /// An endpoint transmitted a malformed packet or one with a wrong address.
+    BadPacket,
+    /// A corrupted packet was accepted (not counted as dropped) by our stack, or the
+    /// received bytes differ from the sent ones.
+    Corruption,
+    /// Something panicked (a stack bug or a harness assertion).
+    Panic,
+}
+
+impl fmt::Display for FailKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            FailKind::Stall => "STALL",
+            FailKind::TimeLimit => "TIME LIMIT",
+            FailKind::EventLimit => "EVENT LIMIT",
+            FailKind::Aborted => "ABORTED",
+            FailKind::BadPacket => "BAD PACKET",
+            FailKind::Corruption => "CORRUPTION",
+            FailKind::Panic => "PANIC",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimError {
+    pub kind: FailKind,
+    pub label: String,
+    pub seed: u64,
+    pub at: Instant,
+    /// What the pump was doing (e.g. "transfer").
+    pub what: String,
+    pub message: String,
+    /// Progress, both endpoints' states, the path counters and the last packets.
+    pub diagnostic: String,
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} during {} at virtual {:?}: {}\n  seed {:#x} (reproduce with SIM_SEED={:#x} and the same test)\n{}",
+            self.label, self.kind, self.what, self.at, self.message, self.seed, self.seed, self.diagnostic
+        )
+    }
+}
+
+/// The application a run plays on both endpoints; see [`Sim::run_until`].
+pub trait App {
+    /// Act at `now`. `Ok(true)` when done; `Err` ends the run with that failure.
+    fn step(&mut self, a: &mut EndpointObj, b: &mut EndpointObj, now: Instant) -> Result<bool, (FailKind, String)>;
+    /// One line on how far it got, for diagnostics.
+    fn progress(&self) -> String;
+}
+
+/// How many recent packets a failure report shows.
+const RECENT: usize = 24;
+
+/// Two endpoints, two paths, one PRNG, one virtual clock.
+pub struct Sim {
+    pub a: Box<EndpointObj>,
+    pub b: Box<EndpointObj>,
+    /// `paths[0]` carries A -> B, `paths[1]` B -> A.
+    pub paths: [Path; 2],
+    pub now: Instant,
+    pub rng: Rng,
+    /// Refuse to move the clock past this instant.
+    pub max_time: Instant,
+    /// Refuse to run more pump iterations than this.
+    pub max_events: u64,
+    pub events: u64,
+    /// For failure reports.
+    pub label: String,
+    pub seed: u64,
+    in_flight: BinaryHeap<Reverse<Pending>>,
+    order: u64,
+    recent: VecDeque<Record>,
+    retrans: [RetransCounter; 2],
+    trace: u64,
+    /// Corrupted copies (that etherparse rejects) delivered to A / B when that endpoint
+    /// counts its drops (ours), and how many of them it counted as dropped.
+    pub corrupt_delivered: [u64; 2],
+    pub corrupt_caught: [u64; 2],
+    /// Corrupted copies an endpoint that counts drops took in without counting a drop
+    /// (the first 16; `corrupt_delivered - corrupt_caught` counts them all).
+    pub corrupt_missed: Vec<String>,
+    /// Print every packet offered to the network from this instant on (`SIM_TRACE=<seconds>`).
+    pub trace_from: Option<Instant>,
+}
+
+fn idx(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+impl Sim {
+    pub fn new(a: Box<EndpointObj>, b: Box<EndpointObj>, condition: &Condition, seed: u64) -> Sim {
+        Sim {
+            a,
+            b,
+            paths: [Path::new(condition.forward.clone()), Path::new(condition.reverse.clone())],
+            now: Instant::ZERO,
+            rng: Rng::new(derive_seed(seed, 1)),
+            max_time: Instant::from_secs(3 * 3600),
+            max_events: 20_000_000,
+            events: 0,
+            label: String::new(),
+            seed,
+            in_flight: BinaryHeap::new(),
+            order: 0,
+            recent: VecDeque::new(),
+            retrans: [RetransCounter::default(); 2],
+            trace: 0xcbf2_9ce4_8422_2325,
+            corrupt_delivered: [0; 2],
+            corrupt_caught: [0; 2],
+            corrupt_missed: Vec::new(),
+            trace_from: std::env::var("SIM_TRACE")
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|secs| Instant::from_micros((secs.max(0.0) * 1e6) as u64)),
+        }
+    }
+
+    pub fn endpoint(&mut self, side: Side) -> &mut EndpointObj {
+        match side {
+            Side::A => &mut *self.a,
+            Side::B => &mut *self.b,
+        }
+    }
+
+    /// Data segments from `side` that repeated sequence space (retransmissions).
+    pub fn retransmitted(&self, side: Side) -> u64 {
+        self.retrans[idx(side)].count
+    }
+
+    /// A digest of every packet offered to the network, its time and its fate.
+    pub fn trace_digest(&self) -> u64 {
+        self.trace
+    }
+
+    fn record(&mut self, r: Record) {
+        if self.trace_from.is_some_and(|t| r.time >= t) {
+            println!("{r}");
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(r);
+    }
+
+    /// Put a packet `from` one side on the path towards the other.
+    fn transmit(&mut self, from: Side, packet: Vec<u8>) -> Result<(), String> {
+        let (src, dst) = match from {
+            Side::A => (self.a.addr(), self.b.addr()),
+            Side::B => (self.b.addr(), self.a.addr()),
+        };
+        let info = inspect(&packet).map_err(|e| format!("{from:?} transmitted a bad packet ({e}): {packet:02x?}"))?;
+        if info.src != src || info.dst != dst {
+            return Err(format!("{from:?} transmitted {} -> {}, expected {src} -> {dst}", info.src, info.dst));
+        }
+        if let Some(t) = &info.tcp {
+            self.retrans[idx(from)].see(t);
+        }
+        let now = self.now;
+        let len = packet.len();
+        let head = packet[..len.min(64)].to_vec();
+        let fate = self.paths[idx(from)].send(now, packet, &mut self.rng);
+        let (code, text) = match fate {
+            Fate::TailDrop => (1u8, "tail-dropped (queue full)".to_string()),
+            Fate::Lost => (2, "lost".to_string()),
+            Fate::Sent(copies) => {
+                let mut text = Vec::new();
+                for c in copies {
+                    let mut t = format!("arrives {:?}", c.arrival);
+                    if c.reordered {
+                        t.push_str(" (held back)");
+                    }
+                    if c.duplicate {
+                        t.push_str(" (duplicate)");
+                    }
+                    match c.corrupted {
+                        Some(true) => t.push_str(" CORRUPTED"),
+                        Some(false) => t.push_str(" CORRUPTED in an unchecked field"),
+                        None => {}
+                    }
+                    self.trace = fnv(self.trace, &c.arrival.total_micros().to_le_bytes());
+                    self.trace = fnv(self.trace, &[u8::from(c.corrupted.is_some())]);
+                    text.push(t);
+                    self.order += 1;
+                    self.in_flight.push(Reverse(Pending {
+                        arrival: c.arrival,
+                        order: self.order,
+                        to: from.other(),
+                        packet: c.packet,
+                        corrupted: c.corrupted,
+                    }));
+                }
+                (3, text.join(", "))
+            }
+        };
+        self.trace = fnv(self.trace, &now.total_micros().to_le_bytes());
+        self.trace = fnv(self.trace, &[idx(from) as u8, code]);
+        self.trace = fnv(self.trace, &(len as u64).to_le_bytes());
+        self.trace = fnv(self.trace, &head);
+        let index = self.paths[0].counters.packets + self.paths[1].counters.packets;
+        self.record(Record { index, time: now, from, len, tcp: info.tcp, fate: text });
+        Ok(())
+    }
+
+    fn deliver(&mut self, p: Pending) {
+        let now = self.now;
+        let to = idx(p.to);
+        self.paths[1 - to].counters.delivered += 1;
+        let ep = self.endpoint(p.to);
+        let before = if p.corrupted == Some(true) { ep.drops() } else { None };
+        ep.input(now, &p.packet);
+        if let Some(before) = before {
+            self.corrupt_delivered[to] += 1;
+            let after = self.endpoint(p.to).drops().unwrap_or(before);
+            if after > before {
+                self.corrupt_caught[to] += 1;
+            } else if self.corrupt_missed.len() < 16 {
+                let name = self.endpoint(p.to).name();
+                self.corrupt_missed.push(format!(
+                    "{name} took a corrupted packet at {now:?} without counting a drop: {:02x?}",
+                    p.packet
+                ));
+            }
+        }
+    }
+
+    /// Everything about the current state, for failure reports.
+    pub fn describe(&mut self, progress: &str) -> String {
+        let now = self.now;
+        let mut s = format!(
+            "  progress: {progress}\n  now {now:?}, {} events, {} packets in flight",
+            self.events,
+            self.in_flight.len()
+        );
+        for side in [Side::A, Side::B] {
+            let ep = self.endpoint(side);
+            let (name, state, deadline, diag) = (ep.name(), ep.conn_state(), ep.deadline(now), ep.diag());
+            s.push_str(&format!("\n  {side:?} {name}: {state}, next timer {deadline:?}\n      {diag}"));
+        }
+        for (i, dir) in ["A->B", "B->A"].iter().enumerate() {
+            let (qp, qb) = self.paths[i].queued(now);
+            s.push_str(&format!("\n  {dir}: {:?}, queued {qp} pkts / {qb} B", self.paths[i].counters));
+        }
+        s.push_str(&format!(
+            "\n  retransmitted data segments: A {} B {}; corrupted delivered {:?}, caught {:?}",
+            self.retransmitted(Side::A),
+            self.retransmitted(Side::B),
+            self.corrupt_delivered,
+            self.corrupt_caught
+        ));
+        for m in &self.corrupt_missed {
+            s.push_str(&format!("\n  {m}"));
+        }
+        s.push_str("\n  last packets:");
+        for r in &self.recent {
+            s.push_str(&format!("\n    {r}"));
+        }
+        s
+    }
+
+    fn fail(&mut self, kind: FailKind, what: &str, message: String, app: &dyn App) -> SimError {
+        SimError {
+            kind,
+            label: self.label.clone(),
+            seed: self.seed,
+            at: self.now,
+            what: what.to_string(),
+            message,
+            diagnostic: self.describe(&app.progress()),
+        }
+    }
+
+    /// Pump until `app` says it is done. Each iteration, at the current instant: due
+    /// timers fire, due packets are delivered, the application acts, and whatever the
+    /// stacks transmit goes onto the paths; then the clock jumps to the next event.
+    pub fn run_until(&mut self, what: &str, app: &mut dyn App) -> Result<Instant, SimError> {
+        loop {
+            self.events += 1;
+            if self.events > self.max_events {
+                let m = format!("event limit {} reached", self.max_events);
+                return Err(self.fail(FailKind::EventLimit, what, m, app));
+            }
+            let now = self.now;
+            for side in [Side::A, Side::B] {
+                let ep = self.endpoint(side);
+                if ep.deadline(now).is_some_and(|d| d <= now) {
+                    ep.on_timeout(now);
+                }
+            }
+            while self.in_flight.peek().is_some_and(|p| p.0.arrival <= now) {
+                let Reverse(p) = self.in_flight.pop().unwrap();
+                self.deliver(p);
+            }
+            match app.step(&mut *self.a, &mut *self.b, now) {
+                Ok(true) => return Ok(now),
+                Ok(false) => {}
+                Err((kind, m)) => return Err(self.fail(kind, what, m, app)),
+            }
+            for side in [Side::A, Side::B] {
+                let mut out = Vec::new();
+                self.endpoint(side).output(now, &mut out);
+                for p in out {
+                    if let Err(m) = self.transmit(side, p) {
+                        return Err(self.fail(FailKind::BadPacket, what, m, app));
+                    }
+                }
+            }
+            let next = [self.in_flight.peek().map(|p| p.0.arrival), self.a.deadline(now), self.b.deadline(now)]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next else {
+                let m = "no packet in flight and no timer pending".to_string();
+                return Err(self.fail(FailKind::Stall, what, m, app));
+            };
+            // Everything due at `now` was served above; a deadline still at or before
+            // `now` is served again one microsecond later.
+            let next = next.max(now + Duration::from_micros(1));
+            if next > self.max_time {
+                let m = format!("virtual time limit {:?} reached (next event at {next:?})", self.max_time);
+                return Err(self.fail(FailKind::TimeLimit, what, m, app));
+            }
+            self.now = next;
+        }
+    }
+}
+
+// ============================================================================ scenarios
+
+/// Which stack plays a role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Ours,
+    Smoltcp,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Peer::Ours => "tunstack",
+            Peer::Smoltcp => "smoltcp",
+        })
+    }
+}
+
+/// smoltcp's socket buffers in the simulator, the same as our default (256 KiB each way).
+pub const SMOLTCP_BUFFER: usize = 256 * 1024;
+/// 10 MB, the transfer size of the standard runs.
+pub const TEN_MB: usize = 10_000_000;
+const PORT: u16 = 5001;
+
+/// One bulk transfer: the `sender` (A) connects to the `receiver` (B), sends `bytes`
+/// and closes; the receiver reads to end of stream and closes; the run ends when both
+/// connections have left their socket tables.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub sender: Peer,
+    pub receiver: Peer,
+    pub ipv6: bool,
+    pub condition: Condition,
+    pub bytes: usize,
+    pub seed: u64,
+    /// Stall guard: fail when no byte moved (and no close happened) for this long.
+    pub no_progress_limit: Duration,
+    /// Bounds of the whole run, in virtual time and in pump iterations.
+    pub max_time: Duration,
+    pub max_events: u64,
+}
+
+impl Scenario {
+    /// 10 MB over IPv4 with a seed derived from the label (or `SIM_SEED`, when set).
+    pub fn new(sender: Peer, receiver: Peer, condition: Condition) -> Scenario {
+        let mut s = Scenario {
+            sender,
+            receiver,
+            ipv6: false,
+            condition,
+            bytes: TEN_MB,
+            seed: 0,
+            no_progress_limit: Duration::from_secs(3600),
+            max_time: Duration::from_secs(24 * 3600),
+            max_events: 20_000_000,
+        };
+        s.seed = seed_from_env().unwrap_or_else(|| fnv(0x5157_2024, s.label().as_bytes()));
+        s
+    }
+
+    pub fn ipv6(mut self) -> Scenario {
+        self.ipv6 = true;
+        self.seed = seed_from_env().unwrap_or_else(|| fnv(0x5157_2024, self.label().as_bytes()));
+        self
+    }
+
+    pub fn label(&self) -> String {
+        format!(
+            "{} -> {}, {}, {}",
+            self.sender,
+            self.receiver,
+            if self.ipv6 { "IPv6" } else { "IPv4" },
+            self.condition.name
+        )
+    }
+
+    /// Which side is ours, for the table.
+    pub fn ours_is(&self) -> &'static str {
+        match (self.sender, self.receiver) {
+            (Peer::Ours, Peer::Ours) => "both",
+            (Peer::Ours, _) => "sender",
+            (_, Peer::Ours) => "receiver",
+            _ => "neither",
+        }
+    }
+}
+
+/// `SIM_SEED` from the environment, decimal or 0x-hex.
+pub fn seed_from_env() -> Option<u64> {
+    let s = std::env::var("SIM_SEED").ok()?;
+    let s = s.trim();
+    let parsed = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    Some(parsed.unwrap_or_else(|e| panic!("SIM_SEED={s:?}: {e}")))
+}
+
+fn make_endpoint(peer: Peer, addr: IpAddr, seed: u64) -> Box<EndpointObj> {
+    match peer {
+        Peer::Ours => Box::new(Ours::new(addr, seed)),
+        Peer::Smoltcp => {
+            let mut s = Smol::with_buffers(addr, seed, SMOLTCP_BUFFER);
+            s.socket().set_congestion_control(smoltcp::socket::tcp::CongestionControl::Cubic);
+            Box::new(s)
+        }
+    }
+}
+
+/// What a finished run measured.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub label: String,
+    pub ours_is: &'static str,
+    pub condition: String,
+    pub ip: &'static str,
+    pub seed: u64,
+    pub bytes: usize,
+    /// When the sender saw its connection established.
+    pub established: Instant,
+    /// When the receiver had every byte and the end of stream.
+    pub completed: Instant,
+    /// When both connections had left their socket tables.
+    pub closed: Instant,
+    pub sent_sha256: [u8; 32],
+    pub received_sha256: [u8; 32],
+    /// First offset where the received bytes differ from the sent ones.
+    pub first_mismatch: Option<usize>,
+    /// Data segments the sender retransmitted (seen on the wire).
+    pub retransmitted: u64,
+    /// A -> B and B -> A.
+    pub paths: [PathCounters; 2],
+    pub corrupt_delivered: [u64; 2],
+    pub corrupt_caught: [u64; 2],
+    pub corrupt_missed: Vec<String>,
+    pub events: u64,
+    pub trace_digest: u64,
+    /// Wall-clock time of the run (printed, never asserted).
+    pub wall: Duration,
+}
+
+impl RunReport {
+    /// Payload bits per second of virtual time, from the sender's connection being
+    /// established to the receiver holding the last byte and the FIN.
+    pub fn goodput_mbps(&self) -> f64 {
+        let secs = (self.completed - self.established).as_secs_f64();
+        if secs <= 0.0 {
+            return f64::INFINITY;
+        }
+        self.bytes as f64 * 8.0 / secs / 1e6
+    }
+
+    /// The bytes arrived intact and our stack counted every corrupted packet it got.
+    #[track_caller]
+    pub fn assert_intact(&self) {
+        assert_eq!(
+            link::hex(&self.sent_sha256),
+            link::hex(&self.received_sha256),
+            "{}: received bytes differ from the sent ones (first at offset {:?}; seed {})",
+            self.label,
+            self.first_mismatch,
+            self.seed
+        );
+        assert!(
+            self.corrupt_missed.is_empty(),
+            "{}: corrupted packets accepted (seed {}):\n{}",
+            self.label,
+            self.seed,
+            self.corrupt_missed.join("\n")
+        );
+    }
+
+    pub fn row(&self) -> String {
+        let c = &self.paths;
+        let corrupted = c[0].corrupted + c[1].corrupted;
+        let caught = self.corrupt_caught[0] + self.corrupt_caught[1];
+        let to_ours = self.corrupt_delivered[0] + self.corrupt_delivered[1];
+        format!(
+            "| {} | {} | {} | {} | {:#x} | ok | {:.3} | {:.3} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} | {} / {} | {} ({} to ours, {} dropped by ours) | {} |",
+            self.label.split(',').next().unwrap_or(""),
+            self.ours_is,
+            self.ip,
+            self.condition,
+            self.seed,
+            (self.completed - Instant::ZERO).as_secs_f64(),
+            (self.closed - self.completed).as_secs_f64(),
+            mbps(self.goodput_mbps()),
+            self.retransmitted,
+            c[0].packets,
+            c[1].packets,
+            c[0].lost,
+            c[1].lost,
+            c[0].tail_dropped,
+            c[1].tail_dropped,
+            c[0].reordered,
+            c[1].reordered,
+            c[0].duplicated + c[1].duplicated,
+            c[0].delivered,
+            c[1].delivered,
+            corrupted,
+            to_ours,
+            caught,
+            self.wall.as_millis(),
+        )
+    }
+}
+
+/// Three significant digits, at least two decimals.
+fn mbps(v: f64) -> String {
+    let decimals = if v > 0.0 && v < 1.0 { (2 - v.log10().floor() as i32).clamp(2, 8) as usize } else { 2 };
+    format!("{v:.decimals$}")
+}
+
+/// The markdown table header matching [`RunReport::row`] and [`failure_row`].
+pub fn table_header() -> String {
+    [
+        "| sender -> receiver | ours is | IP | condition | seed | result | done at (s, virtual) | close took (s) | goodput (Mbit/s) | sender retransmits | pkts A->B / B->A | lost A->B / B->A | tail-dropped | held back | dups | delivered A->B / B->A | corrupted | wall ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    .join("\n")
+}
+
+/// A table row for a run that did not finish.
+pub fn failure_row(scenario: &Scenario, e: &SimError) -> String {
+    let label = scenario.label();
+    format!(
+        "| {} | {} | {} | {} | {:#x} | **{}** during {} at {:.3} s: {} | | | | | | | | | | | | |",
+        label.split(',').next().unwrap_or(""),
+        scenario.ours_is(),
+        if scenario.ipv6 { "IPv6" } else { "IPv4" },
+        scenario.condition.name,
+        scenario.seed,
+        e.kind,
+        e.what,
+        (e.at - Instant::ZERO).as_secs_f64(),
+        e.message.replace('|', "/").lines().next().unwrap_or("")
+    )
+}
+
+/// The bulk-transfer application of [`run`].
+struct Bulk {
+    data: Vec<u8>,
+    pushed: usize,
+    sent_hash: Sha256,
+    sender_closed: bool,
+    got: usize,
+    received_hash: Sha256,
+    first_mismatch: Option<usize>,
+    established: Option<Instant>,
+    accepted: Option<Instant>,
+    completed: Option<Instant>,
+    closed: Option<Instant>,
+    buf: Vec<u8>,
+    last_progress: Instant,
+    no_progress_limit: Duration,
+}
+
+impl App for Bulk {
+    fn step(&mut self, a: &mut EndpointObj, b: &mut EndpointObj, now: Instant) -> Result<bool, (FailKind, String)> {
+        let before = (self.pushed, self.got, self.sender_closed, self.completed.is_some());
+        let r = self.act(a, b, now).map_err(|m| (FailKind::Aborted, m))?;
+        if (self.pushed, self.got, self.sender_closed, self.completed.is_some()) != before {
+            self.last_progress = now;
+        } else if now - self.last_progress > self.no_progress_limit {
+            let m = format!(
+                "no progress for {:?} (no byte accepted by the sender or delivered to the receiver)",
+                self.no_progress_limit
+            );
+            return Err((FailKind::Stall, m));
+        }
+        Ok(r)
+    }
+
+    fn progress(&self) -> String {
+        format!(
+            "sender established {:?}, pushed {} of {} bytes{}; receiver accepted {:?}, got {} bytes, completed {:?}; last progress {:?}",
+            self.established,
+            self.pushed,
+            self.data.len(),
+            if self.sender_closed { " and closed" } else { "" },
+            self.accepted,
+            self.got,
+            self.completed,
+            self.last_progress
+        )
+    }
+}
+
+impl Bulk {
+    fn act(&mut self, a: &mut EndpointObj, b: &mut EndpointObj, now: Instant) -> Result<bool, String> {
+        if self.established.is_none() {
+            match a.poll_established() {
+                Ok(true) => self.established = Some(now),
+                Ok(false) => {}
+                Err(e) => return Err(format!("sender {}: connect: {e}", a.name())),
+            }
+        }
+        if self.accepted.is_none() {
+            match b.poll_established() {
+                Ok(true) => self.accepted = Some(now),
+                Ok(false) => {}
+                Err(e) => return Err(format!("receiver {}: accept: {e}", b.name())),
+            }
+        }
+        if self.established.is_some() && !self.sender_closed {
+            while self.pushed < self.data.len() {
+                match a.send(&self.data[self.pushed..]) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        self.sent_hash.update(&self.data[self.pushed..self.pushed + n]);
+                        self.pushed += n;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("sender {}: send after {} bytes: {e}", a.name(), self.pushed)),
+                }
+            }
+            if self.pushed == self.data.len() {
+                a.close();
+                self.sender_closed = true;
+            }
+        }
+        if self.accepted.is_some() && self.completed.is_none() {
+            loop {
+                match b.recv(&mut self.buf) {
+                    Ok(0) => {
+                        if self.got != self.data.len() {
+                            return Err(format!(
+                                "receiver {}: end of stream after {} of {} bytes",
+                                b.name(),
+                                self.got,
+                                self.data.len()
+                            ));
+                        }
+                        self.completed = Some(now);
+                        b.close();
+                        break;
+                    }
+                    Ok(n) => {
+                        let chunk = &self.buf[..n];
+                        if self.got + n > self.data.len() {
+                            return Err(format!(
+                                "receiver {}: {} bytes received, more than the {} sent",
+                                b.name(),
+                                self.got + n,
+                                self.data.len()
+                            ));
+                        }
+                        if self.first_mismatch.is_none() {
+                            let want = &self.data[self.got..self.got + n];
+                            if let Some(i) = chunk.iter().zip(want).position(|(x, y)| x != y) {
+                                self.first_mismatch = Some(self.got + i);
+                            }
+                        }
+                        self.received_hash.update(chunk);
+                        self.got += n;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("receiver {}: recv after {} bytes: {e}", b.name(), self.got)),
+                }
+            }
+        }
+        if self.completed.is_some() && a.conn_state() == ConnState::Gone && b.conn_state() == ConnState::Gone {
+            self.closed = Some(now);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Run one scenario to the end: handshake, transfer, close by both sides.
+pub fn run(scenario: &Scenario) -> Result<RunReport, SimError> {
+    let started = std::time::Instant::now();
+    let seed = scenario.seed;
+    let (a_addr, b_addr) = if scenario.ipv6 { (link::v6(1), link::v6(2)) } else { (link::v4(1), link::v4(2)) };
+    let a = make_endpoint(scenario.sender, a_addr, derive_seed(seed, 2));
+    let b = make_endpoint(scenario.receiver, b_addr, derive_seed(seed, 3));
+    let mut sim = Sim::new(a, b, &scenario.condition, seed);
+    sim.label = scenario.label();
+    sim.max_time = Instant::ZERO + scenario.max_time;
+    sim.max_events = scenario.max_events;
+
+    let mut app = Bulk {
+        data: payload(derive_seed(seed, 4), scenario.bytes),
+        pushed: 0,
+        sent_hash: Sha256::new(),
+        sender_closed: false,
+        got: 0,
+        received_hash: Sha256::new(),
+        first_mismatch: None,
+        established: None,
+        accepted: None,
+        completed: None,
+        closed: None,
+        buf: vec![0; 64 * 1024],
+        last_progress: Instant::ZERO,
+        no_progress_limit: scenario.no_progress_limit,
+    };
+    sim.b.listen(PORT);
+    let now = sim.now;
+    sim.a.connect(now, SocketAddr::new(b_addr, PORT));
+    sim.run_until("transfer", &mut app)?;
+
+    let report = RunReport {
+        label: sim.label.clone(),
+        ours_is: scenario.ours_is(),
+        condition: scenario.condition.name.clone(),
+        ip: if scenario.ipv6 { "IPv6" } else { "IPv4" },
+        seed,
+        bytes: scenario.bytes,
+        established: app.established.expect("done implies established"),
+        completed: app.completed.expect("done implies completed"),
+        closed: app.closed.expect("done implies closed"),
+        sent_sha256: app.sent_hash.clone().finalize().into(),
+        received_sha256: app.received_hash.clone().finalize().into(),
+        first_mismatch: app.first_mismatch,
+        retransmitted: sim.retransmitted(Side::A),
+        paths: [sim.paths[0].counters, sim.paths[1].counters],
+        corrupt_delivered: sim.corrupt_delivered,
+        corrupt_caught: sim.corrupt_caught,
+        corrupt_missed: sim.corrupt_missed.clone(),
+        events: sim.events,
+        trace_digest: sim.trace_digest(),
+        wall: started.elapsed(),
+    };
+    if report.sent_sha256 != report.received_sha256 || !report.corrupt_missed.is_empty() {
+        let m = format!(
+            "sent sha256 {}, received sha256 {}, first differing byte at {:?}; {} corrupted packets accepted",
+            link::hex(&report.sent_sha256),
+            link::hex(&report.received_sha256),
+            report.first_mismatch,
+            report.corrupt_missed.len()
+        );
+        return Err(sim.fail(FailKind::Corruption, "transfer", m, &app));
+    }
+    Ok(report)
+}
+
+/// [`run`], with panics (stack bugs, harness assertions) turned into [`FailKind::Panic`].
+pub fn run_catching(scenario: &Scenario) -> Result<RunReport, SimError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(scenario))) {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into());
+            Err(SimError {
+                kind: FailKind::Panic,
+                label: scenario.label(),
+                seed: scenario.seed,
+                at: Instant::ZERO,
+                what: "run".into(),
+                message,
+                diagnostic: String::new(),
+            })
+        }
+    }
+}
+
+/// For the tests: run, print the table row (or the failure), and fail the test unless
+/// the transfer completed intact.
+#[track_caller]
+pub fn run_and_check(scenario: &Scenario) -> RunReport {
+    println!("{}", scenario.condition.describe());
+    match run(scenario) {
+        Ok(report) => {
+            println!("{}\n{}", table_header(), report.row());
+            println!("{} events, trace digest {:#018x}", report.events, report.trace_digest);
+            report.assert_intact();
+            report
+        }
+        Err(e) => {
+            println!("{}\n{}", table_header(), failure_row(scenario, &e));
+            panic!("{e}");
+        }
+    }
+}
