@@ -862,11 +862,18 @@ impl Conn {
             self.dup_acks += 1;
         }
 
-        // SACK blocks (RFC 2018 / RFC 6675 update).
+        // SACK blocks (RFC 2018 / RFC 6675 update). A segment sent once and SACKed
+        // now gives an RTT sample (the SACK is its acknowledgment).
         let mut new_sack = false;
         if self.sack_ok {
+            let mut newest: Option<Instant> = None;
             for &(l, r) in seg.options.sack.as_slice() {
-                new_sack |= self.mark_sacked(l, r);
+                new_sack |= self.mark_sacked(l, r, &mut newest);
+            }
+            if seg.ack <= self.snd_una {
+                if let Some(sent) = newest {
+                    self.rtt_sample(now.saturating_duration_since(sent));
+                }
             }
         }
 
@@ -905,9 +912,14 @@ impl Conn {
     /// New data acknowledged: `snd_una < ack <= snd_nxt`. Returns an RTT sample.
     fn ack_advance(&mut self, now: Instant, seg: &TcpRepr<'_>) -> Option<Duration> {
         let ack = seg.ack;
-        // RTT: from the echoed timestamp (RFC 7323 4.1), else Karn's rule on the
-        // newest fully acknowledged segment sent exactly once (RFC 6298 3).
+        // RTT: Karn's rule on the newest fully acknowledged segment sent exactly once
+        // (RFC 6298 3); the echoed timestamp (RFC 7323 4.1) only when no retransmitted
+        // segment is covered. An ACK of a retransmission can echo the timestamp of an
+        // earlier copy (RFC 7323 4.3 keeps TS.Recent for duplicates), which would
+        // inflate the estimate exactly when losses pile up; Linux prefers the
+        // sequence-based sample for the same reason.
         let mut karn: Option<Duration> = None;
+        let mut retransmitted = false;
         let mut data_acked = 0usize;
         while let Some(front) = self.sent.front_mut() {
             if front.end() <= ack {
@@ -918,7 +930,10 @@ impl Conn {
                 } else if e.lost && !e.retrans {
                     self.lost_out -= e.len as usize;
                 }
-                if e.tx_count == 1 {
+                if e.tx_count > 1 {
+                    retransmitted = true;
+                } else if !e.sacked {
+                    // A segment SACKed earlier was timed when its SACK came.
                     karn = Some(now.saturating_duration_since(e.last_tx));
                 }
                 data_acked += e.data_len();
@@ -950,14 +965,30 @@ impl Conn {
         self.snd_una = ack;
         self.retries = 0;
         self.probe_due = false;
-        let rtt = match seg.options.timestamps {
-            Some((_, tsecr)) if self.ts_ok && tsecr != 0 => {
+        // Like Linux (FLAG_RETRANS_DATA_ACKED): an ACK that covers any retransmitted
+        // segment gives no sample at all; the segments above the hole it fills were
+        // held up by the loss, not by the path.
+        if retransmitted {
+            karn = None;
+        }
+        let rtt = match (karn, seg.options.timestamps) {
+            (Some(k), _) => Some(k),
+            (None, Some((_, tsecr))) if self.ts_ok && tsecr != 0 && !retransmitted => {
                 Some(Duration::from_millis(self.ts_now(now).wrapping_sub(tsecr) as u64))
             }
-            _ => karn,
+            _ => None,
         };
-        if let Some(r) = rtt {
-            self.rtt_sample(r);
+        match rtt {
+            Some(r) => self.rtt_sample(r),
+            None => {
+                // Forward progress ends the exponential backoff even without a fresh
+                // sample (what Linux does): otherwise, when every acknowledged segment
+                // had been retransmitted, RFC 6298 5.7's "keep the backed-off RTO"
+                // leaves a lossy path at RTO_max indefinitely.
+                if let Some(srtt) = self.srtt {
+                    self.rto = (srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).clamp(self.rto_min, self.rto_max);
+                }
+            }
         }
         // RFC 6298 5.2 / 5.3: stop the timer when everything is acknowledged, else restart.
         self.rtx_deadline = if self.snd_una == self.snd_nxt { None } else { Some(now + self.rto) };
@@ -966,7 +997,7 @@ impl Conn {
 
     /// Mark the scoreboard entries inside a SACK block. Returns whether anything was
     /// newly SACKed.
-    fn mark_sacked(&mut self, left: SeqNum, right: SeqNum) -> bool {
+    fn mark_sacked(&mut self, left: SeqNum, right: SeqNum, newest_once: &mut Option<Instant>) -> bool {
         // RFC 2018 / RFC 6675: ignore blocks outside what is outstanding.
         if right <= left || left < self.snd_una || right > self.snd_nxt {
             return false;
@@ -979,6 +1010,9 @@ impl Conn {
             }
             if !e.sacked {
                 e.sacked = true;
+                if e.tx_count == 1 {
+                    *newest_once = Some(newest_once.map_or(e.last_tx, |t| t.max(e.last_tx)));
+                }
                 self.sacked_out += e.len as usize;
                 if e.lost && !e.retrans {
                     self.lost_out -= e.len as usize;
