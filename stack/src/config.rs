@@ -66,6 +66,9 @@ pub struct Config {
     pub ack_delay: Option<Duration>,
     /// Offer and use SACK (RFC 2018, RFC 6675).
     pub sack: bool,
+    /// RACK-TLP loss detection (RFC 8985) on SACK connections: time-based loss marking
+    /// and tail loss probes, on top of RFC 6675's DupThresh rule.
+    pub rack_tlp: bool,
     /// Offer and use timestamps (RFC 7323 3, 4, 5: RTTM and PAWS).
     pub timestamps: bool,
     /// Offer window scaling (RFC 7323 2). Without it the window is capped at 65535.
@@ -103,6 +106,7 @@ impl Default for Config {
             congestion: CongestionAlgorithm::Cubic,
             ack_delay: Some(Duration::from_millis(40)),
             sack: true,
+            rack_tlp: true,
             timestamps: true,
             window_scaling: true,
             keepalive: None,

@@ -180,6 +180,24 @@ pub(crate) struct Conn {
     rtx_force: bool,
     cc: Controller,
 
+    // ---- RACK-TLP (RFC 8985)
+    /// RACK.xmit_ts / RACK.end_seq / RACK.rtt: the most recently sent segment known
+    /// delivered (6.1).
+    rack_xmit: Option<Instant>,
+    rack_end: SeqNum,
+    rack_rtt: Duration,
+    /// Smallest RTT seen (for the reordering window, 6.2 step 4).
+    min_rtt: Option<Duration>,
+    /// The reordering timer (6.3).
+    rack_deadline: Option<Instant>,
+    /// The armed retransmission timer is a probe timeout (7.2), not an RTO.
+    pto_armed: bool,
+    /// A tail loss probe is due at the next dispatch (7.3).
+    tlp_due: bool,
+    /// Sequence space up to which a probe is outstanding: one probe per episode.
+    tlp_end: Option<SeqNum>,
+    rack_tlp: bool,
+
     // ---- close bookkeeping
     /// The application asked to send FIN after `tx` (shutdown(Write) or close).
     fin_queued: bool,
@@ -277,6 +295,15 @@ impl Conn {
             dup_acks: 0,
             rtx_force: false,
             cc: Controller::new(cfg.congestion, our_mss),
+            rack_xmit: None,
+            rack_end: iss,
+            rack_rtt: Duration::ZERO,
+            min_rtt: None,
+            rack_deadline: None,
+            pto_armed: false,
+            tlp_due: false,
+            tlp_end: None,
+            rack_tlp: cfg.rack_tlp,
             fin_queued: false,
             fin_seq: None,
             fin_was_acked: false,
@@ -868,7 +895,7 @@ impl Conn {
         if self.sack_ok {
             let mut newest: Option<Instant> = None;
             for &(l, r) in seg.options.sack.as_slice() {
-                new_sack |= self.mark_sacked(l, r, &mut newest);
+                new_sack |= self.mark_sacked(now, l, r, &mut newest);
             }
             if seg.ack <= self.snd_una {
                 if let Some(sent) = newest {
@@ -877,22 +904,16 @@ impl Conn {
             }
         }
 
-        // Loss detection (RFC 6675 5 / RFC 5681 3.2).
+        // Loss detection (RFC 8985 RACK, RFC 6675 5, RFC 5681 3.2).
         if !self.sent.is_empty() {
-            let mut lost = false;
+            let mut lost = self.sack_ok && self.rack_tlp && self.rack_detect_loss(now);
             if new_sack {
                 lost |= self.mark_lost_by_sack();
             }
-            if self.recovery_point.is_none() && self.rto_point.is_none() {
-                if self.dup_acks >= DUP_THRESH {
-                    lost |= self.mark_front_lost();
-                }
-                if lost || self.lost_out > 0 {
-                    self.recovery_point = Some(self.snd_nxt);
-                    self.cc.on_congestion_event(now, self.flight_size(), self.mss);
-                    self.rtx_force = true;
-                }
+            if self.recovery_point.is_none() && self.rto_point.is_none() && self.dup_acks >= DUP_THRESH {
+                lost |= self.mark_front_lost();
             }
+            self.maybe_enter_recovery(now, lost);
         }
 
         if self.snd_wnd == 0 && seg.ack == self.snd_una {
@@ -929,6 +950,11 @@ impl Conn {
                     self.sacked_out -= e.len as usize;
                 } else if e.lost && !e.retrans {
                     self.lost_out -= e.len as usize;
+                }
+                let ambiguous =
+                    e.tx_count > 1 && self.min_rtt.is_some_and(|m| now.saturating_duration_since(e.last_tx) < m);
+                if !e.sacked && !ambiguous {
+                    self.rack_update(now, e.last_tx, e.end());
                 }
                 if e.tx_count > 1 {
                     retransmitted = true;
@@ -990,18 +1016,28 @@ impl Conn {
                 }
             }
         }
+        if self.tlp_end.is_some_and(|e| self.snd_una >= e) {
+            self.tlp_end = None;
+        }
         // RFC 6298 5.2 / 5.3: stop the timer when everything is acknowledged, else restart.
-        self.rtx_deadline = if self.snd_una == self.snd_nxt { None } else { Some(now + self.rto) };
+        if self.snd_una == self.snd_nxt {
+            self.rtx_deadline = None;
+            self.pto_armed = false;
+        } else {
+            self.rearm_rtx(now);
+        }
         rtt
     }
 
     /// Mark the scoreboard entries inside a SACK block. Returns whether anything was
     /// newly SACKed.
-    fn mark_sacked(&mut self, left: SeqNum, right: SeqNum, newest_once: &mut Option<Instant>) -> bool {
+    fn mark_sacked(&mut self, now: Instant, left: SeqNum, right: SeqNum, newest_once: &mut Option<Instant>) -> bool {
         // RFC 2018 / RFC 6675: ignore blocks outside what is outstanding.
         if right <= left || left < self.snd_una || right > self.snd_nxt {
             return false;
         }
+        let min_rtt = self.min_rtt;
+        let mut best: Option<(Instant, SeqNum)> = None;
         let mut i = self.sent.partition_point(|e| e.seq < left);
         let mut any = false;
         while let Some(e) = self.sent.get_mut(i) {
@@ -1013,6 +1049,12 @@ impl Conn {
                 if e.tx_count == 1 {
                     *newest_once = Some(newest_once.map_or(e.last_tx, |t| t.max(e.last_tx)));
                 }
+                // RFC 8985 6.2 step 2: a retransmitted segment delivered faster than
+                // min_rtt was the original copy: ambiguous, not a RACK sample.
+                let ambiguous = e.tx_count > 1 && min_rtt.is_some_and(|m| now.saturating_duration_since(e.last_tx) < m);
+                if !ambiguous && best.is_none_or(|(t, end)| (e.last_tx, e.end()) > (t, end)) {
+                    best = Some((e.last_tx, e.end()));
+                }
                 self.sacked_out += e.len as usize;
                 if e.lost && !e.retrans {
                     self.lost_out -= e.len as usize;
@@ -1020,6 +1062,9 @@ impl Conn {
                 any = true;
             }
             i += 1;
+        }
+        if let Some((t, end)) = best {
+            self.rack_update(now, t, end);
         }
         any
     }
@@ -1154,8 +1199,120 @@ impl Conn {
         self.delack_deadline = None;
     }
 
+    /// Loss found outside recovery: enter fast recovery (RFC 6675 5 step 4, RFC 6582),
+    /// reduce the window once for the episode, retransmit at once.
+    fn maybe_enter_recovery(&mut self, now: Instant, lost: bool) {
+        if self.recovery_point.is_none() && self.rto_point.is_none() && (lost || self.lost_out > 0) {
+            self.recovery_point = Some(self.snd_nxt);
+            self.cc.on_congestion_event(now, self.flight_size(), self.mss);
+            self.rtx_force = true;
+            self.tlp_end = None;
+        }
+    }
+
+    /// The probe timeout (RFC 8985 7.2) if a tail loss probe may be sent now.
+    fn pto(&self) -> Option<Duration> {
+        let srtt = self.srtt?;
+        let eligible = self.sack_ok
+            && self.rack_tlp
+            && self.recovery_point.is_none()
+            && self.rto_point.is_none()
+            && self.tlp_end.is_none()
+            && matches!(self.state, TcpState::Established | TcpState::CloseWait);
+        if !eligible {
+            return None;
+        }
+        // PTO = 2*SRTT, plus the worst-case delayed ACK when only one segment is in
+        // flight; at least 10 ms; only worth it below the RTO.
+        let mut pto = srtt * 2;
+        if self.sent.len() == 1 {
+            pto += Duration::from_millis(200);
+        }
+        let pto = pto.max(Duration::from_millis(10));
+        (pto < self.rto).then_some(pto)
+    }
+
+    /// Restart the retransmission timer: the probe timeout while a tail loss probe may
+    /// help, else the RTO.
+    fn rearm_rtx(&mut self, now: Instant) {
+        match self.pto() {
+            Some(p) => {
+                self.pto_armed = true;
+                self.rtx_deadline = Some(now + p);
+            }
+            None => {
+                self.pto_armed = false;
+                self.rtx_deadline = Some(now + self.rto);
+            }
+        }
+    }
+
+    /// After sending new data (RFC 8985 7.2: (re)schedule the PTO; RFC 6298 5.1: a
+    /// running RTO is left alone unless the PTO comes earlier).
+    fn arm_after_new_data(&mut self, now: Instant) {
+        match (self.pto(), self.rtx_deadline) {
+            (Some(p), Some(d)) if self.pto_armed || now + p < d => {
+                self.pto_armed = true;
+                self.rtx_deadline = Some(now + p);
+            }
+            (_, None) => self.rearm_rtx(now),
+            _ => {}
+        }
+    }
+
+    /// RFC 8985 6.2 step 2: remember the most recently sent segment known delivered.
+    fn rack_update(&mut self, now: Instant, xmit: Instant, end: SeqNum) {
+        let newer = match self.rack_xmit {
+            None => true,
+            Some(t) => xmit > t || (xmit == t && end > self.rack_end),
+        };
+        if newer {
+            self.rack_xmit = Some(xmit);
+            self.rack_end = end;
+            self.rack_rtt = now.saturating_duration_since(xmit);
+        }
+    }
+
+    /// RFC 8985 6.2 step 5 (RACK_detect_loss): a segment sent before the most recently
+    /// delivered one, and outstanding for longer than RACK.rtt + reo_wnd, is lost; for
+    /// the others the reordering timer is armed. Only segments below RACK.end_seq can
+    /// qualify (first transmissions go out in sequence order), so a clean transfer
+    /// scans nothing. Returns whether anything was newly marked.
+    fn rack_detect_loss(&mut self, now: Instant) -> bool {
+        let Some(xmit) = self.rack_xmit else { return false };
+        // 6.2 step 4: the reordering window, a quarter of min_rtt.
+        let reo_wnd = self.min_rtt.unwrap_or(Duration::ZERO) / 4;
+        let wait = self.rack_rtt + reo_wnd;
+        let mut next: Option<Instant> = None;
+        let mut any = false;
+        for e in self.sent.iter_mut() {
+            if e.seq >= self.rack_end {
+                break;
+            }
+            if e.sacked || (e.lost && !e.retrans) {
+                continue;
+            }
+            let before = e.last_tx < xmit || (e.last_tx == xmit && e.end() <= self.rack_end);
+            if !before {
+                continue;
+            }
+            let due = e.last_tx + wait;
+            if now >= due {
+                e.lost = true;
+                e.retrans = false;
+                self.lost_out += e.len as usize;
+                any = true;
+            } else {
+                next = Some(next.map_or(due, |n: Instant| n.min(due)));
+            }
+        }
+        self.rack_deadline = next;
+        any
+    }
+
     /// RFC 6298 2.2 / 2.3.
     fn rtt_sample(&mut self, r: Duration) {
+        self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
         match self.srtt {
             None => {
                 self.srtt = Some(r);
@@ -1186,7 +1343,7 @@ impl Conn {
 
     fn arm_rtx(&mut self, now: Instant) {
         if self.rtx_deadline.is_none() {
-            self.rtx_deadline = Some(now + self.rto);
+            self.rearm_rtx(now);
         }
     }
 
@@ -1200,6 +1357,7 @@ impl Conn {
                 self.ack_pending
                     || self.probe_due
                     || self.ka_due
+                    || self.tlp_due
                     || self.lost_out > 0
                     || self.snd_nxt < self.data_end()
                     || (self.fin_queued && self.fin_seq.is_none())
@@ -1222,6 +1380,59 @@ impl Conn {
             _ => {}
         }
         let cwnd = self.cc.window();
+
+        // 0. A tail loss probe (RFC 8985 7.3): new data if the peer's window allows,
+        //    else the last segment again; either way regardless of cwnd.
+        if self.tlp_due {
+            self.tlp_due = false;
+            let data_end = self.data_end();
+            let wnd_edge = self.snd_una + self.snd_wnd;
+            let room = if wnd_edge > self.snd_nxt { wnd_edge - self.snd_nxt } else { 0 };
+            if self.snd_nxt < data_end && room > 0 {
+                let seq = self.snd_nxt;
+                let len = (data_end - seq).min(self.max_payload()).min(room).min(scratch.len());
+                let off = seq - self.tx_seq0();
+                self.copy_tx(off, len, scratch);
+                let mut flags = TcpFlags::ACK;
+                let mut seg_len = len;
+                let mut fin = false;
+                if seq + len == data_end {
+                    flags |= TcpFlags::PSH;
+                    if self.fin_queued {
+                        flags |= TcpFlags::FIN;
+                        seg_len += 1;
+                        fin = true;
+                        self.fin_seq = Some(data_end);
+                    }
+                }
+                self.push_sent(now, seq, seg_len, fin);
+                self.tlp_end = Some(self.snd_nxt);
+                return Some(self.segment(now, seq, flags, len));
+            }
+            if let Some(i) = self.sent.iter().rposition(|e| !e.sacked) {
+                let e = self.sent[i];
+                let data = e.data_len().min(scratch.len());
+                let off = e.seq - self.tx_seq0();
+                self.copy_tx(off, data, scratch);
+                let s = &mut self.sent[i];
+                s.tx_count = s.tx_count.saturating_add(1);
+                s.last_tx = now;
+                if s.lost && !s.retrans {
+                    s.retrans = true;
+                    self.lost_out -= e.len as usize;
+                }
+                self.retransmits += 1;
+                self.tlp_end = Some(self.snd_nxt);
+                let mut flags = TcpFlags::ACK;
+                if e.fin {
+                    flags |= TcpFlags::FIN;
+                }
+                if data > 0 && e.end() >= self.snd_nxt {
+                    flags |= TcpFlags::PSH;
+                }
+                return Some(self.segment(now, e.seq, flags, data));
+            }
+        }
 
         // 1. Retransmit what is marked lost (RFC 6675 NextSeg rule 1; after a timeout,
         //    everything unSACKed).
@@ -1304,7 +1515,7 @@ impl Conn {
                     }
                 }
                 self.push_sent(now, seq, seg_len, fin);
-                self.arm_rtx(now);
+                self.arm_after_new_data(now);
                 return Some(self.segment(now, seq, flags, len));
             }
             if self.pipe() == 0 {
@@ -1443,7 +1654,7 @@ impl Conn {
     }
 
     pub fn deadline(&self) -> Option<Instant> {
-        [self.rtx_deadline, self.close_deadline, self.delack_deadline, self.keepalive_deadline()]
+        [self.rtx_deadline, self.close_deadline, self.delack_deadline, self.rack_deadline, self.keepalive_deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -1475,12 +1686,27 @@ impl Conn {
                 self.ka_due = true;
             }
         }
+        if self.rack_deadline.is_some_and(|d| now >= d) {
+            // RFC 8985 6.3: the reordering window has passed.
+            self.rack_deadline = None;
+            let lost = self.rack_detect_loss(now);
+            self.maybe_enter_recovery(now, lost);
+        }
         let Some(d) = self.rtx_deadline else { return Reply::None };
         if now < d {
             return Reply::None;
         }
         self.rtx_deadline = None;
         let handshake = matches!(self.state, TcpState::SynSent | TcpState::SynReceived);
+        if self.pto_armed && !handshake {
+            // RFC 8985 7.3: the probe timeout fired: send one probe and arm the RTO.
+            self.pto_armed = false;
+            if self.snd_nxt > self.snd_una {
+                self.tlp_due = true;
+                self.rtx_deadline = Some(now + self.rto);
+                return Reply::None;
+            }
+        }
         if !handshake && self.snd_nxt == self.snd_una {
             // Persist timer: probe the peer's window, with backoff but without a
             // retry limit while the peer keeps answering (RFC 9293 3.8.6.1).
@@ -1530,6 +1756,9 @@ impl Conn {
         self.rto_point = Some(self.snd_nxt);
         self.dup_acks = 0;
         self.rtx_force = true;
+        self.tlp_end = None;
+        self.tlp_due = false;
+        self.rack_deadline = None;
         Reply::None
     }
 

@@ -138,10 +138,11 @@ fn test_fast_retransmit_after_three_dup_acks() {
 // ------------------------------------------------------------------ SACK
 
 /// RFC 6675: two holes revealed by SACK blocks are both retransmitted within one round
-/// trip, with no timer involved.
+/// trip, with no timer involved (DupThresh rule alone: RACK off).
 #[test]
 fn test_sack_recovers_two_holes_in_one_rtt() {
-    let (mut h, synack) = established_with(sack_config(), &[mss(1460), sack_permitted()], &[]);
+    let cfg = Config { rack_tlp: false, ..sack_config() };
+    let (mut h, synack) = established_with(cfg, &[mss(1460), sack_permitted()], &[]);
     assert!(synack.options.contains(&sack_permitted()), "SYN-ACK grants SACK: {synack:?}");
     let iss = h.iss;
     h.stack.tcp_set_nodelay(h.conn(), true).unwrap();
@@ -176,6 +177,76 @@ fn test_sack_recovers_two_holes_in_one_rtt() {
     send!(h, h.seg(ACK, X + 1, iss + 1 + 8 * m) => []);
     let info = h.stack.tcp_info(h.conn()).unwrap();
     assert!(!info.in_recovery && info.sacked == 0 && info.snd_una == info.snd_nxt, "{info:?}");
+}
+
+/// RFC 8985 6.2: with RACK a hole is declared lost as soon as a segment sent after it
+/// is delivered and RACK.rtt + reo_wnd has passed, without waiting for three SACKed
+/// segments; both holes are repaired within the round trip.
+#[test]
+fn test_rack_marks_holes_lost_by_time() {
+    let (mut h, _) = established_with(sack_config(), &[mss(1460), sack_permitted()], &[]);
+    let iss = h.iss;
+    h.stack.tcp_set_nodelay(h.conn(), true).unwrap();
+    let data = write_segments(&mut h, 8);
+    assert_eq!(h.recv_all().len(), 8);
+    let m = MSS as u32;
+    let s = |i: u32| (iss + 1 + i * m).0;
+    // One round trip later the SACKs arrive (segments 1 and 4 lost).
+    h.advance(ms(20));
+    let dup = |h: &TestStack, blocks: &[(u32, u32)]| h.seg(ACK, X + 1, iss + 1 + m).opts(&[sack(blocks)]);
+    send!(h, h.seg(ACK, X + 1, iss + 1 + m) => []);
+    // Segment 2, sent with segment 1, was delivered an RTT after both left: 1 is lost.
+    // (min_rtt is 0 on this virtual clock, so the reordering window is 0.)
+    h.send(dup(&h, &[(s(2), s(3))]));
+    let got = h.recv_all();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!((got[0].seq, &got[0].payload[..]), (s(1), seg_bytes(&data, 1)));
+    send!(h, dup(&h, &[(s(2), s(4))]) => []);
+    h.send(dup(&h, &[(s(5), s(6)), (s(2), s(4))]));
+    let got = h.recv_all();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!((got[0].seq, &got[0].payload[..]), (s(4), seg_bytes(&data, 4)));
+    assert_eq!(h.stack.stats().tcp_retransmits, 2);
+    assert!(h.stack.tcp_info(h.conn()).unwrap().in_recovery);
+}
+
+/// RFC 8985 7: when the tail of a flight is lost and no ACK comes, a probe goes out
+/// after the probe timeout (2*SRTT), long before the RTO.
+#[test]
+fn test_tail_loss_probe() {
+    let (mut h, _) = established_with(sack_config(), &[mss(1460), sack_permitted()], &[]);
+    let iss = h.iss;
+    h.stack.tcp_set_nodelay(h.conn(), true).unwrap();
+    // Give the connection an RTT estimate of 20 ms.
+    h.stack.tcp_send(h.conn(), b"x").unwrap();
+    h.recv_all();
+    h.advance(ms(20));
+    send!(h, h.seg(ACK, X + 1, iss + 2) => []);
+    // The handshake measured 0 on this clock, so SRTT = 7/8 * 0 + 1/8 * 20 ms.
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    let srtt = info.srtt.unwrap();
+    assert_eq!(srtt, Duration::from_micros(2500));
+    let data = payload(3 * MSS as usize, 5);
+    h.stack.tcp_send(h.conn(), &data).unwrap();
+    assert_eq!(h.recv_all().len(), 3);
+    let sent_at = h.now;
+    // All three are lost: nothing comes back. The probe (the last segment again, as
+    // there is no new data) fires at PTO = max(2*SRTT, 10 ms), well before the RTO.
+    let pto = (2 * srtt).max(ms(10));
+    assert!(pto < info.rto);
+    let t = h.stack.poll_timeout().unwrap();
+    assert_eq!(t, sent_at + pto);
+    h.timers_at(t);
+    let got = h.recv_all();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].seq, (iss + 2 + 2 * MSS as u32).0);
+    // The probe's SACK reveals the two earlier segments as lost (RACK) at once.
+    h.advance(ms(20));
+    let m = MSS as u32;
+    h.send(h.seg(ACK, X + 1, iss + 2).opts(&[sack(&[((iss + 2 + 2 * m).0, (iss + 2 + 3 * m).0)])]));
+    let got = h.recv_all();
+    let seqs: Vec<u32> = got.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, vec![(iss + 2).0, (iss + 2 + m).0], "{got:#?}");
 }
 
 /// Our receive side: an out-of-order segment is held and reported in a SACK block; the
