@@ -88,7 +88,15 @@ pub struct Impairment {
 impl Default for Impairment {
     /// No impairment at all (every packet passes at once), seed 0.
     fn default() -> Impairment {
-        Impairment { loss: 0.0, reorder: 0.0, duplicate: 0.0, corrupt: 0.0, delay: Duration::ZERO, rate_bps: None, seed: 0 }
+        Impairment {
+            loss: 0.0,
+            reorder: 0.0,
+            duplicate: 0.0,
+            corrupt: 0.0,
+            delay: Duration::ZERO,
+            rate_bps: None,
+            seed: 0,
+        }
     }
 }
 
@@ -97,7 +105,9 @@ impl Impairment {
     /// [`MAX_DELAY`] and the rate (when set) above zero.
     pub fn validate(&self) -> io::Result<()> {
         let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
-        for (name, p) in [("loss", self.loss), ("reorder", self.reorder), ("duplicate", self.duplicate), ("corrupt", self.corrupt)] {
+        for (name, p) in
+            [("loss", self.loss), ("reorder", self.reorder), ("duplicate", self.duplicate), ("corrupt", self.corrupt)]
+        {
             if !(0.0..=1.0).contains(&p) {
                 return invalid(format!("impairment {name} probability {p} is outside 0..=1"));
             }
@@ -461,7 +471,14 @@ mod tests {
 
     #[test]
     fn same_seed_same_decisions_other_seed_others() {
-        let c = Impairment { loss: 0.1, reorder: 0.1, duplicate: 0.1, corrupt: 0.1, delay: Duration::from_millis(2), ..cfg() };
+        let c = Impairment {
+            loss: 0.1,
+            reorder: 0.1,
+            duplicate: 0.1,
+            corrupt: 0.1,
+            delay: Duration::from_millis(2),
+            ..cfg()
+        };
         let step = Duration::from_micros(300);
         let a = run(&mut Impairer::new(c.clone(), 7, 100), 5000, 100, step);
         let b = run(&mut Impairer::new(c.clone(), 7, 100), 5000, 100, step);
@@ -702,7 +719,8 @@ mod tests {
         let v4: (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let v6: (IpAddr, IpAddr) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
         let mut udp6 = vec![0u8; 2000];
-        let n = wire::emit_udp(&mut udp6, v6.0, v6.1, &UdpRepr { src_port: 5, dst_port: 7, payload: b"datagram" }).unwrap();
+        let n =
+            wire::emit_udp(&mut udp6, v6.0, v6.1, &UdpRepr { src_port: 5, dst_port: 7, payload: b"datagram" }).unwrap();
         udp6.truncate(n);
         let packets = [
             (tcp_packet(v4.0, v4.1, b"hello, world"), 20),
@@ -749,7 +767,8 @@ mod tests {
         }
         let ok = Impairment { loss: 1.0, reorder: 0.0, delay: MAX_DELAY, rate_bps: Some(1), ..cfg() };
         assert!(ok.validate().is_ok());
-        let shown = Impairment { loss: 0.05, delay: Duration::from_millis(3), rate_bps: Some(10_000_000), ..cfg() }.to_string();
+        let shown =
+            Impairment { loss: 0.05, delay: Duration::from_millis(3), rate_bps: Some(10_000_000), ..cfg() }.to_string();
         assert_eq!(shown, "loss 5%, reorder 0%, duplicate 0%, corrupt 0%, delay 3ms, rate 10 Mbit/s, seed 42");
     }
 }
