@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! demo echo [--tun NAME] [--addr IP]... [--host-addr CIDR]... [--port N] [--mtu N]
+//!           [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
+//!           [--delay MS] [--rate MBIT] [--seed N]
 //! demo http [same options]
 //! ```
+//! The impairment flags make the runtime degrade the TUN link in both directions (see
+//! `tunstack::runtime::impair`).
 //! Creating a TUN device needs CAP_NET_ADMIN; run it inside a network namespace (see
 //! README.md). SIGINT / SIGTERM stop it cleanly: the device is removed and it exits 0.
 
@@ -13,6 +17,10 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+mod impair_opts;
+
+use impair_opts::ImpairOpts;
 
 use demo::cidr::Cidr;
 use demo::signal::{signal_name, ShutdownSignal};
@@ -59,6 +67,9 @@ struct Opts {
     /// MTU of the device.
     #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
     mtu: u32,
+
+    #[command(flatten)]
+    impair: ImpairOpts,
 }
 
 /// Linux interface names are at most IFNAMSIZ - 1 = 15 bytes.
@@ -150,6 +161,11 @@ fn run(command: Command) -> Result<(), String> {
         ..RuntimeConfig::default()
     };
     config.stack.addrs = opts.addrs.clone();
+    if opts.impair.seed.is_some() && !opts.impair.any() {
+        tracing::warn!("--seed without --loss/--reorder/--duplicate/--corrupt/--delay/--rate has no effect");
+    }
+    config.impair = opts.impair.impairment(impair_opts::random_seed);
+    let impairment = config.impair.clone();
     let rt = Runtime::new(config).map_err(|e| {
         format!(
             "creating TUN device `{}`: {e} (this needs CAP_NET_ADMIN and /dev/net/tun; \
@@ -167,13 +183,21 @@ fn run(command: Command) -> Result<(), String> {
         }
     }
     print_hints(kind, rt.tun_name(), &opts.addrs, port);
+    if let Some(imp) = &impairment {
+        println!("link impairment, each direction: {imp} (repeat the decisions with --seed {})", imp.seed);
+        let _ = std::io::stdout().flush();
+    }
 
     let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
     tracing::info!("{}: shutting down", signal_name(signo));
     // Dropping the runtime stops its thread and removes the device. The server
     // threads are blocked in the runtime and end with the process.
     drop(handle);
+    let impaired = rt.impairment_stats();
     drop(rt);
+    if let Some(stats) = impaired {
+        println!("impairment: {stats}");
+    }
     println!("stopped");
     let _ = std::io::stdout().flush();
     Ok(())
@@ -246,7 +270,54 @@ mod tests {
         assert_eq!(o.host_addrs, vec!["10.0.0.1/24".parse::<Cidr>().unwrap(), "fd00::1/64".parse().unwrap()]);
         assert_eq!(o.port, None);
         assert_eq!(o.mtu, 1500);
+        assert_eq!(o.impair, ImpairOpts::default());
         assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn impairment_flags() {
+        let o = opts(
+            parse(&[
+                "echo",
+                "--loss",
+                "5",
+                "--reorder",
+                "2.5",
+                "--duplicate",
+                "1",
+                "--corrupt",
+                "0.1",
+                "--delay",
+                "3",
+                "--rate",
+                "10",
+                "--seed",
+                "42",
+            ])
+            .unwrap(),
+        );
+        let imp = o.impair.impairment(|| unreachable!("--seed was given")).unwrap();
+        assert_eq!((imp.loss, imp.reorder, imp.duplicate, imp.corrupt), (0.05, 0.025, 0.01, 0.001));
+        assert_eq!(imp.delay, std::time::Duration::from_millis(3));
+        assert_eq!(imp.rate_bps, Some(10_000_000));
+        assert_eq!(imp.seed, 42);
+        // Without --seed a random one is used.
+        let o = opts(parse(&["http", "--delay", "10"]).unwrap());
+        assert_eq!(o.impair.impairment(|| 1234).unwrap().seed, 1234);
+        // Bad values name the flag and the allowed range.
+        for (flag, value, says) in [
+            ("--loss", "101", "0 to 100"),
+            ("--reorder", "-3", "0 to 100"),
+            ("--duplicate", "lots", "not a number"),
+            ("--corrupt", "200", "0 to 100"),
+            ("--delay", "-1", "milliseconds"),
+            ("--delay", "100000", "maximum"),
+            ("--rate", "0", "Mbit/s"),
+            ("--seed", "-1", "--seed"),
+        ] {
+            let err = parse(&["echo", flag, value]).unwrap_err().to_string();
+            assert!(err.contains(flag) && err.contains(says), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

@@ -20,8 +20,19 @@
 //! The runtime's own thread only reads and writes the device's descriptor, so which
 //! namespace it sits in does not matter; kernel sockets that talk to the stack must be
 //! opened from a thread in the device's namespace.
+//!
+//! # Impairment
+//!
+//! With [`RuntimeConfig::impair`] set, every packet read from the device passes an
+//! [`Impairer`] before it reaches the core, and every packet from the core passes a
+//! second one before it is written (loss, reordering, duplication, corruption, delay,
+//! rate; see [`impair`]). Held packets wait in the impairers, which live in the core's
+//! lock because application threads flush the core's output too; the runtime thread's
+//! poll(2) timeout is the earliest of the core's deadline and the next release. Without
+//! it, packets go straight through as before.
 
 pub mod ifconfig;
+pub mod impair;
 
 mod device;
 mod sys;
@@ -45,8 +56,13 @@ use crate::time::Instant;
 use self::ifconfig::Ifconfig;
 use self::sys::EventFd;
 
+pub use self::impair::{ImpairCounters, Impairer, Impairment, ImpairmentStats};
+
 /// Packets read from the device per batch before the core is locked and fed.
 const RX_BATCH: usize = 64;
+
+/// How often the runtime thread logs the impairment counters (debug level) while busy.
+const IMPAIR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the runtime needs to create and configure the device.
 #[derive(Clone, Debug)]
@@ -64,6 +80,9 @@ pub struct RuntimeConfig {
     /// `stack.mtu` is overwritten with `mtu`. A zero `stack.seed` is replaced with one
     /// read from the OS entropy source.
     pub stack: Config,
+    /// Impair the link in both directions (see [`impair`]); `None` (the default) passes
+    /// every packet straight through.
+    pub impair: Option<Impairment>,
 }
 
 impl Default for RuntimeConfig {
@@ -79,6 +98,7 @@ impl Default for RuntimeConfig {
                 addrs: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
                 ..Config::default()
             },
+            impair: None,
         }
     }
 }
@@ -123,19 +143,74 @@ struct Core {
     /// deadline earlier must kick the eventfd.
     thread_deadline: Option<Instant>,
     stopped: bool,
+    /// The impairment layer, when configured.
+    impair: Option<Box<Impaired>>,
+}
+
+/// Both directions of the impaired link.
+struct Impaired {
+    /// Device -> core.
+    rx: Impairer,
+    /// Core -> device.
+    tx: Impairer,
+}
+
+impl Impaired {
+    fn stats(&self) -> ImpairmentStats {
+        ImpairmentStats { rx: self.rx.counters(), tx: self.tx.counters() }
+    }
+
+    fn next_release(&self) -> Option<Instant> {
+        earliest(self.rx.next_release(), self.tx.next_release())
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Write one packet to the device (when there still is one).
+fn send_to(dev: &Option<Arc<Iface>>, pkt: &[u8]) {
+    let Some(dev) = dev else { return };
+    if let Err(e) = dev.send(pkt) {
+        // TUN is a lossy link like any other: the peer's retransmission logic (or
+        // ours) recovers. EIO means someone set the link down.
+        tracing::debug!(len = pkt.len(), error = %e, "TUN write failed, packet dropped");
+    }
 }
 
 impl Core {
-    /// Write every packet the core has ready straight to the device.
+    /// Write every packet the core has ready to the device: straight away, or through
+    /// the impairer, which also hands out the earlier packets that are due by now.
     fn flush(&mut self, now: Instant) {
-        while let Some(len) = self.stack.poll_transmit(now, &mut self.tx_buf) {
-            let Some(dev) = &self.dev else { continue };
-            let pkt = &self.tx_buf[..len.min(self.tx_buf.len())];
-            if let Err(e) = dev.send(pkt) {
-                // TUN is a lossy link like any other: the peer's retransmission logic
-                // (or ours) recovers. EIO means someone set the link down.
-                tracing::debug!(len, error = %e, "TUN write failed, packet dropped");
+        match &mut self.impair {
+            None => {
+                while let Some(len) = self.stack.poll_transmit(now, &mut self.tx_buf) {
+                    send_to(&self.dev, &self.tx_buf[..len.min(self.tx_buf.len())]);
+                }
             }
+            Some(imp) => {
+                while let Some(len) = self.stack.poll_transmit(now, &mut self.tx_buf) {
+                    imp.tx.push(now, &self.tx_buf[..len.min(self.tx_buf.len())]);
+                }
+                let dev = &self.dev;
+                imp.tx.release(now, |pkt| send_to(dev, pkt));
+            }
+        }
+    }
+
+    /// When the runtime thread must run next: the core's timer or a held packet's
+    /// release, whichever comes first.
+    fn deadline(&mut self) -> Option<Instant> {
+        let core = self.stack.poll_timeout();
+        match &self.impair {
+            None => core,
+            Some(imp) => earliest(core, imp.next_release()),
         }
     }
 }
@@ -184,7 +259,7 @@ impl Shared {
             self.cond.notify_all();
         }
         if from_api {
-            if let Some(d) = core.stack.poll_timeout() {
+            if let Some(d) = core.deadline() {
                 let earlier = match core.thread_deadline {
                     None => true,
                     Some(t) => d < t,
@@ -244,6 +319,12 @@ impl RuntimeHandle {
     /// Snapshot of the core's counters. Still answers after shutdown.
     pub fn stats(&self) -> Stats {
         self.shared.lock_any().stack.stats().clone()
+    }
+
+    /// What the impairment layer did in each direction; `None` without one. Still
+    /// answers after shutdown.
+    pub fn impairment_stats(&self) -> Option<ImpairmentStats> {
+        self.shared.lock_any().impair.as_ref().map(|imp| imp.stats())
     }
 
     /// Run one core call under the lock and send whatever it produced.
@@ -334,8 +415,12 @@ impl Runtime {
     /// `PermissionDenied` without CAP_NET_ADMIN, `AddrInUse` when another process holds
     /// the device.
     pub fn new(config: RuntimeConfig) -> io::Result<Runtime> {
-        let RuntimeConfig { tun_name, mtu, host_addrs, stack: mut stack_config } = config;
+        let RuntimeConfig { tun_name, mtu, host_addrs, stack: mut stack_config, impair } = config;
         validate(&tun_name, mtu, &host_addrs, &stack_config.addrs)?;
+        if let Some(imp) = &impair {
+            imp.validate()?;
+        }
+        let impair = impair.map(|imp| Box::new(Impaired { rx: imp.rx(mtu), tx: imp.tx(mtu) }));
         stack_config.mtu = mtu;
         if stack_config.seed == 0 {
             stack_config.seed = sys::random_seed()?;
@@ -355,6 +440,7 @@ impl Runtime {
                 tx_buf: vec![0; mtu].into_boxed_slice(),
                 thread_deadline: None,
                 stopped: false,
+                impair,
             }),
             cond: Condvar::new(),
             wake: EventFd::new()?,
@@ -366,7 +452,10 @@ impl Runtime {
         let thread = thread::Builder::new()
             .name(format!("tunstack-{name}"))
             .spawn(move || run(thread_shared, dev, mtu))?;
-        tracing::info!(tun = %name, mtu, "runtime started");
+        match &shared.lock_any().impair {
+            None => tracing::info!(tun = %name, mtu, "runtime started"),
+            Some(imp) => tracing::info!(tun = %name, mtu, impairment = %imp.rx.config(), "runtime started (impaired link)"),
+        }
         Ok(Runtime { handle: RuntimeHandle { shared }, thread: Some(thread) })
     }
 
@@ -389,6 +478,11 @@ impl Runtime {
         self.handle.stats()
     }
 
+    /// What the impairment layer did in each direction; `None` without one.
+    pub fn impairment_stats(&self) -> Option<ImpairmentStats> {
+        self.handle.impairment_stats()
+    }
+
     /// Stop the thread and remove the device (also done by `Drop`).
     pub fn shutdown(self) {
         drop(self)
@@ -402,6 +496,9 @@ impl Drop for Runtime {
             if thread.join().is_err() {
                 tracing::error!(tun = %self.handle.shared.name, "runtime thread panicked");
             }
+        }
+        if let Some(stats) = self.handle.impairment_stats() {
+            tracing::debug!(tun = %self.handle.shared.name, %stats, "impairment at stop");
         }
         tracing::info!(tun = %self.handle.shared.name, "runtime stopped");
     }
@@ -561,6 +658,7 @@ fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
     let mut rx = vec![0u8; RX_BATCH * mtu].into_boxed_slice();
     let mut lens = [0usize; RX_BATCH];
     let mut timeout = 0; // first turn: ask the core for its deadline at once
+    let mut next_log = shared.now() + IMPAIR_LOG_INTERVAL;
     loop {
         let ready = match sys::poll2(dev.as_raw_fd(), shared.wake.as_raw_fd(), timeout) {
             Ok(r) => r,
@@ -593,21 +691,38 @@ fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
                 }
             }
         }
-        let Ok(mut core) = shared.core.lock() else { return };
+        let Ok(mut guard) = shared.core.lock() else { return };
+        let core = &mut *guard;
         if core.stopped {
             return;
         }
         let now = shared.now();
-        for (i, &len) in lens[..n].iter().enumerate() {
-            core.stack.input(now, &rx[i * mtu..i * mtu + len]);
+        let packets = lens[..n].iter().enumerate().map(|(i, &len)| &rx[i * mtu..i * mtu + len]);
+        match &mut core.impair {
+            None => {
+                for pkt in packets {
+                    core.stack.input(now, pkt);
+                }
+            }
+            Some(imp) => {
+                for pkt in packets {
+                    imp.rx.push(now, pkt);
+                }
+                let stack = &mut core.stack;
+                imp.rx.release(now, |pkt| stack.input(now, pkt));
+                if now >= next_log {
+                    next_log = now + IMPAIR_LOG_INTERVAL;
+                    tracing::debug!(tun = %shared.name, stats = %imp.stats(), "impairment");
+                }
+            }
         }
         if core.stack.poll_timeout().is_some_and(|d| d <= now) {
             core.stack.handle_timeout(now);
         }
-        shared.settle(&mut core, now, false);
-        let deadline = core.stack.poll_timeout();
+        shared.settle(core, now, false);
+        let deadline = core.deadline();
         core.thread_deadline = deadline;
-        drop(core);
+        drop(guard);
         // A full batch may have left more packets queued: look again without sleeping.
         timeout = if n == RX_BATCH { 0 } else { sys::timeout_ms(deadline, shared.now()) };
     }

@@ -389,3 +389,71 @@ fn prefix_matching() {
     assert!(!same_prefix(b, "fd01::2".parse().unwrap(), 64));
     assert!(!same_prefix(a, b, 0));
 }
+
+/// A runtime on `name` with the default addresses and the given impairment.
+fn impaired_runtime(name: &str, impair: Impairment) -> Runtime {
+    Runtime::new(RuntimeConfig { tun_name: name.into(), impair: Some(impair), ..RuntimeConfig::default() }).unwrap()
+}
+
+#[test]
+fn bad_impairment_is_invalid_input_before_creating_anything() {
+    let c = RuntimeConfig { impair: Some(Impairment { loss: 2.0, ..Impairment::default() }), ..RuntimeConfig::default() };
+    let e = Runtime::new(c).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("loss"), "{e}");
+}
+
+/// Every packet duplicated and delayed in both directions: one datagram from the kernel
+/// reaches the stack twice, one reply reaches the kernel twice. The delayed copies are
+/// released by the runtime thread's timer, also those queued from an application thread.
+#[test]
+fn impaired_runtime_duplicates_and_delays_both_ways() {
+    in_fresh_netns("impaired_runtime_duplicates_and_delays_both_ways", || {
+        let impair = Impairment { duplicate: 1.0, delay: Duration::from_millis(30), seed: 5, ..Impairment::default() };
+        let rt = impaired_runtime("tsim0", impair);
+        let stack_addr = (Ipv4Addr::new(10, 0, 0, 2), 7100);
+        let sock = crate::net::UdpSocket::bind(&rt, stack_addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let kernel = UdpSocket::bind((Ipv4Addr::new(10, 0, 0, 1), 0)).unwrap();
+        kernel.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+
+        kernel.send_to(b"twice", stack_addr).unwrap();
+        let mut buf = [0u8; 64];
+        for copy in 0..2 {
+            let (n, from) = sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("copy {copy} at the stack: {e}"));
+            assert_eq!(&buf[..n], b"twice");
+            assert_eq!(from, kernel.local_addr().unwrap());
+            if copy == 0 {
+                sock.send_to(b"back", from).unwrap();
+            }
+        }
+        for copy in 0..2 {
+            let (n, _) = kernel.recv_from(&mut buf).unwrap_or_else(|e| panic!("copy {copy} at the kernel: {e}"));
+            assert_eq!(&buf[..n], b"back");
+        }
+        let stats = rt.impairment_stats().expect("impairment configured");
+        assert!(stats.rx.duplicated >= 1 && stats.tx.duplicated >= 1, "{stats}");
+        assert_eq!(stats.rx.lost + stats.tx.lost, 0);
+        assert!(stats.tx.delivered >= 2, "{stats}");
+    });
+}
+
+#[test]
+fn impaired_runtime_with_total_loss_delivers_nothing() {
+    in_fresh_netns("impaired_runtime_with_total_loss_delivers_nothing", || {
+        let rt = impaired_runtime("tsim1", Impairment { loss: 1.0, ..Impairment::default() });
+        let stack_addr = (Ipv4Addr::new(10, 0, 0, 2), 7101);
+        let sock = crate::net::UdpSocket::bind(&rt, stack_addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let kernel = UdpSocket::bind((Ipv4Addr::new(10, 0, 0, 1), 0)).unwrap();
+        for _ in 0..5 {
+            kernel.send_to(b"lost", stack_addr).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        assert_eq!(sock.recv_from(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let stats = rt.impairment_stats().unwrap();
+        assert!(stats.rx.lost >= 5, "{stats}");
+        assert_eq!(stats.rx.delivered, 0);
+        assert_eq!(rt.stats().rx_packets, 0, "the core saw nothing");
+    });
+}
