@@ -192,6 +192,29 @@ impl TcpStream {
         Ok(self.nodelay.load(Ordering::Relaxed))
     }
 
+    /// Keepalive probes (RFC 9293 3.8.4), like SO_KEEPALIVE with TCP_KEEPIDLE /
+    /// TCP_KEEPINTVL / TCP_KEEPCNT; `None` turns them off. A peer that stops answering
+    /// makes reads and writes fail with `TimedOut`.
+    pub fn set_keepalive(&self, keepalive: Option<crate::Keepalive>) -> io::Result<()> {
+        self.sock.call(|s, h| s.tcp_set_keepalive(h, keepalive))
+    }
+
+    /// User timeout (RFC 9293 3.8.3, RFC 5482; Linux's TCP_USER_TIMEOUT): give up with
+    /// `TimedOut` when sent data stays unacknowledged this long.
+    pub fn set_user_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.call(|s, h| s.tcp_set_user_timeout(h, timeout))
+    }
+
+    /// Congestion control for this connection (Linux's TCP_CONGESTION).
+    pub fn set_congestion(&self, alg: crate::CongestionAlgorithm) -> io::Result<()> {
+        self.sock.call(|s, h| s.tcp_set_congestion(h, alg))
+    }
+
+    /// A snapshot of the connection's control block (Linux's TCP_INFO).
+    pub fn tcp_info(&self) -> io::Result<crate::TcpInfo> {
+        self.sock.call(|s, h| s.tcp_info(h))
+    }
+
     /// `None` blocks forever; an expired timeout makes `read` fail with `WouldBlock`.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.sock.set_read_timeout(timeout)
