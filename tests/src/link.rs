@@ -566,11 +566,11 @@ pub fn check_packet(packet: &[u8]) -> (IpAddr, IpAddr, Option<TcpInfo>) {
                     Err(e) => panic!("malformed TCP option {e:?} in {src} -> {dst}"),
                 }
             }
-            let flags = (tcp.fin() as u8) * FIN
-                | (tcp.syn() as u8) * SYN
-                | (tcp.rst() as u8) * RST
-                | (tcp.psh() as u8) * PSH
-                | (tcp.ack() as u8) * ACK;
+            let flags = ((tcp.fin() as u8) * FIN)
+                | ((tcp.syn() as u8) * SYN)
+                | ((tcp.rst() as u8) * RST)
+                | ((tcp.psh() as u8) * PSH)
+                | ((tcp.ack() as u8) * ACK);
             Some(TcpInfo {
                 src_port: tcp.source_port(),
                 dst_port: tcp.destination_port(),

@@ -1389,48 +1389,14 @@ impl Conn {
             let wnd_edge = self.snd_una + self.snd_wnd;
             let room = if wnd_edge > self.snd_nxt { wnd_edge - self.snd_nxt } else { 0 };
             if self.snd_nxt < data_end && room > 0 {
-                let seq = self.snd_nxt;
-                let len = (data_end - seq).min(self.max_payload()).min(room).min(scratch.len());
-                let off = seq - self.tx_seq0();
-                self.copy_tx(off, len, scratch);
-                let mut flags = TcpFlags::ACK;
-                let mut seg_len = len;
-                let mut fin = false;
-                if seq + len == data_end {
-                    flags |= TcpFlags::PSH;
-                    if self.fin_queued {
-                        flags |= TcpFlags::FIN;
-                        seg_len += 1;
-                        fin = true;
-                        self.fin_seq = Some(data_end);
-                    }
-                }
-                self.push_sent(now, seq, seg_len, fin);
+                let len = (data_end - self.snd_nxt).min(self.max_payload()).min(room).min(scratch.len());
+                let out = self.send_new(now, len, scratch);
                 self.tlp_end = Some(self.snd_nxt);
-                return Some(self.segment(now, seq, flags, len));
+                return Some(out);
             }
             if let Some(i) = self.sent.iter().rposition(|e| !e.sacked) {
-                let e = self.sent[i];
-                let data = e.data_len().min(scratch.len());
-                let off = e.seq - self.tx_seq0();
-                self.copy_tx(off, data, scratch);
-                let s = &mut self.sent[i];
-                s.tx_count = s.tx_count.saturating_add(1);
-                s.last_tx = now;
-                if s.lost && !s.retrans {
-                    s.retrans = true;
-                    self.lost_out -= e.len as usize;
-                }
-                self.retransmits += 1;
                 self.tlp_end = Some(self.snd_nxt);
-                let mut flags = TcpFlags::ACK;
-                if e.fin {
-                    flags |= TcpFlags::FIN;
-                }
-                if data > 0 && e.end() >= self.snd_nxt {
-                    flags |= TcpFlags::PSH;
-                }
-                return Some(self.segment(now, e.seq, flags, data));
+                return Some(self.retransmit(now, i, scratch));
             }
         }
 
@@ -1444,24 +1410,9 @@ impl Conn {
                     self.rtx_force = false;
                     // Against a zero window this retransmission is the window probe.
                     self.probe_due = false;
-                    let data = e.data_len().min(scratch.len());
-                    let off = e.seq - self.tx_seq0();
-                    self.copy_tx(off, data, scratch);
-                    let s = &mut self.sent[i];
-                    s.retrans = true;
-                    s.tx_count = s.tx_count.saturating_add(1);
-                    s.last_tx = now;
-                    self.lost_out -= e.len as usize;
-                    self.retransmits += 1;
-                    let mut flags = TcpFlags::ACK;
-                    if e.fin {
-                        flags |= TcpFlags::FIN;
-                    }
-                    if data > 0 && e.end() >= self.snd_nxt {
-                        flags |= TcpFlags::PSH;
-                    }
+                    let out = self.retransmit(now, i, scratch);
                     self.arm_rtx(now);
-                    return Some(self.segment(now, e.seq, flags, data));
+                    return Some(out);
                 }
             }
         }
@@ -1499,24 +1450,9 @@ impl Conn {
             }
             if len > 0 {
                 self.probe_due = false;
-                let seq = self.snd_nxt;
-                let off = seq - self.tx_seq0();
-                self.copy_tx(off, len, scratch);
-                let mut flags = TcpFlags::ACK;
-                let mut seg_len = len;
-                let mut fin = false;
-                if seq + len == data_end {
-                    flags |= TcpFlags::PSH;
-                    if self.fin_queued {
-                        flags |= TcpFlags::FIN;
-                        seg_len += 1;
-                        fin = true;
-                        self.fin_seq = Some(data_end);
-                    }
-                }
-                self.push_sent(now, seq, seg_len, fin);
+                let out = self.send_new(now, len, scratch);
                 self.arm_after_new_data(now);
-                return Some(self.segment(now, seq, flags, len));
+                return Some(out);
             }
             if self.pipe() == 0 {
                 // Nothing in flight to clock us: the persist timer takes over.
@@ -1541,6 +1477,51 @@ impl Conn {
         }
 
         self.emit_ack_if_pending(now)
+    }
+
+    /// Send `len` new bytes at SND.NXT (with the FIN if they are the last and a close
+    /// is queued) and put the segment on the scoreboard.
+    fn send_new(&mut self, now: Instant, len: usize, scratch: &mut [u8]) -> Outgoing {
+        let seq = self.snd_nxt;
+        let data_end = self.data_end();
+        self.copy_tx(seq - self.tx_seq0(), len, scratch);
+        let mut flags = TcpFlags::ACK;
+        let mut seg_len = len;
+        let mut fin = false;
+        if seq + len == data_end {
+            flags |= TcpFlags::PSH;
+            if self.fin_queued {
+                flags |= TcpFlags::FIN;
+                seg_len += 1;
+                fin = true;
+                self.fin_seq = Some(data_end);
+            }
+        }
+        self.push_sent(now, seq, seg_len, fin);
+        self.segment(now, seq, flags, len)
+    }
+
+    /// Send scoreboard entry `i` again, with its original boundaries.
+    fn retransmit(&mut self, now: Instant, i: usize, scratch: &mut [u8]) -> Outgoing {
+        let e = self.sent[i];
+        let data = e.data_len().min(scratch.len());
+        self.copy_tx(e.seq - self.tx_seq0(), data, scratch);
+        let s = &mut self.sent[i];
+        s.tx_count = s.tx_count.saturating_add(1);
+        s.last_tx = now;
+        if s.lost && !s.retrans {
+            s.retrans = true;
+            self.lost_out -= e.len as usize;
+        }
+        self.retransmits += 1;
+        let mut flags = TcpFlags::ACK;
+        if e.fin {
+            flags |= TcpFlags::FIN;
+        }
+        if data > 0 && e.end() >= self.snd_nxt {
+            flags |= TcpFlags::PSH;
+        }
+        self.segment(now, e.seq, flags, data)
     }
 
     fn push_sent(&mut self, now: Instant, seq: SeqNum, len: usize, fin: bool) {

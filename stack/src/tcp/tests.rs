@@ -144,6 +144,7 @@ struct Seg {
     psh_any: bool,
 }
 
+#[allow(clippy::wrong_self_convention)]
 impl Seg {
     fn new(src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, ack: u32, window: u16) -> Seg {
         Seg { src, dst, flags, seq, ack, window, options: Vec::new(), payload: Vec::new(), psh_any: false }
