@@ -903,7 +903,7 @@ fn test_syn_received_retransmit_syn_ack() {
     h.timers_at(just_before(Instant::ZERO + RTO_INITIAL));
     h.expect_nothing();
     h.timers_at(Instant::ZERO + RTO_INITIAL);
-    h.expect(&[synack.clone()]);
+    h.expect(std::slice::from_ref(&synack));
     assert_eq!(h.stack.poll_timeout(), Some(Instant::ZERO + 3 * RTO_INITIAL));
     h.timers_at(Instant::ZERO + 3 * RTO_INITIAL);
     h.expect(&[synack]);
@@ -1183,7 +1183,7 @@ fn test_established_retransmit() {
     let sent_at = h.now;
     h.stack.tcp_send(h.conn(), &data).unwrap();
     let seg = h.reply(PSH | ACK, iss + 1, X + 1).data(&data);
-    h.expect(&[seg.clone()]);
+    h.expect(std::slice::from_ref(&seg));
     let d1 = h.stack.poll_timeout().expect("the retransmission timer runs");
     assert!(d1 > sent_at && d1 <= sent_at + RTO_INITIAL, "RTO deadline {d1:?} for data sent at {sent_at:?}");
     h.timers_at(just_before(d1));
