@@ -1525,7 +1525,7 @@ fn test_syn_sent_syn() {
     let mut h = syn_sent();
     h.assert_state(TcpState::SynSent);
     assert_eq!(h.row().unwrap().owner, Owner::App);
-    assert_eq!(h.stack.tcp_poll_connect(h.conn()).unwrap(), false);
+    assert!(!h.stack.tcp_poll_connect(h.conn()).unwrap());
     assert_kind(h.stack.tcp_send(h.conn(), b"early"), ErrorKind::WouldBlock);
     h.expect_nothing();
 }
@@ -1563,7 +1563,7 @@ fn test_syn_sent_rst_no_ack() {
     let mut h = syn_sent();
     send!(h, h.seg(RST, X, 0) => []);
     h.assert_state(TcpState::SynSent);
-    assert_eq!(h.stack.tcp_poll_connect(h.conn()).unwrap(), false);
+    assert!(!h.stack.tcp_poll_connect(h.conn()).unwrap());
 }
 
 /// A RST whose ACK is not for our SYN is dropped (no RST is ever answered with RST).
@@ -1600,7 +1600,7 @@ fn test_syn_sent_syn_simultaneous() {
     send!(h, h.seg(SYN, X, 0).opts(&[mss(1460), ws(0)])
         => [h.reply(SYN | ACK, iss, X + 1).opts(&[mss(MSS), ws(0)])]);
     h.assert_state(TcpState::SynReceived);
-    assert_eq!(h.stack.tcp_poll_connect(h.conn()).unwrap(), false);
+    assert!(!h.stack.tcp_poll_connect(h.conn()).unwrap());
     send!(h, h.seg(ACK, X + 1, iss + 1) => []);
     h.assert_state(TcpState::Established);
     assert!(h.stack.tcp_poll_connect(h.conn()).unwrap());
@@ -1637,12 +1637,12 @@ fn test_syn_sent_timeout() {
     for due in [1, 3] {
         h.timers_at(Instant::from_secs(due));
         h.expect(&[syn.clone()]);
-        assert_eq!(h.stack.tcp_poll_connect(h.conn()).unwrap(), false);
+        assert!(!h.stack.tcp_poll_connect(h.conn()).unwrap());
     }
     assert_eq!(h.stack.poll_timeout(), Some(Instant::from_secs(7)));
     h.timers_at(just_before(Instant::from_secs(7)));
     h.expect_nothing();
-    assert_eq!(h.stack.tcp_poll_connect(h.conn()).unwrap(), false);
+    assert!(!h.stack.tcp_poll_connect(h.conn()).unwrap());
     h.timers_at(Instant::from_secs(7));
     h.expect_nothing();
     assert_kind(h.stack.tcp_poll_connect(h.conn()), ErrorKind::TimedOut);
