@@ -1619,7 +1619,7 @@ fn test_syn_sent_retransmit() {
         h.timers_at(just_before(due));
         h.expect_nothing();
         h.timers_at(due);
-        h.expect(&[syn.clone()]);
+        h.expect(std::slice::from_ref(&syn));
     }
     assert!(h.stack.stats().tcp_retransmits >= 3);
     // The late SYN-ACK is still welcome.
@@ -1636,7 +1636,7 @@ fn test_syn_sent_timeout() {
     let syn = h.reply(SYN, iss, 0).opts(&[mss(MSS), ws(0)]);
     for due in [1, 3] {
         h.timers_at(Instant::from_secs(due));
-        h.expect(&[syn.clone()]);
+        h.expect(std::slice::from_ref(&syn));
         assert!(!h.stack.tcp_poll_connect(h.conn()).unwrap());
     }
     assert_eq!(h.stack.poll_timeout(), Some(Instant::from_secs(7)));
