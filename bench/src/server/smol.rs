@@ -258,7 +258,8 @@ fn step(s: &mut Socket, conn: &mut Conn, scratch: &mut [u8], chunk: &[u8], http_
     let mut progress = false;
     match conn {
         Conn::Sink { total, answered } => {
-            while let Ok(n) = s.recv(|b| (b.len(), b.len())) {
+            // Into the application's buffer, as `read` does on the other systems.
+            while let Ok(n) = s.recv_slice(scratch) {
                 if n == 0 {
                     break;
                 }
