@@ -1,0 +1,388 @@
+//! The setups: network namespaces, devices and server processes for each system, and
+//! their removal (on drop, and from the signal thread on Ctrl-C).
+//!
+//! | system | namespaces | link | server |
+//! | --- | --- | --- | --- |
+//! | tunstack | one | TUN `bt0` created by the server's `Runtime` (10.0.0.1/24 kernel side, stack 10.0.0.2) | `bench serve tunstack` |
+//! | smoltcp | one | TUN `bt0` created with `ip tuntap` and configured with `ip` (same addresses) | `bench serve smoltcp` |
+//! | Linux | two | veth `vb0` (client, 10.0.1.1/24) / `vb1` (server, 10.0.1.2/24) | `bench serve linux` |
+//! | raw TUN ceiling | one | TUN `bt0` as for smoltcp | `bench serve reflector` + `bench serve linux` bound to 0.0.0.0 |
+//!
+//! The client always runs on a thread that joined the client namespace.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tunstack_tests::netns::{self, NetNs};
+
+use crate::proto::*;
+
+/// The systems under test, in table order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum System {
+    Tunstack,
+    Smoltcp,
+    Linux,
+    Ceiling,
+}
+
+impl System {
+    pub const ALL: [System; 4] = [System::Tunstack, System::Smoltcp, System::Linux, System::Ceiling];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            System::Tunstack => "tunstack",
+            System::Smoltcp => "smoltcp",
+            System::Linux => "Linux (veth)",
+            System::Ceiling => "raw TUN ceiling",
+        }
+    }
+}
+
+/// Namespaces alive right now, for the signal thread.
+static LIVE_NAMESPACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Kill what runs in every namespace we created and delete them (Ctrl-C path).
+pub fn emergency_cleanup() {
+    let names = LIVE_NAMESPACES.lock().map(|v| v.clone()).unwrap_or_default();
+    for name in names {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                if pid != std::process::id() as i32 {
+                    // SAFETY: kill(2) has no memory effects.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    }
+}
+
+/// A namespace registered for emergency cleanup while it lives.
+struct Ns {
+    inner: Option<NetNs>,
+}
+
+impl Ns {
+    fn new(tag: &str) -> io::Result<Ns> {
+        let ns = NetNs::new(tag).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::PermissionDenied, "cannot create a network namespace (see the message above)")
+        })?;
+        if let Ok(mut v) = LIVE_NAMESPACES.lock() {
+            v.push(ns.name().to_string());
+        }
+        let ns = Ns { inner: Some(ns) };
+        // No IPv6 on any link (no router solicitations, MLD or DAD traffic in the
+        // measurements); a wide local port range and TIME-WAIT reuse for the
+        // connection-rate and idle-connection workloads. The kernel's congestion
+        // control stays the host's default (a namespace may only pick one from the
+        // host's `tcp_allowed_congestion_control`); the report names it.
+        ns.sysctl(&[
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+            "net.ipv4.ip_local_port_range=10000 65535",
+            "net.ipv4.tcp_tw_reuse=1",
+        ])?;
+        Ok(ns)
+    }
+
+    fn get(&self) -> &NetNs {
+        self.inner.as_ref().expect("namespace present until drop")
+    }
+
+    fn name(&self) -> &str {
+        self.get().name()
+    }
+
+    fn sysctl(&self, settings: &[&str]) -> io::Result<()> {
+        let mut args = vec!["sysctl", "-q", "-w"];
+        args.extend_from_slice(settings);
+        let out = self.get().exec(&args, Duration::from_secs(10))?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "sysctl in {}: {}",
+                self.name(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `ip -n NS args...`
+    fn ip(&self, args: &[&str]) -> io::Result<()> {
+        let out = Command::new("ip").arg("-n").arg(self.name()).args(args).stdin(Stdio::null()).output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "ip -n {} {}: {}",
+                self.name(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let name = self.inner.as_ref().map(|n| n.name().to_string());
+        drop(self.inner.take()); // kills leftovers, deletes the namespace
+        if let (Some(name), Ok(mut v)) = (name, LIVE_NAMESPACES.lock()) {
+            v.retain(|n| *n != name);
+        }
+    }
+}
+
+/// A `bench serve` process in a namespace, with its control channel.
+pub struct ServerProc {
+    label: String,
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl ServerProc {
+    fn spawn(ns: &Ns, label: &str, args: &[String]) -> io::Result<ServerProc> {
+        let exe = std::env::current_exe()?;
+        let mut all: Vec<&str> =
+            vec![exe.to_str().ok_or_else(|| io::Error::other("non-UTF-8 executable path"))?, "serve"];
+        all.extend(args.iter().map(String::as_str));
+        let mut child =
+            ns.get().command(&all).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = ServerProc { label: label.to_string(), child, stdin, lines: rx };
+        match server.lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) if l == "ready" => Ok(server),
+            Ok(l) => Err(io::Error::other(format!("{label} server said {l:?} instead of ready"))),
+            Err(_) => {
+                let status = server.child.try_wait().ok().flatten();
+                Err(io::Error::other(format!(
+                    "{label} server did not start (exit status {status:?}; see its stderr above)"
+                )))
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn request(&mut self, cmd: &str) -> io::Result<String> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        self.lines.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, format!("{} server did not answer {cmd:?}", self.label))
+        })
+    }
+
+    /// CPU time (user + system) of the whole server process so far, in seconds.
+    pub fn cpu_secs(&mut self) -> io::Result<f64> {
+        let line = self.request("rusage")?;
+        let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        match f[..] {
+            [u, s] => Ok((u + s) as f64 / 1e6),
+            _ => Err(io::Error::other(format!("bad rusage answer {line:?}"))),
+        }
+    }
+
+    pub fn held(&mut self) -> io::Result<usize> {
+        let line = self.request("held")?;
+        line.strip_prefix("held ")
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("bad held answer {line:?}")))
+    }
+
+    /// Segments the server's TCP retransmitted so far, when it counts them.
+    pub fn retransmits(&mut self) -> io::Result<Option<u64>> {
+        let line = self.request("retransmits")?;
+        Ok(line.strip_prefix("retransmits ").and_then(|n| n.trim().parse().ok()))
+    }
+
+    pub fn release(&mut self) -> io::Result<()> {
+        self.request("release").map(|_| ())
+    }
+
+    pub fn rss(&self) -> io::Result<u64> {
+        crate::sys::rss_of(self.pid())
+    }
+
+    /// Wait (bounded) until the server holds at least `n` idle connections.
+    pub fn wait_held(&mut self, n: usize, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let held = self.held()?;
+            if held >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("server holds {held} of {n} idle connections"),
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One system set up at one MTU.
+pub struct Env {
+    pub system: System,
+    pub mtu: usize,
+    /// Servers first (killed before the namespaces go), then namespaces.
+    servers: Vec<ServerProc>,
+    client_ns: Ns,
+    _server_ns: Option<Ns>,
+    /// Where the client connects.
+    pub target: Ipv4Addr,
+    /// The client namespace's device whose counters are read.
+    pub client_dev: &'static str,
+}
+
+impl Env {
+    pub fn start(system: System, mtu: usize, buffer: Option<usize>) -> io::Result<Env> {
+        let mut extra: Vec<String> = vec!["--mtu".into(), mtu.to_string()];
+        if let Some(b) = buffer {
+            extra.extend(["--buffer".into(), b.to_string()]);
+        }
+        match system {
+            System::Tunstack => {
+                let ns = Ns::new("bench-tunstack")?;
+                let mut args = vec!["tunstack".to_string()];
+                args.extend(extra);
+                let server = ServerProc::spawn(&ns, "tunstack", &args)?;
+                Ok(Env::one_ns(system, mtu, ns, vec![server]))
+            }
+            System::Smoltcp => {
+                let ns = Ns::new("bench-smoltcp")?;
+                tun_device(&ns, mtu)?;
+                let mut args = vec!["smoltcp".to_string()];
+                args.extend(extra);
+                let server = ServerProc::spawn(&ns, "smoltcp", &args)?;
+                Ok(Env::one_ns(system, mtu, ns, vec![server]))
+            }
+            System::Ceiling => {
+                let ns = Ns::new("bench-ceiling")?;
+                tun_device(&ns, mtu)?;
+                let reflector = ServerProc::spawn(&ns, "reflector", &["reflector".to_string()])?;
+                let linux = ServerProc::spawn(&ns, "linux", &["linux".into(), "--addr".into(), "0.0.0.0".into()])?;
+                Ok(Env::one_ns(system, mtu, ns, vec![reflector, linux]))
+            }
+            System::Linux => {
+                let cli = Ns::new("bench-cli")?;
+                let srv = Ns::new("bench-srv")?;
+                cli.ip(&[
+                    "link",
+                    "add",
+                    VETH_CLIENT_DEV,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    VETH_SERVER_DEV,
+                    "netns",
+                    srv.name(),
+                ])?;
+                let m = mtu.to_string();
+                cli.ip(&["link", "set", "dev", VETH_CLIENT_DEV, "mtu", &m])?;
+                srv.ip(&["link", "set", "dev", VETH_SERVER_DEV, "mtu", &m])?;
+                cli.ip(&["addr", "add", &format!("{VETH_CLIENT}/24"), "dev", VETH_CLIENT_DEV])?;
+                srv.ip(&["addr", "add", &format!("{VETH_SERVER}/24"), "dev", VETH_SERVER_DEV])?;
+                cli.ip(&["link", "set", "dev", VETH_CLIENT_DEV, "up"])?;
+                srv.ip(&["link", "set", "dev", VETH_SERVER_DEV, "up"])?;
+                let server =
+                    ServerProc::spawn(&srv, "linux", &["linux".into(), "--addr".into(), VETH_SERVER.to_string()])?;
+                Ok(Env {
+                    system,
+                    mtu,
+                    servers: vec![server],
+                    client_ns: cli,
+                    _server_ns: Some(srv),
+                    target: VETH_SERVER,
+                    client_dev: VETH_CLIENT_DEV,
+                })
+            }
+        }
+    }
+
+    fn one_ns(system: System, mtu: usize, ns: Ns, servers: Vec<ServerProc>) -> Env {
+        Env { system, mtu, servers, client_ns: ns, _server_ns: None, target: TUN_PEER, client_dev: TUN_DEV }
+    }
+
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.target.into(), port)
+    }
+
+    /// The process whose CPU time is reported: the stack (tunstack, smoltcp), the
+    /// Linux server process, or the reflector.
+    pub fn measured(&mut self) -> &mut ServerProc {
+        &mut self.servers[0]
+    }
+
+    /// The server process whose TCP serves the client (the Linux listener behind the
+    /// reflector in the ceiling setup).
+    pub fn tcp_server(&mut self) -> &mut ServerProc {
+        self.servers.last_mut().expect("a server")
+    }
+
+    /// The process that holds the idle connections (the Linux server behind the
+    /// reflector in the ceiling setup).
+    pub fn holder(&mut self) -> &mut ServerProc {
+        self.servers.last_mut().expect("a server")
+    }
+
+    /// Run `f` on a new thread inside the client namespace; `TimedOut` when it has not
+    /// finished within `timeout` (the thread is then left to run into its own socket
+    /// timeouts).
+    pub fn client<T, F>(&self, timeout: Duration, f: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+    {
+        let path: PathBuf = self.client_ns.get().path();
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new().name("client".into()).spawn(move || {
+            let r = panic::catch_unwind(AssertUnwindSafe(move || {
+                netns::enter(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("setns into {}: {e}", path.display())))?;
+                f()
+            }));
+            let _ = tx.send(r.unwrap_or_else(|_| Err(io::Error::other("client thread panicked"))));
+        })?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("client did not finish within {timeout:?}")))?
+    }
+}
+
+/// A persistent TUN device `bt0` with the kernel's side configured, for the servers
+/// that attach to an existing device (smoltcp, reflector).
+fn tun_device(ns: &Ns, mtu: usize) -> io::Result<()> {
+    ns.ip(&["tuntap", "add", "dev", TUN_DEV, "mode", "tun"])?;
+    ns.ip(&["link", "set", "dev", TUN_DEV, "mtu", &mtu.to_string()])?;
+    ns.ip(&["addr", "add", &format!("{TUN_HOST}/{TUN_PREFIX}"), "dev", TUN_DEV])?;
+    ns.ip(&["link", "set", "dev", TUN_DEV, "up"])
+}
