@@ -90,6 +90,7 @@ pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
         mtu: args.mtu,
         host_addrs: vec![(IpAddr::V4(args.host), TUN_PREFIX)],
         stack,
+        impair: None,
     };
     let rt = Runtime::new(config)?;
     let h = rt.handle();
