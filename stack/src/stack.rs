@@ -107,7 +107,13 @@ pub struct Stack {
     icmp_tokens: u32,
     icmp_refill: Instant,
     now: Instant,
+    /// Next housekeeping pass (buffer trimming), run on activity at most once per
+    /// `HOUSEKEEPING_INTERVAL`, so it never wakes an idle stack.
+    next_housekeeping: Instant,
 }
+
+/// How often idle connections give their buffer memory back.
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn err(kind: io::ErrorKind, msg: &'static str) -> io::Error {
     io::Error::new(kind, msg)
@@ -154,6 +160,7 @@ impl Stack {
             icmp_tokens: config.icmp_error_rate,
             icmp_refill: Instant::ZERO,
             now: Instant::ZERO,
+            next_housekeeping: Instant::ZERO + HOUSEKEEPING_INTERVAL,
             cfg: config,
         }
     }
@@ -346,6 +353,9 @@ impl Stack {
     /// Hand in one IP packet received at `now`. Invalid packets are counted and dropped.
     pub fn input(&mut self, now: Instant, packet: &[u8]) {
         self.now = self.now.max(now);
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+        }
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += packet.len() as u64;
         let p = match wire::parse(packet) {
@@ -1152,6 +1162,20 @@ impl Stack {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Release the buffer memory of connections that hold no data (they regrow on
+    /// demand). Runs by itself about once a second while packets flow; callable any
+    /// time. Returns the buffer bytes still allocated across all connections.
+    pub fn housekeeping(&mut self, now: Instant) -> usize {
+        self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+        let mut held = 0;
+        for s in self.slots.iter_mut() {
+            if let Some(Sock::Tcp(c)) = s.sock.as_mut() {
+                held += c.trim();
+            }
+        }
+        held
     }
 
     /// Number of live sockets of every kind (listeners, connections including orphans

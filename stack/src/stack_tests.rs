@@ -302,3 +302,30 @@ fn ping_gets_an_echo_reply() {
     assert_eq!(p.transport, Transport::Icmp(IcmpRepr::V4(IcmpV4Message::EchoReply { ident: 7, seq: 9, data: b"abc" })));
     assert_eq!(s.stats().icmp_echo_replies, 1);
 }
+
+/// Buffers grow on demand and are given back once idle: after a transfer has been
+/// read and acknowledged, housekeeping leaves no buffer memory behind.
+#[test]
+fn idle_connections_give_buffer_memory_back() {
+    let mut p = Pair::new();
+    let l = p.a.tcp_listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
+    let c = p.b.tcp_connect(p.now, "10.0.0.1:80".parse().unwrap(), None).unwrap();
+    p.settle();
+    let s = p.a.tcp_accept(l).unwrap();
+    assert_eq!(p.a.housekeeping(p.now) + p.b.housekeeping(p.now), 0, "nothing allocated before data");
+    let data = vec![7u8; 300_000];
+    let got = transfer(&mut p, c, s, &data, |_| true);
+    assert_eq!(got.len(), data.len());
+    // While data sits unread the memory stays.
+    p.b.tcp_send(c, b"unread").unwrap();
+    for _ in 0..100 {
+        if !p.step(true) {
+            break;
+        }
+    }
+    assert!(p.a.housekeeping(p.now) >= 6);
+    let mut buf = [0u8; 16];
+    assert_eq!(p.a.tcp_recv(s, &mut buf).unwrap(), 6);
+    assert_eq!(p.a.housekeeping(p.now), 0);
+    assert_eq!(p.b.housekeeping(p.now), 0);
+}

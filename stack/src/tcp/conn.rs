@@ -985,9 +985,6 @@ impl Conn {
         }
         let data_acked = data_acked.min(self.tx.len());
         self.tx.drain(..data_acked);
-        if self.tx.is_empty() && self.tx.capacity() > 64 * 1024 {
-            self.tx.shrink_to(0);
-        }
         self.snd_una = ack;
         self.retries = 0;
         self.probe_due = false;
@@ -1741,6 +1738,19 @@ impl Conn {
         self.tlp_due = false;
         self.rack_deadline = None;
         Reply::None
+    }
+
+    /// Housekeeping: release buffer memory that holds nothing (an idle connection
+    /// then costs only its control block). Returns the bytes still allocated.
+    pub fn trim(&mut self) -> usize {
+        self.rx.release_if_empty();
+        if self.tx.is_empty() && self.tx.capacity() > 0 {
+            self.tx = VecDeque::new();
+        }
+        if self.sent.is_empty() && self.sent.capacity() > 0 {
+            self.sent = VecDeque::new();
+        }
+        self.rx.allocated() + self.tx.capacity() + self.sent.capacity() * std::mem::size_of::<SentSeg>()
     }
 
     /// A snapshot of the control block (the `TCP_INFO` of this stack).

@@ -7,16 +7,14 @@
 //! sequence number `rcv_nxt + k` lives `k` bytes after the readable ones. A list of
 //! present ranges above RCV.NXT records what has arrived out of order; it is bounded by
 //! the window (each range holds at least one byte), not by a fixed number of holes.
-//! Storage grows on demand up to the buffer's capacity and is released when a large
-//! buffer drains, so an idle connection holds no receive memory.
+//! Storage grows on demand up to the buffer's capacity and is released by housekeeping
+//! once drained (`release_if_empty`), so an idle connection holds no receive memory.
 
 use crate::seq::SeqNum;
 use crate::wire::SackBlocks;
 
 /// Storage starts this small and doubles as needed.
 const MIN_ALLOC: usize = 2048;
-/// Drained buffers larger than this are released.
-const KEEP_ALLOC: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Range {
@@ -172,11 +170,22 @@ impl RecvBuffer {
         self.len -= n;
         if self.len == 0 && self.ooo.is_empty() {
             self.head = 0;
-            if self.ring.len() > KEEP_ALLOC {
-                self.ring = Vec::new();
-            }
         }
         n
+    }
+
+    /// Give the storage back if nothing is held. Called from housekeeping rather than
+    /// on every drain, so a busy connection does not free and reallocate per packet.
+    pub fn release_if_empty(&mut self) {
+        if self.len == 0 && self.ooo.is_empty() && !self.ring.is_empty() {
+            self.ring = Vec::new();
+            self.head = 0;
+        }
+    }
+
+    /// Bytes of storage held.
+    pub fn allocated(&self) -> usize {
+        self.ring.capacity()
     }
 
     /// Discard everything (shutdown(Read), reset).
