@@ -102,7 +102,6 @@ pub struct Stack {
     ctrl: VecDeque<Vec<u8>>,
     pool: Vec<Vec<u8>>,
     wakeups: VecDeque<SocketHandle>,
-    scratch: Vec<u8>,
     stats: Stats,
     icmp_tokens: u32,
     icmp_refill: Instant,
@@ -139,7 +138,6 @@ impl Stack {
         let demux_key = SipKey::from_rng(&mut rng);
         let range = config.ephemeral_ports;
         let reserve = config.reserve_privileged_ports;
-        let mtu = config.mtu.max(576);
         Stack {
             tcp_ports: PortTable::new(range, reserve),
             udp_ports: PortTable::new(range, reserve),
@@ -155,7 +153,6 @@ impl Stack {
             ctrl: VecDeque::new(),
             pool: Vec::new(),
             wakeups: VecDeque::new(),
-            scratch: vec![0; mtu],
             stats: Stats::default(),
             icmp_tokens: config.icmp_error_rate,
             icmp_refill: Instant::ZERO,
@@ -604,7 +601,11 @@ impl Stack {
             let n = match slot.sock.as_mut() {
                 Some(Sock::Tcp(c)) => {
                     let before = c.retransmits;
-                    let Some(out) = c.dispatch(now, &mut self.scratch) else {
+                    // The payload goes straight to its place in `buf` (one copy from
+                    // the send buffer), the headers are written around it.
+                    let at = wire::ip_header_len(c.remote.ip()) + c.data_header_len();
+                    let Some(room) = buf.get_mut(at..) else { continue };
+                    let Some(out) = c.dispatch(now, room) else {
                         // Nothing sendable (window, Nagle): wait for an ACK or a timer.
                         self.refresh_inner(h, false);
                         continue;
@@ -619,9 +620,23 @@ impl Stack {
                         window: out.window,
                         urgent: 0,
                         options: out.options,
-                        payload: &self.scratch[..out.payload_len],
+                        payload: &[],
                     };
-                    wire::emit_tcp(buf, c.local.ip(), c.remote.ip(), &repr)
+                    let (src, dst) = (c.local.ip(), c.remote.ip());
+                    if out.payload_len == 0 {
+                        wire::emit_tcp(buf, src, dst, &repr)
+                    } else {
+                        let want = wire::ip_header_len(dst) + repr.header_len();
+                        if want != at {
+                            // Options other than the usual ones: move the payload.
+                            if want + out.payload_len > buf.len() {
+                                tracing::warn!("segment does not fit the transmit buffer");
+                                continue;
+                            }
+                            buf.copy_within(at..at + out.payload_len, want);
+                        }
+                        wire::emit_tcp_in_place(buf, src, dst, &repr, out.payload_len)
+                    }
                 }
                 Some(Sock::Udp(u)) => {
                     let Some((dst, data)) = u.txq.pop_front() else { continue };

@@ -488,6 +488,17 @@ impl Conn {
         self.mss - if self.ts_ok { TS_OPTION_LEN } else { 0 }
     }
 
+    /// TCP header length of a segment carrying data: data segments carry only the
+    /// timestamp option (SACK blocks go on pure ACKs). The stack places the payload
+    /// right after it so it is copied once.
+    pub fn data_header_len(&self) -> usize {
+        let mut o = TcpOptions::default();
+        if self.ts_ok {
+            o.timestamps = Some((0, 0));
+        }
+        crate::wire::tcp::TCP_HEADER_LEN + crate::wire::tcp::options_len(&o)
+    }
+
     /// Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 5.4).
     fn ts_now(&self, now: Instant) -> u32 {
         (now.total_millis() as u32).wrapping_add(self.ts_offset)

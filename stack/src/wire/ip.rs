@@ -342,8 +342,48 @@ pub(crate) fn emit_packet(
         Transport::Icmp(IcmpRepr::V6(_)) if v6 => proto::ICMPV6,
         Transport::Icmp(_) => return Err(EmitError::AddressFamilyMismatch),
     };
-    let header_len = if v6 { IPV6_HEADER_LEN } else { IPV4_HEADER_LEN };
     let tlen = transport_len(&transport);
+    let (header_len, total) = write_header(buf, src, dst, hop_limit, protocol, tlen)?;
+    let rest = &mut buf[header_len..total];
+    match &transport {
+        Transport::Tcp(t) => tcp::emit(t, rest, src, dst),
+        Transport::Udp(u) => udp::emit(u, rest, src, dst),
+        Transport::Icmp(i) => icmp::emit(i, rest, src, dst),
+    }
+    Ok(total)
+}
+
+/// An IP+TCP packet whose payload (`payload_len` bytes) the caller already wrote at
+/// `ip_header_len(dst) + tcp.header_len()`; `tcp.payload` is ignored.
+pub(crate) fn emit_tcp_in_place(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    hop_limit: u8,
+    tcp: &crate::wire::TcpRepr<'_>,
+    payload_len: usize,
+) -> Result<usize, EmitError> {
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(EmitError::AddressFamilyMismatch);
+    }
+    let tlen = tcp.header_len() + payload_len;
+    let (header_len, total) = write_header(buf, src, dst, hop_limit, proto::TCP, tlen)?;
+    tcp::emit_in_place(tcp, &mut buf[header_len..total], src, dst);
+    Ok(total)
+}
+
+/// Write the IPv4 or IPv6 header for a transport part of `tlen` bytes; returns the
+/// header length and the packet length.
+fn write_header(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    hop_limit: u8,
+    protocol: u8,
+    tlen: usize,
+) -> Result<(usize, usize), EmitError> {
+    let v6 = src.is_ipv6();
+    let header_len = if v6 { IPV6_HEADER_LEN } else { IPV4_HEADER_LEN };
     let total = header_len + tlen;
     let length_field = if v6 { tlen } else { total };
     if length_field > MAX_LENGTH_FIELD {
@@ -352,7 +392,7 @@ pub(crate) fn emit_packet(
     if buf.len() < total {
         return Err(EmitError::BufferTooSmall(total));
     }
-    let (header, rest) = buf[..total].split_at_mut(header_len);
+    let header = &mut buf[..header_len];
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             header[0] = 0x45;
@@ -376,14 +416,9 @@ pub(crate) fn emit_packet(
             header[8..24].copy_from_slice(&s.octets());
             header[24..40].copy_from_slice(&d.octets());
         }
-        _ => unreachable!("families checked above"),
+        _ => return Err(EmitError::AddressFamilyMismatch),
     }
-    match &transport {
-        Transport::Tcp(t) => tcp::emit(t, rest, src, dst),
-        Transport::Udp(u) => udp::emit(u, rest, src, dst),
-        Transport::Icmp(i) => icmp::emit(i, rest, src, dst),
-    }
-    Ok(total)
+    Ok((header_len, total))
 }
 
 #[cfg(test)]

@@ -183,6 +183,20 @@ pub fn emit_tcp(buf: &mut [u8], src: IpAddr, dst: IpAddr, tcp: &TcpRepr<'_>) -> 
     ip::emit_packet(buf, src, dst, DEFAULT_HOP_LIMIT, Transport::Tcp(*tcp))
 }
 
+/// Write the headers of an IP+TCP packet around a payload already in place: the
+/// caller wrote `payload_len` bytes at offset `ip_header_len(dst) + tcp.header_len()`
+/// (`tcp.payload` is ignored). Checksums cover the payload as found. Returns the packet
+/// length. This is the send path's way to avoid copying the payload twice.
+pub fn emit_tcp_in_place(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    tcp: &TcpRepr<'_>,
+    payload_len: usize,
+) -> Result<usize, EmitError> {
+    ip::emit_tcp_in_place(buf, src, dst, DEFAULT_HOP_LIMIT, tcp, payload_len)
+}
+
 /// Write a complete IP+UDP packet into `buf`. Returns the packet length.
 pub fn emit_udp(buf: &mut [u8], src: IpAddr, dst: IpAddr, udp: &UdpRepr<'_>) -> Result<usize, EmitError> {
     ip::emit_packet(buf, src, dst, DEFAULT_HOP_LIMIT, Transport::Udp(*udp))

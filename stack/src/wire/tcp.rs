@@ -447,6 +447,19 @@ pub fn write_options(o: &TcpOptions, out: &mut [u8]) -> usize {
 pub(crate) fn emit(repr: &TcpRepr<'_>, buf: &mut [u8], src: IpAddr, dst: IpAddr) {
     let header_len = repr.header_len();
     debug_assert_eq!(buf.len(), header_len + repr.payload.len());
+    buf[header_len..].copy_from_slice(repr.payload);
+    emit_header(repr, buf, src, dst);
+}
+
+/// Like [`emit`], for a payload the caller has already written after the header:
+/// `buf` is `repr.header_len() + payload_len` bytes and `repr.payload` is ignored. Saves
+/// the copy of the payload on the send path.
+pub(crate) fn emit_in_place(repr: &TcpRepr<'_>, buf: &mut [u8], src: IpAddr, dst: IpAddr) {
+    emit_header(repr, buf, src, dst);
+}
+
+fn emit_header(repr: &TcpRepr<'_>, buf: &mut [u8], src: IpAddr, dst: IpAddr) {
+    let header_len = repr.header_len();
     buf[field::SRC_PORT..field::SRC_PORT + 2].copy_from_slice(&repr.src_port.to_be_bytes());
     buf[field::DST_PORT..field::DST_PORT + 2].copy_from_slice(&repr.dst_port.to_be_bytes());
     buf[field::SEQ..field::SEQ + 4].copy_from_slice(&repr.seq.0.to_be_bytes());
@@ -459,7 +472,6 @@ pub(crate) fn emit(repr: &TcpRepr<'_>, buf: &mut [u8], src: IpAddr, dst: IpAddr)
     buf[field::URGENT..field::URGENT + 2].copy_from_slice(&repr.urgent.to_be_bytes());
     let written = write_options(&repr.options, &mut buf[TCP_HEADER_LEN..header_len]);
     debug_assert_eq!(TCP_HEADER_LEN + written, header_len);
-    buf[header_len..].copy_from_slice(repr.payload);
     let pseudo = checksum::pseudo_header(src, dst, proto::TCP, buf.len());
     let sum = checksum::finish(checksum::accumulate(pseudo, buf));
     buf[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());

@@ -1148,3 +1148,35 @@ proptest! {
         prop_assert_eq!(tcp::parse_options(&buf[..n]), Ok(expected_after_round_trip(&o)));
     }
 }
+
+/// The in-place emitter produces exactly the bytes of the copying one.
+#[test]
+fn emit_tcp_in_place_matches_emit_tcp() {
+    use crate::seq::SeqNum;
+    use crate::wire::{emit_tcp, emit_tcp_in_place, ip_header_len, TcpFlags, TcpOptions, TcpRepr};
+    let payload: Vec<u8> = (0..777u32).map(|i| (i * 31) as u8).collect();
+    for (src, dst) in [
+        ("10.0.0.1".parse::<IpAddr>().unwrap(), "10.0.0.2".parse::<IpAddr>().unwrap()),
+        ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap()),
+    ] {
+        let repr = TcpRepr {
+            src_port: 80,
+            dst_port: 40000,
+            seq: SeqNum(123),
+            ack: SeqNum(456),
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            window: 999,
+            urgent: 0,
+            options: TcpOptions { timestamps: Some((1, 2)), ..TcpOptions::default() },
+            payload: &payload,
+        };
+        let mut a = vec![0u8; 1500];
+        let n = emit_tcp(&mut a, src, dst, &repr).unwrap();
+        let mut b = vec![0xEEu8; 1500];
+        let at = ip_header_len(dst) + repr.header_len();
+        b[at..at + payload.len()].copy_from_slice(&payload);
+        let m = emit_tcp_in_place(&mut b, src, dst, &TcpRepr { payload: &[], ..repr }, payload.len()).unwrap();
+        assert_eq!(n, m);
+        assert_eq!(a[..n], b[..m]);
+    }
+}
