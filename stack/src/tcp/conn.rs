@@ -1642,11 +1642,23 @@ impl Conn {
         Some(self.last_rx + ka.idle + ka.interval * self.ka_probes)
     }
 
+    #[inline]
     pub fn deadline(&self) -> Option<Instant> {
-        [self.rtx_deadline, self.close_deadline, self.delack_deadline, self.rack_deadline, self.keepalive_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        #[inline(always)]
+        fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, None) => x,
+                (None, y) => y,
+            }
+        }
+        let mut d = earliest(self.rtx_deadline, self.delack_deadline);
+        d = earliest(d, self.close_deadline);
+        d = earliest(d, self.rack_deadline);
+        if self.keepalive.is_some() {
+            d = earliest(d, self.keepalive_deadline());
+        }
+        d
     }
 
     /// Run the timers due at `now`. May ask for a RST (keepalive timeout).
