@@ -106,6 +106,10 @@ pub struct Stack {
     icmp_tokens: u32,
     icmp_refill: Instant,
     now: Instant,
+    /// The connection the last TCP segment went to: bulk flows skip the hash lookup.
+    /// Validated on use (slot generation, 4-tuple, not CLOSED), so it never needs
+    /// invalidating.
+    last_tcp: Option<SocketHandle>,
     /// Next housekeeping pass (buffer trimming), run on activity at most once per
     /// `HOUSEKEEPING_INTERVAL`, so it never wakes an idle stack.
     next_housekeeping: Instant,
@@ -158,6 +162,7 @@ impl Stack {
             icmp_refill: Instant::ZERO,
             now: Instant::ZERO,
             next_housekeeping: Instant::ZERO + HOUSEKEEPING_INTERVAL,
+            last_tcp: None,
             cfg: config,
         }
     }
@@ -378,8 +383,16 @@ impl Stack {
         if seg.src_port == 0 || seg.dst_port == 0 {
             return self.count_drop(DropReason::BadTcpHeader, "port 0");
         }
-        match self.demux.lookup(Protocol::Tcp, local, remote) {
+        let cached = self.last_tcp.filter(|&h| {
+            self.conn(h).is_ok_and(|c| c.local == local && c.remote == remote && c.state != TcpState::Closed)
+        });
+        let found = match cached {
+            Some(h) => Some(Match::Connection(h)),
+            None => self.demux.lookup(Protocol::Tcp, local, remote),
+        };
+        match found {
             Some(Match::Connection(h)) => {
+                self.last_tcp = Some(h);
                 // RFC 6191-style reuse: a new SYN above the old sequence space ends a
                 // TIME-WAIT connection so the listener can take the new one.
                 if let Ok(c) = self.conn(h) {
