@@ -347,8 +347,9 @@ pub struct Inspected {
     pub tcp: Option<TcpInfo>,
 }
 
-/// Parse an IP packet with etherparse and verify its lengths and every checksum. Unlike
-/// [`link::check_packet`] this never panics: corrupted packets come through here.
+/// Parse an IP packet with etherparse and verify its lengths and every checksum. Never
+/// panics (corrupted packets come through here); [`link::check_packet`] is this plus a
+/// panic, for links where every packet must be valid.
 pub fn inspect(packet: &[u8]) -> Result<Inspected, String> {
     let sliced = SlicedPacket::from_ip(packet).map_err(|e| format!("etherparse: {e:?}"))?;
     let (src, dst) = match &sliced.net {
