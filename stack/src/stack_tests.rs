@@ -27,16 +27,31 @@ struct Pair {
     a: Stack,
     b: Stack,
     now: Instant,
+    /// Drop every Nth packet from b to a.
+    drop_b_to_a: Option<u64>,
+    sent_b_to_a: u64,
 }
 
 impl Pair {
     fn new() -> Pair {
-        Pair { a: Stack::new(cfg("10.0.0.1", 1)), b: Stack::new(cfg("10.0.0.2", 2)), now: Instant::ZERO }
+        Pair::with(Stack::new(cfg("10.0.0.1", 1)), Stack::new(cfg("10.0.0.2", 2)))
+    }
+
+    fn with(a: Stack, b: Stack) -> Pair {
+        Pair { a, b, now: Instant::ZERO, drop_b_to_a: None, sent_b_to_a: 0 }
     }
 
     /// Exchange packets until quiet; then, if `advance`, jump to the next timer.
     fn step(&mut self, advance: bool) -> bool {
-        let moved = pump(self.now, &mut self.a, &mut self.b) + pump(self.now, &mut self.b, &mut self.a);
+        let mut moved = pump(self.now, &mut self.a, &mut self.b);
+        let mut buf = vec![0u8; 1500];
+        while let Some(len) = self.b.poll_transmit(self.now, &mut buf) {
+            self.sent_b_to_a += 1;
+            moved += 1;
+            if self.drop_b_to_a.is_none_or(|n| !self.sent_b_to_a.is_multiple_of(n)) {
+                self.a.input(self.now, &buf[..len]);
+            }
+        }
         self.a.check_invariants().unwrap();
         self.b.check_invariants().unwrap();
         if moved > 0 {
@@ -176,7 +191,7 @@ fn transfer(p: &mut Pair, c: SocketHandle, s: SocketHandle, data: &[u8], mut rea
 fn zero_window_is_probed_and_reopens() {
     let mut a_cfg = cfg("10.0.0.1", 1);
     a_cfg.tcp_rx_buffer = 2000;
-    let mut p = Pair { a: Stack::new(a_cfg), b: Stack::new(cfg("10.0.0.2", 2)), now: Instant::ZERO };
+    let mut p = Pair::with(Stack::new(a_cfg), Stack::new(cfg("10.0.0.2", 2)));
     let l = p.a.tcp_listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
     let c = p.b.tcp_connect(p.now, "10.0.0.1:80".parse().unwrap(), None).unwrap();
     p.settle();
@@ -197,43 +212,10 @@ fn lost_segments_are_retransmitted() {
     p.settle();
     let s = p.a.tcp_accept(l).unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
-    let mut sent = 0;
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let mut pkt = vec![0u8; 1500];
-    let mut count = 0u64;
-    for _ in 0..1_000_000 {
-        if sent < data.len() {
-            if let Ok(n) = p.b.tcp_send(c, &data[sent..]) {
-                sent += n;
-            }
-        }
-        // b -> a drops every 17th packet; a -> b is clean.
-        let mut moved = 0;
-        while let Some(n) = p.b.poll_transmit(p.now, &mut pkt) {
-            count += 1;
-            moved += 1;
-            if !count.is_multiple_of(17) {
-                p.a.input(p.now, &pkt[..n]);
-            }
-        }
-        moved += pump(p.now, &mut p.a, &mut p.b);
-        while let Ok(n) = p.a.tcp_recv(s, &mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        if got.len() == data.len() {
-            break;
-        }
-        if moved == 0 {
-            let t = [p.a.poll_timeout(), p.b.poll_timeout()].into_iter().flatten().min().expect("stalled");
-            p.now = p.now.max(t);
-            p.a.handle_timeout(p.now);
-            p.b.handle_timeout(p.now);
-        }
-    }
+    // b -> a drops every 17th packet; a -> b is clean.
+    p.drop_b_to_a = Some(17);
+    let got = transfer(&mut p, c, s, &data, |_| true);
+    p.drop_b_to_a = None;
     assert!(got == data);
     // Let the last (possibly delayed) ACK arrive.
     for _ in 0..100 {
