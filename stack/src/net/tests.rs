@@ -304,3 +304,116 @@ fn tcp_timeouts_nonblocking_and_listener_close() {
         drop(kernel);
     });
 }
+
+/// Wait (bounded by [`GUARD`]) until `cond` holds for the runtime's counters.
+fn counters_reach(rt: &Runtime, what: &str, cond: impl Fn(&crate::runtime::RuntimeCounters) -> bool) {
+    let start = std::time::Instant::now();
+    while !cond(&rt.counters()) {
+        assert!(start.elapsed() < GUARD, "{what}: {:?}", rt.counters());
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn traffic_on_one_socket_does_not_wake_a_thread_blocked_on_another() {
+    in_fresh_netns("traffic_on_one_socket_does_not_wake_a_thread_blocked_on_another", || {
+        let rt = runtime("tsnw0");
+        let listener = TcpListener::bind(&rt, (STACK4, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut kernel_a = std::net::TcpStream::connect_timeout(&addr, GUARD).unwrap();
+        let (a, _) = accept_within(&listener);
+        let mut kernel_b = std::net::TcpStream::connect_timeout(&addr, GUARD).unwrap();
+        let (b, _) = accept_within(&listener);
+        kernel_b.set_read_timeout(Some(GUARD)).unwrap();
+        assert_eq!(rt.counters().waits, 0, "nothing blocked yet");
+
+        a.set_read_timeout(Some(GUARD)).unwrap();
+        let reader = thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            let n = (&a).read(&mut buf).unwrap();
+            buf[..n].to_vec()
+        });
+        counters_reach(&rt, "reader parked", |c| c.waits == 1);
+        let before = rt.counters();
+
+        // Round trips on B; our side never blocks (non-blocking reads, small writes).
+        b.set_nonblocking(true).unwrap();
+        let msg = pattern(100);
+        for _ in 0..50 {
+            kernel_b.write_all(&msg).unwrap();
+            let mut got = Vec::new();
+            let start = std::time::Instant::now();
+            while got.len() < msg.len() {
+                let mut buf = [0u8; 256];
+                match (&b).read(&mut buf) {
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && start.elapsed() < GUARD => {
+                        thread::yield_now()
+                    }
+                    Err(e) => panic!("read on B: {e}"),
+                }
+            }
+            (&b).write_all(&got).unwrap();
+            let mut back = vec![0u8; msg.len()];
+            kernel_b.read_exact(&mut back).unwrap();
+            assert_eq!(back, msg);
+        }
+        let after = rt.counters();
+        assert!(after.packets_read >= before.packets_read + 50, "B's traffic went through the runtime: {after:?}");
+        // The reader on A was neither woken nor parked again.
+        assert_eq!(after.wakeups, before.wakeups, "{before:?} -> {after:?}");
+        assert_eq!(after.waits, before.waits, "{before:?} -> {after:?}");
+
+        kernel_a.write_all(b"for A").unwrap();
+        assert_eq!(reader.join().unwrap(), b"for A");
+        assert!(rt.counters().wakeups > after.wakeups);
+    });
+}
+
+#[test]
+fn concurrent_accepts_pick_up_every_connection() {
+    in_fresh_netns("concurrent_accepts_pick_up_every_connection", || {
+        const CONNS: usize = 24;
+        let rt = runtime("tsnw1");
+        let listener = TcpListener::bind(&rt, (STACK4, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Four threads block in accept on the same listener (exclusive waits).
+        let acceptors: Vec<_> = (0..4)
+            .map(|_| {
+                let l = listener.try_clone().unwrap();
+                let tx = tx.clone();
+                thread::spawn(move || loop {
+                    match l.accept() {
+                        Ok((s, _)) => tx.send(s).unwrap(),
+                        Err(e) => return e,
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        // Three kernel threads connect at once, so that connections arrive together.
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                thread::spawn(move || {
+                    (0..CONNS / 3)
+                        .map(|_| std::net::TcpStream::connect_timeout(&addr, GUARD).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let kernel_side: Vec<_> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        let accepted: Vec<TcpStream> = (0..CONNS).map(|_| rx.recv_timeout(GUARD).expect("a connection was not accepted")).collect();
+        let mut ports: Vec<u16> = accepted.iter().map(|s| s.peer_addr().unwrap().port()).collect();
+        ports.sort_unstable();
+        let mut expected: Vec<u16> = kernel_side.iter().map(|s| s.local_addr().unwrap().port()).collect();
+        expected.sort_unstable();
+        assert_eq!(ports, expected);
+        // Shutdown ends every blocked accept.
+        drop(accepted);
+        rt.shutdown();
+        for t in acceptors {
+            assert_eq!(t.join().unwrap().kind(), io::ErrorKind::NotConnected);
+        }
+    });
+}
