@@ -12,6 +12,9 @@
 //!           (lock released)                     waiters (lock released)
 //! ```
 //!
+//! Packets are taken from the core under its lock but written to the device after the
+//! lock is released, by one writer at a time, in order (see [`tx`]).
+//!
 //! A blocked call waits for its own socket only: `Stack::poll_wakeup` names the sockets
 //! whose readiness changed and only the threads registered under those are woken (see
 //! [`wait`]). The runtime thread is kicked through its eventfd only when a call moved
@@ -42,6 +45,7 @@ pub mod impair;
 
 mod device;
 mod sys;
+mod tx;
 mod wait;
 
 use std::fmt;
@@ -62,6 +66,7 @@ use crate::time::Instant;
 
 use self::ifconfig::Ifconfig;
 use self::sys::EventFd;
+use self::tx::{Batch, Role, Tx, Written};
 pub(crate) use self::wait::WaitMode;
 use self::wait::{LocalUnparks, Unparks, Waiter, Waiters};
 
@@ -150,6 +155,8 @@ pub struct RuntimeCounters {
 /// State shared by the runtime thread and every handle.
 struct Shared {
     core: Mutex<Core>,
+    /// The device's write side (its own lock, taken after `core`'s).
+    tx: Tx,
     /// Wakes the runtime thread out of poll(2): shutdown, or an earlier deadline.
     wake: EventFd,
     stopped: AtomicBool,
@@ -161,10 +168,12 @@ struct Shared {
 /// Everything that is only touched under the lock.
 struct Core {
     stack: Stack,
-    /// `None` once the runtime stopped: nothing is written any more.
-    dev: Option<Arc<Iface>>,
-    /// One packet's worth of transmit buffer, reused for every packet.
-    tx_buf: Box<[u8]>,
+    /// Packets taken from the stack, handed to `Shared::tx` before the lock is released.
+    out: Batch,
+    /// Room for one packet (the MTU).
+    mtu: usize,
+    /// One packet's worth of buffer for the impairer's input.
+    impair_buf: Box<[u8]>,
     /// The deadline the runtime thread is sleeping towards; a call that moves the core's
     /// deadline earlier must kick the eventfd.
     thread_deadline: Option<Instant>,
@@ -203,32 +212,19 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Write one packet to the device (when there still is one).
-fn send_to(dev: &Option<Arc<Iface>>, pkt: &[u8]) {
-    let Some(dev) = dev else { return };
-    if let Err(e) = dev.send(pkt) {
-        // TUN is a lossy link like any other: the peer's retransmission logic (or
-        // ours) recovers. EIO means someone set the link down.
-        tracing::debug!(len = pkt.len(), error = %e, "TUN write failed, packet dropped");
-    }
-}
-
 impl Core {
-    /// Write every packet the core has ready to the device: straight away, or through
-    /// the impairer, which also hands out the earlier packets that are due by now.
+    /// Take every packet the core has ready into `out`: straight away, or through the
+    /// impairer, which also hands out the earlier packets that are due by now.
     fn flush(&mut self, now: Instant) {
+        let (stack, out) = (&mut self.stack, &mut self.out);
         match &mut self.impair {
-            None => {
-                while let Some(len) = self.stack.poll_transmit(now, &mut self.tx_buf) {
-                    send_to(&self.dev, &self.tx_buf[..len.min(self.tx_buf.len())]);
-                }
-            }
+            None => while out.push_with(self.mtu, |buf| stack.poll_transmit(now, buf)).is_some() {},
             Some(imp) => {
-                while let Some(len) = self.stack.poll_transmit(now, &mut self.tx_buf) {
-                    imp.tx.push(now, &self.tx_buf[..len.min(self.tx_buf.len())]);
+                let buf = &mut self.impair_buf;
+                while let Some(len) = stack.poll_transmit(now, buf) {
+                    imp.tx.push(now, &buf[..len.min(buf.len())]);
                 }
-                let dev = &self.dev;
-                imp.tx.release(now, |pkt| send_to(dev, pkt));
+                imp.tx.release(now, |pkt| out.push(pkt));
             }
         }
     }
@@ -275,12 +271,14 @@ impl Shared {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// After the core ran (an API call or the thread's turn): send what it produced,
-    /// collect the waiters of the sockets whose readiness changed into `unparks` (the
-    /// caller unparks them once the lock is released), and for API calls make sure the
-    /// thread does not sleep past a deadline that moved earlier.
-    fn settle(&self, core: &mut Core, now: Instant, from_api: bool, unparks: &mut Unparks) {
+    /// After the core ran (an API call or the thread's turn): queue what it produced
+    /// for the device, collect the waiters of the sockets whose readiness changed into
+    /// `unparks`, and for API calls make sure the thread does not sleep past a deadline
+    /// that moved earlier. Once the lock is released, the caller unparks the waiters
+    /// and, when told [`Role::Write`], writes the queued packets.
+    fn settle(&self, core: &mut Core, now: Instant, from_api: bool, unparks: &mut Unparks) -> Role {
         core.flush(now);
+        let role = self.tx.enqueue(&mut core.out);
         let before = unparks.len();
         while let Some(h) = core.stack.poll_wakeup() {
             core.waiters.wake(h, unparks);
@@ -299,6 +297,7 @@ impl Shared {
                 }
             }
         }
+        role
     }
 
     /// Stop everything: no more calls, waiters woken, thread told to exit, device
@@ -309,12 +308,43 @@ impl Shared {
         {
             let mut core = self.lock_any();
             core.stopped = true;
-            core.dev = None;
             core.waiters.wake_all(&mut unparks);
             core.counters.wakeups += unparks.len() as u64;
         }
         unparks.unpark_all();
         self.wake.kick();
+        self.tx.close();
+    }
+}
+
+/// What an application call does once it released the core's lock: unpark the threads
+/// it woke, and write the device's queue if it became the writer. Runs on drop too, so
+/// that every return path does it; declare it before the lock guard.
+struct AfterLock<'a> {
+    shared: &'a Shared,
+    unparks: LocalUnparks,
+    role: Role,
+}
+
+impl<'a> AfterLock<'a> {
+    fn new(shared: &'a Shared) -> AfterLock<'a> {
+        AfterLock { shared, unparks: LocalUnparks::new(), role: Role::Done }
+    }
+
+    fn run(&mut self) {
+        self.unparks.unpark_all();
+        if std::mem::replace(&mut self.role, Role::Done) == Role::Write {
+            if let (_, Written::Left) = self.shared.tx.write_out(tx::APP_WRITER_ROUNDS) {
+                // The runtime thread writes the rest on its next turn.
+                self.shared.wake.kick();
+            }
+        }
+    }
+}
+
+impl Drop for AfterLock<'_> {
+    fn drop(&mut self) {
+        self.run();
     }
 }
 
@@ -370,14 +400,14 @@ impl RuntimeHandle {
     /// Run one core call under the lock and send whatever it produced.
     pub(crate) fn call<T>(&self, f: impl FnOnce(&mut Stack, Instant) -> io::Result<T>) -> io::Result<T> {
         let shared = &*self.shared;
-        // Dropped after `core`: threads woken by this call are unparked once the lock
-        // is released.
-        let mut unparks = LocalUnparks::new();
+        // Dropped after `core`: woken threads are unparked and packets written once the
+        // lock is released.
+        let mut after = AfterLock::new(shared);
         let _wake = WakeOnUnwind(shared);
         let mut core = shared.lock()?;
         let now = shared.now();
         let result = f(&mut core.stack, now);
-        shared.settle(&mut core, now, true, &mut unparks);
+        after.role = shared.settle(&mut core, now, true, &mut after.unparks);
         result
     }
 
@@ -396,8 +426,9 @@ impl RuntimeHandle {
         mut f: impl FnMut(&mut Stack, Instant) -> io::Result<T>,
     ) -> io::Result<T> {
         let shared = &*self.shared;
-        // Dropped after `core` (declared before it): unparks happen without the lock.
-        let mut unparks = LocalUnparks::new();
+        // Dropped after `core` (declared before it): unparks and writes happen without
+        // the lock.
+        let mut after = AfterLock::new(shared);
         let _wake = WakeOnUnwind(shared);
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut me: Option<Arc<Waiter>> = None;
@@ -405,7 +436,7 @@ impl RuntimeHandle {
         loop {
             let now = shared.now();
             let result = f(&mut core.stack, now);
-            shared.settle(&mut core, now, true, &mut unparks);
+            after.role = shared.settle(&mut core, now, true, &mut after.unparks);
             let expired = match &result {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {
                     deadline.is_some_and(|d| std::time::Instant::now() >= d)
@@ -416,7 +447,7 @@ impl RuntimeHandle {
                 if mode == WaitMode::Exclusive && me.is_some() {
                     // This call was (or may have been) woken alone for a readiness
                     // that can cover more than it used: give the next one its turn.
-                    core.waiters.pass_on(h, &mut unparks);
+                    core.waiters.pass_on(h, &mut after.unparks);
                 }
                 return match result {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {
@@ -431,7 +462,7 @@ impl RuntimeHandle {
             core.waiters.register(h, mode, waiter);
             core.counters.waits += 1;
             drop(core);
-            unparks.unpark_all();
+            after.run();
             while !waiter.is_notified() {
                 match deadline {
                     None => thread::park(),
@@ -511,14 +542,16 @@ impl Runtime {
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 stack,
-                dev: Some(Arc::clone(&dev)),
-                tx_buf: vec![0; mtu].into_boxed_slice(),
+                out: Batch::default(),
+                mtu,
+                impair_buf: vec![0; if impair.is_some() { mtu } else { 0 }].into_boxed_slice(),
                 thread_deadline: None,
                 stopped: false,
                 impair,
                 waiters: Waiters::default(),
                 counters: RuntimeCounters::default(),
             }),
+            tx: Tx::new(Arc::clone(&dev)),
             wake: EventFd::new()?,
             stopped: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
@@ -804,11 +837,14 @@ fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
         if core.stack.poll_timeout().is_some_and(|d| d <= now) {
             core.stack.handle_timeout(now);
         }
-        shared.settle(core, now, false, &mut unparks);
+        let role = shared.settle(core, now, false, &mut unparks);
         let deadline = core.deadline();
         core.thread_deadline = deadline;
         drop(guard);
         unparks.unpark_all();
+        if role == Role::Write {
+            shared.tx.write_out(usize::MAX);
+        }
         // A full batch may have left more packets queued: look again without sleeping.
         timeout = if n == RX_BATCH { 0 } else { sys::timeout_ms(deadline, shared.now()) };
     }
