@@ -6,19 +6,20 @@
 //! of one call; no lock is held while waiting.
 //!
 //! ```text
-//!   net handles ──lock──> Core { Stack, device, tx buffer, waiters } <──lock── runtime thread
-//!        │  call, flush packets it produced, wake others                   │ poll(tun, eventfd)
-//!        └─ register under its socket, park ◄── unpark that socket's ──────┘ input / timers / flush
-//!           (lock released)                     waiters (lock released)
+//!   net handles ──lock──> Core { Stack, out queue, waiters } <──lock── runtime thread
+//!        │  call, queue packets it produced, wake others            │ poll(tun, eventfd)
+//!        │                                                          │ input / timers / queue
+//!        ├─ lock released: unpark, write queue if writer ───────────┤ lock released: same
+//!        └─ register under its socket, park ◄── unpark that socket's waiters
 //! ```
 //!
 //! Packets are taken from the core under its lock but written to the device after the
-//! lock is released, by one writer at a time, in order (see [`tx`]).
+//! lock is released, by one writer at a time, in order (see `runtime/tx.rs`).
 //!
 //! A blocked call waits for its own socket only: `Stack::poll_wakeup` names the sockets
 //! whose readiness changed and only the threads registered under those are woken (see
-//! [`wait`]). The runtime thread is kicked through its eventfd only when a call moved
-//! the core's deadline earlier than the one it sleeps towards.
+//! `runtime/wait.rs`). The runtime thread is kicked through its eventfd only when a
+//! call moved the core's deadline earlier than the one it sleeps towards.
 //!
 //! # Network namespaces
 //!
@@ -301,7 +302,7 @@ impl Shared {
     }
 
     /// Stop everything: no more calls, waiters woken, thread told to exit, device
-    /// released by the core (the thread drops its own reference when it exits).
+    /// released by the write side (the thread drops its own reference when it exits).
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         let mut unparks = Unparks::default();
