@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::runtime::RuntimeHandle;
+use crate::runtime::{RuntimeHandle, WaitMode};
 use crate::socket::SocketHandle;
 use crate::stack::Stack;
 
@@ -69,12 +69,12 @@ impl Sock {
 
     /// Block (per this socket's mode and read timeout) until `f` stops saying WouldBlock.
     fn wait_read<T>(&self, mut f: impl FnMut(&mut Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
-        self.rt.block(self.is_nonblocking(), self.read_timeout(), |s, _| f(s, self.h))
+        self.rt.block(self.h, WaitMode::Shared, self.is_nonblocking(), self.read_timeout(), |s, _| f(s, self.h))
     }
 
     /// Same with the write timeout.
     fn wait_write<T>(&self, mut f: impl FnMut(&mut Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
-        self.rt.block(self.is_nonblocking(), self.write_timeout(), |s, _| f(s, self.h))
+        self.rt.block(self.h, WaitMode::Shared, self.is_nonblocking(), self.write_timeout(), |s, _| f(s, self.h))
     }
 
     fn is_nonblocking(&self) -> bool {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{each_addr, Sock};
-use crate::runtime::RuntimeHandle;
+use crate::runtime::{RuntimeHandle, WaitMode};
 use crate::socket::SocketHandle;
 use crate::tcp::TcpState;
 
@@ -46,7 +46,8 @@ impl TcpListener {
     /// blocking mode, whatever the listener's mode.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let sock = &*self.sock;
-        let (h, peer) = sock.rt.block(sock.is_nonblocking(), None, |s, _| {
+        // Accepting threads wait exclusively: one new connection wakes one of them.
+        let (h, peer) = sock.rt.block(sock.h, WaitMode::Exclusive, sock.is_nonblocking(), None, |s, _| {
             let h = s.tcp_accept(sock.h)?;
             match s.peer_addr(h) {
                 Ok(peer) => Ok((h, peer)),
@@ -150,7 +151,7 @@ impl TcpStream {
         let h = rt.call(|s, now| s.tcp_connect(now, remote, None))?;
         // From here on, dropping `stream` releases the socket on every error path.
         let stream = TcpStream::from_handle(rt.clone(), h);
-        let established = rt.block(false, timeout, |s, _| match s.tcp_poll_connect(h) {
+        let established = rt.block(h, WaitMode::Shared, false, timeout, |s, _| match s.tcp_poll_connect(h) {
             Ok(true) => Ok(()),
             Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
             Err(e) => Err(e),

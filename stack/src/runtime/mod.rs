@@ -6,10 +6,20 @@
 //! of one call; no lock is held while waiting.
 //!
 //! ```text
-//!   net handles ──lock──> Core { Stack, device, tx buffer } <──lock── runtime thread
-//!        │  call, flush packets it produced, wake others            │ poll(tun, eventfd)
-//!        └─ Condvar::wait_timeout (lock released) <── notify_all ───┘ input / timers / flush
+//!   net handles ──lock──> Core { Stack, out queue, waiters } <──lock── runtime thread
+//!        │  call, queue packets it produced, wake others            │ poll(tun, eventfd)
+//!        │                                                          │ input / timers / queue
+//!        ├─ lock released: unpark, write queue if writer ───────────┤ lock released: same
+//!        └─ register under its socket, park ◄── unpark that socket's waiters
 //! ```
+//!
+//! Packets are taken from the core under its lock but written to the device after the
+//! lock is released, by one writer at a time, in order (see `runtime/tx.rs`).
+//!
+//! A blocked call waits for its own socket only: `Stack::poll_wakeup` names the sockets
+//! whose readiness changed and only the threads registered under those are woken (see
+//! `runtime/wait.rs`). The runtime thread is kicked through its eventfd only when a
+//! call moved the core's deadline earlier than the one it sleeps towards.
 //!
 //! # Network namespaces
 //!
@@ -36,25 +46,30 @@ pub mod impair;
 
 mod device;
 mod sys;
+mod tx;
+mod wait;
 
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use tun_tap::Iface;
 
 use crate::config::Config;
-use crate::socket::SocketInfo;
+use crate::socket::{SocketHandle, SocketInfo};
 use crate::stack::{Stack, Stats};
 use crate::time::Instant;
 
 use self::ifconfig::Ifconfig;
 use self::sys::EventFd;
+use self::tx::{Batch, Role, Tx, Written};
+pub(crate) use self::wait::WaitMode;
+use self::wait::{LocalUnparks, Unparks, Waiter, Waiters};
 
 pub use self::impair::{ImpairCounters, Impairer, Impairment, ImpairmentStats};
 
@@ -119,11 +134,30 @@ pub struct RuntimeHandle {
     shared: Arc<Shared>,
 }
 
+/// What the runtime did since it started: how often its thread ran and was kicked, how
+/// often application threads blocked and were woken. For tuning and tests; every field
+/// only grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeCounters {
+    /// Turns of the runtime thread (one per return from poll(2)).
+    pub turns: u64,
+    /// Turns that found the eventfd kicked.
+    pub kicked_turns: u64,
+    /// Packets read from the device.
+    pub packets_read: u64,
+    /// Eventfd kicks by API calls that moved the core's deadline earlier.
+    pub kicks: u64,
+    /// Times an application thread registered under a socket and parked.
+    pub waits: u64,
+    /// Threads unparked because their socket's readiness changed (or at shutdown).
+    pub wakeups: u64,
+}
+
 /// State shared by the runtime thread and every handle.
 struct Shared {
     core: Mutex<Core>,
-    /// Notified (all waiters) whenever the core reports a wakeup, and at shutdown.
-    cond: Condvar,
+    /// The device's write side (its own lock, taken after `core`'s).
+    tx: Tx,
     /// Wakes the runtime thread out of poll(2): shutdown, or an earlier deadline.
     wake: EventFd,
     stopped: AtomicBool,
@@ -135,16 +169,21 @@ struct Shared {
 /// Everything that is only touched under the lock.
 struct Core {
     stack: Stack,
-    /// `None` once the runtime stopped: nothing is written any more.
-    dev: Option<Arc<Iface>>,
-    /// One packet's worth of transmit buffer, reused for every packet.
-    tx_buf: Box<[u8]>,
+    /// Packets taken from the stack, handed to `Shared::tx` before the lock is released.
+    out: Batch,
+    /// Room for one packet (the MTU).
+    mtu: usize,
+    /// One packet's worth of buffer for the impairer's input.
+    impair_buf: Box<[u8]>,
     /// The deadline the runtime thread is sleeping towards; a call that moves the core's
     /// deadline earlier must kick the eventfd.
     thread_deadline: Option<Instant>,
     stopped: bool,
     /// The impairment layer, when configured.
     impair: Option<Box<Impaired>>,
+    /// Threads blocked in a call, by socket.
+    waiters: Waiters,
+    counters: RuntimeCounters,
 }
 
 /// Both directions of the impaired link.
@@ -174,32 +213,19 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Write one packet to the device (when there still is one).
-fn send_to(dev: &Option<Arc<Iface>>, pkt: &[u8]) {
-    let Some(dev) = dev else { return };
-    if let Err(e) = dev.send(pkt) {
-        // TUN is a lossy link like any other: the peer's retransmission logic (or
-        // ours) recovers. EIO means someone set the link down.
-        tracing::debug!(len = pkt.len(), error = %e, "TUN write failed, packet dropped");
-    }
-}
-
 impl Core {
-    /// Write every packet the core has ready to the device: straight away, or through
-    /// the impairer, which also hands out the earlier packets that are due by now.
+    /// Take every packet the core has ready into `out`: straight away, or through the
+    /// impairer, which also hands out the earlier packets that are due by now.
     fn flush(&mut self, now: Instant) {
+        let (stack, out) = (&mut self.stack, &mut self.out);
         match &mut self.impair {
-            None => {
-                while let Some(len) = self.stack.poll_transmit(now, &mut self.tx_buf) {
-                    send_to(&self.dev, &self.tx_buf[..len.min(self.tx_buf.len())]);
-                }
-            }
+            None => while out.push_with(self.mtu, |buf| stack.poll_transmit(now, buf)).is_some() {},
             Some(imp) => {
-                while let Some(len) = self.stack.poll_transmit(now, &mut self.tx_buf) {
-                    imp.tx.push(now, &self.tx_buf[..len.min(self.tx_buf.len())]);
+                let buf = &mut self.impair_buf;
+                while let Some(len) = stack.poll_transmit(now, buf) {
+                    imp.tx.push(now, &buf[..len.min(buf.len())]);
                 }
-                let dev = &self.dev;
-                imp.tx.release(now, |pkt| send_to(dev, pkt));
+                imp.tx.release(now, |pkt| out.push(pkt));
             }
         }
     }
@@ -246,18 +272,19 @@ impl Shared {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// After the core ran (an API call or the thread's turn): send what it produced,
-    /// wake waiters whose sockets changed, and for API calls make sure the thread does
-    /// not sleep past a deadline that moved earlier.
-    fn settle(&self, core: &mut Core, now: Instant, from_api: bool) {
+    /// After the core ran (an API call or the thread's turn): queue what it produced
+    /// for the device, collect the waiters of the sockets whose readiness changed into
+    /// `unparks`, and for API calls make sure the thread does not sleep past a deadline
+    /// that moved earlier. Once the lock is released, the caller unparks the waiters
+    /// and, when told [`Role::Write`], writes the queued packets.
+    fn settle(&self, core: &mut Core, now: Instant, from_api: bool, unparks: &mut Unparks) -> Role {
         core.flush(now);
-        let mut woke = false;
-        while core.stack.poll_wakeup().is_some() {
-            woke = true;
+        let role = self.tx.enqueue(&mut core.out);
+        let before = unparks.len();
+        while let Some(h) = core.stack.poll_wakeup() {
+            core.waiters.wake(h, unparks);
         }
-        if woke {
-            self.cond.notify_all();
-        }
+        core.counters.wakeups += (unparks.len() - before) as u64;
         if from_api {
             if let Some(d) = core.deadline() {
                 let earlier = match core.thread_deadline {
@@ -266,35 +293,73 @@ impl Shared {
                 };
                 if earlier {
                     core.thread_deadline = Some(d);
+                    core.counters.kicks += 1;
                     self.wake.kick();
                 }
             }
         }
+        role
     }
 
     /// Stop everything: no more calls, waiters woken, thread told to exit, device
-    /// released by the core (the thread drops its own reference when it exits).
+    /// released by the write side (the thread drops its own reference when it exits).
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
+        let mut unparks = Unparks::default();
         {
             let mut core = self.lock_any();
             core.stopped = true;
-            core.dev = None;
+            core.waiters.wake_all(&mut unparks);
+            core.counters.wakeups += unparks.len() as u64;
         }
-        self.cond.notify_all();
+        unparks.unpark_all();
         self.wake.kick();
+        self.tx.close();
+    }
+}
+
+/// What an application call does once it released the core's lock: unpark the threads
+/// it woke, and write the device's queue if it became the writer. Runs on drop too, so
+/// that every return path does it; declare it before the lock guard.
+struct AfterLock<'a> {
+    shared: &'a Shared,
+    unparks: LocalUnparks,
+    role: Role,
+}
+
+impl<'a> AfterLock<'a> {
+    fn new(shared: &'a Shared) -> AfterLock<'a> {
+        AfterLock { shared, unparks: LocalUnparks::new(), role: Role::Done }
+    }
+
+    fn run(&mut self) {
+        self.unparks.unpark_all();
+        if std::mem::replace(&mut self.role, Role::Done) == Role::Write {
+            if let (_, Written::Left) = self.shared.tx.write_out(tx::APP_WRITER_ROUNDS) {
+                // The runtime thread writes the rest on its next turn.
+                self.shared.wake.kick();
+            }
+        }
+    }
+}
+
+impl Drop for AfterLock<'_> {
+    fn drop(&mut self) {
+        self.run();
     }
 }
 
 /// Wakes everybody if a core call panics on an application thread, so that nobody
-/// waits on a Condvar that will never be notified (the runtime thread then finds the
-/// lock poisoned and stops).
+/// stays parked waiting for a wakeup that will never come (woken threads, and the
+/// runtime thread, then find the lock poisoned and stop).
 struct WakeOnUnwind<'a>(&'a Shared);
 
 impl Drop for WakeOnUnwind<'_> {
     fn drop(&mut self) {
         if thread::panicking() {
-            self.0.cond.notify_all();
+            let mut unparks = Unparks::default();
+            self.0.lock_any().waiters.wake_all(&mut unparks);
+            unparks.unpark_all();
             self.0.wake.kick();
         }
     }
@@ -327,52 +392,94 @@ impl RuntimeHandle {
         self.shared.lock_any().impair.as_ref().map(|imp| imp.stats())
     }
 
+    /// The runtime's own counters (turns, kicks, waits, wakeups). Still answers after
+    /// shutdown.
+    pub fn counters(&self) -> RuntimeCounters {
+        self.shared.lock_any().counters
+    }
+
     /// Run one core call under the lock and send whatever it produced.
     pub(crate) fn call<T>(&self, f: impl FnOnce(&mut Stack, Instant) -> io::Result<T>) -> io::Result<T> {
         let shared = &*self.shared;
+        // Dropped after `core`: woken threads are unparked and packets written once the
+        // lock is released.
+        let mut after = AfterLock::new(shared);
         let _wake = WakeOnUnwind(shared);
         let mut core = shared.lock()?;
         let now = shared.now();
         let result = f(&mut core.stack, now);
-        shared.settle(&mut core, now, true);
+        after.role = shared.settle(&mut core, now, true, &mut after.unparks);
         result
     }
 
-    /// Run `f` until it returns something other than `WouldBlock`, waiting for a wakeup
-    /// between attempts. With `nonblocking`, `WouldBlock` is returned at once; with a
-    /// `timeout`, `WouldBlock` is returned once it has elapsed (what std's sockets do on
-    /// Linux when SO_RCVTIMEO/SO_SNDTIMEO expire). Shutdown ends the wait with
-    /// `NotConnected`.
+    /// Run `f` until it returns something other than `WouldBlock`, waiting for socket
+    /// `h`'s readiness to change between attempts. With `nonblocking`, `WouldBlock` is
+    /// returned at once; with a `timeout`, `WouldBlock` is returned once it has elapsed
+    /// (what std's sockets do on Linux when SO_RCVTIMEO/SO_SNDTIMEO expire). Shutdown
+    /// ends the wait with `NotConnected`. `mode` says whether a readiness change wakes
+    /// this call together with the socket's other waiters or alone (accept).
     pub(crate) fn block<T>(
         &self,
+        h: SocketHandle,
+        mode: WaitMode,
         nonblocking: bool,
         timeout: Option<Duration>,
         mut f: impl FnMut(&mut Stack, Instant) -> io::Result<T>,
     ) -> io::Result<T> {
         let shared = &*self.shared;
+        // Dropped after `core` (declared before it): unparks and writes happen without
+        // the lock.
+        let mut after = AfterLock::new(shared);
         let _wake = WakeOnUnwind(shared);
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut me: Option<Arc<Waiter>> = None;
         let mut core = shared.lock()?;
         loop {
             let now = shared.now();
             let result = f(&mut core.stack, now);
-            shared.settle(&mut core, now, true);
-            match result {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {}
-                other => return other,
-            }
-            core = match deadline {
-                None => shared.cond.wait(core).map_err(|_| poisoned_error())?,
-                Some(d) => {
-                    let left = d.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "operation timed out"));
-                    }
-                    shared.cond.wait_timeout(core, left).map_err(|_| poisoned_error())?.0
+            after.role = shared.settle(&mut core, now, true, &mut after.unparks);
+            let expired = match &result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {
+                    deadline.is_some_and(|d| std::time::Instant::now() >= d)
                 }
+                _ => true,
             };
-            if core.stopped {
-                return Err(stopped_error());
+            if expired {
+                if mode == WaitMode::Exclusive && me.is_some() {
+                    // This call was (or may have been) woken alone for a readiness
+                    // that can cover more than it used: give the next one its turn.
+                    core.waiters.pass_on(h, &mut after.unparks);
+                }
+                return match result {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {
+                        Err(io::Error::new(io::ErrorKind::WouldBlock, "operation timed out"))
+                    }
+                    other => other,
+                };
+            }
+            // Registered while the lock is still held: a readiness change can only be
+            // reported after this point, and then it finds us (see `wait`).
+            let waiter = me.get_or_insert_with(Waiter::current);
+            core.waiters.register(h, mode, waiter);
+            core.counters.waits += 1;
+            drop(core);
+            after.run();
+            while !waiter.is_notified() {
+                match deadline {
+                    None => thread::park(),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        thread::park_timeout(left);
+                    }
+                }
+            }
+            core = shared.lock()?;
+            if !waiter.is_notified() {
+                // Timed out: nobody took us out of the registry.
+                core.waiters.unregister(h, waiter);
             }
         }
     }
@@ -436,13 +543,16 @@ impl Runtime {
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 stack,
-                dev: Some(Arc::clone(&dev)),
-                tx_buf: vec![0; mtu].into_boxed_slice(),
+                out: Batch::default(),
+                mtu,
+                impair_buf: vec![0; if impair.is_some() { mtu } else { 0 }].into_boxed_slice(),
                 thread_deadline: None,
                 stopped: false,
                 impair,
+                waiters: Waiters::default(),
+                counters: RuntimeCounters::default(),
             }),
-            cond: Condvar::new(),
+            tx: Tx::new(Arc::clone(&dev)),
             wake: EventFd::new()?,
             stopped: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
@@ -481,6 +591,11 @@ impl Runtime {
     /// What the impairment layer did in each direction; `None` without one.
     pub fn impairment_stats(&self) -> Option<ImpairmentStats> {
         self.handle.impairment_stats()
+    }
+
+    /// The runtime's own counters (turns, kicks, waits, wakeups).
+    pub fn counters(&self) -> RuntimeCounters {
+        self.handle.counters()
     }
 
     /// Stop the thread and remove the device (also done by `Drop`).
@@ -659,6 +774,7 @@ fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
     let mut lens = [0usize; RX_BATCH];
     let mut timeout = 0; // first turn: ask the core for its deadline at once
     let mut next_log = shared.now() + IMPAIR_LOG_INTERVAL;
+    let mut unparks = Unparks::default();
     loop {
         let ready = match sys::poll2(dev.as_raw_fd(), shared.wake.as_raw_fd(), timeout) {
             Ok(r) => r,
@@ -696,6 +812,9 @@ fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
         if core.stopped {
             return;
         }
+        core.counters.turns += 1;
+        core.counters.kicked_turns += u64::from(ready.b);
+        core.counters.packets_read += n as u64;
         let now = shared.now();
         let packets = lens[..n].iter().enumerate().map(|(i, &len)| &rx[i * mtu..i * mtu + len]);
         match &mut core.impair {
@@ -719,10 +838,14 @@ fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
         if core.stack.poll_timeout().is_some_and(|d| d <= now) {
             core.stack.handle_timeout(now);
         }
-        shared.settle(core, now, false);
+        let role = shared.settle(core, now, false, &mut unparks);
         let deadline = core.deadline();
         core.thread_deadline = deadline;
         drop(guard);
+        unparks.unpark_all();
+        if role == Role::Write {
+            shared.tx.write_out(usize::MAX);
+        }
         // A full batch may have left more packets queued: look again without sleeping.
         timeout = if n == RX_BATCH { 0 } else { sys::timeout_ms(deadline, shared.now()) };
     }

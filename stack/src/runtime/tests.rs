@@ -457,3 +457,65 @@ fn impaired_runtime_with_total_loss_delivers_nothing() {
         assert_eq!(rt.stats().rx_packets, 0, "the core saw nothing");
     });
 }
+
+/// Kernel TCP sockets of this namespace in SYN-SENT (state 02 in /proc/net/tcp).
+fn kernel_syn_sent() -> usize {
+    proc_net("tcp").lines().skip(1).filter(|l| l.split_whitespace().nth(3) == Some("02")).count()
+}
+
+/// Connections that complete together wake one accepting thread, which passes the turn
+/// on: every blocked accept gets one. Each acceptor takes one connection and leaves, so
+/// a wake that reached only one of them would leave the others asleep with connections
+/// in the queue. The core's lock is held while the kernel sends its SYNs, so that they
+/// (and then the handshakes' last ACKs) reach the core in one batch.
+#[test]
+fn connections_completing_together_reach_every_blocked_accept() {
+    in_fresh_netns("connections_completing_together_reach_every_blocked_accept", || {
+        const N: usize = 4;
+        let guard_time = Duration::from_secs(10);
+        let stack_ip = Ipv4Addr::new(10, 77, 0, 2);
+        let rt = Runtime::new(RuntimeConfig {
+            tun_name: "tswt0".into(),
+            host_addrs: vec![(HOST4.into(), 24)],
+            stack: Config { addrs: vec![stack_ip.into()], ..Config::default() },
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let listener = crate::net::TcpListener::bind(&rt, (stack_ip, 7200)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let acceptors: Vec<_> = (0..N)
+            .map(|_| {
+                let l = listener.try_clone().unwrap();
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    let _ = tx.send(l.accept().map(|(s, _)| s));
+                })
+            })
+            .collect();
+        let start = StdInstant::now();
+        while rt.counters().waits < N as u64 {
+            assert!(start.elapsed() < guard_time, "acceptors did not block: {:?}", rt.counters());
+            thread::sleep(Duration::from_millis(1));
+        }
+
+        let core = rt.handle.shared.core.lock().unwrap();
+        let clients: Vec<_> = (0..N)
+            .map(|_| thread::spawn(move || std::net::TcpStream::connect_timeout(&(stack_ip, 7200).into(), guard_time)))
+            .collect();
+        while kernel_syn_sent() < N {
+            assert!(start.elapsed() < guard_time, "the kernel did not send its SYNs");
+            thread::sleep(Duration::from_millis(1));
+        }
+        drop(core);
+
+        let kernel: Vec<_> = clients.into_iter().map(|c| c.join().unwrap().expect("kernel connect")).collect();
+        for i in 0..N {
+            let accepted = rx.recv_timeout(guard_time).unwrap_or_else(|_| panic!("only {i} of {N} accepts returned"));
+            accepted.expect("accept");
+        }
+        for a in acceptors {
+            a.join().unwrap();
+        }
+        drop(kernel);
+    });
+}

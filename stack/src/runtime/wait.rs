@@ -1,0 +1,363 @@
+//! Per-socket waiters: which application threads are blocked on which socket.
+//!
+//! A blocked call registers its thread under the socket's handle while it still holds
+//! the core's lock, right after the core answered `WouldBlock`. Whoever drains
+//! `Stack::poll_wakeup` (the runtime thread, or an application thread after its own
+//! call) wakes only the threads registered under the handles it got back, instead of
+//! every blocked thread.
+//!
+//! ```text
+//!   blocked call, lock held:   f() -> WouldBlock, register(h), unlock, park
+//!   waker, lock held:          poll_wakeup() -> h, take h's waiters, mark them notified
+//!   waker, lock released:      unpark each taken thread
+//! ```
+//!
+//! No wakeup can be lost: a readiness change is only reported under the lock, so it
+//! happens either before the call's attempt (which then sees it) or after the
+//! registration (which the waker then finds). `notified` is only written under the
+//! lock; the unpark itself happens after the lock is released, so the woken thread does
+//! not run straight into a held lock. A late or stray unpark is harmless: the parked
+//! thread looks at its `notified` flag and parks again.
+//!
+//! Accepting threads wait *exclusively*, like Linux's exclusive wait queues: a new
+//! connection wakes one of them, not all. The woken thread passes the turn on when it
+//! leaves (see [`Waiters::pass_on`]), so connections that arrived together are all
+//! picked up.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, Thread};
+
+use crate::socket::SocketHandle;
+
+/// How a blocked call wants to be woken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitMode {
+    /// Woken with every other waiter of the socket (reads, writes, connects).
+    Shared,
+    /// Woken alone (FIFO among the exclusive waiters of the socket): accept.
+    Exclusive,
+}
+
+/// One thread's wait slot. Each thread has exactly one (see [`Waiter::current`]): a
+/// thread blocks in at most one call at a time.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    thread: Thread,
+    /// Set (under the core's lock) when a waker took this waiter out of the registry.
+    notified: AtomicBool,
+}
+
+thread_local! {
+    static CURRENT: Arc<Waiter> = Arc::new(Waiter {
+        thread: thread::current(),
+        notified: AtomicBool::new(false),
+    });
+}
+
+impl Waiter {
+    /// The calling thread's waiter (created on first use, then reused).
+    pub(crate) fn current() -> Arc<Waiter> {
+        CURRENT.with(Arc::clone)
+    }
+
+    /// Whether a waker took this waiter out of the registry since it registered.
+    pub(crate) fn is_notified(&self) -> bool {
+        self.notified.load(Ordering::Acquire)
+    }
+}
+
+struct Entry {
+    h: SocketHandle,
+    mode: WaitMode,
+    waiter: Arc<Waiter>,
+}
+
+/// The registry. Lives in the core's lock.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    /// Indexed by `SocketHandle::index()`; one list per socket slot, in registration
+    /// order. The lists keep their capacity, so registering allocates only the first
+    /// time a slot gets more waiters than it ever had.
+    by_slot: Vec<Vec<Entry>>,
+    /// Entries in all lists.
+    len: usize,
+}
+
+impl Waiters {
+    /// Register `waiter` (of the calling thread) under `h`. Clears its `notified` flag.
+    pub(crate) fn register(&mut self, h: SocketHandle, mode: WaitMode, waiter: &Arc<Waiter>) {
+        let idx = h.index() as usize;
+        if idx >= self.by_slot.len() {
+            self.by_slot.resize_with(idx + 1, Vec::new);
+        }
+        waiter.notified.store(false, Ordering::Relaxed);
+        self.by_slot[idx].push(Entry { h, mode, waiter: Arc::clone(waiter) });
+        self.len += 1;
+    }
+
+    /// Remove `waiter` from `h`'s list if it is still there (a wait that timed out).
+    pub(crate) fn unregister(&mut self, h: SocketHandle, waiter: &Arc<Waiter>) {
+        let Some(list) = self.by_slot.get_mut(h.index() as usize) else { return };
+        if let Some(i) = list.iter().position(|e| Arc::ptr_eq(&e.waiter, waiter)) {
+            list.remove(i);
+            self.len -= 1;
+        }
+    }
+
+    /// `h`'s readiness may have changed: take every shared waiter of `h` and the first
+    /// exclusive one, mark them notified and add them to `out` for unparking.
+    pub(crate) fn wake(&mut self, h: SocketHandle, out: &mut Unparks) {
+        let Some(list) = self.by_slot.get_mut(h.index() as usize) else { return };
+        if list.is_empty() {
+            return;
+        }
+        let mut exclusive_taken = false;
+        let mut i = 0;
+        while i < list.len() {
+            let e = &list[i];
+            // Entries of an older socket in the same slot cannot exist (a waiter leaves
+            // before its handle is released), but a generation mismatch is no reason
+            // to keep anybody asleep: wake them too.
+            let take = match e.mode {
+                WaitMode::Shared => true,
+                WaitMode::Exclusive => !exclusive_taken || e.h != h,
+            };
+            if take {
+                if e.mode == WaitMode::Exclusive && e.h == h {
+                    exclusive_taken = true;
+                }
+                let e = list.remove(i);
+                self.len -= 1;
+                e.waiter.notified.store(true, Ordering::Release);
+                out.push(e.waiter);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// An exclusive waiter of `h` leaves (it got its result, or gave up): the readiness
+    /// it was woken for may cover more than it used (two connections in the queue), so
+    /// wake the next exclusive waiter, if any. Shared waiters were woken already.
+    pub(crate) fn pass_on(&mut self, h: SocketHandle, out: &mut Unparks) {
+        let Some(list) = self.by_slot.get_mut(h.index() as usize) else { return };
+        if let Some(i) = list.iter().position(|e| e.mode == WaitMode::Exclusive) {
+            let e = list.remove(i);
+            self.len -= 1;
+            e.waiter.notified.store(true, Ordering::Release);
+            out.push(e.waiter);
+        }
+    }
+
+    /// Take everybody (shutdown).
+    pub(crate) fn wake_all(&mut self, out: &mut Unparks) {
+        if self.len == 0 {
+            return;
+        }
+        for list in &mut self.by_slot {
+            for e in list.drain(..) {
+                e.waiter.notified.store(true, Ordering::Release);
+                out.push(e.waiter);
+            }
+        }
+        self.len = 0;
+    }
+
+    /// Registered waiters, all sockets together.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Threads to unpark once the core's lock is released. The buffer is reused, so
+/// collecting wakeups allocates only when more threads are woken at once than ever
+/// before.
+#[derive(Default)]
+pub(crate) struct Unparks {
+    waiters: Vec<Arc<Waiter>>,
+}
+
+impl Unparks {
+    fn push(&mut self, w: Arc<Waiter>) {
+        self.waiters.push(w);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Unpark every collected thread (call without the core's lock held).
+    pub(crate) fn unpark_all(&mut self) {
+        for w in self.waiters.drain(..) {
+            w.thread.unpark();
+        }
+    }
+}
+
+thread_local! {
+    /// The spare buffer of [`LocalUnparks`] on this thread.
+    static SPARE: Cell<Vec<Arc<Waiter>>> = const { Cell::new(Vec::new()) };
+}
+
+/// An [`Unparks`] for an API call on an application thread: borrows the thread's spare
+/// buffer and, when dropped, unparks what it collected and gives the buffer back.
+/// Declare it before the core's lock guard so that it drops after it: the threads are
+/// then unparked with the lock released, on every return path.
+pub(crate) struct LocalUnparks(Unparks);
+
+impl LocalUnparks {
+    pub(crate) fn new() -> LocalUnparks {
+        let waiters = SPARE.try_with(Cell::take).unwrap_or_default();
+        LocalUnparks(Unparks { waiters })
+    }
+}
+
+impl std::ops::Deref for LocalUnparks {
+    type Target = Unparks;
+    fn deref(&self) -> &Unparks {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for LocalUnparks {
+    fn deref_mut(&mut self) -> &mut Unparks {
+        &mut self.0
+    }
+}
+
+impl Drop for LocalUnparks {
+    fn drop(&mut self) {
+        self.0.unpark_all();
+        let buf = std::mem::take(&mut self.0.waiters);
+        let _ = SPARE.try_with(|c| c.set(buf));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter() -> Arc<Waiter> {
+        Arc::new(Waiter { thread: thread::current(), notified: AtomicBool::new(false) })
+    }
+
+    fn h(idx: u32) -> SocketHandle {
+        SocketHandle::from_raw(idx, 0)
+    }
+
+    #[test]
+    fn wake_takes_only_the_waiters_of_that_socket() {
+        let mut reg = Waiters::default();
+        let (a, b, c) = (waiter(), waiter(), waiter());
+        reg.register(h(1), WaitMode::Shared, &a);
+        reg.register(h(1), WaitMode::Shared, &b);
+        reg.register(h(7), WaitMode::Shared, &c);
+        assert_eq!(reg.len(), 3);
+        let mut out = Unparks::default();
+        reg.wake(h(7), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(c.is_notified() && !a.is_notified() && !b.is_notified());
+        out.unpark_all();
+        reg.wake(h(3), &mut out);
+        reg.wake(h(100), &mut out);
+        assert!(out.is_empty());
+        reg.wake(h(1), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(a.is_notified() && b.is_notified());
+        assert_eq!(reg.len(), 0);
+        out.unpark_all();
+        // A second wake finds nobody: each registration is woken once.
+        reg.wake(h(1), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn registering_again_clears_the_flag_and_unregister_removes() {
+        let mut reg = Waiters::default();
+        let a = waiter();
+        let mut out = Unparks::default();
+        reg.register(h(2), WaitMode::Shared, &a);
+        reg.wake(h(2), &mut out);
+        assert!(a.is_notified());
+        reg.register(h(2), WaitMode::Shared, &a);
+        assert!(!a.is_notified());
+        reg.unregister(h(2), &a);
+        assert_eq!(reg.len(), 0);
+        reg.unregister(h(2), &a); // not there any more: nothing happens
+        reg.unregister(h(50), &a);
+        reg.wake(h(2), &mut out);
+        assert_eq!(out.len(), 1); // only the first registration's wake
+        assert!(!a.is_notified());
+    }
+
+    #[test]
+    fn exclusive_waiters_are_woken_one_at_a_time_in_order() {
+        let mut reg = Waiters::default();
+        let (x, y, z, s) = (waiter(), waiter(), waiter(), waiter());
+        reg.register(h(4), WaitMode::Exclusive, &x);
+        reg.register(h(4), WaitMode::Exclusive, &y);
+        reg.register(h(4), WaitMode::Shared, &s);
+        reg.register(h(4), WaitMode::Exclusive, &z);
+        let mut out = Unparks::default();
+        reg.wake(h(4), &mut out);
+        // The first exclusive waiter and every shared one.
+        assert_eq!(out.len(), 2);
+        assert!(x.is_notified() && s.is_notified());
+        assert!(!y.is_notified() && !z.is_notified());
+        out.unpark_all();
+        reg.pass_on(h(4), &mut out);
+        assert!(y.is_notified() && !z.is_notified());
+        reg.wake(h(4), &mut out);
+        assert!(z.is_notified());
+        assert_eq!(reg.len(), 0);
+        reg.pass_on(h(4), &mut out); // nobody left
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn wake_all_takes_everybody() {
+        let mut reg = Waiters::default();
+        let ws: Vec<_> = (0..5).map(|_| waiter()).collect();
+        for (i, w) in ws.iter().enumerate() {
+            let mode = if i % 2 == 0 { WaitMode::Exclusive } else { WaitMode::Shared };
+            reg.register(h(i as u32 % 2), mode, w);
+        }
+        let mut out = Unparks::default();
+        reg.wake_all(&mut out);
+        assert_eq!(out.len(), 5);
+        assert!(ws.iter().all(|w| w.is_notified()));
+        assert_eq!(reg.len(), 0);
+        out.unpark_all();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_parked_thread_is_woken_by_unpark_after_notification() {
+        let mut reg = Waiters::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = thread::spawn(move || {
+            let me = Waiter::current();
+            tx.send(Arc::clone(&me)).unwrap();
+            // Bounded: gives up after 10 s so a broken wake fails instead of hanging.
+            let start = std::time::Instant::now();
+            while !me.is_notified() && start.elapsed() < std::time::Duration::from_secs(10) {
+                thread::park_timeout(std::time::Duration::from_millis(100));
+            }
+            me.is_notified()
+        });
+        let w = rx.recv().unwrap();
+        reg.register(h(9), WaitMode::Shared, &w);
+        let mut out = Unparks::default();
+        reg.wake(h(9), &mut out);
+        out.unpark_all();
+        assert!(t.join().unwrap());
+    }
+}
