@@ -283,15 +283,32 @@ impl Stack {
         let Some(Sock::Tcp(c)) = slot.sock.as_ref() else { return };
         let deadline = c.deadline();
         let wants = schedule && c.wants_to_send();
+        let mut pushed = false;
         if deadline != slot.timer {
             slot.timer = deadline;
             if let Some(d) = deadline {
                 self.timers.push(Reverse((d, h.idx, h.gen)));
+                pushed = true;
             }
         }
         if wants && !slot.in_txq {
             slot.in_txq = true;
             self.txq.push_back(h);
+        }
+        if pushed {
+            self.compact_timers();
+        }
+    }
+
+    /// The heap holds stale entries (a deadline that moved) until they reach the top.
+    /// Drop them once they outnumber the live ones, in place, so the heap stays about
+    /// the size of the socket table and never grows (and allocates) in a steady state.
+    fn compact_timers(&mut self) {
+        if self.timers.len() > 2 * self.slots.len() + 64 {
+            let slots = &self.slots;
+            self.timers.retain(|&Reverse((d, idx, gen))| {
+                slots.get(idx as usize).is_some_and(|s| s.gen == gen && s.timer == Some(d))
+            });
         }
     }
 
@@ -802,6 +819,11 @@ impl Stack {
         if let Some(s) = self.slot_mut(h) {
             s.owner = Owner::App;
         }
+        if matches!(self.slot(listener).and_then(|s| s.sock.as_ref()), Some(Sock::Listener(l)) if !l.accept_q.is_empty())
+        {
+            // More are waiting: another acceptor may take the next one.
+            self.wake(listener);
+        }
         // Anything that arrived before the accept (data, FIN, RST) is a readiness change.
         self.wake(h);
         if self.conn(h).is_ok_and(|c| c.state == TcpState::Closed) {
@@ -1192,15 +1214,16 @@ impl Stack {
         &self.stats
     }
 
-    /// Release the buffer memory of connections that hold no data (they regrow on
-    /// demand). Runs by itself about once a second while packets flow; callable any
-    /// time. Returns the buffer bytes still allocated across all connections.
+    /// Release the buffer memory of connections that hold no data and have received
+    /// nothing for a second (they regrow on demand). Runs by itself about once a
+    /// second while packets flow; callable any time. Returns the buffer bytes still
+    /// allocated across all connections.
     pub fn housekeeping(&mut self, now: Instant) -> usize {
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
         let mut held = 0;
         for s in self.slots.iter_mut() {
             if let Some(Sock::Tcp(c)) = s.sock.as_mut() {
-                held += c.trim();
+                held += c.trim(now, HOUSEKEEPING_INTERVAL);
             }
         }
         held

@@ -10,10 +10,9 @@
 //! After a warm-up that lets every buffer, queue and table reach its working size, the
 //! steady state must not allocate. A counting global allocator counts allocations
 //! (alloc, alloc_zeroed, realloc) and records their call sites (the tunstack frames of a
-//! backtrace). Allocations at the call sites listed in [`KNOWN`] are reported but
-//! tolerated: they are in the core and known (see the reasons given there). Any other
-//! call site fails the test; so does a known one when the strict tests (ignored until
-//! the core changes) are run.
+//! backtrace). Allocations at the call sites listed in [`KNOWN`] (none today) would be
+//! reported but tolerated; any other call site fails the test, and the strict tests fail
+//! on any allocation at all.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -26,24 +25,10 @@ use std::time::Duration;
 
 use tunstack::{Config, Instant, SocketHandle, Stack};
 
-/// Core call sites that allocate in a steady state, with the reason. A site matches
-/// when one of the tunstack frames of its backtrace contains the string.
-const KNOWN: &[(&str, &str)] = &[
-    (
-        "tunstack::tcp::recv_buf::RecvBuffer::reserve",
-        "RecvBuffer::read releases a drained ring larger than KEEP_ALLOC (64 KiB) and \
-         reserve() grows it again from 2 KiB by doubling, one fresh zeroed Vec per step: \
-         in bulk receive with a reader that keeps up, every drain costs several allocations \
-         and copies (tcp/recv_buf.rs, reserve and read)",
-    ),
-    (
-        "tunstack::stack::Stack::refresh_inner",
-        "the timer heap (BinaryHeap) gets a new entry whenever a deadline changes and \
-         drops stale ones only when they reach the top, so it holds about (re-arms per \
-         second) x (timer span) entries; not per packet, but a capacity doubling can land \
-         in any window when the packet rate rises (stack.rs, refresh_inner)",
-    ),
-];
+/// Core call sites that allocate in a steady state, with the reason. Empty: the two
+/// there were (receive-ring regrowth after every drain, timer-heap growth from stale
+/// entries) are gone; a site added here must say why it cannot be avoided.
+const KNOWN: &[(&str, &str)] = &[];
 
 struct Counting;
 
@@ -351,14 +336,9 @@ fn core_bulk(strict: bool) {
     }
 }
 
-#[test]
-fn core_bulk_allocates_only_at_known_sites() {
-    core_bulk(false);
-}
 
-/// The same without tolerating the known core allocations: to run once they are gone.
+/// Bulk transfer both ways, strict: not one allocation in the steady state.
 #[test]
-#[ignore = "the core still allocates at the KNOWN sites (RecvBuffer regrowth)"]
 fn core_bulk_allocates_nothing() {
     core_bulk(true);
 }
@@ -433,7 +413,7 @@ fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) {
 /// messages, then bulk from the client; every thread of the process is counted (the
 /// runtime thread, the server thread, the kernel client's thread).
 #[test]
-fn runtime_hot_path_allocates_only_at_known_sites() {
+fn runtime_hot_path_allocates_nothing() {
     let _serial = serial();
     in_fresh_netns("runtime_hot_path_allocates_only_at_known_sites", || {
         use tunstack::net::TcpListener;

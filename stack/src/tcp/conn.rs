@@ -1763,9 +1763,14 @@ impl Conn {
         Reply::None
     }
 
-    /// Housekeeping: release buffer memory that holds nothing (an idle connection
-    /// then costs only its control block). Returns the bytes still allocated.
-    pub fn trim(&mut self) -> usize {
+    /// Housekeeping: release the buffer memory of a connection that holds nothing and
+    /// has been quiet for `idle` (an idle connection then costs only its control
+    /// block; a busy one keeps its buffers, so nothing is allocated per packet).
+    /// Returns the bytes still allocated.
+    pub fn trim(&mut self, now: Instant, idle: Duration) -> usize {
+        if now.saturating_duration_since(self.last_rx) < idle {
+            return self.allocated();
+        }
         self.rx.release_if_empty();
         if self.tx.is_empty() && self.tx.capacity() > 0 {
             self.tx = VecDeque::new();
@@ -1773,6 +1778,10 @@ impl Conn {
         if self.sent.is_empty() && self.sent.capacity() > 0 {
             self.sent = VecDeque::new();
         }
+        self.allocated()
+    }
+
+    fn allocated(&self) -> usize {
         self.rx.allocated() + self.tx.capacity() + self.sent.capacity() * std::mem::size_of::<SentSeg>()
     }
 
