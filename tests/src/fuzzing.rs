@@ -503,7 +503,25 @@ pub const PEER2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
 ///   abort) a CLOSED handle while a newer connection uses the same 4-tuple removes the
 ///   newer connection's demux entry. The harness then does not release such a handle
 ///   until the newer connection is gone (`World::release_hits_known_bug`).
+/// - `close_in_syn_received_then_rto`: close or shutdown(Write) in SYN-RECEIVED (after a
+///   simultaneous open), then a retransmission timeout, panics in `Conn::dispatch`. The
+///   harness does not close or shut down a SYN-RECEIVED connection
+///   (`World::shutdown_hits_known_bug`); `finish` lets it time out first.
 pub const AVOID_KNOWN_BUGS: bool = true;
+
+thread_local! {
+    static AVOIDING: std::cell::Cell<bool> = const { std::cell::Cell::new(AVOID_KNOWN_BUGS) };
+}
+
+/// Turn the known-bug avoidance on or off for this thread (the replay of open-bug
+/// reproducers turns it off, so that they still reproduce).
+pub fn set_avoid_known_bugs(on: bool) {
+    AVOIDING.with(|a| a.set(on));
+}
+
+fn avoiding() -> bool {
+    AVOIDING.with(|a| a.get())
+}
 
 /// Most steps one input runs (inputs are bounded in length anyway; this bounds time).
 pub const MAX_STEPS: usize = 400;
@@ -761,6 +779,13 @@ impl World {
             }
         }
         if seg.flags.syn() {
+            if t.stack_iss.is_some_and(|iss| iss != seg.seq) {
+                // A new connection on a known 4-tuple (the old one is gone or CLOSED):
+                // the old handle and stream offsets belong to the old one.
+                t.handle = None;
+                t.app_sent = 0;
+                t.app_read = 0;
+            }
             t.stack_iss = Some(seg.seq);
             t.stack_nxt = seg.seq + seg.seg_len();
         } else if t.stack_iss.is_some() && seg.seq + seg.seg_len() > t.stack_nxt {
@@ -972,11 +997,17 @@ impl World {
     /// Whether releasing `h` would trigger the open bug described at [`AVOID_KNOWN_BUGS`]:
     /// `h` is a CLOSED connection and another socket uses the same 4-tuple.
     pub fn release_hits_known_bug(&self, h: SocketHandle) -> bool {
-        if !AVOID_KNOWN_BUGS || self.stack.tcp_state(h).ok() != Some(TcpState::Closed) {
+        if !avoiding() || self.stack.tcp_state(h).ok() != Some(TcpState::Closed) {
             return false;
         }
         let (Ok(l), Ok(r)) = (self.stack.local_addr(h), self.stack.peer_addr(h)) else { return false };
         self.stack.sockets().iter().any(|s| s.handle != h && s.local == l && s.remote == Some(r))
+    }
+
+    /// Whether close or shutdown(Write) of `h` would trigger the open bug described at
+    /// [`AVOID_KNOWN_BUGS`]: `h` is in SYN-RECEIVED.
+    pub fn shutdown_hits_known_bug(&self, h: SocketHandle) -> bool {
+        avoiding() && self.stack.tcp_state(h).ok() == Some(TcpState::SynReceived)
     }
 
     /// Run every timer until none is left (bounded), draining and checking as it goes.
@@ -1004,7 +1035,7 @@ impl World {
         let mut deferred = Vec::new();
         for info in self.stack.sockets() {
             if info.owner == Owner::App {
-                if self.release_hits_known_bug(info.handle) {
+                if self.release_hits_known_bug(info.handle) || self.shutdown_hits_known_bug(info.handle) {
                     deferred.push(info.handle);
                     continue;
                 }
@@ -1728,13 +1759,15 @@ impl World {
                 }
             }
             Api::Shutdown { h: s, how } => {
-                if let Some(h) = h(self, s) {
+                if let Some(h) = h(self, s).filter(|&h| how % 3 == 0 || !self.shutdown_hits_known_bug(h)) {
                     let how = [Shutdown::Read, Shutdown::Write, Shutdown::Both][usize::from(how % 3)];
                     let _ = self.stack.tcp_shutdown(h, how);
                 }
             }
             Api::Close { h: s } => {
-                if let Some(h) = h(self, s).filter(|&h| !self.release_hits_known_bug(h)) {
+                if let Some(h) =
+                    h(self, s).filter(|&h| !self.release_hits_known_bug(h) && !self.shutdown_hits_known_bug(h))
+                {
                     let _ = self.stack.close(h);
                 }
             }
@@ -1937,10 +1970,12 @@ impl ConnHarness {
             ConnEvent::Read(n) => w.app_recv(h, usize::from(*n)),
             ConnEvent::Time(t) => w.time_step(*t),
             ConnEvent::Shutdown(how) => {
-                let _ = w.stack.tcp_shutdown(h, *how);
+                if *how == Shutdown::Read || !w.shutdown_hits_known_bug(h) {
+                    let _ = w.stack.tcp_shutdown(h, *how);
+                }
             }
             ConnEvent::Close => {
-                if !w.release_hits_known_bug(h) {
+                if !w.release_hits_known_bug(h) && !w.shutdown_hits_known_bug(h) {
                     let _ = w.stack.close(h);
                 }
             }

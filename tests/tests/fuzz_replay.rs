@@ -20,10 +20,21 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Files named `open-*` under `fuzz/regressions/<target>/` reproduce core bugs that are
+/// not fixed yet: `replay_regressions` skips them and the ignored `replay_open_bugs` runs
+/// them. Once a bug is fixed, drop the `open-` prefix.
+fn is_open_bug(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("open-"))
+}
+
 fn replay(target: &str, entry: fn(&[u8]), sub: &str) -> usize {
+    replay_filtered(target, entry, sub, |p| !is_open_bug(p))
+}
+
+fn replay_filtered(target: &str, entry: fn(&[u8]), sub: &str, keep: impl Fn(&Path) -> bool) -> usize {
     let dir = fuzz_dir().join(sub).join(target);
     let mut n = 0;
-    for path in files(&dir) {
+    for path in files(&dir).into_iter().filter(|p| keep(p)) {
         let data = fs::read(&path).unwrap();
         eprintln!("replay {target}: {}", path.display());
         entry(&data);
@@ -44,6 +55,15 @@ fn replay_corpus() {
 fn replay_regressions() {
     for (target, entry) in TARGETS {
         replay(target, entry, "regressions");
+    }
+}
+
+#[test]
+#[ignore = "bug: replays fuzz/regressions/*/open-* (open core bugs, see module `found`)"]
+fn replay_open_bugs() {
+    fuzzing::set_avoid_known_bugs(false);
+    for (target, entry) in TARGETS {
+        replay_filtered(target, entry, "regressions", is_open_bug);
     }
 }
 
@@ -97,6 +117,9 @@ fn write_seed_corpus() {
 mod found {
     use std::net::{IpAddr, SocketAddr};
 
+    use std::time::Duration;
+
+    use tunstack::seq::SeqNum;
     use tunstack::wire::{TcpFlags, TcpOptions, TcpRepr};
     use tunstack::TcpState;
     use tunstack_tests::fuzzing::{World, PEER_V4, STACK_V4};
@@ -143,5 +166,46 @@ mod found {
         w.stack.close(old).unwrap();
         // Fails: "#N (SYN-RECEIVED) not found by its 4-tuple".
         assert_eq!(w.stack.check_invariants(), Ok(()));
+    }
+
+    /// Found by the `ingress` fuzz target (fuzz/regressions/ingress/open-close-in-syn-
+    /// received-rto, 9 bytes: connect, then a SYN from the peer; the final close does
+    /// the rest). Simultaneous open: our SYN-SENT connection gets the peer's SYN without
+    /// ACK and moves to SYN-RECEIVED, sending SYN-ACK (SND.UNA = ISS, SND.NXT = ISS+1).
+    /// The application closes: `shutdown_write` moves SYN-RECEIVED to FIN-WAIT-1 with our
+    /// SYN still unacknowledged. The retransmission timeout rewinds SND.NXT to SND.UNA =
+    /// ISS, and `Conn::dispatch` in FIN-WAIT-1 takes the data/FIN path, which assumes the
+    /// SYN is acknowledged: `off = self.snd_nxt - seq0` with seq0 = `tx_seq0()` = ISS+1
+    /// underflows, a debug-assertion panic in `SeqNum::sub` (stack/src/seq.rs:83; in a
+    /// release build the offset clamps to 0 and a segment without SYN goes out at ISS).
+    /// RFC 9293 3.10.4 (CLOSE in SYN-RECEIVED): the FIN waits until the connection is
+    /// ESTABLISHED, or at least the SYN must be resent with it.
+    #[test]
+    #[ignore = "bug: Conn::dispatch panics (SeqNum underflow) after close in SYN-RECEIVED and an RTO"]
+    fn close_in_syn_received_then_rto() {
+        let mut w = World::new(1);
+        let remote = SocketAddr::new(IpAddr::V4(PEER_V4), 8080);
+        let h = w.stack.tcp_connect(w.now, remote, None).unwrap();
+        let local = w.stack.local_addr(h).unwrap();
+        let ti = w.add_tuple(local, remote, Some(h), SeqNum(5000));
+        w.drain(); // our SYN
+        let syn = TcpRepr {
+            src_port: remote.port(),
+            dst_port: local.port(),
+            seq: SeqNum(5000),
+            ack: SeqNum(0),
+            flags: TcpFlags::SYN,
+            window: 65535,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        w.peer_segment(ti, &syn); // simultaneous open
+        w.drain(); // our SYN-ACK
+        assert_eq!(w.stack.tcp_state(h).unwrap(), TcpState::SynReceived);
+        w.stack.close(h).unwrap(); // FIN-WAIT-1, SYN unacknowledged
+        w.check();
+        w.advance(Duration::from_secs(2)); // RTO, then dispatch: panics here
+        w.check();
     }
 }
