@@ -511,6 +511,10 @@ pub const PEER2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
 ///   largest it offered and below the MSS, a retransmission timeout can leave unsent data
 ///   and no timer. `finish` tolerates leftover connections in exactly that state
 ///   (`World::stalled_by_known_bug`).
+/// - `active_open_window_bounded_by_buffer`: a SYN (or SYN-ACK) whose IRS+1 lies in the
+///   upper half of the sequence space, arriving in SYN-SENT, gives a receive window
+///   beyond the buffer. The harness does not deliver such a segment to a SYN-SENT
+///   connection (`World::input_hits_known_bug`).
 pub const AVOID_KNOWN_BUGS: bool = true;
 
 thread_local! {
@@ -699,7 +703,7 @@ impl World {
 
     /// Hand a packet to the stack.
     pub fn input(&mut self, packet: &[u8]) {
-        self.stack.input(self.now, packet);
+        self.deliver(packet);
     }
 
     /// Emit a segment from `t`'s peer to the stack, with valid checksums.
@@ -714,7 +718,7 @@ impl World {
         if end > t.peer_nxt {
             t.peer_nxt = end;
         }
-        self.stack.input(self.now, &buf[..n]);
+        self.deliver(&buf[..n]);
         self.pkt = buf;
     }
 
@@ -740,7 +744,7 @@ impl World {
         if end > t.peer_nxt {
             t.peer_nxt = end;
         }
-        self.stack.input(self.now, &buf);
+        self.deliver(&buf);
     }
 
     /// Take every packet the stack wants to send: each must be well formed by our parser
@@ -1012,6 +1016,30 @@ impl World {
     /// [`AVOID_KNOWN_BUGS`]: `h` is in SYN-RECEIVED.
     pub fn shutdown_hits_known_bug(&self, h: SocketHandle) -> bool {
         avoiding() && self.stack.tcp_state(h).ok() == Some(TcpState::SynReceived)
+    }
+
+    /// Whether delivering `packet` would trigger the open bug described at
+    /// [`AVOID_KNOWN_BUGS`]: a SYN whose IRS+1 is "behind" sequence number 0, toward a
+    /// connection in SYN-SENT.
+    pub fn input_hits_known_bug(&self, packet: &[u8]) -> bool {
+        if !avoiding() {
+            return false;
+        }
+        let Ok(p) = wire::parse(packet) else { return false };
+        let Transport::Tcp(seg) = p.transport else { return false };
+        if !seg.flags.syn() || SeqNum(0) <= seg.seq + 1 {
+            return false;
+        }
+        let (local, remote) = (SocketAddr::new(p.ip.dst, seg.dst_port), SocketAddr::new(p.ip.src, seg.src_port));
+        self.stack.sockets().iter().any(|s| s.local == local && s.remote == Some(remote) && s.state == "SYN-SENT")
+    }
+
+    /// Hand a packet to the stack (unless it would hit an open bug, see
+    /// [`AVOID_KNOWN_BUGS`]).
+    fn deliver(&mut self, packet: &[u8]) {
+        if !self.input_hits_known_bug(packet) {
+            self.stack.input(self.now, packet);
+        }
     }
 
     /// Whether `h` is stuck as described at [`AVOID_KNOWN_BUGS`]: unacknowledged data, a
