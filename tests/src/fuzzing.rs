@@ -583,6 +583,10 @@ pub struct Tuple {
     pub app_sent: u64,
     /// Bytes the application read on this connection.
     pub app_read: u64,
+    /// The harness has followed this connection from its first SYN, so the byte
+    /// accounting above is complete (false for a 4-tuple first seen in the middle, e.g.
+    /// after it was evicted from the list and the stack retransmitted its SYN).
+    pub tracked: bool,
 }
 
 /// The values a segment's sequence and acknowledgment numbers are chosen around.
@@ -689,6 +693,7 @@ impl World {
             peer_nxt: peer_isn,
             app_sent: 0,
             app_read: 0,
+            tracked: true,
         };
         if let Some(i) = self.tuple_index(local, remote) {
             self.tuples[i] = t;
@@ -771,14 +776,18 @@ impl World {
     fn sniff(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
         let i = match self.tuple_index(local, remote) {
             Some(i) => i,
-            None if seg.flags.syn() => self.add_tuple(local, remote, None, SeqNum(0x5eed_0000)),
+            None if seg.flags.syn() => {
+                let i = self.add_tuple(local, remote, None, SeqNum(0x5eed_0000));
+                self.tuples[i].tracked = false;
+                i
+            }
             None => return,
         };
         let t = &mut self.tuples[i];
         if seg.flags.rst() {
             return;
         }
-        if let (Some(iss), false) = (t.stack_iss, seg.payload.is_empty() || seg.flags.syn()) {
+        if let (Some(iss), false) = (t.stack_iss, seg.payload.is_empty() || seg.flags.syn() || !t.tracked) {
             // Every byte the stack sends must be the application's byte at that offset.
             for (i, &b) in seg.payload.iter().enumerate() {
                 let off = u64::from((seg.seq + i).0.wrapping_sub((iss + 1).0));
@@ -1432,7 +1441,9 @@ impl World {
                     assert!(n <= q, "read {n} bytes with {q} queued");
                 }
                 let ti = self.tuple_of(h);
-                if let (true, Some(i), Ok(info)) = (self.strict_rx, ti, self.stack.tcp_info(h)) {
+                if let (true, Some(i), Ok(info)) =
+                    (self.strict_rx, ti.filter(|&i| self.tuples[i].tracked), self.stack.tcp_info(h))
+                {
                     let start = info.irs + 1 + self.tuples[i].app_read as usize;
                     for (k, &b) in buf[..n].iter().enumerate() {
                         assert_eq!(
