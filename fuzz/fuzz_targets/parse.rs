@@ -1,9 +1,8 @@
-//! Placeholder target: arbitrary bytes through the packet parser must never panic.
-//! The full targets (differential parse, ingress, tcp_segments) come with the fuzzing
-//! issue.
+//! Arbitrary bytes through `tunstack::wire::parse`: never a panic, and every accepted
+//! packet agrees with etherparse and smoltcp (see `tunstack_tests::fuzzing::parse`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = tunstack::wire::parse(data);
+    tunstack_tests::fuzzing::parse(data);
 });

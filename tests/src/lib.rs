@@ -1,4 +1,5 @@
 //! Shared helpers for the integration tests.
+pub mod fuzzing;
 pub mod link;
 pub mod netns;
 pub mod sim;
