@@ -242,9 +242,9 @@ impl Stack {
         self.free.push(h.idx);
         match sock {
             Some(Sock::Tcp(c)) => {
-                if self.demux.remove_connection(Protocol::Tcp, c.local, c.remote) != Some(h) {
-                    // Already removed when it reached CLOSED; nothing else holds it.
-                }
+                // Only our own entry: a connection that reached CLOSED earlier left the
+                // demux then, and its 4-tuple may belong to a new connection by now.
+                self.remove_conn_entry(Protocol::Tcp, c.local, c.remote, h);
                 if let Owner::Listener(lh) = owner {
                     if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
                         l.half_open.retain(|x| *x != h);
@@ -261,6 +261,16 @@ impl Stack {
                 self.udp_ports.unbind(u.local.ip(), u.local.port(), h);
             }
             None => {}
+        }
+    }
+
+    /// Remove the demux entry of `(local, remote)` if it belongs to `h`.
+    fn remove_conn_entry(&mut self, proto: Protocol, local: SocketAddr, remote: SocketAddr, h: SocketHandle) -> bool {
+        if self.demux.lookup(proto, local, remote) == Some(Match::Connection(h)) {
+            self.demux.remove_connection(proto, local, remote);
+            true
+        } else {
+            false
         }
     }
 
@@ -324,7 +334,7 @@ impl Stack {
                     // Keep the handle (the application learns the outcome from it), but
                     // stop matching segments to it.
                     let (l, r) = (c.local, c.remote);
-                    if self.demux.remove_connection(Protocol::Tcp, l, r).is_some() {
+                    if self.remove_conn_entry(Protocol::Tcp, l, r, h) {
                         self.wake(h);
                     }
                     if let Some(s) = self.slot_mut(h) {

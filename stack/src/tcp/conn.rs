@@ -659,6 +659,9 @@ impl Conn {
         self.max_snd_wnd = self.snd_wnd;
         self.snd_wl1 = seg.seq;
         self.snd_wl2 = seg.ack;
+        // Nothing advertised yet: the right edge starts at RCV.NXT (rcv_wnd() would
+        // otherwise honour a stale edge from before IRS was known).
+        self.rcv_adv = self.rcv_nxt;
         self.rcv_adv = self.rcv_nxt + self.rcv_wnd();
         self.last_rx = now;
         if ack_ok {
