@@ -428,7 +428,26 @@ pub fn inspect(packet: &[u8]) -> Result<Inspected, String> {
             }
             None
         }
-        Some(TransportSlice::Udp(_)) => return Err("UDP on a TCP-only link".into()),
+        Some(TransportSlice::Udp(udp)) => {
+            // RFC 768: zero means "no checksum" over IPv4 only (RFC 8200 8.1).
+            if udp.checksum() != 0 || dst.is_ipv6() {
+                let header = udp.to_header();
+                let want = match (src, dst) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => {
+                        header.calc_checksum_ipv4_raw(s.octets(), d.octets(), udp.payload())
+                    }
+                    (IpAddr::V6(s), IpAddr::V6(d)) => {
+                        header.calc_checksum_ipv6_raw(s.octets(), d.octets(), udp.payload())
+                    }
+                    _ => return Err("mixed address families".into()),
+                }
+                .map_err(|e| format!("UDP length: {e:?}"))?;
+                if udp.checksum() != want {
+                    return Err("UDP checksum".into());
+                }
+            }
+            None
+        }
         _ => return Err("unknown transport protocol".into()),
     };
     Ok(Inspected { src, dst, tcp })
