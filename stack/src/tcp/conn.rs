@@ -1147,6 +1147,9 @@ impl Conn {
         if payload.len() > room {
             payload = &payload[..room];
         }
+        // The FIN takes one sequence number, which must lie inside the window too
+        // (RFC 9293 3.10.7.4: a zero window accepts no segment text, FIN included).
+        let fin_fits = payload.len() < room;
         if !payload.is_empty() && self.orphan {
             // Data for a socket nobody will read (RFC 9293 3.10.4 / RFC 2525 2.17).
             self.error = Some(io::ErrorKind::ConnectionAborted);
@@ -1182,7 +1185,7 @@ impl Conn {
                 self.delack_deadline = self.ack_delay.map(|d| now + d);
             }
         }
-        if fin_at == Some(self.rcv_nxt) && !self.rx.has_out_of_order() {
+        if fin_at == Some(self.rcv_nxt) && fin_fits && !self.rx.has_out_of_order() {
             self.rcv_nxt += 1;
             self.fin_received = true;
             self.ack_pending = true;
@@ -1198,6 +1201,11 @@ impl Conn {
             }
         } else if fin_at.is_some() {
             self.ack_pending = true;
+        }
+        if self.rcv_adv < self.rcv_nxt {
+            // The peer used room we had but not yet announced (the application read
+            // since our last window): the advertised edge is at least where we are.
+            self.rcv_adv = self.rcv_nxt;
         }
         None
     }
