@@ -494,10 +494,11 @@ pub const PEER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 pub const PEER2_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
 pub const PEER2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
 
-/// Known core bugs the harness steps around while they are open, so that fuzzing and
-/// the properties keep finding new things instead of the same one. Each has an ignored
-/// regression test in `tests/fuzz_replay.rs` (module `found`); set this to false once
-/// they are fixed.
+/// Known core bugs the harness can step around while they are open, so that fuzzing and
+/// the properties keep finding new things instead of the same one. All four below are
+/// fixed now (regression tests in `tests/fuzz_replay.rs`, module `found`, and inputs
+/// `fuzz/regressions/ingress/fixed-*`), so the avoidance is off; the switch stays for
+/// the next one.
 ///
 /// - `close_of_reset_handle_keeps_new_connection_on_same_tuple`: releasing (close or
 ///   abort) a CLOSED handle while a newer connection uses the same 4-tuple removes the
@@ -515,7 +516,7 @@ pub const PEER2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
 ///   upper half of the sequence space, arriving in SYN-SENT, gives a receive window
 ///   beyond the buffer. The harness does not deliver such a segment to a SYN-SENT
 ///   connection (`World::input_hits_known_bug`).
-pub const AVOID_KNOWN_BUGS: bool = true;
+pub const AVOID_KNOWN_BUGS: bool = false;
 
 thread_local! {
     static AVOIDING: std::cell::Cell<bool> = const { std::cell::Cell::new(AVOID_KNOWN_BUGS) };

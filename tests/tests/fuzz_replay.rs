@@ -21,8 +21,9 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Files named `open-*` under `fuzz/regressions/<target>/` reproduce core bugs that are
-/// not fixed yet: `replay_regressions` skips them and the ignored `replay_open_bugs` runs
-/// them. Once a bug is fixed, drop the `open-` prefix.
+/// not fixed yet: `replay_regressions` skips them and `replay_open_bugs` runs them with
+/// the harness's avoidance off (mark it ignored while one is open). Once a bug is fixed,
+/// rename the file `fixed-*`.
 fn is_open_bug(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("open-"))
 }
@@ -58,8 +59,9 @@ fn replay_regressions() {
     }
 }
 
+/// Open-bug reproducers (`open-*`), with the harness's bug avoidance off; none are
+/// open today (the fixed ones are `fixed-*` and run in `replay_regressions`).
 #[test]
-#[ignore = "bug: replays fuzz/regressions/*/open-* (open core bugs, see module `found`)"]
 fn replay_open_bugs() {
     fuzzing::set_avoid_known_bugs(false);
     for (target, entry) in TARGETS {
@@ -134,7 +136,6 @@ mod found {
     /// answered with RST) and `check_invariants` fails with "(SYN-RECEIVED) not found by
     /// its 4-tuple". `tcp_abort` on the old handle does the same.
     #[test]
-    #[ignore = "bug: Stack::free_socket removes another connection's demux entry (close of a reset handle)"]
     fn close_of_reset_handle_keeps_new_connection_on_same_tuple() {
         fuzzing::set_avoid_known_bugs(false); // reproduce, do not step around
         let mut w = World::new(1);
@@ -182,7 +183,6 @@ mod found {
     /// RFC 9293 3.10.4 (CLOSE in SYN-RECEIVED): the FIN waits until the connection is
     /// ESTABLISHED, or at least the SYN must be resent with it.
     #[test]
-    #[ignore = "bug: Conn::dispatch panics (SeqNum underflow) after close in SYN-RECEIVED and an RTO"]
     fn close_in_syn_received_then_rto() {
         fuzzing::set_avoid_known_bugs(false); // reproduce, do not step around
         let mut w = World::new(1);
@@ -223,7 +223,6 @@ mod found {
     /// orphan (here FIN-WAIT-1) is never freed. RFC 6298 5.4-5.6: on expiry retransmit the
     /// earliest unacknowledged segment and restart the timer.
     #[test]
-    #[ignore = "bug: after an RTO, a retransmission held back by SWS avoidance leaves no timer (stall, leaked orphan)"]
     fn rto_retransmission_held_by_sws_leaves_no_timer() {
         fuzzing::set_avoid_known_bugs(false); // reproduce, do not step around
         let mut w = World::new(1);
@@ -263,7 +262,6 @@ mod found {
     /// memory for a malicious peer; here the receive queue outgrows its buffer and
     /// `rcv_wnd` underflows). Plain active opens (SYN-ACK) are affected as well, as below.
     #[test]
-    #[ignore = "bug: Conn::process_syn_sent computes the first window from a stale rcv_adv (window beyond the buffer)"]
     fn active_open_window_bounded_by_buffer() {
         fuzzing::set_avoid_known_bugs(false); // reproduce, do not step around
         let mut w = World::new(1);
