@@ -715,7 +715,11 @@ impl Conn {
             (0, 0) => seg.seq == self.rcv_nxt,
             (0, _) => seg.seq.in_range(start, end),
             (_, 0) => false,
-            (_, _) => seg.seq.in_range(start, end) || (seg.seq + (len - 1)).in_range(start, end),
+            // RFC 9293's table tests the first and the last byte; a segment that covers
+            // the whole window (starts before RCV.NXT, ends past the right edge) has
+            // new bytes too, and "only the new parts are processed" (3.10.7.4). Like
+            // Linux, any overlap with the window is acceptable.
+            (_, _) => seg.seq.in_range(start, end) || start.in_range(seg.seq, seg.seq + len),
         }
     }
 

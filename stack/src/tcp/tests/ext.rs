@@ -423,3 +423,22 @@ fn test_keepalive_probes_and_timeout() {
     h.expect(&[h.reply(RST, iss + 1, 0).win(0)]);
     assert_kind(h.read(), ErrorKind::TimedOut);
 }
+
+/// A segment that straddles the whole window (old bytes before RCV.NXT, more than the
+/// window after it) is trimmed to the window and its new part taken (RFC 9293 3.10.7.4:
+/// "only the new parts are processed"), instead of being refused whole.
+#[test]
+fn test_established_segment_covering_the_whole_window() {
+    let mut h = established_irs_with(config());
+    let iss = h.iss;
+    let first = payload(100, 1);
+    send!(h, h.seg(PSH | ACK, X + 1, iss + 1).data(&first) => [h.reply(ACK, iss + 1, X + 101).win(WIN - 100)]);
+    // 50 old bytes, then 5000 new ones: only what fits the 3996-byte window is taken.
+    let mut big = first[50..].to_vec();
+    big.extend(payload(5000, 2));
+    send!(h, h.seg(ACK, X + 51, iss + 1).data(&big) => [h.reply(ACK, iss + 1, X + 101 + (BUF as u32 - 100)).win(0)]);
+    let got = h.read_all();
+    assert_eq!(got.len(), BUF);
+    assert_eq!(&got[..100], &first[..]);
+    assert_eq!(&got[100..], &big[50..50 + BUF - 100]);
+}
