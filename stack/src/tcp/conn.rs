@@ -361,6 +361,7 @@ impl Conn {
         let mut c = Conn::new(cfg, now, local, remote, iss, false);
         c.irs = seg.seq;
         c.rcv_nxt = seg.seq + 1;
+        c.last_ack_sent = c.rcv_nxt;
         c.peer_ws = cfg.window_scaling && seg.options.window_scale.is_some();
         c.peer_sack = cfg.sack && seg.options.sack_permitted;
         c.peer_ts = cfg.timestamps && seg.options.timestamps.is_some();
@@ -654,6 +655,8 @@ impl Conn {
         }
         self.irs = seg.seq;
         self.rcv_nxt = seg.seq + 1;
+        // Nothing acknowledged yet; the ACK we are about to send covers the SYN.
+        self.last_ack_sent = self.rcv_nxt;
         self.apply_syn_options(now, &seg.options);
         self.snd_wnd = seg.window as usize; // RFC 7323 2.2: unscaled in a SYN
         self.max_snd_wnd = self.snd_wnd;
@@ -1182,7 +1185,7 @@ impl Conn {
                 || had_ooo
                 || self.rx.has_out_of_order()
                 || self.ack_delay.is_none()
-                || self.rcv_nxt - self.last_ack_sent >= 2 * self.our_mss.min(self.mss);
+                || self.rcv_nxt.diff(self.last_ack_sent) >= 2 * self.our_mss.min(self.mss) as i32;
             if immediate {
                 self.ack_pending = true;
             } else if self.delack_deadline.is_none() {
