@@ -1105,10 +1105,9 @@ impl Stack {
         Ok((n, src))
     }
 
+    /// Like `udp_recv_from` without the source (std allows it on an unconnected
+    /// socket too).
     pub fn udp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
-        if self.udp_mut(h)?.remote.is_none() {
-            // std allows recv on an unconnected socket; so do we.
-        }
         self.udp_recv_from(h, buf).map(|(n, _)| n)
     }
 
