@@ -229,6 +229,16 @@ impl Stack {
         }
     }
 
+    /// Give back the slot of a socket whose bind failed: it holds no port and no demux
+    /// entry (so `free_socket`, which removes those, must not run: the address it
+    /// would remove belongs to the socket that won the bind).
+    fn release_unbound(&mut self, h: SocketHandle) {
+        let slot = &mut self.slots[h.idx as usize];
+        slot.sock = None;
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(h.idx);
+    }
+
     /// Remove a socket for good: demux entries, port binding, slot.
     fn free_socket(&mut self, h: SocketHandle) {
         let Some(slot) = self.slot_mut(h) else { return };
@@ -800,9 +810,7 @@ impl Stack {
         let port = match self.tcp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
             Ok(p) => p,
             Err(e) => {
-                self.slots[h.idx as usize].sock = None;
-                self.slots[h.idx as usize].gen += 1;
-                self.free.push(h.idx);
+                self.release_unbound(h);
                 return Err(e);
             }
         };
@@ -1026,9 +1034,7 @@ impl Stack {
         let port = match self.udp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
             Ok(p) => p,
             Err(e) => {
-                self.slots[h.idx as usize].sock = None;
-                self.slots[h.idx as usize].gen += 1;
-                self.free.push(h.idx);
+                self.release_unbound(h);
                 return Err(e);
             }
         };
