@@ -93,32 +93,13 @@ fn handshake_transfer_and_close_between_two_stacks() {
     assert_eq!(p.a.tcp_state(s).unwrap(), TcpState::Established);
 
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let mut sent = 0;
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    for _ in 0..1_000_000 {
-        if sent < data.len() {
-            if let Ok(n) = p.b.tcp_send(c, &data[sent..]) {
-                sent += n;
-            }
-        }
-        loop {
-            match p.a.tcp_recv(s, &mut buf) {
-                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-                _ => break,
-            }
-        }
-        if got.len() == data.len() {
-            break;
-        }
-        assert!(p.step(true), "stalled at sent={sent} got={}", got.len());
-
-    }
+    let got = transfer(&mut p, c, s, &data, |_| true);
     assert_eq!(got.len(), data.len());
     assert!(got == data);
 
     p.b.close(c).unwrap();
     p.settle();
+    let mut buf = [0u8; 16];
     assert_eq!(p.a.tcp_recv(s, &mut buf).unwrap(), 0, "EOF after peer FIN");
     assert_eq!(p.a.tcp_state(s).unwrap(), TcpState::CloseWait);
     p.a.close(s).unwrap();
