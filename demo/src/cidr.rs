@@ -129,10 +129,7 @@ mod tests {
         assert_eq!("10.0.0.1/2x".parse::<Cidr>(), Err(CidrError::BadPrefix("2x".into())));
         assert_eq!("10.0.0.1/33".parse::<Cidr>(), Err(CidrError::PrefixTooLong { prefix: 33, max: 32 }));
         assert_eq!("fd00::1/129".parse::<Cidr>(), Err(CidrError::PrefixTooLong { prefix: 129, max: 128 }));
-        assert!(matches!(
-            "fd00::1/99999999999".parse::<Cidr>(),
-            Err(CidrError::PrefixTooLong { max: 128, .. })
-        ));
+        assert!(matches!("fd00::1/99999999999".parse::<Cidr>(), Err(CidrError::PrefixTooLong { max: 128, .. })));
         // The messages name the offending part.
         let msg = "10.0.0.1/33".parse::<Cidr>().unwrap_err().to_string();
         assert!(msg.contains("33") && msg.contains("32"), "{msg}");

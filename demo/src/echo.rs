@@ -55,9 +55,7 @@ impl EchoServer {
             let local = listener.local_addr()?;
             server.tcp.push(local);
             let active = active.clone();
-            spawn_named(format!("echo-tcp-{local}"), move || {
-                accept_loop("echo", listener, active, echo_tcp)
-            })?;
+            spawn_named(format!("echo-tcp-{local}"), move || accept_loop("echo", listener, active, echo_tcp))?;
         }
         for udp in sockets {
             let local = udp.local_addr()?;

@@ -716,11 +716,8 @@ mod tests {
                 httparse::Status::Partial => panic!("truncated response: {:?}", String::from_utf8_lossy(bytes)),
             };
             assert_eq!(r.version, Some(1));
-            let headers: Vec<(String, String)> = r
-                .headers
-                .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8(h.value.to_vec()).unwrap()))
-                .collect();
+            let headers: Vec<(String, String)> =
+                r.headers.iter().map(|h| (h.name.to_string(), String::from_utf8(h.value.to_vec()).unwrap())).collect();
             let code = r.code.unwrap();
             let len: usize = headers
                 .iter()

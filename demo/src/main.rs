@@ -28,7 +28,11 @@ use demo::{EchoServer, HttpServer};
 use tunstack::runtime::{Runtime, RuntimeConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "demo", version, about = "Echo and HTTP servers on tunstack, a userspace TCP/IP stack on a TUN device")]
+#[command(
+    name = "demo",
+    version,
+    about = "Echo and HTTP servers on tunstack, a userspace TCP/IP stack on a TUN device"
+)]
 struct Cli {
     /// More logging: -v debug, -vv trace (RUST_LOG, when set, takes precedence).
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -83,7 +87,8 @@ impl Opts {
         if self.tun.is_empty() || self.tun.len() > MAX_IFNAME {
             return Err(format!("--tun `{}`: an interface name has 1 to {MAX_IFNAME} bytes", self.tun));
         }
-        if self.tun.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) || self.tun == "." || self.tun == ".." {
+        if self.tun.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) || self.tun == "." || self.tun == ".."
+        {
             return Err(format!("--tun `{}`: not a valid interface name", self.tun));
         }
         if self.mtu < IPV6_MIN_MTU && self.addrs.iter().any(|a| a.is_ipv6()) {
@@ -146,7 +151,9 @@ fn run(command: Command) -> Result<(), String> {
     });
     for a in &opts.addrs {
         if !opts.host_addrs.iter().any(|h| h.contains(*a)) {
-            tracing::warn!("--addr {a} is in no --host-addr network: the kernel will not route to it through the device");
+            tracing::warn!(
+                "--addr {a} is in no --host-addr network: the kernel will not route to it through the device"
+            );
         }
     }
 
@@ -322,7 +329,19 @@ mod tests {
 
     #[test]
     fn repeated_flags_replace_the_defaults() {
-        let cli = parse(&["-vv", "echo", "--tun", "t1", "--addr", "10.1.0.2", "--host-addr", "10.1.0.1/16", "--port", "7007"]).unwrap();
+        let cli = parse(&[
+            "-vv",
+            "echo",
+            "--tun",
+            "t1",
+            "--addr",
+            "10.1.0.2",
+            "--host-addr",
+            "10.1.0.1/16",
+            "--port",
+            "7007",
+        ])
+        .unwrap();
         assert_eq!(cli.verbose, 2);
         let o = opts(cli);
         assert_eq!(o.tun, "t1");

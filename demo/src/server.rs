@@ -53,13 +53,11 @@ where
         tracing::debug!(server = name, %peer, "accepted");
         let guard = SlotGuard(active.clone());
         let serve = serve.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("{name}-conn"))
-            .spawn(move || {
-                let _guard = guard;
-                serve(stream, peer);
-                tracing::debug!(server = name, %peer, "connection done");
-            });
+        let spawned = thread::Builder::new().name(format!("{name}-conn")).spawn(move || {
+            let _guard = guard;
+            serve(stream, peer);
+            tracing::debug!(server = name, %peer, "connection done");
+        });
         if let Err(e) = spawned {
             // The closure (and with it the stream and the slot) was dropped.
             tracing::warn!(server = name, %peer, error = %e, "cannot spawn a thread for the connection");

@@ -18,7 +18,7 @@ pub mod tcp;
 pub mod time;
 pub mod wire;
 
-pub use config::{CongestionAlgorithm, Config, Keepalive};
+pub use config::{Config, CongestionAlgorithm, Keepalive};
 pub use socket::{Owner, Protocol, SocketHandle, SocketInfo};
 pub use stack::{Stack, Stats};
 pub use tcp::{TcpInfo, TcpState};

@@ -23,12 +23,20 @@ impl SeqNum {
 
     #[inline]
     pub fn max(self, other: SeqNum) -> SeqNum {
-        if self > other { self } else { other }
+        if self > other {
+            self
+        } else {
+            other
+        }
     }
 
     #[inline]
     pub fn min(self, other: SeqNum) -> SeqNum {
-        if self < other { self } else { other }
+        if self < other {
+            self
+        } else {
+            other
+        }
     }
 
     /// `start <= self < end`, modulo 2^32.

@@ -21,7 +21,10 @@ use crate::socket::{Owner, Protocol, SocketHandle, SocketInfo};
 use crate::tcp::conn::{Conn, Reply, Verdict};
 use crate::tcp::TcpState;
 use crate::time::Instant;
-use crate::wire::{self, icmp, DropReason, IcmpRepr, IcmpV4Message, IcmpV6Message, IpHeader, TcpFlags, TcpOptions, TcpRepr, Transport, UdpRepr};
+use crate::wire::{
+    self, icmp, DropReason, IcmpRepr, IcmpV4Message, IcmpV6Message, IpHeader, TcpFlags, TcpOptions, TcpRepr, Transport,
+    UdpRepr,
+};
 
 /// Counters. Every dropped packet is counted under exactly one reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -503,7 +506,14 @@ impl Stack {
         }
     }
 
-    fn listener_input(&mut self, now: Instant, lh: SocketHandle, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
+    fn listener_input(
+        &mut self,
+        now: Instant,
+        lh: SocketHandle,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr<'_>,
+    ) {
         // RFC 9293 3.10.7.2 (LISTEN).
         let f = seg.flags;
         if f.rst() {
@@ -853,7 +863,12 @@ impl Stack {
     /// Active open. `local` defaults to the stack's first address of `remote`'s family
     /// and an RFC 6056 ephemeral port. Returns at once in SYN-SENT; use
     /// `tcp_poll_connect` to learn the outcome.
-    pub fn tcp_connect(&mut self, now: Instant, remote: SocketAddr, local: Option<SocketAddr>) -> io::Result<SocketHandle> {
+    pub fn tcp_connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> io::Result<SocketHandle> {
         self.now = self.now.max(now);
         if is_unspecified(remote.ip()) || remote.port() == 0 {
             return Err(err(io::ErrorKind::InvalidInput, "cannot connect to an unspecified address or port 0"));
@@ -1096,7 +1111,8 @@ impl Stack {
     }
 
     pub fn udp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
-        let remote = self.udp_mut(h)?.remote.ok_or_else(|| err(io::ErrorKind::NotConnected, "UDP socket not connected"))?;
+        let remote =
+            self.udp_mut(h)?.remote.ok_or_else(|| err(io::ErrorKind::NotConnected, "UDP socket not connected"))?;
         self.udp_send_to(h, data, remote)
     }
 
@@ -1310,7 +1326,10 @@ impl Stack {
             return Err(format!("demux has {} listeners/bound, sockets {bound}", self.demux.listener_count()));
         }
         if self.tcp_ports.len() + self.udp_ports.len() != bound {
-            return Err(format!("port tables hold {} bindings, sockets {bound}", self.tcp_ports.len() + self.udp_ports.len()));
+            return Err(format!(
+                "port tables hold {} bindings, sockets {bound}",
+                self.tcp_ports.len() + self.udp_ports.len()
+            ));
         }
         if self.ctrl.len() > MAX_CTRL_QUEUE {
             return Err("control queue over its bound".into());

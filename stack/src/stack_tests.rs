@@ -4,12 +4,7 @@ use super::*;
 use std::time::Duration;
 
 fn cfg(addr: &str, seed: u64) -> Config {
-    Config {
-        addrs: vec![addr.parse().unwrap()],
-        seed,
-        msl: Duration::from_millis(500),
-        ..Config::default()
-    }
+    Config { addrs: vec![addr.parse().unwrap()], seed, msl: Duration::from_millis(500), ..Config::default() }
 }
 
 /// Move every pending packet from `from` into `to`; returns how many moved.
@@ -142,7 +137,13 @@ fn closed_port_refuses_connect() {
 }
 
 /// Push `data` from `c` on `p.b` to `s` on `p.a`, reading only when `read` says so.
-fn transfer(p: &mut Pair, c: SocketHandle, s: SocketHandle, data: &[u8], mut read: impl FnMut(Instant) -> bool) -> Vec<u8> {
+fn transfer(
+    p: &mut Pair,
+    c: SocketHandle,
+    s: SocketHandle,
+    data: &[u8],
+    mut read: impl FnMut(Instant) -> bool,
+) -> Vec<u8> {
     let mut sent = 0;
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];

@@ -336,7 +336,6 @@ fn core_bulk(strict: bool) {
     }
 }
 
-
 /// Bulk transfer both ways, strict: not one allocation in the steady state.
 #[test]
 fn core_bulk_allocates_nothing() {

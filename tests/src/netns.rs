@@ -68,11 +68,7 @@ impl NetNs {
         static CLEAN_STALE: std::sync::Once = std::sync::Once::new();
         CLEAN_STALE.call_once(delete_stale_namespaces);
         let tag: String = prefix.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
-        let name = format!(
-            "{NAME_PREFIX}{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{NAME_PREFIX}{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         match ip(&["netns", "add", &name]) {
             Ok(_) => {}
             Err(e) => return skip(&format!("`ip netns add {name}` failed: {e}")),
@@ -144,7 +140,8 @@ impl NetNs {
         let mut cmd = self.command(args);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn()?;
-        output_with_timeout(child, timeout).map_err(|e| io::Error::new(e.kind(), format!("{args:?} in {}: {e}", self.name)))
+        output_with_timeout(child, timeout)
+            .map_err(|e| io::Error::new(e.kind(), format!("{args:?} in {}: {e}", self.name)))
     }
 
     /// Start a long-running command inside the namespace (stdout and stderr piped).
@@ -194,7 +191,8 @@ impl Drop for NetNs {
 /// Move the calling thread into the namespace mounted at `path` (setns(2) with
 /// CLONE_NEWNET). Threads it spawns afterwards start in that namespace too.
 pub fn enter(path: &Path) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c =
+        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: plain syscalls on a NUL-terminated path and an fd we own.
     unsafe {
         let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
@@ -243,7 +241,8 @@ pub fn exec_here(args: &[&str], timeout: Duration) -> io::Result<Output> {
 /// this skips (or, with `TUNSTACK_REQUIRE_E2E=1`, fails) like [`NetNs::new`].
 pub fn require_tool(program: &str, package: &str) -> bool {
     for flag in ["--version", "-V"] {
-        let ran = Command::new(program).arg(flag).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let ran =
+            Command::new(program).arg(flag).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
         if ran.is_ok() {
             return true;
         }

@@ -98,7 +98,15 @@ fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8], frag: u16) -> 
 }
 
 /// A TCP segment (RFC 9293 3.1) with a correct checksum; `data_offset` in 32-bit words.
-fn tcp_segment(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, flags: u8, data_offset: u8, payload: &[u8]) -> Vec<u8> {
+fn tcp_segment(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    data_offset: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend_from_slice(&src.port().to_be_bytes());
     t.extend_from_slice(&dst.port().to_be_bytes());
@@ -295,8 +303,16 @@ fn bad_packets_are_counted_and_harmless() {
         cases.push(("IP protocol 253", DropReason::UnknownProtocol, p));
 
         let dgram = udp_datagram(v4(40004), stack_v4, b"fragment");
-        cases.push(("IPv4 first fragment (MF)", DropReason::Fragment, ip_packet(HOST_V4, STACK_V4, UDP, &dgram, 0x2000)));
-        cases.push(("IPv4 last fragment (offset 8)", DropReason::Fragment, ip_packet(HOST_V4, STACK_V4, UDP, &dgram, 1)));
+        cases.push((
+            "IPv4 first fragment (MF)",
+            DropReason::Fragment,
+            ip_packet(HOST_V4, STACK_V4, UDP, &dgram, 0x2000),
+        ));
+        cases.push((
+            "IPv4 last fragment (offset 8)",
+            DropReason::Fragment,
+            ip_packet(HOST_V4, STACK_V4, UDP, &dgram, 1),
+        ));
 
         let other = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)), ECHO_PORT);
         cases.push(("TCP to 10.0.0.3", DropReason::NotForUs, tcp_packet(v4(40005), other, SYN, b"")));

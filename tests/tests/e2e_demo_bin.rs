@@ -100,7 +100,9 @@ impl Demo {
     }
 
     fn output(&mut self) -> (String, String) {
-        let join = |h: Option<JoinHandle<Vec<u8>>>| String::from_utf8_lossy(&h.and_then(|h| h.join().ok()).unwrap_or_default()).into_owned();
+        let join = |h: Option<JoinHandle<Vec<u8>>>| {
+            String::from_utf8_lossy(&h.and_then(|h| h.join().ok()).unwrap_or_default()).into_owned()
+        };
         (join(self.stdout.take()), join(self.stderr.take()))
     }
 
@@ -140,7 +142,8 @@ fn demo_http_binary_serves_curl_and_stops_on_sigint() {
     let mut exited = false;
     let ready = netns::wait_until(Duration::from_secs(30), || {
         exited = demo.exited();
-        exited || matches!(curl(&ns, &["-o", "/dev/null", "-w", "%{http_code}", "http://10.0.0.2/"]), Ok((true, code)) if code == "200")
+        exited
+            || matches!(curl(&ns, &["-o", "/dev/null", "-w", "%{http_code}", "http://10.0.0.2/"]), Ok((true, code)) if code == "200")
     });
     if exited || !ready {
         demo.fail(if exited { "demo exited early" } else { "demo http did not answer within 30 s" });

@@ -30,13 +30,8 @@ fn curl_reuses_one_connection_for_two_urls() {
     ns.run(|| {
         let rt = start_runtime();
         HttpServer::start(&rt.handle(), &[STACK_V4, STACK_V6], 80).expect("http server");
-        let (stdout, stderr) = curl(&[
-            "-v",
-            "-w",
-            "\nHTTP_CODE=%{http_code}\n",
-            "http://10.0.0.2/",
-            "http://10.0.0.2/sockets.json",
-        ]);
+        let (stdout, stderr) =
+            curl(&["-v", "-w", "\nHTTP_CODE=%{http_code}\n", "http://10.0.0.2/", "http://10.0.0.2/sockets.json"]);
         assert_eq!(stdout.matches("HTTP_CODE=200").count(), 2, "two 200s:\n{stdout}");
         assert!(stdout.contains("<h1>tunstack</h1>"), "home page:\n{stdout}");
         // The socket table shows our listener and curl's own connection.

@@ -146,7 +146,8 @@ fn hundred_concurrent_echo_connections() {
                     start.wait();
                     // Alternate families; every connection has its own data and length.
                     let ip = if i % 2 == 0 { STACK_V4 } else { STACK_V6 };
-                    let s = kernel_connect(SocketAddr::new(ip, ECHO_PORT)).map_err(|e| format!("client {i}: connect: {e}"))?;
+                    let s = kernel_connect(SocketAddr::new(ip, ECHO_PORT))
+                        .map_err(|e| format!("client {i}: connect: {e}"))?;
                     let data = pattern(1000 + i as u64, 16 * 1024 + i * 97);
                     let got = echo_through(&s, &data);
                     if got.len() != data.len() || sha256(&got) != sha256(&data) {

@@ -24,8 +24,11 @@ fn ping_gets_replies_ipv4_and_ipv6() {
         let rt = start_runtime();
         let before = rt.stats().icmp_echo_replies;
         for (family, addr) in [("-4", "10.0.0.2"), ("-6", "fd00::2")] {
-            let out = netns::exec_here(&["ping", family, "-n", "-c", "3", "-W", "2", "-i", "0.2", addr], Duration::from_secs(30))
-                .expect("ping ran");
+            let out = netns::exec_here(
+                &["ping", family, "-n", "-c", "3", "-W", "2", "-i", "0.2", addr],
+                Duration::from_secs(30),
+            )
+            .expect("ping ran");
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(
                 out.status.success() && stdout.contains(" 0% packet loss"),

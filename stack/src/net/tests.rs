@@ -347,9 +347,7 @@ fn traffic_on_one_socket_does_not_wake_a_thread_blocked_on_another() {
                 let mut buf = [0u8; 256];
                 match (&b).read(&mut buf) {
                     Ok(n) => got.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && start.elapsed() < GUARD => {
-                        thread::yield_now()
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && start.elapsed() < GUARD => thread::yield_now(),
                     Err(e) => panic!("read on B: {e}"),
                 }
             }
@@ -403,7 +401,8 @@ fn concurrent_accepts_pick_up_every_connection() {
             })
             .collect();
         let kernel_side: Vec<_> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
-        let accepted: Vec<TcpStream> = (0..CONNS).map(|_| rx.recv_timeout(GUARD).expect("a connection was not accepted")).collect();
+        let accepted: Vec<TcpStream> =
+            (0..CONNS).map(|_| rx.recv_timeout(GUARD).expect("a connection was not accepted")).collect();
         let mut ports: Vec<u16> = accepted.iter().map(|s| s.peer_addr().unwrap().port()).collect();
         ports.sort_unstable();
         let mut expected: Vec<u16> = kernel_side.iter().map(|s| s.local_addr().unwrap().port()).collect();
@@ -472,10 +471,18 @@ fn concurrent_senders_keep_each_connection_in_order() {
         }
         let after = tcp_ext();
         let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
-        let drops: u64 = ["TCPOFODrop", "TCPRcvQDrop", "TCPBacklogDrop", "TCPZeroWindowDrop", "PruneCalled", "RcvPruned", "OfoPruned"]
-            .iter()
-            .map(|k| delta(k))
-            .sum();
+        let drops: u64 = [
+            "TCPOFODrop",
+            "TCPRcvQDrop",
+            "TCPBacklogDrop",
+            "TCPZeroWindowDrop",
+            "PruneCalled",
+            "RcvPruned",
+            "OfoPruned",
+        ]
+        .iter()
+        .map(|k| delta(k))
+        .sum();
         eprintln!("kernel: {} segments queued out of order, {drops} drops", delta("TCPOFOQueue"));
         if drops == 0 {
             assert_eq!(delta("TCPOFOQueue"), 0, "segments reached the kernel out of order");

@@ -33,10 +33,9 @@ pub(crate) fn open_error(name: &str, err: io::Error) -> io::Error {
              (`mknod /dev/net/tun c 10 200`)"
                 .to_string(),
         ),
-        Some(libc::ENODEV) | Some(libc::ENXIO) => (
-            NotFound,
-            "/dev/net/tun has no driver behind it: load the tun module (`modprobe tun`)".to_string(),
-        ),
+        Some(libc::ENODEV) | Some(libc::ENXIO) => {
+            (NotFound, "/dev/net/tun has no driver behind it: load the tun module (`modprobe tun`)".to_string())
+        }
         Some(libc::EPERM) | Some(libc::EACCES) => (
             PermissionDenied,
             format!(

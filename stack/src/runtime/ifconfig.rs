@@ -22,17 +22,10 @@ pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 /// name gives a clear `InvalidInput` here instead of a truncated or rejected name later.
 /// An empty name (the kernel picks one) and `%d` templates are accepted.
 pub fn validate_ifname(name: &str) -> io::Result<()> {
-    let bad = |why: &str| {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid interface name {name:?}: {why}"),
-        ))
-    };
+    let bad =
+        |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid interface name {name:?}: {why}")));
     if name.len() > MAX_IFNAME_LEN {
-        return bad(&format!(
-            "{} bytes long, at most {MAX_IFNAME_LEN} are allowed",
-            name.len()
-        ));
+        return bad(&format!("{} bytes long, at most {MAX_IFNAME_LEN} are allowed", name.len()));
     }
     if name == "." || name == ".." {
         return bad("\".\" and \"..\" are reserved");
@@ -221,9 +214,7 @@ impl Ifconfig {
             ifr6_ifindex: index as c_int,
         };
         // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads one `struct in6_ifreq`.
-        let rc = unsafe {
-            libc::ioctl(inet6.as_raw_fd(), libc::SIOCSIFADDR as _, &mut req as *mut libc::in6_ifreq)
-        };
+        let rc = unsafe { libc::ioctl(inet6.as_raw_fd(), libc::SIOCSIFADDR as _, &mut req as *mut libc::in6_ifreq) };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EACCES) || err.raw_os_error() == Some(libc::EPERM) {

@@ -105,14 +105,8 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             tun_name: "tun0".into(),
             mtu: 1500,
-            host_addrs: vec![
-                ("10.0.0.1".parse().unwrap(), 24),
-                ("fd00::1".parse().unwrap(), 64),
-            ],
-            stack: Config {
-                addrs: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
-                ..Config::default()
-            },
+            host_addrs: vec![("10.0.0.1".parse().unwrap(), 24), ("fd00::1".parse().unwrap(), 64)],
+            stack: Config { addrs: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()], ..Config::default() },
             impair: None,
         }
     }
@@ -559,12 +553,13 @@ impl Runtime {
             name: name.clone(),
         });
         let thread_shared = Arc::clone(&shared);
-        let thread = thread::Builder::new()
-            .name(format!("tunstack-{name}"))
-            .spawn(move || run(thread_shared, dev, mtu))?;
+        let thread =
+            thread::Builder::new().name(format!("tunstack-{name}")).spawn(move || run(thread_shared, dev, mtu))?;
         match &shared.lock_any().impair {
             None => tracing::info!(tun = %name, mtu, "runtime started"),
-            Some(imp) => tracing::info!(tun = %name, mtu, impairment = %imp.rx.config(), "runtime started (impaired link)"),
+            Some(imp) => {
+                tracing::info!(tun = %name, mtu, impairment = %imp.rx.config(), "runtime started (impaired link)")
+            }
         }
         Ok(Runtime { handle: RuntimeHandle { shared }, thread: Some(thread) })
     }
@@ -730,10 +725,7 @@ fn configure(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)]) -> io::Result<
 /// as soon as `Runtime::new` returns.
 fn wait_ipv6_usable(name: &str, addrs: &[std::net::Ipv6Addr]) {
     const IFA_F_TENTATIVE: u32 = 0x40;
-    let hex: Vec<String> = addrs
-        .iter()
-        .map(|a| a.octets().iter().map(|b| format!("{b:02x}")).collect())
-        .collect();
+    let hex: Vec<String> = addrs.iter().map(|a| a.octets().iter().map(|b| format!("{b:02x}")).collect()).collect();
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
         let Ok(table) = std::fs::read_to_string("/proc/thread-self/net/if_inet6") else { return };

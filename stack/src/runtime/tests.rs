@@ -138,7 +138,8 @@ fn configure_device_and_read_back() {
         });
         assert!(v4_route, "no 10.77.0.0/24 route on tstk0:\n{route}");
         let route6 = proc_net("ipv6_route");
-        let want_net: String = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0).octets().iter().map(|b| format!("{b:02x}")).collect();
+        let want_net: String =
+            Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0).octets().iter().map(|b| format!("{b:02x}")).collect();
         let v6_route = route6
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -397,7 +398,8 @@ fn impaired_runtime(name: &str, impair: Impairment) -> Runtime {
 
 #[test]
 fn bad_impairment_is_invalid_input_before_creating_anything() {
-    let c = RuntimeConfig { impair: Some(Impairment { loss: 2.0, ..Impairment::default() }), ..RuntimeConfig::default() };
+    let c =
+        RuntimeConfig { impair: Some(Impairment { loss: 2.0, ..Impairment::default() }), ..RuntimeConfig::default() };
     let e = Runtime::new(c).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("loss"), "{e}");

@@ -131,7 +131,14 @@ pub(crate) enum Written {
 
 impl Tx {
     pub(crate) fn new(dev: Arc<Iface>) -> Tx {
-        Tx { state: Mutex::new(TxState { dev: Some(dev), queue: Batch::default(), spare: Batch::default(), writing: false }) }
+        Tx {
+            state: Mutex::new(TxState {
+                dev: Some(dev),
+                queue: Batch::default(),
+                spare: Batch::default(),
+                writing: false,
+            }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, TxState> {
@@ -261,9 +268,21 @@ mod tests {
         let mut b = Batch::default();
         assert_eq!(b.push_with(10, |_| None), None);
         assert!(b.is_empty());
-        assert_eq!(b.push_with(10, |room| { room[..2].copy_from_slice(b"ab"); Some(2) }), Some(2));
+        assert_eq!(
+            b.push_with(10, |room| {
+                room[..2].copy_from_slice(b"ab");
+                Some(2)
+            }),
+            Some(2)
+        );
         // A length past the room is clamped.
-        assert_eq!(b.push_with(4, |room| { room.copy_from_slice(b"wxyz"); Some(99) }), Some(4));
+        assert_eq!(
+            b.push_with(4, |room| {
+                room.copy_from_slice(b"wxyz");
+                Some(99)
+            }),
+            Some(4)
+        );
         assert_eq!(contents(&b), [b"ab".to_vec(), b"wxyz".to_vec()]);
     }
 
@@ -280,7 +299,9 @@ mod tests {
     /// leave their packets to it, and the round limit hands the rest on.
     #[test]
     fn one_writer_at_a_time_and_the_round_limit() {
-        let tx = Tx { state: Mutex::new(TxState { dev: None, queue: Batch::default(), spare: Batch::default(), writing: false }) };
+        let tx = Tx {
+            state: Mutex::new(TxState { dev: None, queue: Batch::default(), spare: Batch::default(), writing: false }),
+        };
         let mut out = Batch::default();
         assert_eq!(tx.enqueue(&mut out), Role::Done, "nothing to write");
         out.push(b"a");

@@ -69,7 +69,10 @@ pub(crate) enum Reply {
     None,
     /// Send a RST outside the connection's own flow (RFC 9293 3.10.7.3/4):
     /// `<SEQ=seq><CTL=RST>` or, with `ack`, `<SEQ=seq><ACK=ack><CTL=RST,ACK>`.
-    Rst { seq: SeqNum, ack: Option<SeqNum> },
+    Rst {
+        seq: SeqNum,
+        ack: Option<SeqNum>,
+    },
 }
 
 /// Why a segment was not accepted (for counters and traces).

@@ -88,4 +88,5 @@ impl core::fmt::Display for TcpState {
         f.write_str(self.as_str())
     }
 }
-#[cfg(test)] mod tests;
+#[cfg(test)]
+mod tests;

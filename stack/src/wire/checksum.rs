@@ -134,8 +134,8 @@ mod tests {
     fn known_ipv4_header() {
         // A classic example IPv4 header whose checksum is b861.
         let mut hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         assert_eq!(checksum(&hdr), 0xb861);
         hdr[10] = 0xb8;
@@ -163,10 +163,7 @@ mod tests {
         bytes[16..32].copy_from_slice(&d.octets());
         bytes[32..36].copy_from_slice(&70000u32.to_be_bytes());
         bytes[39] = 6;
-        assert_eq!(
-            fold(pseudo_header_v6(s, d, 6, 70000)),
-            fold(accumulate(0, &bytes))
-        );
+        assert_eq!(fold(pseudo_header_v6(s, d, 6, 70000)), fold(accumulate(0, &bytes)));
     }
 
     #[test]
@@ -178,14 +175,8 @@ mod tests {
         bytes[4..8].copy_from_slice(&d.octets());
         bytes[9] = 17;
         bytes[10..].copy_from_slice(&1234u16.to_be_bytes());
-        assert_eq!(
-            fold(pseudo_header_v4(s, d, 17, 1234)),
-            fold(accumulate(0, &bytes))
-        );
-        assert_eq!(
-            fold(pseudo_header(IpAddr::V4(s), IpAddr::V4(d), 17, 1234)),
-            fold(accumulate(0, &bytes))
-        );
+        assert_eq!(fold(pseudo_header_v4(s, d, 17, 1234)), fold(accumulate(0, &bytes)));
+        assert_eq!(fold(pseudo_header(IpAddr::V4(s), IpAddr::V4(d), 17, 1234)), fold(accumulate(0, &bytes)));
     }
 
     proptest::proptest! {

@@ -21,9 +21,15 @@ pub enum IcmpV4Message<'a> {
         data: &'a [u8],
     },
     /// Type 3. `invoking` is the original IP header + at least 8 bytes of its payload.
-    DestUnreachable { code: u8, invoking: &'a [u8] },
+    DestUnreachable {
+        code: u8,
+        invoking: &'a [u8],
+    },
     /// Anything else: type and code only, the body is not interpreted.
-    Other { icmp_type: u8, code: u8 },
+    Other {
+        icmp_type: u8,
+        code: u8,
+    },
 }
 
 /// ICMPv6 messages we parse or emit.
@@ -40,11 +46,20 @@ pub enum IcmpV6Message<'a> {
         data: &'a [u8],
     },
     /// Type 1. `invoking` is as much of the original packet as fits the minimum MTU.
-    DestUnreachable { code: u8, invoking: &'a [u8] },
+    DestUnreachable {
+        code: u8,
+        invoking: &'a [u8],
+    },
     /// Type 2 (RFC 4443 3.2).
-    PacketTooBig { mtu: u32, invoking: &'a [u8] },
+    PacketTooBig {
+        mtu: u32,
+        invoking: &'a [u8],
+    },
     /// Anything else (including neighbour discovery, which a TUN device does not need).
-    Other { icmp_type: u8, code: u8 },
+    Other {
+        icmp_type: u8,
+        code: u8,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,61 +175,26 @@ pub(crate) fn parse_v4(buf: &[u8]) -> Result<IcmpRepr<'_>, DropReason> {
         return Err(DropReason::BadIcmpChecksum);
     }
     let m = match msg.msg_type() {
-        v4_type::ECHO_REQUEST => IcmpV4Message::EchoRequest {
-            ident: msg.word1(),
-            seq: msg.word2(),
-            data: msg.body(),
-        },
-        v4_type::ECHO_REPLY => IcmpV4Message::EchoReply {
-            ident: msg.word1(),
-            seq: msg.word2(),
-            data: msg.body(),
-        },
-        v4_type::DEST_UNREACHABLE => IcmpV4Message::DestUnreachable {
-            code: msg.code(),
-            invoking: msg.body(),
-        },
-        t => IcmpV4Message::Other {
-            icmp_type: t,
-            code: msg.code(),
-        },
+        v4_type::ECHO_REQUEST => IcmpV4Message::EchoRequest { ident: msg.word1(), seq: msg.word2(), data: msg.body() },
+        v4_type::ECHO_REPLY => IcmpV4Message::EchoReply { ident: msg.word1(), seq: msg.word2(), data: msg.body() },
+        v4_type::DEST_UNREACHABLE => IcmpV4Message::DestUnreachable { code: msg.code(), invoking: msg.body() },
+        t => IcmpV4Message::Other { icmp_type: t, code: msg.code() },
     };
     Ok(IcmpRepr::V4(m))
 }
 
 /// Parse an ICMPv6 message (the payload after all extension headers).
-pub(crate) fn parse_v6(
-    buf: &[u8],
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-) -> Result<IcmpRepr<'_>, DropReason> {
+pub(crate) fn parse_v6(buf: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<IcmpRepr<'_>, DropReason> {
     let msg = IcmpMessage::new_checked(buf)?;
     if !msg.verify_checksum_v6(src, dst) {
         return Err(DropReason::BadIcmpChecksum);
     }
     let m = match msg.msg_type() {
-        v6_type::ECHO_REQUEST => IcmpV6Message::EchoRequest {
-            ident: msg.word1(),
-            seq: msg.word2(),
-            data: msg.body(),
-        },
-        v6_type::ECHO_REPLY => IcmpV6Message::EchoReply {
-            ident: msg.word1(),
-            seq: msg.word2(),
-            data: msg.body(),
-        },
-        v6_type::DEST_UNREACHABLE => IcmpV6Message::DestUnreachable {
-            code: msg.code(),
-            invoking: msg.body(),
-        },
-        v6_type::PACKET_TOO_BIG => IcmpV6Message::PacketTooBig {
-            mtu: msg.rest_of_header(),
-            invoking: msg.body(),
-        },
-        t => IcmpV6Message::Other {
-            icmp_type: t,
-            code: msg.code(),
-        },
+        v6_type::ECHO_REQUEST => IcmpV6Message::EchoRequest { ident: msg.word1(), seq: msg.word2(), data: msg.body() },
+        v6_type::ECHO_REPLY => IcmpV6Message::EchoReply { ident: msg.word1(), seq: msg.word2(), data: msg.body() },
+        v6_type::DEST_UNREACHABLE => IcmpV6Message::DestUnreachable { code: msg.code(), invoking: msg.body() },
+        v6_type::PACKET_TOO_BIG => IcmpV6Message::PacketTooBig { mtu: msg.rest_of_header(), invoking: msg.body() },
+        t => IcmpV6Message::Other { icmp_type: t, code: msg.code() },
     };
     Ok(IcmpRepr::V6(m))
 }
@@ -225,16 +205,15 @@ impl IcmpRepr<'_> {
         ICMP_HEADER_LEN
             + match *self {
                 IcmpRepr::V4(m) => match m {
-                    IcmpV4Message::EchoRequest { data, .. }
-                    | IcmpV4Message::EchoReply { data, .. } => data.len(),
+                    IcmpV4Message::EchoRequest { data, .. } | IcmpV4Message::EchoReply { data, .. } => data.len(),
                     IcmpV4Message::DestUnreachable { invoking, .. } => invoking.len(),
                     IcmpV4Message::Other { .. } => 0,
                 },
                 IcmpRepr::V6(m) => match m {
-                    IcmpV6Message::EchoRequest { data, .. }
-                    | IcmpV6Message::EchoReply { data, .. } => data.len(),
-                    IcmpV6Message::DestUnreachable { invoking, .. }
-                    | IcmpV6Message::PacketTooBig { invoking, .. } => invoking.len(),
+                    IcmpV6Message::EchoRequest { data, .. } | IcmpV6Message::EchoReply { data, .. } => data.len(),
+                    IcmpV6Message::DestUnreachable { invoking, .. } | IcmpV6Message::PacketTooBig { invoking, .. } => {
+                        invoking.len()
+                    }
                     IcmpV6Message::Other { .. } => 0,
                 },
             }
@@ -249,33 +228,19 @@ pub(crate) fn emit(repr: &IcmpRepr<'_>, buf: &mut [u8], src: IpAddr, dst: IpAddr
     // (type, code, bytes 4..8, body)
     let (ty, code, rest, body): (u8, u8, [u8; 4], &[u8]) = match *repr {
         IcmpRepr::V4(m) => match m {
-            IcmpV4Message::EchoRequest { ident, seq, data } => {
-                (v4_type::ECHO_REQUEST, 0, echo_words(ident, seq), data)
-            }
-            IcmpV4Message::EchoReply { ident, seq, data } => {
-                (v4_type::ECHO_REPLY, 0, echo_words(ident, seq), data)
-            }
+            IcmpV4Message::EchoRequest { ident, seq, data } => (v4_type::ECHO_REQUEST, 0, echo_words(ident, seq), data),
+            IcmpV4Message::EchoReply { ident, seq, data } => (v4_type::ECHO_REPLY, 0, echo_words(ident, seq), data),
             // RFC 792: four unused bytes, then the internet header + 64 bits of data.
-            IcmpV4Message::DestUnreachable { code, invoking } => {
-                (v4_type::DEST_UNREACHABLE, code, [0; 4], invoking)
-            }
+            IcmpV4Message::DestUnreachable { code, invoking } => (v4_type::DEST_UNREACHABLE, code, [0; 4], invoking),
             IcmpV4Message::Other { icmp_type, code } => (icmp_type, code, [0; 4], &[]),
         },
         IcmpRepr::V6(m) => match m {
-            IcmpV6Message::EchoRequest { ident, seq, data } => {
-                (v6_type::ECHO_REQUEST, 0, echo_words(ident, seq), data)
-            }
-            IcmpV6Message::EchoReply { ident, seq, data } => {
-                (v6_type::ECHO_REPLY, 0, echo_words(ident, seq), data)
-            }
+            IcmpV6Message::EchoRequest { ident, seq, data } => (v6_type::ECHO_REQUEST, 0, echo_words(ident, seq), data),
+            IcmpV6Message::EchoReply { ident, seq, data } => (v6_type::ECHO_REPLY, 0, echo_words(ident, seq), data),
             // RFC 4443 3.1: four unused bytes, then as much of the invoking packet as fits.
-            IcmpV6Message::DestUnreachable { code, invoking } => {
-                (v6_type::DEST_UNREACHABLE, code, [0; 4], invoking)
-            }
+            IcmpV6Message::DestUnreachable { code, invoking } => (v6_type::DEST_UNREACHABLE, code, [0; 4], invoking),
             // RFC 4443 3.2: code 0, the MTU, then the invoking packet.
-            IcmpV6Message::PacketTooBig { mtu, invoking } => {
-                (v6_type::PACKET_TOO_BIG, 0, mtu.to_be_bytes(), invoking)
-            }
+            IcmpV6Message::PacketTooBig { mtu, invoking } => (v6_type::PACKET_TOO_BIG, 0, mtu.to_be_bytes(), invoking),
             IcmpV6Message::Other { icmp_type, code } => (icmp_type, code, [0; 4], &[]),
         },
     };
@@ -353,12 +318,7 @@ pub fn parse_quoted(invoking: &[u8]) -> Option<QuotedPacket> {
             }
             let src = Ipv4Addr::new(invoking[12], invoking[13], invoking[14], invoking[15]);
             let dst = Ipv4Addr::new(invoking[16], invoking[17], invoking[18], invoking[19]);
-            (
-                IpAddr::V4(src),
-                IpAddr::V4(dst),
-                invoking[9],
-                &invoking[ihl..],
-            )
+            (IpAddr::V4(src), IpAddr::V4(dst), invoking[9], &invoking[ihl..])
         }
         6 => {
             if invoking.len() < IPV6_HEADER_LEN {
@@ -395,12 +355,7 @@ pub fn parse_quoted(invoking: &[u8]) -> Option<QuotedPacket> {
                     _ => break,
                 }
             }
-            (
-                IpAddr::V6(Ipv6Addr::from(src)),
-                IpAddr::V6(Ipv6Addr::from(dst)),
-                next,
-                rest,
-            )
+            (IpAddr::V6(Ipv6Addr::from(src)), IpAddr::V6(Ipv6Addr::from(dst)), next, rest)
         }
         _ => return None,
     };
@@ -450,37 +405,23 @@ mod tests {
     #[test]
     fn v4_messages() {
         let m = with_v4_checksum(vec![8, 0, 0, 0, 0xab, 0xcd, 0x00, 0x02, 1, 2, 3]);
-        let r = IcmpRepr::V4(IcmpV4Message::EchoRequest {
-            ident: 0xabcd,
-            seq: 2,
-            data: &[1, 2, 3],
-        });
+        let r = IcmpRepr::V4(IcmpV4Message::EchoRequest { ident: 0xabcd, seq: 2, data: &[1, 2, 3] });
         assert_eq!(parse_v4(&m), Ok(r));
         assert_eq!(emitted(&r), m);
 
         let m = with_v4_checksum(vec![0, 0, 0, 0, 0, 1, 0, 2]);
-        let r = IcmpRepr::V4(IcmpV4Message::EchoReply {
-            ident: 1,
-            seq: 2,
-            data: &[],
-        });
+        let r = IcmpRepr::V4(IcmpV4Message::EchoReply { ident: 1, seq: 2, data: &[] });
         assert_eq!(parse_v4(&m), Ok(r));
         assert_eq!(emitted(&r), m);
 
         let m = with_v4_checksum(vec![3, 3, 0, 0, 0, 0, 0, 0, 0x45, 0, 0, 28]);
-        let r = IcmpRepr::V4(IcmpV4Message::DestUnreachable {
-            code: 3,
-            invoking: &[0x45, 0, 0, 28],
-        });
+        let r = IcmpRepr::V4(IcmpV4Message::DestUnreachable { code: 3, invoking: &[0x45, 0, 0, 28] });
         assert_eq!(parse_v4(&m), Ok(r));
         assert_eq!(emitted(&r), m);
 
         // Time exceeded: body not interpreted; emitting Other gives an 8-byte message.
         let m = with_v4_checksum(vec![11, 0, 0, 0, 0, 0, 0, 0, 0x45]);
-        let r = IcmpRepr::V4(IcmpV4Message::Other {
-            icmp_type: 11,
-            code: 0,
-        });
+        let r = IcmpRepr::V4(IcmpV4Message::Other { icmp_type: 11, code: 0 });
         assert_eq!(parse_v4(&m), Ok(r));
         let e = emitted(&r);
         assert_eq!(e.len(), 8);
@@ -503,47 +444,27 @@ mod tests {
     #[test]
     fn v6_messages() {
         let m = with_v6_checksum(vec![128, 0, 0, 0, 0, 7, 0, 8, b'x']);
-        let r = IcmpRepr::V6(IcmpV6Message::EchoRequest {
-            ident: 7,
-            seq: 8,
-            data: b"x",
-        });
+        let r = IcmpRepr::V6(IcmpV6Message::EchoRequest { ident: 7, seq: 8, data: b"x" });
         assert_eq!(parse_v6(&m, S6, D6), Ok(r));
         assert_eq!(emitted(&r), m);
 
         let m = with_v6_checksum(vec![129, 0, 0, 0, 0, 7, 0, 8]);
-        let r = IcmpRepr::V6(IcmpV6Message::EchoReply {
-            ident: 7,
-            seq: 8,
-            data: &[],
-        });
+        let r = IcmpRepr::V6(IcmpV6Message::EchoReply { ident: 7, seq: 8, data: &[] });
         assert_eq!(parse_v6(&m, S6, D6), Ok(r));
 
         let m = with_v6_checksum(vec![1, 4, 0, 0, 0, 0, 0, 0, 0x60, 0]);
-        let r = IcmpRepr::V6(IcmpV6Message::DestUnreachable {
-            code: 4,
-            invoking: &[0x60, 0],
-        });
+        let r = IcmpRepr::V6(IcmpV6Message::DestUnreachable { code: 4, invoking: &[0x60, 0] });
         assert_eq!(parse_v6(&m, S6, D6), Ok(r));
         assert_eq!(emitted(&r), m);
 
         let m = with_v6_checksum(vec![2, 0, 0, 0, 0, 0, 0x05, 0x00, 0x60]);
-        let r = IcmpRepr::V6(IcmpV6Message::PacketTooBig {
-            mtu: 1280,
-            invoking: &[0x60],
-        });
+        let r = IcmpRepr::V6(IcmpV6Message::PacketTooBig { mtu: 1280, invoking: &[0x60] });
         assert_eq!(parse_v6(&m, S6, D6), Ok(r));
         assert_eq!(emitted(&r), m);
 
         // Neighbour solicitation: Other.
         let m = with_v6_checksum(vec![135, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            parse_v6(&m, S6, D6),
-            Ok(IcmpRepr::V6(IcmpV6Message::Other {
-                icmp_type: 135,
-                code: 0
-            }))
-        );
+        assert_eq!(parse_v6(&m, S6, D6), Ok(IcmpRepr::V6(IcmpV6Message::Other { icmp_type: 135, code: 0 })));
     }
 
     #[test]
@@ -601,10 +522,7 @@ mod tests {
         // UDP, with IP options (IHL 6).
         let q = quote_v4(proto::UDP, 6, 0, &[0, 53, 0xc3, 0x50, 0, 8, 0xff, 0xff]);
         let got = parse_quoted(&q).unwrap();
-        assert_eq!(
-            (got.protocol, got.src_port, got.dst_port, got.tcp_seq),
-            (proto::UDP, 53, 50000, None)
-        );
+        assert_eq!((got.protocol, got.src_port, got.dst_port, got.tcp_seq), (proto::UDP, 53, 50000, None));
         // Too short, wrong protocol, non-first fragment, bad IHL.
         let q = quote_v4(proto::TCP, 5, 0, &tcp8);
         for cut in 0..q.len() {

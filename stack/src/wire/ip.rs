@@ -115,21 +115,11 @@ impl<'a> Ipv4Packet<'a> {
     }
     pub fn src(&self) -> Ipv4Addr {
         let s = v4_field::SRC;
-        Ipv4Addr::new(
-            self.buf[s],
-            self.buf[s + 1],
-            self.buf[s + 2],
-            self.buf[s + 3],
-        )
+        Ipv4Addr::new(self.buf[s], self.buf[s + 1], self.buf[s + 2], self.buf[s + 3])
     }
     pub fn dst(&self) -> Ipv4Addr {
         let d = v4_field::DST;
-        Ipv4Addr::new(
-            self.buf[d],
-            self.buf[d + 1],
-            self.buf[d + 2],
-            self.buf[d + 3],
-        )
+        Ipv4Addr::new(self.buf[d], self.buf[d + 1], self.buf[d + 2], self.buf[d + 3])
     }
     /// The header checksum covers the header including options (RFC 791 3.1).
     pub fn verify_checksum(&self) -> bool {
@@ -274,13 +264,7 @@ fn parse_v4(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
         proto::ICMP => Transport::Icmp(icmp::parse_v4(payload)?),
         _ => return Err(DropReason::UnknownProtocol),
     };
-    let ip = IpHeader {
-        src: s,
-        dst: d,
-        protocol: pkt.protocol(),
-        hop_limit: pkt.ttl(),
-        payload_len: payload.len(),
-    };
+    let ip = IpHeader { src: s, dst: d, protocol: pkt.protocol(), hop_limit: pkt.ttl(), payload_len: payload.len() };
     Ok(Packet { ip, transport })
 }
 
@@ -299,13 +283,7 @@ fn parse_v6(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
         // No Next Header (59), ICMPv4 over IPv6 and everything else.
         _ => return Err(DropReason::UnknownProtocol),
     };
-    let ip = IpHeader {
-        src: s,
-        dst: d,
-        protocol,
-        hop_limit: pkt.hop_limit(),
-        payload_len: payload.len(),
-    };
+    let ip = IpHeader { src: s, dst: d, protocol, hop_limit: pkt.hop_limit(), payload_len: payload.len() };
     Ok(Packet { ip, transport })
 }
 
@@ -432,11 +410,7 @@ mod tests {
     const D6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 
     fn udp_bytes(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
-        let r = UdpRepr {
-            src_port: 1111,
-            dst_port: 2222,
-            payload,
-        };
+        let r = UdpRepr { src_port: 1111, dst_port: 2222, payload };
         let mut b = vec![0u8; 8 + payload.len()];
         udp::emit(&r, &mut b, src, dst);
         b
@@ -445,13 +419,7 @@ mod tests {
     /// An IPv4 packet: `options` after the fixed header, `edit` applied before the
     /// checksum is computed (so header fields can be set to anything with a valid
     /// checksum).
-    fn v4(
-        src: Ipv4Addr,
-        protocol: u8,
-        options: &[u8],
-        transport: &[u8],
-        edit: impl FnOnce(&mut [u8]),
-    ) -> Vec<u8> {
+    fn v4(src: Ipv4Addr, protocol: u8, options: &[u8], transport: &[u8], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
         let ihl = 20 + options.len();
         let total = ihl + transport.len();
         let mut p = vec![0u8; total];
@@ -471,13 +439,7 @@ mod tests {
     }
 
     fn v4_udp(edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
-        v4(
-            S4,
-            proto::UDP,
-            &[],
-            &udp_bytes(S4.into(), D4.into(), b"data"),
-            edit,
-        )
+        v4(S4, proto::UDP, &[], &udp_bytes(S4.into(), D4.into(), b"data"), edit)
     }
 
     /// An IPv6 packet with next header `first` and `ext` (extension headers) in front of
@@ -519,35 +481,16 @@ mod tests {
         let pkt = parse_packet(&p).unwrap();
         assert_eq!(
             pkt.ip,
-            IpHeader {
-                src: S4.into(),
-                dst: D4.into(),
-                protocol: proto::UDP,
-                hop_limit: 33,
-                payload_len: 12
-            }
+            IpHeader { src: S4.into(), dst: D4.into(), protocol: proto::UDP, hop_limit: 33, payload_len: 12 }
         );
-        assert_eq!(
-            pkt.transport,
-            Transport::Udp(UdpRepr {
-                src_port: 1111,
-                dst_port: 2222,
-                payload: b"data"
-            })
-        );
+        assert_eq!(pkt.transport, Transport::Udp(UdpRepr { src_port: 1111, dst_port: 2222, payload: b"data" }));
     }
 
     #[test]
     fn v4_options_skipped_and_padding_ignored() {
         // IHL 7: a NOP, a (made-up) 4-byte option, NOPs and EOL padding.
         let opts = [1, 0x88, 4, 0, 0, 1, 1, 0];
-        let p = v4(
-            S4,
-            proto::UDP,
-            &opts,
-            &udp_bytes(S4.into(), D4.into(), b"opt"),
-            |_| {},
-        );
+        let p = v4(S4, proto::UDP, &opts, &udp_bytes(S4.into(), D4.into(), b"opt"), |_| {});
         let pkt = parse_packet(&p).unwrap();
         assert_eq!(pkt.ip.payload_len, 11);
         let mut padded = p.clone();
@@ -563,20 +506,11 @@ mod tests {
         // IHL 15 (60 bytes) but only 32 bytes present.
         assert_eq!(err(&v4_udp(|p| p[0] = 0x4F)), DropReason::Truncated);
         // Total length smaller than the header.
-        assert_eq!(
-            err(&v4_udp(|p| p[2..4].copy_from_slice(&19u16.to_be_bytes()))),
-            DropReason::BadIpHeader
-        );
+        assert_eq!(err(&v4_udp(|p| p[2..4].copy_from_slice(&19u16.to_be_bytes()))), DropReason::BadIpHeader);
         // Total length larger than the buffer.
-        assert_eq!(
-            err(&v4_udp(|p| p[2..4].copy_from_slice(&33u16.to_be_bytes()))),
-            DropReason::Truncated
-        );
+        assert_eq!(err(&v4_udp(|p| p[2..4].copy_from_slice(&33u16.to_be_bytes()))), DropReason::Truncated);
         // Total length cutting into the UDP datagram: the UDP length no longer fits.
-        assert_eq!(
-            err(&v4_udp(|p| p[2..4].copy_from_slice(&31u16.to_be_bytes()))),
-            DropReason::BadUdpHeader
-        );
+        assert_eq!(err(&v4_udp(|p| p[2..4].copy_from_slice(&31u16.to_be_bytes()))), DropReason::BadUdpHeader);
     }
 
     #[test]
@@ -604,32 +538,17 @@ mod tests {
             Ipv4Addr::LOCALHOST,
             Ipv4Addr::new(127, 9, 9, 9),
         ] {
-            let p = v4(
-                src,
-                proto::UDP,
-                &[],
-                &udp_bytes(src.into(), D4.into(), b"x"),
-                |_| {},
-            );
+            let p = v4(src, proto::UDP, &[], &udp_bytes(src.into(), D4.into(), b"x"), |_| {});
             assert_eq!(err(&p), DropReason::BadSourceAddress, "{src}");
         }
     }
 
     #[test]
     fn v4_protocols() {
-        assert_eq!(
-            err(&v4(S4, 2, &[], &[0; 8], |_| {})),
-            DropReason::UnknownProtocol
-        );
+        assert_eq!(err(&v4(S4, 2, &[], &[0; 8], |_| {})), DropReason::UnknownProtocol);
         // An ICMPv6 echo over IPv4 is not ICMP.
         assert_eq!(
-            err(&v4(
-                S4,
-                proto::ICMPV6,
-                &[],
-                &[128, 0, 0x7f, 0xff, 0, 0, 0, 0],
-                |_| {}
-            )),
+            err(&v4(S4, proto::ICMPV6, &[], &[128, 0, 0x7f, 0xff, 0, 0, 0, 0], |_| {})),
             DropReason::UnknownProtocol
         );
         // A valid ICMPv4 echo request.
@@ -640,11 +559,7 @@ mod tests {
         let pkt = parse_packet(&p).unwrap();
         assert_eq!(
             pkt.transport,
-            Transport::Icmp(IcmpRepr::V4(IcmpV4Message::EchoRequest {
-                ident: 0x1234,
-                seq: 9,
-                data: b"ping"
-            }))
+            Transport::Icmp(IcmpRepr::V4(IcmpV4Message::EchoRequest { ident: 0x1234, seq: 9, data: b"ping" }))
         );
     }
 
@@ -654,13 +569,7 @@ mod tests {
         let pkt = parse_packet(&p).unwrap();
         assert_eq!(
             pkt.ip,
-            IpHeader {
-                src: S6.into(),
-                dst: D6.into(),
-                protocol: proto::UDP,
-                hop_limit: 5,
-                payload_len: 11
-            }
+            IpHeader { src: S6.into(), dst: D6.into(), protocol: proto::UDP, hop_limit: 5, payload_len: 11 }
         );
         // Hop-by-hop (8 bytes: PadN), destination options (16 bytes), routing with
         // segments left 0 (8 bytes), then UDP.
@@ -671,10 +580,7 @@ mod tests {
         let p2 = v6_udp(S6, ext_header::HOP_BY_HOP, &ext);
         let pkt2 = parse_packet(&p2).unwrap();
         assert_eq!(pkt2.transport, pkt.transport);
-        assert_eq!(
-            pkt2.ip.payload_len, 11,
-            "payload_len counts bytes after the extension headers"
-        );
+        assert_eq!(pkt2.ip.payload_len, 11, "payload_len counts bytes after the extension headers");
         // Trailing bytes beyond the payload length are ignored.
         let mut padded = p2.clone();
         padded.extend_from_slice(&[1, 2, 3]);
@@ -687,27 +593,11 @@ mod tests {
         assert_eq!(err(&p[..39]), DropReason::Truncated);
         assert_eq!(err(&p[..p.len() - 1]), DropReason::Truncated);
         // Fragment header.
-        assert_eq!(
-            err(&v6_udp(
-                S6,
-                ext_header::FRAGMENT,
-                &[proto::UDP, 0, 0, 1, 0, 0, 0, 1]
-            )),
-            DropReason::Fragment
-        );
+        assert_eq!(err(&v6_udp(S6, ext_header::FRAGMENT, &[proto::UDP, 0, 0, 1, 0, 0, 0, 1])), DropReason::Fragment);
         // No next header, an unknown protocol, ICMPv4 over IPv6.
-        assert_eq!(
-            err(&v6(S6, ext_header::NO_NEXT_HEADER, &[], &[])),
-            DropReason::UnknownProtocol
-        );
-        assert_eq!(
-            err(&v6(S6, 132, &[], &[0; 12])),
-            DropReason::UnknownProtocol
-        );
-        assert_eq!(
-            err(&v6(S6, proto::ICMP, &[], &[0; 8])),
-            DropReason::UnknownProtocol
-        );
+        assert_eq!(err(&v6(S6, ext_header::NO_NEXT_HEADER, &[], &[])), DropReason::UnknownProtocol);
+        assert_eq!(err(&v6(S6, 132, &[], &[0; 12])), DropReason::UnknownProtocol);
+        assert_eq!(err(&v6(S6, proto::ICMP, &[], &[0; 8])), DropReason::UnknownProtocol);
         // Hop-by-hop after another extension header (RFC 8200 4.1).
         assert_eq!(
             err(&v6_udp(
@@ -719,71 +609,37 @@ mod tests {
         );
         // Extension header length running past the payload.
         assert_eq!(
-            err(&v6(
-                S6,
-                ext_header::DESTINATION_OPTIONS,
-                &[proto::UDP, 3, 1, 4, 0, 0, 0, 0],
-                &[]
-            )),
+            err(&v6(S6, ext_header::DESTINATION_OPTIONS, &[proto::UDP, 3, 1, 4, 0, 0, 0, 0], &[])),
             DropReason::BadIpHeader
         );
         // Only one byte left for an extension header.
-        assert_eq!(
-            err(&v6(S6, ext_header::DESTINATION_OPTIONS, &[proto::UDP], &[])),
-            DropReason::Truncated
-        );
+        assert_eq!(err(&v6(S6, ext_header::DESTINATION_OPTIONS, &[proto::UDP], &[])), DropReason::Truncated);
         // Routing header with segments left: not for us to process (RFC 8200 4.4).
-        assert_eq!(
-            err(&v6_udp(
-                S6,
-                ext_header::ROUTING,
-                &[proto::UDP, 0, 0, 1, 0, 0, 0, 0]
-            )),
-            DropReason::BadIpHeader
-        );
+        assert_eq!(err(&v6_udp(S6, ext_header::ROUTING, &[proto::UDP, 0, 0, 1, 0, 0, 0, 0])), DropReason::BadIpHeader);
     }
 
     #[test]
     fn v6_bad_sources() {
-        for src in [
-            Ipv6Addr::UNSPECIFIED,
-            Ipv6Addr::LOCALHOST,
-            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
-        ] {
-            assert_eq!(
-                err(&v6_udp(src, proto::UDP, &[])),
-                DropReason::BadSourceAddress,
-                "{src}"
-            );
+        for src in [Ipv6Addr::UNSPECIFIED, Ipv6Addr::LOCALHOST, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)] {
+            assert_eq!(err(&v6_udp(src, proto::UDP, &[])), DropReason::BadSourceAddress, "{src}");
         }
     }
 
     #[test]
     fn emit_v4_header_bytes() {
-        let r = UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-            payload: &[9; 3],
-        };
+        let r = UdpRepr { src_port: 1, dst_port: 2, payload: &[9; 3] };
         let mut buf = [0u8; 64];
         let n = emit_packet(&mut buf, S4.into(), D4.into(), 64, Transport::Udp(r)).unwrap();
         assert_eq!(n, 31);
         assert_eq!(&buf[..10], &[0x45, 0, 0, 31, 0, 0, 0x40, 0, 64, 17]);
         assert_eq!(&buf[12..20], &[198, 51, 100, 7, 10, 1, 2, 3]);
         assert_eq!(checksum::checksum(&buf[..20]), 0);
-        assert_eq!(
-            parse_packet(&buf[..n]).unwrap().transport,
-            Transport::Udp(r)
-        );
+        assert_eq!(parse_packet(&buf[..n]).unwrap().transport, Transport::Udp(r));
     }
 
     #[test]
     fn emit_v6_header_bytes() {
-        let r = UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-            payload: &[],
-        };
+        let r = UdpRepr { src_port: 1, dst_port: 2, payload: &[] };
         let mut buf = [0u8; 48];
         let n = emit_packet(&mut buf, S6.into(), D6.into(), 255, Transport::Udp(r)).unwrap();
         assert_eq!(n, 48);
@@ -796,11 +652,7 @@ mod tests {
 
     #[test]
     fn emit_errors() {
-        let r = UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-            payload: &[0; 10],
-        };
+        let r = UdpRepr { src_port: 1, dst_port: 2, payload: &[0; 10] };
         let mut buf = [0u8; 100];
         assert_eq!(
             emit_packet(&mut buf[..37], S4.into(), D4.into(), 64, Transport::Udp(r)),
@@ -814,21 +666,13 @@ mod tests {
             emit_packet(&mut buf, S4.into(), D6.into(), 64, Transport::Udp(r)),
             Err(EmitError::AddressFamilyMismatch)
         );
-        let echo = IcmpRepr::V4(IcmpV4Message::EchoReply {
-            ident: 1,
-            seq: 2,
-            data: &[],
-        });
+        let echo = IcmpRepr::V4(IcmpV4Message::EchoReply { ident: 1, seq: 2, data: &[] });
         assert_eq!(
             emit_packet(&mut buf, S6.into(), D6.into(), 64, Transport::Icmp(echo)),
             Err(EmitError::AddressFamilyMismatch)
         );
         let big = [0u8; 65535 - 28 + 1];
-        let r = UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-            payload: &big,
-        };
+        let r = UdpRepr { src_port: 1, dst_port: 2, payload: &big };
         let mut out = vec![0u8; 70000];
         assert_eq!(
             emit_packet(&mut out, S4.into(), D4.into(), 64, Transport::Udp(r)),

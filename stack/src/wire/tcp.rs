@@ -510,41 +510,20 @@ mod tests {
         let (out, n) = emit_opts(&o);
         assert_eq!(n, 20);
         assert_eq!(options_len(&o), 20);
-        assert_eq!(
-            &out[..n],
-            &[2, 4, 0x05, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0]
-        );
+        assert_eq!(&out[..n], &[2, 4, 0x05, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0]);
         assert_eq!(parse_options(&out[..n]), Ok(o));
     }
 
     #[test]
     fn layout_each_option_alone() {
-        let sp = TcpOptions {
-            sack_permitted: true,
-            ..TcpOptions::default()
-        };
+        let sp = TcpOptions { sack_permitted: true, ..TcpOptions::default() };
         assert_eq!(&emit_opts(&sp).0[..4], &[1, 1, 4, 2]);
-        let ts = TcpOptions {
-            timestamps: Some((5, 6)),
-            ..TcpOptions::default()
-        };
-        assert_eq!(
-            &emit_opts(&ts).0[..12],
-            &[1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6]
-        );
-        let ws = TcpOptions {
-            window_scale: Some(14),
-            ..TcpOptions::default()
-        };
+        let ts = TcpOptions { timestamps: Some((5, 6)), ..TcpOptions::default() };
+        assert_eq!(&emit_opts(&ts).0[..12], &[1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6]);
+        let ws = TcpOptions { window_scale: Some(14), ..TcpOptions::default() };
         assert_eq!(&emit_opts(&ws).0[..4], &[1, 3, 3, 14]);
-        let sack = TcpOptions {
-            sack: blocks(1),
-            ..TcpOptions::default()
-        };
-        assert_eq!(
-            &emit_opts(&sack).0[..12],
-            &[1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 1, 0xf4]
-        );
+        let sack = TcpOptions { sack: blocks(1), ..TcpOptions::default() };
+        assert_eq!(&emit_opts(&sack).0[..12], &[1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 1, 0xf4]);
         assert_eq!(options_len(&TcpOptions::default()), 0);
         for o in [sp, ts, ws, sack] {
             let (out, n) = emit_opts(&o);
@@ -556,17 +535,10 @@ mod tests {
     #[test]
     fn sack_blocks_cut_to_fit() {
         // Alone: all 4 blocks fit (4 + 32 = 36 bytes).
-        let o = TcpOptions {
-            sack: blocks(4),
-            ..TcpOptions::default()
-        };
+        let o = TcpOptions { sack: blocks(4), ..TcpOptions::default() };
         assert_eq!(options_len(&o), 36);
         // With timestamps (12 bytes): 3 blocks (12 + 28 = 40).
-        let o = TcpOptions {
-            sack: blocks(4),
-            timestamps: Some((1, 2)),
-            ..TcpOptions::default()
-        };
+        let o = TcpOptions { sack: blocks(4), timestamps: Some((1, 2)), ..TcpOptions::default() };
         assert_eq!(options_len(&o), 40);
         let (out, n) = emit_opts(&o);
         let parsed = parse_options(&out[..n]).unwrap();
@@ -581,10 +553,7 @@ mod tests {
         };
         assert_eq!(options_len(&o), 40);
         let (out, n) = emit_opts(&o);
-        assert_eq!(
-            parse_options(&out[..n]).unwrap().sack.as_slice(),
-            blocks(2).as_slice()
-        );
+        assert_eq!(parse_options(&out[..n]).unwrap().sack.as_slice(), blocks(2).as_slice());
     }
 
     #[test]
@@ -592,22 +561,14 @@ mod tests {
         // NOP, NOP, unknown kind 30 len 4, MSS, EOL, then garbage that must be ignored.
         let opts = [1, 1, 30, 4, 9, 9, 2, 4, 0x12, 0x34, 0, 2, 1, 0xff];
         let o = parse_options(&opts).unwrap();
-        assert_eq!(
-            o,
-            TcpOptions {
-                mss: Some(0x1234),
-                ..TcpOptions::default()
-            }
-        );
+        assert_eq!(o, TcpOptions { mss: Some(0x1234), ..TcpOptions::default() });
     }
 
     #[test]
     fn parse_wrong_lengths_ignored() {
         // MSS with length 3, window scale with length 4, SACK-permitted with length 3,
         // SACK with length 12, timestamps with length 6: all ignored.
-        let opts = [
-            2, 3, 0, 3, 4, 0, 0, 0, 4, 3, 0, 5, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 6, 0, 0, 0, 0,
-        ];
+        let opts = [2, 3, 0, 3, 4, 0, 0, 0, 4, 3, 0, 5, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 6, 0, 0, 0, 0];
         assert_eq!(parse_options(&opts), Ok(TcpOptions::default()));
     }
 
@@ -650,10 +611,7 @@ mod tests {
             flags: TcpFlags::ACK | TcpFlags::PSH,
             window: 65535,
             urgent: 3,
-            options: TcpOptions {
-                timestamps: Some((1, 2)),
-                ..TcpOptions::default()
-            },
+            options: TcpOptions { timestamps: Some((1, 2)), ..TcpOptions::default() },
             payload: b"hello",
         }
     }
@@ -661,10 +619,8 @@ mod tests {
     #[test]
     fn hand_built_segment() {
         // SYN from port 0x1234 to 80, seq 1, no ack, window 0x7210, MSS 1460, no payload.
-        let mut seg = [
-            0x12, 0x34, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0x72, 0x10, 0, 0, 0, 0, 2,
-            4, 0x05, 0xb4,
-        ];
+        let mut seg =
+            [0x12, 0x34, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0x72, 0x10, 0, 0, 0, 0, 2, 4, 0x05, 0xb4];
         let pseudo = checksum::pseudo_header(A, B, proto::TCP, seg.len());
         let c = checksum::finish(checksum::accumulate(pseudo, &seg));
         seg[16..18].copy_from_slice(&c.to_be_bytes());
@@ -679,10 +635,7 @@ mod tests {
                 flags: TcpFlags::SYN,
                 window: 0x7210,
                 urgent: 0,
-                options: TcpOptions {
-                    mss: Some(1460),
-                    ..TcpOptions::default()
-                },
+                options: TcpOptions { mss: Some(1460), ..TcpOptions::default() },
                 payload: &[],
             }
         );

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    Icmpv4Type, Icmpv6Type, IpHeaders, IpNumber, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader,
-    NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice,
+    Icmpv4Type, Icmpv6Type, IpHeaders, IpNumber, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, NetSlice, PacketBuilder,
+    SlicedPacket, TcpOptionElement, TransportSlice,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -139,28 +139,8 @@ fn etherparse_agrees(pkt: &[u8], src: IpAddr, dst: IpAddr, hop: u8, expect: &Tra
             assert_eq!(t.acknowledgment_number(), e.ack.0);
             let f = e.flags;
             assert_eq!(
-                [
-                    t.fin(),
-                    t.syn(),
-                    t.rst(),
-                    t.psh(),
-                    t.ack(),
-                    t.urg(),
-                    t.ece(),
-                    t.cwr(),
-                    t.ns()
-                ],
-                [
-                    f.fin(),
-                    f.syn(),
-                    f.rst(),
-                    f.psh(),
-                    f.ack(),
-                    f.urg(),
-                    f.0 & 0x40 != 0,
-                    f.0 & 0x80 != 0,
-                    false
-                ]
+                [t.fin(), t.syn(), t.rst(), t.psh(), t.ack(), t.urg(), t.ece(), t.cwr(), t.ns()],
+                [f.fin(), f.syn(), f.rst(), f.psh(), f.ack(), f.urg(), f.0 & 0x40 != 0, f.0 & 0x80 != 0, false]
             );
             assert_eq!(t.window_size(), e.window);
             assert_eq!(t.urgent_pointer(), e.urgent);
@@ -196,27 +176,18 @@ fn etherparse_agrees(pkt: &[u8], src: IpAddr, dst: IpAddr, hop: u8, expect: &Tra
                     assert_eq!((x.id, x.seq, i.payload()), (*ident, *seq, *data));
                 }
                 (_, IcmpV4Message::DestUnreachable { code, invoking }) => {
-                    assert_eq!(
-                        (i.type_u8(), i.code_u8(), i.bytes5to8()),
-                        (3, *code, [0; 4])
-                    );
+                    assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (3, *code, [0; 4]));
                     assert_eq!(i.payload(), *invoking);
                 }
                 (_, IcmpV4Message::Other { icmp_type, code }) => {
-                    assert_eq!(
-                        (i.type_u8(), i.code_u8(), i.bytes5to8()),
-                        (*icmp_type, *code, [0; 4])
-                    );
+                    assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (*icmp_type, *code, [0; 4]));
                     assert!(i.payload().is_empty());
                 }
                 (got, want) => panic!("icmpv4 mismatch: {got:?} vs {want:?}"),
             }
         }
         (TransportSlice::Icmpv6(i), Transport::Icmp(IcmpRepr::V6(e))) => {
-            let theirs = i
-                .icmp_type()
-                .calc_checksum(octets6(src), octets6(dst), i.payload())
-                .unwrap();
+            let theirs = i.icmp_type().calc_checksum(octets6(src), octets6(dst), i.payload()).unwrap();
             assert_eq!(i.checksum(), theirs);
             assert!(i.is_checksum_valid(octets6(src), octets6(dst)));
             match (i.icmp_type(), e) {
@@ -225,24 +196,15 @@ fn etherparse_agrees(pkt: &[u8], src: IpAddr, dst: IpAddr, hop: u8, expect: &Tra
                     assert_eq!((x.id, x.seq, i.payload()), (*ident, *seq, *data));
                 }
                 (_, IcmpV6Message::DestUnreachable { code, invoking }) => {
-                    assert_eq!(
-                        (i.type_u8(), i.code_u8(), i.bytes5to8()),
-                        (1, *code, [0; 4])
-                    );
+                    assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (1, *code, [0; 4]));
                     assert_eq!(i.payload(), *invoking);
                 }
-                (
-                    Icmpv6Type::PacketTooBig { mtu: m },
-                    IcmpV6Message::PacketTooBig { mtu, invoking },
-                ) => {
+                (Icmpv6Type::PacketTooBig { mtu: m }, IcmpV6Message::PacketTooBig { mtu, invoking }) => {
                     assert_eq!(m, *mtu);
                     assert_eq!(i.payload(), *invoking);
                 }
                 (_, IcmpV6Message::Other { icmp_type, code }) => {
-                    assert_eq!(
-                        (i.type_u8(), i.code_u8(), i.bytes5to8()),
-                        (*icmp_type, *code, [0; 4])
-                    );
+                    assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (*icmp_type, *code, [0; 4]));
                     assert!(i.payload().is_empty());
                 }
                 (got, want) => panic!("icmpv6 mismatch: {got:?} vs {want:?}"),
@@ -258,12 +220,8 @@ fn etherparse_agrees(pkt: &[u8], src: IpAddr, dst: IpAddr, hop: u8, expect: &Tra
 
 const A4: [u8; 4] = [192, 168, 7, 1];
 const B4: [u8; 4] = [192, 168, 7, 200];
-const A6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11,
-];
-const B6: [u8; 16] = [
-    0xfd, 0x12, 0x34, 0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x22,
-];
+const A6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11];
+const B6: [u8; 16] = [0xfd, 0x12, 0x34, 0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x22];
 
 fn full_options() -> TcpOptions {
     let mut sack = SackBlocks::default();
@@ -285,15 +243,8 @@ fn etherparse_reads_our_tcp() {
     let cases = [
         TcpOptions::default(),
         full_options(),
-        TcpOptions {
-            timestamps: Some((1, 2)),
-            sack: full_options().sack,
-            ..TcpOptions::default()
-        },
-        TcpOptions {
-            sack_permitted: true,
-            ..TcpOptions::default()
-        },
+        TcpOptions { timestamps: Some((1, 2)), sack: full_options().sack, ..TcpOptions::default() },
+        TcpOptions { sack_permitted: true, ..TcpOptions::default() },
     ];
     for options in cases {
         let repr = TcpRepr {
@@ -317,58 +268,20 @@ fn etherparse_reads_our_tcp() {
 
 #[test]
 fn etherparse_reads_our_udp_and_icmp() {
-    let quote = [
-        0x45u8, 0, 0, 40, 0, 0, 0x40, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2, 0, 9, 0,
-        0,
-    ];
-    let udp = UdpRepr {
-        src_port: 53,
-        dst_port: 33333,
-        payload: b"an answer",
-    };
+    let quote = [0x45u8, 0, 0, 40, 0, 0, 0x40, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2, 0, 9, 0, 0];
+    let udp = UdpRepr { src_port: 53, dst_port: 33333, payload: b"an answer" };
     let v4_msgs = [
-        IcmpV4Message::EchoRequest {
-            ident: 0x4242,
-            seq: 7,
-            data: b"abcdefgh",
-        },
-        IcmpV4Message::EchoReply {
-            ident: 1,
-            seq: 0xffff,
-            data: b"",
-        },
-        IcmpV4Message::DestUnreachable {
-            code: icmp::v4_unreach::PORT,
-            invoking: &quote,
-        },
-        IcmpV4Message::Other {
-            icmp_type: 11,
-            code: 1,
-        },
+        IcmpV4Message::EchoRequest { ident: 0x4242, seq: 7, data: b"abcdefgh" },
+        IcmpV4Message::EchoReply { ident: 1, seq: 0xffff, data: b"" },
+        IcmpV4Message::DestUnreachable { code: icmp::v4_unreach::PORT, invoking: &quote },
+        IcmpV4Message::Other { icmp_type: 11, code: 1 },
     ];
     let v6_msgs = [
-        IcmpV6Message::EchoRequest {
-            ident: 9,
-            seq: 10,
-            data: b"ping6",
-        },
-        IcmpV6Message::EchoReply {
-            ident: 9,
-            seq: 10,
-            data: b"ping6",
-        },
-        IcmpV6Message::DestUnreachable {
-            code: icmp::v6_unreach::PORT,
-            invoking: &quote,
-        },
-        IcmpV6Message::PacketTooBig {
-            mtu: 1280,
-            invoking: &quote,
-        },
-        IcmpV6Message::Other {
-            icmp_type: 3,
-            code: 0,
-        },
+        IcmpV6Message::EchoRequest { ident: 9, seq: 10, data: b"ping6" },
+        IcmpV6Message::EchoReply { ident: 9, seq: 10, data: b"ping6" },
+        IcmpV6Message::DestUnreachable { code: icmp::v6_unreach::PORT, invoking: &quote },
+        IcmpV6Message::PacketTooBig { mtu: 1280, invoking: &quote },
+        IcmpV6Message::Other { icmp_type: 3, code: 0 },
     ];
     let mut buf = [0u8; 600];
     for (s, d) in [(v4(A4), v4(B4)), (v6(A6), v6(B6))] {
@@ -397,25 +310,13 @@ fn we_read_etherparse_tcp() {
         TcpOptionElement::Noop,
         TcpOptionElement::WindowScale(7),
     ];
-    let b = PacketBuilder::ipv4(A4, B4, 17)
-        .tcp(1234, 80, 1000, 512)
-        .syn()
-        .ack(77)
-        .psh()
-        .options(&opts)
-        .unwrap();
+    let b = PacketBuilder::ipv4(A4, B4, 17).tcp(1234, 80, 1000, 512).syn().ack(77).psh().options(&opts).unwrap();
     let mut pkt = Vec::new();
     b.write(&mut pkt, payload).unwrap();
     let p = parse(&pkt).unwrap();
     assert_eq!(
         p.ip,
-        IpHeader {
-            src: v4(A4),
-            dst: v4(B4),
-            protocol: proto::TCP,
-            hop_limit: 17,
-            payload_len: pkt.len() - 20
-        }
+        IpHeader { src: v4(A4), dst: v4(B4), protocol: proto::TCP, hop_limit: 17, payload_len: pkt.len() - 20 }
     );
     assert_eq!(
         p.transport,
@@ -443,55 +344,22 @@ fn we_read_etherparse_tcp() {
 fn we_read_etherparse_udp_icmp_v6_with_extensions() {
     // Hop-by-hop and destination options built by etherparse, then UDP.
     let hop = Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 4, 0, 0, 0, 0]).unwrap();
-    let dest = Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-        .unwrap();
-    let exts = Ipv6Extensions {
-        hop_by_hop_options: Some(hop),
-        destination_options: Some(dest),
-        ..Default::default()
-    };
-    let header = Ipv6Header {
-        hop_limit: 3,
-        source: A6,
-        destination: B6,
-        ..Default::default()
-    };
+    let dest = Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let exts = Ipv6Extensions { hop_by_hop_options: Some(hop), destination_options: Some(dest), ..Default::default() };
+    let header = Ipv6Header { hop_limit: 3, source: A6, destination: B6, ..Default::default() };
     let b = PacketBuilder::ip(IpHeaders::Ipv6(header, exts)).udp(5000, 6000);
     let mut pkt = Vec::new();
     b.write(&mut pkt, b"with extensions").unwrap();
     assert_eq!(pkt[6], 0, "etherparse put the hop-by-hop header first");
     let p = parse(&pkt).unwrap();
-    assert_eq!(
-        p.ip,
-        IpHeader {
-            src: v6(A6),
-            dst: v6(B6),
-            protocol: proto::UDP,
-            hop_limit: 3,
-            payload_len: 8 + 15
-        }
-    );
-    assert_eq!(
-        p.transport,
-        Transport::Udp(UdpRepr {
-            src_port: 5000,
-            dst_port: 6000,
-            payload: b"with extensions"
-        })
-    );
+    assert_eq!(p.ip, IpHeader { src: v6(A6), dst: v6(B6), protocol: proto::UDP, hop_limit: 3, payload_len: 8 + 15 });
+    assert_eq!(p.transport, Transport::Udp(UdpRepr { src_port: 5000, dst_port: 6000, payload: b"with extensions" }));
 
     let mut pkt = Vec::new();
-    PacketBuilder::ipv6(A6, B6, 64)
-        .icmpv6_echo_request(0x1111, 0x2222)
-        .write(&mut pkt, b"data")
-        .unwrap();
+    PacketBuilder::ipv6(A6, B6, 64).icmpv6_echo_request(0x1111, 0x2222).write(&mut pkt, b"data").unwrap();
     assert_eq!(
         parse(&pkt).unwrap().transport,
-        Transport::Icmp(IcmpRepr::V6(IcmpV6Message::EchoRequest {
-            ident: 0x1111,
-            seq: 0x2222,
-            data: b"data"
-        }))
+        Transport::Icmp(IcmpRepr::V6(IcmpV6Message::EchoRequest { ident: 0x1111, seq: 0x2222, data: b"data" }))
     );
     let mut pkt = Vec::new();
     PacketBuilder::ipv6(A6, B6, 64)
@@ -500,37 +368,22 @@ fn we_read_etherparse_udp_icmp_v6_with_extensions() {
         .unwrap();
     assert_eq!(
         parse(&pkt).unwrap().transport,
-        Transport::Icmp(IcmpRepr::V6(IcmpV6Message::PacketTooBig {
-            mtu: 1400,
-            invoking: &[0x60; 48]
-        }))
+        Transport::Icmp(IcmpRepr::V6(IcmpV6Message::PacketTooBig { mtu: 1400, invoking: &[0x60; 48] }))
     );
     let mut pkt = Vec::new();
-    PacketBuilder::ipv4(A4, B4, 64)
-        .icmpv4_echo_reply(3, 4)
-        .write(&mut pkt, b"pong")
-        .unwrap();
+    PacketBuilder::ipv4(A4, B4, 64).icmpv4_echo_reply(3, 4).write(&mut pkt, b"pong").unwrap();
     assert_eq!(
         parse(&pkt).unwrap().transport,
-        Transport::Icmp(IcmpRepr::V4(IcmpV4Message::EchoReply {
-            ident: 3,
-            seq: 4,
-            data: b"pong"
-        }))
+        Transport::Icmp(IcmpRepr::V4(IcmpV4Message::EchoReply { ident: 3, seq: 4, data: b"pong" }))
     );
     let mut pkt = Vec::new();
     PacketBuilder::ipv4(A4, B4, 64)
-        .icmpv4(Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::Port,
-        ))
+        .icmpv4(Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port))
         .write(&mut pkt, &[0x45; 28])
         .unwrap();
     assert_eq!(
         parse(&pkt).unwrap().transport,
-        Transport::Icmp(IcmpRepr::V4(IcmpV4Message::DestUnreachable {
-            code: 3,
-            invoking: &[0x45; 28]
-        }))
+        Transport::Icmp(IcmpRepr::V4(IcmpV4Message::DestUnreachable { code: 3, invoking: &[0x45; 28] }))
     );
 }
 
@@ -538,34 +391,19 @@ fn we_read_etherparse_udp_icmp_v6_with_extensions() {
 fn icmp_error_round_trip_through_parse_quoted() {
     // We send a UDP datagram; the peer answers with port unreachable quoting it.
     let mut sent = [0u8; 1500];
-    let udp = UdpRepr {
-        src_port: 40001,
-        dst_port: 9,
-        payload: &[0xAB; 1000],
-    };
+    let udp = UdpRepr { src_port: 40001, dst_port: 9, payload: &[0xAB; 1000] };
     let n = emit_udp(&mut sent, v4(A4), v4(B4), &udp).unwrap();
     let quote = icmp::error_quote(&sent[..n], false);
-    let err = IcmpRepr::V4(IcmpV4Message::DestUnreachable {
-        code: 3,
-        invoking: quote,
-    });
+    let err = IcmpRepr::V4(IcmpV4Message::DestUnreachable { code: 3, invoking: quote });
     let mut buf = [0u8; 1500];
     let m = emit_icmp(&mut buf, v4(B4), v4(A4), &err).unwrap();
-    assert_eq!(
-        m, 576,
-        "RFC 1812 4.3.2.3: the error fills but does not exceed 576 bytes"
-    );
+    assert_eq!(m, 576, "RFC 1812 4.3.2.3: the error fills but does not exceed 576 bytes");
     let p = parse(&buf[..m]).unwrap();
-    let Transport::Icmp(IcmpRepr::V4(IcmpV4Message::DestUnreachable { invoking, .. })) =
-        p.transport
-    else {
+    let Transport::Icmp(IcmpRepr::V4(IcmpV4Message::DestUnreachable { invoking, .. })) = p.transport else {
         panic!("{p:?}");
     };
     let q = icmp::parse_quoted(invoking).unwrap();
-    assert_eq!(
-        (q.src, q.dst, q.protocol, q.src_port, q.dst_port),
-        (v4(A4), v4(B4), proto::UDP, 40001, 9)
-    );
+    assert_eq!((q.src, q.dst, q.protocol, q.src_port, q.dst_port), (v4(A4), v4(B4), proto::UDP, 40001, 9));
 
     // IPv6 TCP, quoted in a packet too big.
     let tcp = TcpRepr {
@@ -581,18 +419,11 @@ fn icmp_error_round_trip_through_parse_quoted() {
     };
     let n = emit_tcp(&mut sent, v6(A6), v6(B6), &tcp).unwrap();
     let quote = icmp::error_quote(&sent[..n], true);
-    let err = IcmpRepr::V6(IcmpV6Message::PacketTooBig {
-        mtu: 1280,
-        invoking: quote,
-    });
+    let err = IcmpRepr::V6(IcmpV6Message::PacketTooBig { mtu: 1280, invoking: quote });
     let m = emit_icmp(&mut buf, v6(B6), v6(A6), &err).unwrap();
-    assert_eq!(
-        m, 1280,
-        "RFC 4443 2.4(c): the error fills but does not exceed 1280 bytes"
-    );
+    assert_eq!(m, 1280, "RFC 4443 2.4(c): the error fills but does not exceed 1280 bytes");
     let p = parse(&buf[..m]).unwrap();
-    let Transport::Icmp(IcmpRepr::V6(IcmpV6Message::PacketTooBig { invoking, mtu })) = p.transport
-    else {
+    let Transport::Icmp(IcmpRepr::V6(IcmpV6Message::PacketTooBig { invoking, mtu })) = p.transport else {
         panic!("{p:?}");
     };
     assert_eq!(mtu, 1280);
@@ -616,17 +447,7 @@ fn every_drop_reason_the_parser_owns_is_produced() {
     // no parser reason is dead.
     let good_udp = {
         let mut b = [0u8; 100];
-        let n = emit_udp(
-            &mut b,
-            v4(A4),
-            v4(B4),
-            &UdpRepr {
-                src_port: 1,
-                dst_port: 2,
-                payload: b"abc",
-            },
-        )
-        .unwrap();
+        let n = emit_udp(&mut b, v4(A4), v4(B4), &UdpRepr { src_port: 1, dst_port: 2, payload: b"abc" }).unwrap();
         b[..n].to_vec()
     };
     let mut seen = std::collections::BTreeSet::new();
@@ -730,10 +551,7 @@ fn arb_v6_unicast() -> impl Strategy<Value = IpAddr> {
 
 /// (src, dst) of one family; the destination may be anything of that family.
 fn arb_pair() -> impl Strategy<Value = (IpAddr, IpAddr)> {
-    prop_oneof![
-        (arb_v4_unicast(), any::<[u8; 4]>().prop_map(v4)),
-        (arb_v6_unicast(), any::<[u8; 16]>().prop_map(v6)),
-    ]
+    prop_oneof![(arb_v4_unicast(), any::<[u8; 4]>().prop_map(v4)), (arb_v6_unicast(), any::<[u8; 16]>().prop_map(v6)),]
 }
 
 fn arb_options() -> impl Strategy<Value = TcpOptions> {
@@ -749,13 +567,7 @@ fn arb_options() -> impl Strategy<Value = TcpOptions> {
             for (l, r) in blocks {
                 sack.push(SeqNum(l), SeqNum(r));
             }
-            TcpOptions {
-                mss,
-                window_scale,
-                sack_permitted,
-                timestamps,
-                sack,
-            }
+            TcpOptions { mss, window_scale, sack_permitted, timestamps, sack }
         })
 }
 
@@ -798,18 +610,16 @@ fn arb_tcp() -> impl Strategy<Value = TcpCase> {
         arb_options(),
         vec(any::<u8>(), 0..1500),
     )
-        .prop_map(
-            |(ports, seq, ack, flags, window, urgent, options, payload)| TcpCase {
-                ports,
-                seq,
-                ack,
-                flags,
-                window,
-                urgent,
-                options,
-                payload,
-            },
-        )
+        .prop_map(|(ports, seq, ack, flags, window, urgent, options, payload)| TcpCase {
+            ports,
+            seq,
+            ack,
+            flags,
+            window,
+            urgent,
+            options,
+            payload,
+        })
 }
 
 /// An ICMP message description: (selector, type for Other, code, ident/seq, mtu, data).
@@ -831,31 +641,16 @@ impl IcmpCase {
             IcmpRepr::V6(match self.which % 5 {
                 0 => IcmpV6Message::EchoRequest { ident, seq, data },
                 1 => IcmpV6Message::EchoReply { ident, seq, data },
-                2 => IcmpV6Message::DestUnreachable {
-                    code,
-                    invoking: data,
-                },
-                3 => IcmpV6Message::PacketTooBig {
-                    mtu: self.mtu,
-                    invoking: data,
-                },
-                _ => IcmpV6Message::Other {
-                    icmp_type: self.other_type,
-                    code,
-                },
+                2 => IcmpV6Message::DestUnreachable { code, invoking: data },
+                3 => IcmpV6Message::PacketTooBig { mtu: self.mtu, invoking: data },
+                _ => IcmpV6Message::Other { icmp_type: self.other_type, code },
             })
         } else {
             IcmpRepr::V4(match self.which % 4 {
                 0 => IcmpV4Message::EchoRequest { ident, seq, data },
                 1 => IcmpV4Message::EchoReply { ident, seq, data },
-                2 => IcmpV4Message::DestUnreachable {
-                    code,
-                    invoking: data,
-                },
-                _ => IcmpV4Message::Other {
-                    icmp_type: self.other_type,
-                    code,
-                },
+                2 => IcmpV4Message::DestUnreachable { code, invoking: data },
+                _ => IcmpV4Message::Other { icmp_type: self.other_type, code },
             })
         }
     }
@@ -864,29 +659,10 @@ impl IcmpCase {
 fn arb_icmp() -> impl Strategy<Value = IcmpCase> {
     // Types the parser interprets (either family) or that etherparse insists have a
     // longer fixed part (timestamps 13/14) are left out of `Other`.
-    let other = any::<u8>().prop_filter("interpreted type", |t| {
-        !matches!(t, 0 | 1 | 2 | 3 | 8 | 13 | 14 | 128 | 129)
-    });
-    (
-        any::<u8>(),
-        other,
-        any::<u8>(),
-        any::<u16>(),
-        any::<u16>(),
-        any::<u32>(),
-        vec(any::<u8>(), 0..600),
+    let other = any::<u8>().prop_filter("interpreted type", |t| !matches!(t, 0 | 1 | 2 | 3 | 8 | 13 | 14 | 128 | 129));
+    (any::<u8>(), other, any::<u8>(), any::<u16>(), any::<u16>(), any::<u32>(), vec(any::<u8>(), 0..600)).prop_map(
+        |(which, other_type, code, ident, seq, mtu, data)| IcmpCase { which, other_type, code, ident, seq, mtu, data },
     )
-        .prop_map(
-            |(which, other_type, code, ident, seq, mtu, data)| IcmpCase {
-                which,
-                other_type,
-                code,
-                ident,
-                seq,
-                mtu,
-                data,
-            },
-        )
 }
 
 /// Any valid packet we can emit, as bytes plus what parsing it must return.
@@ -909,11 +685,7 @@ fn arb_any() -> impl Strategy<Value = (IpAddr, IpAddr, u8, AnyCase)> {
 fn transport_of(case: &AnyCase, v6: bool) -> Transport<'_> {
     match case {
         AnyCase::Tcp(t) => Transport::Tcp(t.repr()),
-        AnyCase::Udp(p, d) => Transport::Udp(UdpRepr {
-            src_port: p.0,
-            dst_port: p.1,
-            payload: d,
-        }),
+        AnyCase::Udp(p, d) => Transport::Udp(UdpRepr { src_port: p.0, dst_port: p.1, payload: d }),
         AnyCase::Icmp(i) => Transport::Icmp(i.repr(v6)),
     }
 }

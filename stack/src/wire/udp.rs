@@ -88,11 +88,7 @@ pub(crate) fn parse(buf: &[u8], src: IpAddr, dst: IpAddr) -> Result<UdpRepr<'_>,
     if !dgram.verify_checksum(src, dst) {
         return Err(DropReason::BadUdpChecksum);
     }
-    Ok(UdpRepr {
-        src_port: dgram.src_port(),
-        dst_port: dgram.dst_port(),
-        payload: dgram.payload(),
-    })
+    Ok(UdpRepr { src_port: dgram.src_port(), dst_port: dgram.dst_port(), payload: dgram.payload() })
 }
 
 /// Emit `repr` into `buf` (exactly `8 + payload.len()` bytes) with its checksum.
@@ -136,51 +132,24 @@ mod tests {
         let mut d = [0x14, 0xe9, 0x00, 0x35, 0x00, 0x0b, 0, 0, b'a', b'b', b'c'];
         // Pseudo-header words: c000 0201 c000 0202 0011 000b; header 14e9 0035 000b;
         // data 6162 6300.
-        let words: [u32; 10] = [
-            0xc000, 0x0201, 0xc000, 0x0202, 0x0011, 0x000b, 0x14e9, 0x0035, 0x000b, 0x6162,
-        ];
+        let words: [u32; 10] = [0xc000, 0x0201, 0xc000, 0x0202, 0x0011, 0x000b, 0x14e9, 0x0035, 0x000b, 0x6162];
         let mut s: u32 = words.iter().sum::<u32>() + 0x6300;
         while s > 0xffff {
             s = (s & 0xffff) + (s >> 16);
         }
         let c = !(s as u16);
         d[6..8].copy_from_slice(&c.to_be_bytes());
-        assert_eq!(
-            parse(&d, A4, B4),
-            Ok(UdpRepr {
-                src_port: 5353,
-                dst_port: 53,
-                payload: b"abc"
-            })
-        );
-        assert_eq!(
-            datagram(
-                &UdpRepr {
-                    src_port: 5353,
-                    dst_port: 53,
-                    payload: b"abc"
-                },
-                A4,
-                B4
-            ),
-            d
-        );
+        assert_eq!(parse(&d, A4, B4), Ok(UdpRepr { src_port: 5353, dst_port: 53, payload: b"abc" }));
+        assert_eq!(datagram(&UdpRepr { src_port: 5353, dst_port: 53, payload: b"abc" }, A4, B4), d);
     }
 
     #[test]
     fn length_rules() {
-        let r = UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-            payload: b"payload",
-        };
+        let r = UdpRepr { src_port: 1, dst_port: 2, payload: b"payload" };
         let d = datagram(&r, A4, B4);
         assert_eq!(parse(&d[..7], A4, B4), Err(DropReason::Truncated));
         // Length field larger than the IP payload.
-        assert_eq!(
-            parse(&d[..d.len() - 1], A4, B4),
-            Err(DropReason::BadUdpHeader)
-        );
+        assert_eq!(parse(&d[..d.len() - 1], A4, B4), Err(DropReason::BadUdpHeader));
         // Length field below 8.
         let mut bad = d.clone();
         bad[4..6].copy_from_slice(&7u16.to_be_bytes());
@@ -193,11 +162,7 @@ mod tests {
 
     #[test]
     fn zero_checksum_rules() {
-        let r = UdpRepr {
-            src_port: 7,
-            dst_port: 9,
-            payload: b"x",
-        };
+        let r = UdpRepr { src_port: 7, dst_port: 9, payload: b"x" };
         let mut d = datagram(&r, A4, B4);
         d[6] = 0;
         d[7] = 0;
@@ -216,11 +181,7 @@ mod tests {
     fn computed_zero_sent_as_ones() {
         // Choose the payload so that the checksum computes to zero: with the checksum
         // field zero the sum must be 0xFFFF. Solve for one 16-bit payload word.
-        let base = UdpRepr {
-            src_port: 1000,
-            dst_port: 2000,
-            payload: &[0, 0],
-        };
+        let base = UdpRepr { src_port: 1000, dst_port: 2000, payload: &[0, 0] };
         let mut d = datagram(&base, A4, B4);
         d[6] = 0;
         d[7] = 0;
@@ -229,10 +190,7 @@ mod tests {
         // Need partial + w == 0xFFFF (ones' complement); w = 0xFFFF - partial.
         let w = 0xFFFF - partial;
         let payload = w.to_be_bytes();
-        let r = UdpRepr {
-            payload: &payload,
-            ..base
-        };
+        let r = UdpRepr { payload: &payload, ..base };
         let out = datagram(&r, A4, B4);
         assert_eq!(&out[6..8], &[0xff, 0xff]);
         assert_eq!(parse(&out, A4, B4), Ok(r));
