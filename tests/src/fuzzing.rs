@@ -1659,7 +1659,7 @@ impl Step {
 
 impl World {
     /// The standard starting point of `ingress`: TCP listeners on 0.0.0.0:80 and
-    /// [fd00::2]:7, UDP sockets on 0.0.0.0:53 and [fd00::2]:5353, and three established
+    /// `[fd00::2]:7`, UDP sockets on `0.0.0.0:53` and `[fd00::2]:5353`, and three established
     /// connections (passive IPv4 with window scaling, passive IPv6 without options,
     /// active IPv4 with every option).
     pub fn standard(seed: u64) -> World {
