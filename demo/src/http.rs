@@ -23,7 +23,7 @@ use std::time::Duration;
 use tunstack::net::{TcpListener, TcpStream};
 use tunstack::runtime::RuntimeHandle;
 use tunstack::wire::DropReason;
-use tunstack::{Owner, SocketInfo, Stats};
+use tunstack::{Owner, SocketInfo, Stats, TcpReject};
 
 use crate::server::{accept_loop, spawn_named};
 
@@ -525,6 +525,7 @@ pub fn stats_json(stats: &Stats) -> String {
         icmp_echo_replies,
         icmp_unreachable_sent,
         icmp_errors_rate_limited,
+        tcp_rejects,
     } = stats;
     let fields: [(&str, u64); 11] = [
         ("rx_packets", *rx_packets),
@@ -551,6 +552,12 @@ pub fn stats_json(stats: &Stats) -> String {
         s.push_str(if i == 0 { "\n    " } else { ",\n    " });
         json_string(&mut s, reason.as_str());
         let _ = write!(s, ": {}", drops[*reason as usize]);
+    }
+    s.push_str("\n  },\n  \"tcp_rejects\": {");
+    for (i, reason) in TcpReject::ALL.iter().enumerate() {
+        s.push_str(if i == 0 { "\n    " } else { ",\n    " });
+        json_string(&mut s, reason.as_str());
+        let _ = write!(s, ": {}", tcp_rejects[*reason as usize]);
     }
     s.push_str("\n  }\n}\n");
     s

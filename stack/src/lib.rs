@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod demux;
+pub mod error;
 pub mod net;
 pub mod ports;
 pub mod rand;
@@ -19,7 +20,8 @@ pub mod time;
 pub mod wire;
 
 pub use config::{Config, CongestionAlgorithm, Keepalive};
+pub use error::{ConnError, RecvError, SendError};
 pub use socket::{Owner, Protocol, SocketHandle, SocketInfo};
 pub use stack::{Stack, Stats};
-pub use tcp::{TcpInfo, TcpState};
+pub use tcp::{TcpInfo, TcpReject, TcpState};
 pub use time::Instant;

@@ -19,7 +19,7 @@ use crate::rand::{Rng, SipKey};
 use crate::seq::SeqNum;
 use crate::socket::{Owner, Protocol, SocketHandle, SocketInfo};
 use crate::tcp::conn::{Conn, Reply, Verdict};
-use crate::tcp::TcpState;
+use crate::tcp::{TcpReject, TcpState};
 use crate::time::Instant;
 use crate::wire::{
     self, icmp, DropReason, IcmpRepr, IcmpV4Message, IcmpV6Message, IpHeader, TcpFlags, TcpOptions, TcpRepr, Transport,
@@ -41,6 +41,9 @@ pub struct Stats {
     pub icmp_echo_replies: u64,
     pub icmp_unreachable_sent: u64,
     pub icmp_errors_rate_limited: u64,
+    /// TCP segments rejected by a listener or a connection, per reason (each is also
+    /// counted once under `DropReason::TcpRejected`).
+    pub tcp_rejects: [u64; TcpReject::COUNT],
 }
 
 impl Stats {
@@ -49,6 +52,9 @@ impl Stats {
     }
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
+    }
+    pub fn tcp_rejected(&self, reason: TcpReject) -> u64 {
+        self.tcp_rejects[reason as usize]
     }
 }
 
@@ -390,6 +396,11 @@ impl Stack {
         tracing::debug!(reason = reason.as_str(), detail = what, "packet dropped");
     }
 
+    fn count_reject(&mut self, why: TcpReject) {
+        self.stats.tcp_rejects[why as usize] += 1;
+        self.count_drop(DropReason::TcpRejected, why.as_str());
+    }
+
     // ---------------------------------------------------------------- I/O verbs
 
     /// Hand in one IP packet received at `now`. Invalid packets are counted and dropped.
@@ -517,14 +528,14 @@ impl Stack {
         // RFC 9293 3.10.7.2 (LISTEN).
         let f = seg.flags;
         if f.rst() {
-            return self.count_drop(DropReason::TcpRejected, "RST to listener");
+            return self.count_reject(TcpReject::ListenRst);
         }
         if f.ack() {
-            self.count_drop(DropReason::TcpRejected, "ACK to listener");
+            self.count_reject(TcpReject::ListenAck);
             return self.queue_rst(local, remote, seg.ack, None);
         }
         if !f.syn() {
-            return self.count_drop(DropReason::TcpRejected, "no SYN to listener");
+            return self.count_reject(TcpReject::ListenNoSyn);
         }
         let Some(Sock::Listener(l)) = self.slot(lh).and_then(|s| s.sock.as_ref()) else { return };
         if l.half_open.len() + l.accept_q.len() >= l.backlog {
@@ -551,7 +562,7 @@ impl Stack {
         let (verdict, reply) = c.process(now, cfg, seg);
         let (local, remote) = (c.local, c.remote);
         if let Verdict::Rejected(why) = verdict {
-            self.count_drop(DropReason::TcpRejected, why);
+            self.count_reject(why);
         }
         if let Reply::Rst { seq, ack } = reply {
             self.queue_rst(local, remote, seq, ack);
@@ -932,7 +943,7 @@ impl Stack {
         match c.state {
             TcpState::SynSent | TcpState::SynReceived => Ok(false),
             TcpState::Closed => match c.error() {
-                Some(kind) => Err(kind.into()),
+                Some(e) => Err(e.into()),
                 None => Err(err(io::ErrorKind::NotConnected, "connection closed")),
             },
             _ => Ok(true),
@@ -945,7 +956,7 @@ impl Stack {
     pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
         let r = self.conn_mut(h)?.send(data);
         self.refresh(h);
-        r
+        Ok(r?)
     }
 
     /// Read received bytes. `Ok(0)` is end of stream (the peer's FIN was read);
@@ -953,7 +964,7 @@ impl Stack {
     pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
         let r = self.conn_mut(h)?.recv(buf);
         self.refresh(h);
-        r
+        Ok(r?)
     }
 
     /// Shut down one or both directions. `Write` sends FIN after queued data (half

@@ -22,17 +22,18 @@
 //! reports them as SACK blocks.
 
 use std::collections::VecDeque;
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{Config, Keepalive};
+use crate::error::{ConnError, RecvError, SendError};
 use crate::seq::SeqNum;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
 
 use super::congestion::{CongestionAlgorithm, CongestionControl, Controller};
 use super::recv_buf::RecvBuffer;
+use super::reject::TcpReject;
 use super::TcpState;
 
 /// RFC 9293 3.7.1: the MSS to assume when the peer sends no MSS option.
@@ -79,7 +80,7 @@ pub(crate) enum Reply {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Accepted,
-    Rejected(&'static str),
+    Rejected(TcpReject),
 }
 
 /// One transmitted segment on the scoreboard.
@@ -214,7 +215,7 @@ pub(crate) struct Conn {
     /// The application released its handle.
     pub orphan: bool,
     /// Terminal error to report to the application (reset, refused, timed out).
-    error: Option<io::ErrorKind>,
+    error: Option<ConnError>,
 
     // ---- output decisions
     ack_pending: bool,
@@ -419,7 +420,7 @@ impl Conn {
 
     // ------------------------------------------------------------ accessors
 
-    pub fn error(&self) -> Option<io::ErrorKind> {
+    pub fn error(&self) -> Option<ConnError> {
         self.error
     }
     pub fn recv_queue(&self) -> usize {
@@ -521,37 +522,37 @@ impl Conn {
 
     // ------------------------------------------------------------ application calls
 
-    pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
         if let Some(e) = self.error {
-            return Err(e.into());
+            return Err(SendError::Conn(e));
         }
         if self.fin_queued {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "write side shut down"));
+            return Err(SendError::WriteShutdown);
         }
         match self.state {
-            TcpState::SynSent | TcpState::SynReceived => return Err(io::ErrorKind::WouldBlock.into()),
+            TcpState::SynSent | TcpState::SynReceived => return Err(SendError::WouldBlock),
             TcpState::Established | TcpState::CloseWait => {}
-            _ => return Err(io::ErrorKind::BrokenPipe.into()),
+            _ => return Err(SendError::Closed),
         }
         let n = data.len().min(self.send_capacity());
         if n == 0 {
-            return if data.is_empty() { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+            return if data.is_empty() { Ok(0) } else { Err(SendError::WouldBlock) };
         }
         self.tx.extend(&data[..n]);
         Ok(n)
     }
 
-    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         if self.rx.is_empty() {
             if self.fin_received || self.rd_shut {
                 return Ok(0);
             }
             if let Some(e) = self.error {
-                return Err(e.into());
+                return Err(RecvError::Conn(e));
             }
             return match self.state {
                 TcpState::Closed => Ok(0),
-                _ => Err(io::ErrorKind::WouldBlock.into()),
+                _ => Err(RecvError::WouldBlock),
             };
         }
         let n = self.rx.read(buf);
@@ -622,7 +623,7 @@ impl Conn {
     /// 4-tuple and verified the checksum.
     pub fn process(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> (Verdict, Reply) {
         match self.state {
-            TcpState::Closed | TcpState::Listen => (Verdict::Rejected("closed"), Reply::None),
+            TcpState::Closed | TcpState::Listen => (Verdict::Rejected(TcpReject::Closed), Reply::None),
             TcpState::SynSent => self.process_syn_sent(now, cfg, seg),
             _ => self.process_synchronized(now, cfg, seg),
         }
@@ -636,25 +637,25 @@ impl Conn {
         if f.ack() {
             if seg.ack <= self.iss || seg.ack > syn_end {
                 if f.rst() {
-                    return (Verdict::Rejected("bad ack on RST in SYN-SENT"), Reply::None);
+                    return (Verdict::Rejected(TcpReject::SynSentBadAckRst), Reply::None);
                 }
-                return (Verdict::Rejected("bad ack in SYN-SENT"), Reply::Rst { seq: seg.ack, ack: None });
+                return (Verdict::Rejected(TcpReject::SynSentBadAck), Reply::Rst { seq: seg.ack, ack: None });
             }
             ack_ok = self.syn_tx > 0;
         }
         // Second: RST. Only an acceptable ACK makes it credible.
         if f.rst() {
             if ack_ok {
-                self.error = Some(io::ErrorKind::ConnectionRefused);
+                self.error = Some(ConnError::Refused);
                 self.state = TcpState::Closed;
                 self.rtx_deadline = None;
                 return (Verdict::Accepted, Reply::None);
             }
-            return (Verdict::Rejected("RST without ACK in SYN-SENT"), Reply::None);
+            return (Verdict::Rejected(TcpReject::SynSentRstNoAck), Reply::None);
         }
         // Fourth: SYN.
         if !f.syn() {
-            return (Verdict::Rejected("no SYN in SYN-SENT"), Reply::None);
+            return (Verdict::Rejected(TcpReject::SynSentNoSyn), Reply::None);
         }
         self.irs = seg.seq;
         self.rcv_nxt = seg.seq + 1;
@@ -744,7 +745,7 @@ impl Conn {
                 let recent_valid = now.saturating_duration_since(self.ts_recent_at) < PAWS_IDLE;
                 if recent_valid && (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
                     self.ack_pending = true;
-                    return (Verdict::Rejected("PAWS: old timestamp"), Reply::None);
+                    return (Verdict::Rejected(TcpReject::Paws), Reply::None);
                 }
             }
         }
@@ -755,14 +756,14 @@ impl Conn {
             let zero_wnd_ctl = self.rcv_wnd() == 0 && seg.seq == self.rcv_nxt;
             if !zero_wnd_ctl {
                 if f.rst() {
-                    return (Verdict::Rejected("RST out of window"), Reply::None);
+                    return (Verdict::Rejected(TcpReject::RstOutOfWindow), Reply::None);
                 }
                 if self.state == TcpState::TimeWait && f.fin() {
                     // The peer's FIN again: our ACK was lost. Re-ACK, restart 2*MSL.
                     self.close_deadline = Some(now + 2 * cfg.msl);
                 }
                 self.ack_pending = true;
-                return (Verdict::Rejected("unacceptable segment"), Reply::None);
+                return (Verdict::Rejected(TcpReject::OutOfWindow), Reply::None);
             }
         }
         self.last_rx = now;
@@ -784,7 +785,7 @@ impl Conn {
             if seg.seq != self.rcv_nxt {
                 // In the window but not exact: challenge ACK.
                 self.ack_pending = true;
-                return (Verdict::Rejected("RST not at RCV.NXT (challenge ACK)"), Reply::None);
+                return (Verdict::Rejected(TcpReject::RstChallenge), Reply::None);
             }
             match self.state {
                 TcpState::SynReceived if !self.active => {
@@ -792,11 +793,11 @@ impl Conn {
                     self.state = TcpState::Closed;
                 }
                 TcpState::SynReceived => {
-                    self.error = Some(io::ErrorKind::ConnectionRefused);
+                    self.error = Some(ConnError::Refused);
                     self.state = TcpState::Closed;
                 }
                 TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2 | TcpState::CloseWait => {
-                    self.error = Some(io::ErrorKind::ConnectionReset);
+                    self.error = Some(ConnError::Reset);
                     self.tx.clear();
                     self.state = TcpState::Closed;
                 }
@@ -816,15 +817,15 @@ impl Conn {
             if self.state == TcpState::SynReceived && !self.active {
                 // RFC 9293: a passive SYN-RECEIVED returns to LISTEN.
                 self.state = TcpState::Closed;
-                return (Verdict::Rejected("SYN in SYN-RECEIVED"), Reply::None);
+                return (Verdict::Rejected(TcpReject::SynInSynReceived), Reply::None);
             }
             self.ack_pending = true;
-            return (Verdict::Rejected("SYN in synchronized state (challenge ACK)"), Reply::None);
+            return (Verdict::Rejected(TcpReject::SynChallenge), Reply::None);
         }
 
         // Fifth: the ACK field.
         if !f.ack() {
-            return (Verdict::Rejected("no ACK"), Reply::None);
+            return (Verdict::Rejected(TcpReject::NoAck), Reply::None);
         }
         if self.state == TcpState::SynReceived {
             if self.snd_una < seg.ack && seg.ack <= self.snd_nxt && self.syn_tx > 0 {
@@ -835,13 +836,13 @@ impl Conn {
                 self.snd_wl1 = seg.seq;
                 self.snd_wl2 = seg.ack;
             } else {
-                return (Verdict::Rejected("bad ACK in SYN-RECEIVED"), Reply::Rst { seq: seg.ack, ack: None });
+                return (Verdict::Rejected(TcpReject::SynReceivedBadAck), Reply::Rst { seq: seg.ack, ack: None });
             }
         }
         if seg.ack > self.snd_nxt {
             // Acknowledges something not yet sent: ACK and drop (RFC 9293 3.10.7.4).
             self.ack_pending = true;
-            return (Verdict::Rejected("ACK of unsent data"), Reply::None);
+            return (Verdict::Rejected(TcpReject::AckUnsent), Reply::None);
         }
         let had_fin_acked = self.fin_was_acked;
         self.on_ack(now, seg);
@@ -1162,7 +1163,7 @@ impl Conn {
         let fin_fits = payload.len() < room;
         if !payload.is_empty() && self.orphan {
             // Data for a socket nobody will read (RFC 9293 3.10.4 / RFC 2525 2.17).
-            self.error = Some(io::ErrorKind::ConnectionAborted);
+            self.error = Some(ConnError::Aborted);
             self.state = TcpState::Closed;
             self.rtx_deadline = None;
             return Some(Reply::Rst { seq: self.snd_nxt, ack: None });
@@ -1699,7 +1700,7 @@ impl Conn {
             if now >= d {
                 if self.ka_probes >= ka.probes {
                     // RFC 1122 4.2.3.6: no answer to the probes, the peer is gone.
-                    self.error = Some(io::ErrorKind::TimedOut);
+                    self.error = Some(ConnError::TimedOut);
                     let seq = self.snd_nxt;
                     self.state = TcpState::Closed;
                     return Reply::Rst { seq, ack: None };
@@ -1746,7 +1747,7 @@ impl Conn {
         });
         if self.retries > limit || expired {
             // RFC 9293 3.8.3: R2 (or the user timeout) exceeded, close the connection.
-            self.error = Some(io::ErrorKind::TimedOut);
+            self.error = Some(ConnError::TimedOut);
             self.state = TcpState::Closed;
             self.tx.clear();
             self.sent.clear();

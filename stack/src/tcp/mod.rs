@@ -3,6 +3,9 @@
 pub mod congestion;
 pub(crate) mod conn;
 pub(crate) mod recv_buf;
+mod reject;
+
+pub use reject::TcpReject;
 
 use std::time::Duration;
 
