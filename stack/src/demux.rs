@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::rand::SipKey;
+use crate::rand::{SipHasher24, SipKey};
 use crate::socket::{Protocol, SocketHandle};
 
 /// How a packet found its socket.
@@ -26,99 +26,6 @@ pub enum Match {
     Listener(SocketHandle),
 }
 
-/// Streaming SipHash-2-4: the same function as [`SipKey::hash`], fed in pieces, so a
-/// lookup hashes its key without buffering or allocating.
-#[derive(Clone, Debug)]
-pub(crate) struct SipHasher24 {
-    v: [u64; 4],
-    /// Pending message bytes (little-endian), `ntail` of them.
-    tail: u64,
-    ntail: u32,
-    /// Total bytes written; its low byte goes into the final block.
-    len: u64,
-}
-
-impl SipHasher24 {
-    pub(crate) fn new(key: SipKey) -> SipHasher24 {
-        SipHasher24 {
-            v: [
-                key.0 ^ 0x736f_6d65_7073_6575,
-                key.1 ^ 0x646f_7261_6e64_6f6d,
-                key.0 ^ 0x6c79_6765_6e65_7261,
-                key.1 ^ 0x7465_6462_7974_6573,
-            ],
-            tail: 0,
-            ntail: 0,
-            len: 0,
-        }
-    }
-
-    #[inline(always)]
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-
-    #[inline(always)]
-    fn compress(v: &mut [u64; 4], m: u64) {
-        v[3] ^= m;
-        Self::round(v);
-        Self::round(v);
-        v[0] ^= m;
-    }
-}
-
-impl Hasher for SipHasher24 {
-    fn write(&mut self, bytes: &[u8]) {
-        self.len = self.len.wrapping_add(bytes.len() as u64);
-        let mut rest = bytes;
-        // Top up a partial block first.
-        while self.ntail != 0 && !rest.is_empty() {
-            self.tail |= (rest[0] as u64) << (8 * self.ntail);
-            self.ntail += 1;
-            rest = &rest[1..];
-            if self.ntail == 8 {
-                Self::compress(&mut self.v, self.tail);
-                self.tail = 0;
-                self.ntail = 0;
-            }
-        }
-        if rest.is_empty() {
-            return;
-        }
-        // Here the partial block is empty.
-        let mut chunks = rest.chunks_exact(8);
-        for c in &mut chunks {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            Self::compress(&mut self.v, u64::from_le_bytes(b));
-        }
-        for (i, &b) in chunks.remainder().iter().enumerate() {
-            self.tail |= (b as u64) << (8 * i);
-        }
-        self.ntail = chunks.remainder().len() as u32;
-    }
-
-    fn finish(&self) -> u64 {
-        let mut v = self.v;
-        let m = self.tail | ((self.len & 0xff) << 56);
-        Self::compress(&mut v, m);
-        v[2] ^= 0xff;
-        for _ in 0..4 {
-            Self::round(&mut v);
-        }
-        v[0] ^ v[1] ^ v[2] ^ v[3]
-    }
-}
-
 /// `BuildHasher` for the stack's tables: SipHash-2-4 under a key from the stack's seed.
 /// Deterministic for a given key.
 #[derive(Clone, Copy, Debug)]
@@ -126,8 +33,9 @@ pub(crate) struct KeyedState(pub(crate) SipKey);
 
 impl BuildHasher for KeyedState {
     type Hasher = SipHasher24;
+    #[inline]
     fn build_hasher(&self) -> SipHasher24 {
-        SipHasher24::new(self.0)
+        self.0.hasher()
     }
 }
 
@@ -320,19 +228,6 @@ mod tests {
     }
 
     #[test]
-    fn streaming_siphash_matches_reference_vector() {
-        // SipHash paper, appendix A: key 00..0f, message 00..0e.
-        let k0 = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
-        let k1 = u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]);
-        let msg: Vec<u8> = (0u8..15).collect();
-        let mut s = SipHasher24::new(SipKey(k0, k1));
-        s.write(&msg[..3]);
-        s.write(&msg[3..11]);
-        s.write(&msg[11..]);
-        assert_eq!(s.finish(), 0xa129_ca61_49be_45e5);
-    }
-
-    #[test]
     fn exact_connection_beats_listeners() {
         let mut d = demux();
         let local = sa("10.0.0.1:80");
@@ -410,27 +305,6 @@ mod tests {
         };
         assert_eq!(a.hash_one(key), b.hash_one(key));
         assert_ne!(a.hash_one(key), KeyedState(SipKey(1, 3)).hash_one(key));
-    }
-
-    proptest! {
-        #[test]
-        fn streaming_siphash_equals_one_shot(
-            data in proptest::collection::vec(any::<u8>(), 0..100),
-            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
-            k0 in any::<u64>(), k1 in any::<u64>(),
-        ) {
-            let key = SipKey(k0, k1);
-            let mut pts: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-            pts.sort_unstable();
-            let mut s = SipHasher24::new(key);
-            let mut prev = 0;
-            for p in pts {
-                s.write(&data[prev..p]);
-                prev = p;
-            }
-            s.write(&data[prev..]);
-            prop_assert_eq!(s.finish(), key.hash(&data));
-        }
     }
 
     // Reference model: plain vectors, searched naively.

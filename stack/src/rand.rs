@@ -2,6 +2,10 @@
 //! (the runtime reads the OS entropy source; tests pass a constant), so every run of a
 //! test is reproducible.
 
+use std::hash::Hasher;
+
+pub use siphasher::sip::SipHasher24;
+
 /// SplitMix64: small, fast, good enough for port selection and jitter. Not used for
 /// anything whose secrecy matters on its own; ISNs go through the keyed SipHash below.
 #[derive(Clone, Debug)]
@@ -33,8 +37,10 @@ impl Rng {
 }
 
 /// SipHash-2-4 with a 128-bit key: the keyed pseudo-random function F() of RFC 6528
-/// section 3 and RFC 6056 algorithm 3.
-#[derive(Clone, Copy, Debug)]
+/// section 3 and RFC 6056 algorithm 3, and the hasher of the stack's tables (so peers,
+/// who choose their own ports, cannot aim at one bucket). The function itself comes
+/// from the `siphasher` crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SipKey(pub u64, pub u64);
 
 impl SipKey {
@@ -42,47 +48,17 @@ impl SipKey {
         SipKey(rng.next_u64(), rng.next_u64())
     }
 
+    /// A streaming hasher under this key (for `HashMap`s: see `demux::KeyedState`).
+    #[inline]
+    pub fn hasher(&self) -> SipHasher24 {
+        SipHasher24::new_with_keys(self.0, self.1)
+    }
+
+    /// SipHash-2-4 of `data`.
     pub fn hash(&self, data: &[u8]) -> u64 {
-        let mut v0 = self.0 ^ 0x736f_6d65_7073_6575;
-        let mut v1 = self.1 ^ 0x646f_7261_6e64_6f6d;
-        let mut v2 = self.0 ^ 0x6c79_6765_6e65_7261;
-        let mut v3 = self.1 ^ 0x7465_6462_7974_6573;
-
-        #[inline(always)]
-        fn round(v0: &mut u64, v1: &mut u64, v2: &mut u64, v3: &mut u64) {
-            *v0 = v0.wrapping_add(*v1);
-            *v1 = v1.rotate_left(13) ^ *v0;
-            *v0 = v0.rotate_left(32);
-            *v2 = v2.wrapping_add(*v3);
-            *v3 = v3.rotate_left(16) ^ *v2;
-            *v0 = v0.wrapping_add(*v3);
-            *v3 = v3.rotate_left(21) ^ *v0;
-            *v2 = v2.wrapping_add(*v1);
-            *v1 = v1.rotate_left(17) ^ *v2;
-            *v2 = v2.rotate_left(32);
-        }
-
-        let mut chunks = data.chunks_exact(8);
-        for c in &mut chunks {
-            let m = u64::from_le_bytes(c.try_into().unwrap());
-            v3 ^= m;
-            round(&mut v0, &mut v1, &mut v2, &mut v3);
-            round(&mut v0, &mut v1, &mut v2, &mut v3);
-            v0 ^= m;
-        }
-        let rest = chunks.remainder();
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        let m = u64::from_le_bytes(last) | ((data.len() as u64 & 0xff) << 56);
-        v3 ^= m;
-        round(&mut v0, &mut v1, &mut v2, &mut v3);
-        round(&mut v0, &mut v1, &mut v2, &mut v3);
-        v0 ^= m;
-        v2 ^= 0xff;
-        for _ in 0..4 {
-            round(&mut v0, &mut v1, &mut v2, &mut v3);
-        }
-        v0 ^ v1 ^ v2 ^ v3
+        let mut h = self.hasher();
+        h.write(data);
+        h.finish()
     }
 }
 
@@ -98,6 +74,12 @@ mod tests {
         let k1 = u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]);
         let msg: Vec<u8> = (0u8..15).collect();
         assert_eq!(SipKey(k0, k1).hash(&msg), 0xa129_ca61_49be_45e5);
+        // Fed in pieces, the streaming hasher gives the same.
+        let mut s = SipKey(k0, k1).hasher();
+        s.write(&msg[..3]);
+        s.write(&msg[3..11]);
+        s.write(&msg[11..]);
+        assert_eq!(s.finish(), 0xa129_ca61_49be_45e5);
     }
 
     #[test]
