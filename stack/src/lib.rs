@@ -5,12 +5,20 @@
 //! [`runtime`] owns a TUN device and a thread that drives the core; [`net`] has blocking
 //! `TcpListener` / `TcpStream` / `UdpSocket` handles shaped like `std::net`'s.
 
+// The sans-IO core has no unsafe code at all. With the `runtime` feature the crate
+// denies it everywhere except the runtime's system-call layer (`runtime::sys`), where
+// each block carries a SAFETY comment.
+#![cfg_attr(not(feature = "runtime"), forbid(unsafe_code))]
+#![cfg_attr(feature = "runtime", deny(unsafe_code))]
+
 pub mod config;
 pub mod demux;
 pub mod error;
+#[cfg(feature = "runtime")]
 pub mod net;
 pub mod ports;
 pub mod rand;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod seq;
 pub mod socket;

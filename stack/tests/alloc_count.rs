@@ -16,10 +16,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::io::{self, Read, Write};
+use std::io;
+#[cfg(feature = "runtime")]
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+#[cfg(feature = "runtime")]
 use std::thread;
 use std::time::Duration;
 
@@ -375,6 +378,7 @@ fn the_counter_sees_allocations() {
 
 // ------------------------------------------------------------------ runtime, over TUN
 
+#[cfg(feature = "runtime")]
 /// Skip a TUN test with a printed reason, or fail it when `TUNSTACK_REQUIRE_E2E=1`.
 fn skip(test: &str, reason: &str) {
     if std::env::var("TUNSTACK_REQUIRE_E2E").is_ok_and(|v| v == "1") {
@@ -383,6 +387,7 @@ fn skip(test: &str, reason: &str) {
     eprintln!("skipping {test}: {reason}");
 }
 
+#[cfg(feature = "runtime")]
 /// Run `f` on a thread of its own in a fresh network namespace (`unshare`); it and the
 /// threads it starts see only that namespace, which goes away with them.
 fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) {
@@ -408,6 +413,7 @@ fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
+#[cfg(feature = "runtime")]
 /// A kernel client and a tunstack echo server through the runtime: ping-pong of 100 B
 /// messages, then bulk from the client; every thread of the process is counted (the
 /// runtime thread, the server thread, the kernel client's thread).
@@ -422,7 +428,7 @@ fn runtime_hot_path_allocates_nothing() {
         let stack_ip = Ipv4Addr::new(10, 0, 0, 2);
         let rt = Runtime::new(RuntimeConfig {
             tun_name: "tsal0".into(),
-            host_addrs: vec![(Ipv4Addr::new(10, 0, 0, 1).into(), 24)],
+            host_addrs: vec!["10.0.0.1/24".parse().unwrap()],
             stack: Config { addrs: vec![stack_ip.into()], ..Config::default() },
             ..RuntimeConfig::default()
         })

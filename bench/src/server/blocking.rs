@@ -88,7 +88,7 @@ pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
     let config = RuntimeConfig {
         tun_name: args.dev.clone(),
         mtu: args.mtu,
-        host_addrs: vec![(IpAddr::V4(args.host), TUN_PREFIX)],
+        host_addrs: vec![tunstack::runtime::IpNet::new(IpAddr::V4(args.host), TUN_PREFIX).expect("prefix fits IPv4")],
         stack,
         impair: None,
     };

@@ -5,7 +5,6 @@
 //! persistent: closing the descriptor removes the interface.
 
 use std::io;
-use std::os::fd::AsRawFd;
 
 use tun_tap::{Iface, Mode};
 
@@ -18,7 +17,7 @@ pub(crate) fn open_tun(name: &str) -> io::Result<Iface> {
     // would refuse) with a clear message first.
     validate_ifname(name)?;
     let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, e))?;
-    set_nonblocking(iface.as_raw_fd())?;
+    super::sys::set_nonblocking(super::sys::tun_fd(&iface))?;
     Ok(iface)
 }
 
@@ -54,18 +53,4 @@ pub(crate) fn open_error(name: &str, err: io::Error) -> io::Error {
         _ => (err.kind(), format!("creating TUN device {name:?}")),
     };
     io::Error::new(kind, format!("{msg} ({err})"))
-}
-
-pub(crate) fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
-    // SAFETY: fcntl(2) on a descriptor we own, with integer arguments only.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if flags & libc::O_NONBLOCK == 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

@@ -52,7 +52,8 @@ mod wait;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+
+pub use ipnet::IpNet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -88,9 +89,10 @@ pub struct RuntimeConfig {
     /// MTU set on the device and used by the stack.
     pub mtu: usize,
     /// Addresses (with prefix length) given to the kernel's side of the TUN device, so
-    /// the host can route to the stack's addresses (e.g. 10.0.0.1/24, fd00::1/64).
+    /// the host can route to the stack's addresses (e.g. 10.0.0.1/24, fd00::1/64; the
+    /// host bits are the kernel's address, not masked off).
     /// At most one IPv4 address; any number of IPv6 addresses.
-    pub host_addrs: Vec<(IpAddr, u8)>,
+    pub host_addrs: Vec<IpNet>,
     /// The core's configuration; `stack.addrs` are the stack's own addresses and
     /// `stack.mtu` is overwritten with `mtu`. A zero `stack.seed` is replaced with one
     /// read from the OS entropy source.
@@ -105,7 +107,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             tun_name: "tun0".into(),
             mtu: 1500,
-            host_addrs: vec![("10.0.0.1".parse().unwrap(), 24), ("fd00::1".parse().unwrap(), 64)],
+            host_addrs: vec!["10.0.0.1/24".parse().unwrap(), "fd00::1/64".parse().unwrap()],
             stack: Config { addrs: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()], ..Config::default() },
             impair: None,
         }
@@ -615,7 +617,7 @@ impl Drop for Runtime {
 }
 
 /// Check the configuration before anything is created.
-fn validate(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)], stack_addrs: &[IpAddr]) -> io::Result<()> {
+fn validate(name: &str, mtu: usize, host_addrs: &[IpNet], stack_addrs: &[IpAddr]) -> io::Result<()> {
     let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
     ifconfig::validate_ifname(name)?;
     // RFC 791: every IPv4 host must handle 68-byte datagrams; the IPv4 total length
@@ -623,7 +625,7 @@ fn validate(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)], stack_addrs: &[
     if !(68..=65535).contains(&mtu) {
         return invalid(format!("MTU {mtu} is out of range (68..=65535)"));
     }
-    let any_v6 = host_addrs.iter().map(|(a, _)| a).chain(stack_addrs).any(IpAddr::is_ipv6);
+    let any_v6 = host_addrs.iter().map(|n| n.addr()).chain(stack_addrs.iter().copied()).any(|a| a.is_ipv6());
     // RFC 8200 5: IPv6 requires a link MTU of at least 1280.
     if any_v6 && mtu < 1280 {
         return invalid(format!("MTU {mtu} is below 1280, the minimum for IPv6 (RFC 8200 5)"));
@@ -637,7 +639,8 @@ fn validate(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)], stack_addrs: &[
         }
     }
     let mut v4 = 0;
-    for (i, &(addr, prefix)) in host_addrs.iter().enumerate() {
+    for (i, net) in host_addrs.iter().enumerate() {
+        let (addr, prefix) = (net.addr(), net.prefix_len());
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix > max {
             return invalid(format!("host address {addr}/{prefix}: prefix length is greater than {max}"));
@@ -656,7 +659,7 @@ fn validate(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)], stack_addrs: &[
                  TUN link need different addresses"
             ));
         }
-        if host_addrs[..i].iter().any(|&(b, _)| b == addr) {
+        if host_addrs[..i].iter().any(|b| b.addr() == addr) {
             return invalid(format!("host address {addr} is listed twice"));
         }
         if addr.is_ipv4() {
@@ -670,7 +673,7 @@ fn validate(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)], stack_addrs: &[
         }
     }
     for &a in stack_addrs {
-        let routed = host_addrs.iter().any(|&(h, p)| same_prefix(h, a, p));
+        let routed = host_addrs.iter().any(|net| net.contains(&a));
         if !routed && !host_addrs.is_empty() {
             tracing::warn!(%a, "stack address is outside every host prefix: the kernel will not route to it without an extra route");
         }
@@ -678,38 +681,22 @@ fn validate(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)], stack_addrs: &[
     Ok(())
 }
 
-/// Whether `a` and `b` share their first `prefix` bits (false across families).
-fn same_prefix(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = u32::from(ifconfig::ipv4_netmask(prefix.min(32)));
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let p = u32::from(prefix.min(128));
-            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
-}
-
 /// MTU, the IPv4 address, link up, then IPv6 addresses (added once the device is up,
 /// when the kernel has its IPv6 state ready).
-fn configure(name: &str, mtu: usize, host_addrs: &[(IpAddr, u8)]) -> io::Result<()> {
+fn configure(name: &str, mtu: usize, host_addrs: &[IpNet]) -> io::Result<()> {
     let ifc = Ifconfig::new(name)?;
     ifc.set_mtu(mtu)?;
-    for &(addr, prefix) in host_addrs {
-        if let IpAddr::V4(a) = addr {
-            ifc.set_ipv4(a, prefix)?;
+    for net in host_addrs {
+        if let IpNet::V4(n) = net {
+            ifc.set_ipv4(n.addr(), n.prefix_len())?;
         }
     }
     ifc.set_up()?;
     let mut v6 = Vec::new();
-    for &(addr, prefix) in host_addrs {
-        if let IpAddr::V6(a) = addr {
-            ifc.add_ipv6(a, prefix)?;
-            v6.push(a);
+    for net in host_addrs {
+        if let IpNet::V6(n) = net {
+            ifc.add_ipv6(n.addr(), n.prefix_len())?;
+            v6.push(n.addr());
         }
     }
     if !v6.is_empty() {
@@ -768,7 +755,7 @@ fn run(shared: Arc<Shared>, dev: Arc<Iface>, mtu: usize) {
     let mut next_log = shared.now() + IMPAIR_LOG_INTERVAL;
     let mut unparks = Unparks::default();
     loop {
-        let ready = match sys::poll2(dev.as_raw_fd(), shared.wake.as_raw_fd(), timeout) {
+        let ready = match sys::poll2(Some(sys::tun_fd(&dev)), Some(shared.wake.as_fd()), timeout) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "poll failed; runtime stopped");

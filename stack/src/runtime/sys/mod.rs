@@ -1,9 +1,26 @@
-//! Thin wrappers over the few system calls the runtime thread needs: an eventfd for
-//! wake-ups, poll(2) on two descriptors, and the OS entropy source for the seed.
+//! The runtime's system-call layer: everything that talks to the kernel directly.
+//!
+//! Most of it goes through `rustix`, which wraps system calls safely: an eventfd for
+//! wake-ups, poll(2) on two descriptors, non-blocking mode, the OS entropy source. The
+//! interface-configuration ioctls that no crate wraps live in `netdev`, and `tun` holds
+//! the two calls a safe wrapper could not hide (borrowing tun-tap's raw descriptor,
+//! unsharing a network namespace): the only `unsafe` code of the crate, each block with
+//! its SAFETY comment.
 
-use std::ffi::c_int;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+#[allow(unsafe_code)]
+pub(crate) mod netdev;
+#[allow(unsafe_code)]
+mod tun;
+
+pub(crate) use tun::tun_fd;
+#[cfg(test)]
+pub(crate) use tun::unshare_netns;
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
+use rustix::fs::OFlags;
 
 use crate::time::Instant;
 
@@ -15,32 +32,24 @@ pub(crate) struct EventFd {
 
 impl EventFd {
     pub(crate) fn new() -> io::Result<EventFd> {
-        // SAFETY: plain eventfd(2) call; on success we own the new descriptor.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is fresh and owned by nobody else.
-        Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        let fd = rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
+        Ok(EventFd { fd })
     }
 
-    pub(crate) fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Add one to the counter. A full counter (EAGAIN) is already readable, so errors
     /// need no handling.
     pub(crate) fn kick(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64.
-        let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
     }
 
     /// Reset the counter to zero (EAGAIN when it already is).
     pub(crate) fn drain(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64.
-        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        let mut v = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut v);
     }
 }
 
@@ -53,62 +62,87 @@ pub(crate) struct Ready {
     pub(crate) b: bool,
 }
 
-/// poll(2) for input on two descriptors. A negative descriptor is ignored (poll(2)
-/// semantics). `EINTR` is reported as nothing ready.
-pub(crate) fn poll2(a: RawFd, b: RawFd, timeout_ms: c_int) -> io::Result<Ready> {
-    let mut fds = [
-        libc::pollfd { fd: a, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: b, events: libc::POLLIN, revents: 0 },
-    ];
-    // SAFETY: `fds` is a live array of two pollfd structures.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(Ready::default());
+/// poll(2) for input on up to two descriptors (`None` is not polled). `EINTR` is
+/// reported as nothing ready. A negative `timeout_ms` waits without a limit.
+pub(crate) fn poll2(a: Option<BorrowedFd<'_>>, b: Option<BorrowedFd<'_>>, timeout_ms: i32) -> io::Result<Ready> {
+    let timeout = (timeout_ms >= 0)
+        .then(|| Timespec { tv_sec: i64::from(timeout_ms / 1000), tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000 });
+    let poll = |fds: &mut [PollFd<'_>]| match rustix::event::poll(fds, timeout.as_ref()) {
+        Ok(_) => Ok(true),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(io::Error::from(e)),
+    };
+    let ready =
+        |p: &PollFd<'_>| p.revents().intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL);
+    let input = |fd| PollFd::from_borrowed_fd(fd, PollFlags::IN);
+    Ok(match (a, b) {
+        (Some(a), Some(b)) => {
+            let mut fds = [input(a), input(b)];
+            if !poll(&mut fds)? {
+                return Ok(Ready::default());
+            }
+            Ready { a: ready(&fds[0]), b: ready(&fds[1]) }
         }
-        return Err(err);
-    }
-    let ready = |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0;
-    Ok(Ready { a: ready(&fds[0]), b: ready(&fds[1]) })
+        (Some(fd), None) | (None, Some(fd)) => {
+            let mut fds = [input(fd)];
+            if !poll(&mut fds)? {
+                return Ok(Ready::default());
+            }
+            let r = ready(&fds[0]);
+            Ready { a: r && a.is_some(), b: r && b.is_some() }
+        }
+        (None, None) => {
+            poll(&mut [])?;
+            Ready::default()
+        }
+    })
 }
 
 /// Milliseconds from `now` until `deadline`, rounded up so that the thread never wakes
 /// before the deadline; -1 (wait forever) without a deadline.
-pub(crate) fn timeout_ms(deadline: Option<Instant>, now: Instant) -> c_int {
+pub(crate) fn timeout_ms(deadline: Option<Instant>, now: Instant) -> i32 {
     match deadline {
         None => -1,
         Some(d) => {
             let micros = d.total_micros().saturating_sub(now.total_micros());
-            micros.div_ceil(1000).min(c_int::MAX as u64) as c_int
+            micros.div_ceil(1000).min(i32::MAX as u64) as i32
         }
     }
 }
 
-/// Eight bytes from the OS entropy source: getrandom(2), or /dev/urandom when the
-/// system call is unavailable.
+/// Put a descriptor in non-blocking mode (O_NONBLOCK).
+pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    if !flags.contains(OFlags::NONBLOCK) {
+        rustix::fs::fcntl_setfl(&fd, flags | OFlags::NONBLOCK)?;
+    }
+    Ok(())
+}
+
+/// Whether a descriptor is in non-blocking mode.
+#[cfg(test)]
+pub(crate) fn is_nonblocking(fd: impl AsFd) -> io::Result<bool> {
+    Ok(rustix::fs::fcntl_getfl(&fd)?.contains(OFlags::NONBLOCK))
+}
+
+/// Eight bytes from the OS entropy source (getrandom(2)).
 pub(crate) fn random_seed() -> io::Result<u64> {
     let mut buf = [0u8; 8];
     let mut filled = 0;
     while filled < buf.len() {
-        // SAFETY: writes at most `buf.len() - filled` bytes into the live buffer.
-        let rc = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ENOSYS) => {
-                    std::fs::File::open("/dev/urandom")
-                        .and_then(|mut f| f.read_exact(&mut buf))
-                        .map_err(|e| io::Error::new(e.kind(), format!("reading /dev/urandom for the seed: {e}")))?;
-                    return Ok(u64::from_ne_bytes(buf));
-                }
-                _ => return Err(io::Error::new(err.kind(), format!("getrandom for the seed: {err}"))),
-            }
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(io::Error::new(io::Error::from(e).kind(), format!("getrandom for the seed: {e}"))),
         }
-        filled += rc as usize;
     }
     Ok(u64::from_ne_bytes(buf))
+}
+
+/// Whether the process runs as root (the effective user id is 0).
+#[cfg(test)]
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 #[cfg(test)]
@@ -124,21 +158,22 @@ mod tests {
         assert_eq!(timeout_ms(Some(Instant::from_micros(10_001)), now), 1);
         assert_eq!(timeout_ms(Some(Instant::from_micros(11_000)), now), 1);
         assert_eq!(timeout_ms(Some(Instant::from_micros(11_001)), now), 2);
-        assert_eq!(timeout_ms(Some(Instant::from_micros(u64::MAX)), now), c_int::MAX);
+        assert_eq!(timeout_ms(Some(Instant::from_micros(u64::MAX)), now), i32::MAX);
     }
 
     #[test]
     fn eventfd_kick_and_drain() {
         let e = EventFd::new().unwrap();
-        let r = poll2(e.as_raw_fd(), -1, 0).unwrap();
+        let r = poll2(Some(e.fd.as_fd()), None, 0).unwrap();
         assert!(!r.a && !r.b);
         e.kick();
         e.kick();
-        let r = poll2(-1, e.as_raw_fd(), 0).unwrap();
+        let r = poll2(None, Some(e.fd.as_fd()), 0).unwrap();
         assert!(r.b && !r.a);
         e.drain();
-        let r = poll2(-1, e.as_raw_fd(), 0).unwrap();
+        let r = poll2(None, Some(e.fd.as_fd()), 0).unwrap();
         assert!(!r.b);
+        assert!(is_nonblocking(&e.fd).unwrap());
     }
 
     #[test]
