@@ -5,9 +5,9 @@
 //! inside a network namespace); the `demo` binary adds the command line, the TUN device
 //! setup and signal handling.
 
-pub mod cidr;
 pub mod echo;
 pub mod http;
+pub mod netns;
 mod server;
 pub mod signal;
 

@@ -1,15 +1,16 @@
 //! `demo`: run tunstack on a TUN device with an echo or HTTP server on top.
 //!
 //! ```text
-//! demo echo [--tun NAME] [--addr IP]... [--host-addr CIDR]... [--port N] [--mtu N]
-//!           [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
+//! demo echo [--netns NAME] [--tun NAME] [--addr IP]... [--host-addr CIDR]... [--port N]
+//!           [--mtu N] [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
 //!           [--delay MS] [--rate MBIT] [--seed N]
 //! demo http [same options]
 //! ```
 //! The impairment flags make the runtime degrade the TUN link in both directions (see
 //! `tunstack::runtime::impair`).
-//! Creating a TUN device needs CAP_NET_ADMIN; run it inside a network namespace (see
-//! README.md). SIGINT / SIGTERM stop it cleanly: the device is removed and it exits 0.
+//! Creating a TUN device needs CAP_NET_ADMIN; run it inside a network namespace:
+//! `--netns NAME` creates one, enters it and removes it at the end (see README.md).
+//! SIGINT / SIGTERM stop it cleanly: the device is removed and it exits 0.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -22,10 +23,10 @@ mod impair_opts;
 
 use impair_opts::ImpairOpts;
 
-use demo::cidr::Cidr;
+use demo::netns::Netns;
 use demo::signal::{signal_name, ShutdownSignal};
 use demo::{EchoServer, HttpServer};
-use tunstack::runtime::{Runtime, RuntimeConfig};
+use tunstack::runtime::{IpNet, Runtime, RuntimeConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +53,12 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct Opts {
+    /// Create this network namespace (or use it if it exists), run inside it, and delete
+    /// it at exit if it was created here. Without it the demo runs in the namespace it
+    /// was started in.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+
     /// Name of the TUN device to create.
     #[arg(long, value_name = "NAME", default_value = "tun0")]
     tun: String,
@@ -61,8 +68,13 @@ struct Opts {
     addrs: Vec<IpAddr>,
 
     /// An address with prefix for the kernel's side of the device, e.g. 10.0.0.1/24 (repeatable).
-    #[arg(long = "host-addr", value_name = "CIDR", default_values = ["10.0.0.1/24", "fd00::1/64"])]
-    host_addrs: Vec<Cidr>,
+    #[arg(
+        long = "host-addr",
+        value_name = "CIDR",
+        default_values = ["10.0.0.1/24", "fd00::1/64"],
+        value_parser = parse_host_addr
+    )]
+    host_addrs: Vec<IpNet>,
 
     /// Port to serve on [default: 7 for echo, 80 for http].
     #[arg(long, value_name = "N")]
@@ -100,12 +112,27 @@ impl Opts {
             }
         }
         for h in &self.host_addrs {
-            if self.addrs.contains(&h.addr) {
-                return Err(format!("--host-addr {h}: {} is also an --addr of the stack", h.addr));
+            if self.addrs.contains(&h.addr()) {
+                return Err(format!("--host-addr {h}: {} is also an --addr of the stack", h.addr()));
             }
+        }
+        if let Some(name) = &self.netns {
+            demo::netns::validate_name(name)?;
         }
         Ok(())
     }
+}
+
+/// `--host-addr`: ADDRESS/PREFIX, the address kept as given (it is the kernel's own).
+fn parse_host_addr(s: &str) -> Result<IpNet, String> {
+    if !s.contains('/') {
+        return Err("expected ADDRESS/PREFIX (e.g. 10.0.0.1/24 or fd00::1/64), the /PREFIX is missing".into());
+    }
+    s.parse::<IpNet>().map_err(|_| {
+        "expected ADDRESS/PREFIX with an IPv4 or IPv6 address and a prefix length that fits it \
+         (at most 32 or 128)"
+            .into()
+    })
 }
 
 fn main() -> ExitCode {
@@ -150,21 +177,26 @@ fn run(command: Command) -> Result<(), String> {
         Kind::Http => 80,
     });
     for a in &opts.addrs {
-        if !opts.host_addrs.iter().any(|h| h.contains(*a)) {
+        if !opts.host_addrs.iter().any(|h| h.contains(a)) {
             tracing::warn!(
                 "--addr {a} is in no --host-addr network: the kernel will not route to it through the device"
             );
         }
     }
 
-    // Before the device and any thread exist: an early Ctrl-C is not lost, and the
-    // signals go to this thread only (see demo::signal).
-    let signal = ShutdownSignal::install().map_err(|e| format!("installing signal handlers: {e}"))?;
+    // Before the device and any thread exist: an early Ctrl-C is not lost, and every
+    // thread starts in the namespace.
+    let mut signal = ShutdownSignal::install().map_err(|e| format!("installing signal handlers: {e}"))?;
+    let netns = opts.netns.as_deref().map(Netns::enter).transpose()?;
+    if let Some(ns) = &netns {
+        let what = if ns.created() { "created" } else { "using existing" };
+        println!("network namespace {}: {what}, entered", ns.name());
+    }
 
     let mut config = RuntimeConfig {
         tun_name: opts.tun.clone(),
         mtu: opts.mtu as usize,
-        host_addrs: opts.host_addrs.iter().map(|c| (c.addr, c.prefix)).collect(),
+        host_addrs: opts.host_addrs.clone(),
         ..RuntimeConfig::default()
     };
     config.stack.addrs = opts.addrs.clone();
@@ -189,7 +221,7 @@ fn run(command: Command) -> Result<(), String> {
             HttpServer::start(&handle, &opts.addrs, port).map_err(|e| e.to_string())?;
         }
     }
-    print_hints(kind, rt.tun_name(), &opts.addrs, port);
+    print_hints(kind, rt.tun_name(), &opts.addrs, port, netns.as_ref().map(Netns::name));
     if let Some(imp) = &impairment {
         println!("link impairment, each direction: {imp} (repeat the decisions with --seed {})", imp.seed);
         let _ = std::io::stdout().flush();
@@ -204,6 +236,14 @@ fn run(command: Command) -> Result<(), String> {
     drop(rt);
     if let Some(stats) = impaired {
         println!("impairment: {stats}");
+    }
+    if let Some(ns) = netns {
+        let name = ns.name().to_owned();
+        let created = ns.created();
+        drop(ns);
+        if created {
+            println!("network namespace {name}: deleted");
+        }
     }
     println!("stopped");
     let _ = std::io::stdout().flush();
@@ -223,7 +263,7 @@ fn host_port(ip: IpAddr, port: u16, default: u16) -> String {
     }
 }
 
-fn print_hints(kind: Kind, tun: &str, addrs: &[IpAddr], port: u16) {
+fn print_hints(kind: Kind, tun: &str, addrs: &[IpAddr], port: u16, netns: Option<&str>) {
     let mut out = String::new();
     let what = match kind {
         Kind::Echo => "echo (TCP and UDP)",
@@ -233,22 +273,32 @@ fn print_hints(kind: Kind, tun: &str, addrs: &[IpAddr], port: u16) {
     for a in addrs {
         out.push_str(&format!(" {a}"));
     }
-    out.push_str("\ntry (from the same network namespace):\n");
+    // Inside a named namespace the commands must run there too.
+    let pre = match netns {
+        Some(ns) => {
+            out.push_str(&format!("\ntry (from another terminal, as root; the device is in namespace {ns}):\n"));
+            format!("ip netns exec {ns} ")
+        }
+        None => {
+            out.push_str("\ntry (from the same network namespace):\n");
+            String::new()
+        }
+    };
     for &a in addrs {
         match kind {
             Kind::Http => {
                 // curl needs -g for IPv6 literals in brackets.
                 let g = if a.is_ipv6() { "-g " } else { "" };
-                out.push_str(&format!("  curl {g}http://{}/\n", host_port(a, port, 80)));
-                out.push_str(&format!("  curl {g}http://{}/sockets.json\n", host_port(a, port, 80)));
+                out.push_str(&format!("  {pre}curl {g}http://{}/\n", host_port(a, port, 80)));
+                out.push_str(&format!("  {pre}curl {g}http://{}/sockets.json\n", host_port(a, port, 80)));
             }
             Kind::Echo => {
-                out.push_str(&format!("  nc {a} {port}\n"));
-                out.push_str(&format!("  nc -u {a} {port}\n"));
+                out.push_str(&format!("  {pre}nc {a} {port}\n"));
+                out.push_str(&format!("  {pre}nc -u {a} {port}\n"));
             }
         }
         let six = if a.is_ipv6() { "-6 " } else { "" };
-        out.push_str(&format!("  ping {six}-c 3 {a}\n"));
+        out.push_str(&format!("  {pre}ping {six}-c 3 {a}\n"));
     }
     out.push_str("Ctrl-C (SIGINT) or SIGTERM stops it.");
     println!("{out}");
@@ -274,7 +324,8 @@ mod tests {
         let o = opts(parse(&["http"]).unwrap());
         assert_eq!(o.tun, "tun0");
         assert_eq!(o.addrs, vec!["10.0.0.2".parse::<IpAddr>().unwrap(), "fd00::2".parse().unwrap()]);
-        assert_eq!(o.host_addrs, vec!["10.0.0.1/24".parse::<Cidr>().unwrap(), "fd00::1/64".parse().unwrap()]);
+        assert_eq!(o.host_addrs, vec!["10.0.0.1/24".parse::<IpNet>().unwrap(), "fd00::1/64".parse().unwrap()]);
+        assert_eq!(o.netns, None);
         assert_eq!(o.port, None);
         assert_eq!(o.mtu, 1500);
         assert_eq!(o.impair, ImpairOpts::default());
@@ -370,6 +421,11 @@ mod tests {
         assert!(o.validate().unwrap_err().contains("also an --addr"));
         let o = opts(parse(&["http", "--addr", "0.0.0.0"]).unwrap());
         assert!(o.validate().is_err());
+        let o = opts(parse(&["http", "--netns", "a/b"]).unwrap());
+        assert!(o.validate().is_err());
+        let o = opts(parse(&["http", "--netns", "try"]).unwrap());
+        assert_eq!(o.netns.as_deref(), Some("try"));
+        assert!(o.validate().is_ok());
     }
 
     #[test]
