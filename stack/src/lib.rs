@@ -25,6 +25,8 @@ pub mod socket;
 pub mod stack;
 pub mod tcp;
 pub mod time;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod wire;
 
 pub use config::{Config, CongestionAlgorithm, Keepalive};

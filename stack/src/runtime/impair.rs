@@ -422,6 +422,21 @@ impl Impairer {
         n
     }
 
+    /// Copy the earliest packet due at `now` into `out` and return its length (a
+    /// longer packet is cut to `out`'s length, like a datagram read); `None` when
+    /// nothing is due.
+    pub fn pop_due(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        if self.queue.peek().is_none_or(|Reverse(h)| h.release > now) {
+            return None;
+        }
+        let Reverse(held) = self.queue.pop()?;
+        let n = held.len.min(out.len());
+        out[..n].copy_from_slice(&held.buf[..n]);
+        self.counters.delivered += 1;
+        self.pool.push(held.buf);
+        Some(n)
+    }
+
     /// Forget every held packet (their buffers stay in the pool).
     pub fn clear(&mut self) {
         while let Some(Reverse(held)) = self.queue.pop() {

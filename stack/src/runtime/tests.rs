@@ -9,8 +9,9 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
 
-use super::device::{open_error, open_tun};
+use super::device::{open_error, Device, TunDevice};
 use super::ifconfig::Ifconfig;
+use super::setup::{configure, validate};
 use super::*;
 
 /// Run `f` on a thread of its own inside a new network namespace. Returns false (after
@@ -51,16 +52,16 @@ fn proc_net(file: &str) -> String {
 /// Wait (bounded) until the device has a packet, then return it; skips packets that
 /// `want` rejects (the kernel sends IPv6 router solicitations and MLD reports on a fresh
 /// link). Panics after 5 s or 100 unwanted packets.
-fn recv_matching(dev: &Iface, want: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+fn recv_matching(dev: &TunDevice, want: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let start = StdInstant::now();
     let mut buf = [0u8; 2048];
     let mut skipped = 0;
     while start.elapsed() < Duration::from_secs(5) && skipped < 100 {
-        let ready = sys::poll2(Some(sys::tun_fd(dev)), None, 100).unwrap();
+        let ready = sys::poll2(Some(dev.fd()), None, 100).unwrap();
         if !ready.a {
             continue;
         }
-        match dev.recv(&mut buf) {
+        match dev.recv(Instant::ZERO, &mut buf) {
             Ok(n) if want(&buf[..n]) => return buf[..n].to_vec(),
             Ok(_) => skipped += 1,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -95,12 +96,12 @@ fn host_addrs() -> Vec<IpNet> {
 #[test]
 fn configure_device_and_read_back() {
     in_fresh_netns("configure_device_and_read_back", || {
-        let dev = open_tun("tstk0").unwrap();
+        let dev = TunDevice::create("tstk0", 1500).unwrap();
         assert_eq!(dev.name(), "tstk0");
         // Non-blocking: nothing has been sent on the link yet (it is down).
-        assert!(sys::is_nonblocking(sys::tun_fd(&dev)).unwrap());
+        assert!(sys::is_nonblocking(dev.fd()).unwrap());
         let mut buf = [0u8; 64];
-        assert_eq!(dev.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(dev.recv(Instant::ZERO, &mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
 
         configure("tstk0", 1400, &host_addrs()).unwrap();
         let ifc = Ifconfig::new("tstk0").unwrap();
@@ -144,7 +145,7 @@ fn configure_device_and_read_back() {
 #[test]
 fn kernel_sends_prefix_traffic_into_the_device() {
     in_fresh_netns("kernel_sends_prefix_traffic_into_the_device", || {
-        let dev = open_tun("tstk1").unwrap();
+        let dev = TunDevice::create("tstk1", 1500).unwrap();
         configure("tstk1", 1500, &host_addrs()).unwrap();
 
         let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
@@ -164,7 +165,7 @@ fn kernel_sends_prefix_traffic_into_the_device() {
 #[test]
 fn packets_written_to_the_device_reach_the_kernel() {
     in_fresh_netns("packets_written_to_the_device_reach_the_kernel", || {
-        let dev = open_tun("tstk2").unwrap();
+        let dev = TunDevice::create("tstk2", 1500).unwrap();
         configure("tstk2", 1500, &host_addrs()).unwrap();
 
         // ICMP echo request (RFC 792) from the peer's address to the host's.
@@ -180,7 +181,7 @@ fn packets_written_to_the_device_reach_the_kernel() {
         let c = checksum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         ip.extend_from_slice(&icmp);
-        assert_eq!(dev.send(&ip).unwrap(), ip.len());
+        dev.send(Instant::ZERO, &ip).unwrap();
 
         let reply = recv_matching(&dev, |p| p.len() >= 28 && p[0] >> 4 == 4 && p[9] == 1 && p[20] == 0);
         assert_eq!(&reply[12..16], &HOST4.octets());
@@ -193,8 +194,8 @@ fn packets_written_to_the_device_reach_the_kernel() {
 #[test]
 fn second_open_of_a_busy_device_is_addr_in_use() {
     in_fresh_netns("second_open_of_a_busy_device_is_addr_in_use", || {
-        let _first = open_tun("tstk3").unwrap();
-        let err = open_tun("tstk3").unwrap_err();
+        let _first = TunDevice::create("tstk3", 1500).unwrap();
+        let err = TunDevice::create("tstk3", 1500).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         assert!(err.to_string().contains("tstk3 is in use"), "{err}");
     });
@@ -203,7 +204,7 @@ fn second_open_of_a_busy_device_is_addr_in_use() {
 #[test]
 fn closing_the_descriptor_removes_the_device() {
     in_fresh_netns("closing_the_descriptor_removes_the_device", || {
-        let dev = open_tun("tstk4").unwrap();
+        let dev = TunDevice::create("tstk4", 1500).unwrap();
         configure("tstk4", 1500, &host_addrs()).unwrap();
         let ifc = Ifconfig::new("tstk4").unwrap();
         assert!(ifc.index().is_ok());
@@ -211,7 +212,7 @@ fn closing_the_descriptor_removes_the_device() {
         let err = ifc.index().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
         // ...and the name is free again.
-        let again = open_tun("tstk4").unwrap();
+        let again = TunDevice::create("tstk4", 1500).unwrap();
         assert_eq!(again.name(), "tstk4");
     });
 }
@@ -220,7 +221,7 @@ fn closing_the_descriptor_removes_the_device() {
 fn name_of_another_kind_of_interface_is_invalid_input() {
     in_fresh_netns("name_of_another_kind_of_interface_is_invalid_input", || {
         // A fresh namespace always has "lo".
-        let err = open_tun("lo").unwrap_err();
+        let err = TunDevice::create("lo", 1500).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     });
 }
@@ -228,8 +229,8 @@ fn name_of_another_kind_of_interface_is_invalid_input() {
 #[test]
 fn template_name_gets_a_number() {
     in_fresh_netns("template_name_gets_a_number", || {
-        let a = open_tun("tstk%d").unwrap();
-        let b = open_tun("tstk%d").unwrap();
+        let a = TunDevice::create("tstk%d", 1500).unwrap();
+        let b = TunDevice::create("tstk%d", 1500).unwrap();
         assert!(a.name().starts_with("tstk") && b.name().starts_with("tstk"));
         assert_ne!(a.name(), b.name());
         assert!(Ifconfig::new(b.name()).unwrap().index().is_ok());
@@ -239,7 +240,7 @@ fn template_name_gets_a_number() {
 #[test]
 fn two_ipv6_host_addresses() {
     in_fresh_netns("two_ipv6_host_addresses", || {
-        let _dev = open_tun("tstk5").unwrap();
+        let _dev = TunDevice::create("tstk5", 1500).unwrap();
         let second: Ipv6Addr = "fd78::1".parse().unwrap();
         let addrs = vec![IpNet::new(HOST6.into(), 64).unwrap(), IpNet::new(second.into(), 64).unwrap()];
         configure("tstk5", 1500, &addrs).unwrap();
@@ -257,10 +258,10 @@ fn two_ipv6_host_addresses() {
 #[test]
 fn over_long_name_is_invalid_input() {
     // Checked before /dev/net/tun is opened: needs no privileges.
-    let err = open_tun("a-very-long-tun-name").unwrap_err();
+    let err = TunDevice::create("a-very-long-tun-name", 1500).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("at most 15"), "{err}");
-    let err = open_tun("tun/0").unwrap_err();
+    let err = TunDevice::create("tun/0", 1500).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
 }
 
@@ -480,7 +481,7 @@ fn connections_completing_together_reach_every_blocked_accept() {
             thread::sleep(Duration::from_millis(1));
         }
 
-        let core = rt.handle.shared.core.lock().unwrap();
+        let core = rt.handle.engine.lock_any();
         let clients: Vec<_> = (0..N)
             .map(|_| thread::spawn(move || std::net::TcpStream::connect_timeout(&(stack_ip, 7200).into(), guard_time)))
             .collect();

@@ -27,7 +27,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tun_tap::Iface;
+use super::device::Device;
+use crate::time::Instant;
 
 /// Rounds (queue takes) an application thread writes before it hands the rest on.
 pub(crate) const APP_WRITER_ROUNDS: usize = 4;
@@ -101,7 +102,7 @@ pub(crate) struct Tx {
 
 struct TxState {
     /// `None` once the runtime stopped: queued packets are dropped.
-    dev: Option<Arc<Iface>>,
+    dev: Option<Arc<dyn Device>>,
     /// Packets waiting for the writer, in the core's order.
     queue: Batch,
     /// Storage the writer swaps with `queue`.
@@ -130,7 +131,7 @@ pub(crate) enum Written {
 }
 
 impl Tx {
-    pub(crate) fn new(dev: Arc<Iface>) -> Tx {
+    pub(crate) fn new(dev: Arc<dyn Device>) -> Tx {
         Tx {
             state: Mutex::new(TxState {
                 dev: Some(dev),
@@ -167,7 +168,7 @@ impl Tx {
     /// As the writer (after [`Role::Write`], without the core's lock): write the queue
     /// until it is empty, or for at most `max_rounds` takes. Returns the number of
     /// packets written (or dropped after shutdown) and how it ended.
-    pub(crate) fn write_out(&self, max_rounds: usize) -> (usize, Written) {
+    pub(crate) fn write_out(&self, now: Instant, max_rounds: usize) -> (usize, Written) {
         // Clears `writing` on every exit, also if a write panics.
         struct Release<'a>(&'a Tx, bool);
         impl Drop for Release<'_> {
@@ -205,12 +206,17 @@ impl Tx {
             rounds += 1;
             if let Some(dev) = &dev {
                 for pkt in mine.iter() {
-                    send(dev, pkt);
+                    send(&**dev, now, pkt);
                 }
             }
             written += mine.len();
             mine.clear();
         }
+    }
+
+    /// When the device next needs `Device::poll` (middleware holding packets back).
+    pub(crate) fn device_poll_at(&self) -> Option<Instant> {
+        self.lock().dev.as_ref().and_then(|d| d.poll_at())
     }
 
     /// Shutdown: drop the device (queued and later packets are discarded) and wait until
@@ -225,11 +231,11 @@ impl Tx {
 }
 
 /// Write one packet to the device.
-fn send(dev: &Iface, pkt: &[u8]) {
-    if let Err(e) = dev.send(pkt) {
-        // TUN is a lossy link like any other: the peer's retransmission logic (or
-        // ours) recovers. EIO means someone set the link down.
-        tracing::debug!(len = pkt.len(), error = %e, "TUN write failed, packet dropped");
+fn send(dev: &dyn Device, now: Instant, pkt: &[u8]) {
+    if let Err(e) = dev.send(now, pkt) {
+        // A device is a lossy link like any other: the peer's retransmission logic (or
+        // ours) recovers. On TUN, EIO means someone set the link down.
+        tracing::debug!(len = pkt.len(), error = %e, "device write failed, packet dropped");
     }
 }
 
@@ -310,16 +316,16 @@ mod tests {
         out.push(b"b");
         assert_eq!(tx.enqueue(&mut out), Role::Done, "a writer is active");
         assert_eq!(contents(&tx.lock().queue), [b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(tx.write_out(4), (2, Written::All));
+        assert_eq!(tx.write_out(Instant::ZERO, 4), (2, Written::All));
         assert!(!tx.lock().writing);
 
         out.push(b"c");
         assert_eq!(tx.enqueue(&mut out), Role::Write);
-        assert_eq!(tx.write_out(0), (0, Written::Left));
+        assert_eq!(tx.write_out(Instant::ZERO, 0), (0, Written::Left));
         // Nobody writes now: the next enqueuer (even with nothing new) takes over.
         assert_eq!(tx.enqueue(&mut out), Role::Write);
         assert_eq!(tx.enqueue(&mut out), Role::Done);
-        assert_eq!(tx.write_out(1), (1, Written::All));
+        assert_eq!(tx.write_out(Instant::ZERO, 1), (1, Written::All));
         assert_eq!(tx.enqueue(&mut out), Role::Done);
         tx.close();
     }

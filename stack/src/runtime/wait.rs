@@ -1,10 +1,11 @@
-//! Per-socket waiters: which application threads are blocked on which socket.
+//! Per-socket waiters: which blocked threads (the blocking `net` API) and which
+//! pending tasks (the async API) wait for which socket.
 //!
-//! A blocked call registers its thread under the socket's handle while it still holds
-//! the core's lock, right after the core answered `WouldBlock`. Whoever drains
-//! `Stack::poll_wakeup` (the runtime thread, or an application thread after its own
-//! call) wakes only the threads registered under the handles it got back, instead of
-//! every blocked thread.
+//! A blocked call registers its thread, a pending poll its task's `Waker`, under the
+//! socket's handle while it still holds the core's lock, right after the core answered
+//! `WouldBlock`. Whoever drains `Stack::poll_wakeup` (the driver, or an application
+//! call after its own work) wakes only what is registered under the handles it got
+//! back: the two API shapes are two thin consumers of the same readiness.
 //!
 //! ```text
 //!   blocked call, lock held:   f() -> WouldBlock, register(h), unlock, park
@@ -27,6 +28,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::thread::{self, Thread};
 
 use crate::socket::SocketHandle;
@@ -68,10 +70,28 @@ impl Waiter {
     }
 }
 
+/// Who waits: a parked thread or a pending task.
+enum Who {
+    Thread(Arc<Waiter>),
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Task(Waker),
+}
+
+impl Who {
+    /// Take it out of the registry: a thread is marked notified (it checks the flag
+    /// when it wakes up).
+    fn notify(self) -> Who {
+        if let Who::Thread(w) = &self {
+            w.notified.store(true, Ordering::Release);
+        }
+        self
+    }
+}
+
 struct Entry {
     h: SocketHandle,
     mode: WaitMode,
-    waiter: Arc<Waiter>,
+    who: Who,
 }
 
 /// The registry. Lives in the core's lock.
@@ -93,14 +113,31 @@ impl Waiters {
             self.by_slot.resize_with(idx + 1, Vec::new);
         }
         waiter.notified.store(false, Ordering::Relaxed);
-        self.by_slot[idx].push(Entry { h, mode, waiter: Arc::clone(waiter) });
+        self.by_slot[idx].push(Entry { h, mode, who: Who::Thread(Arc::clone(waiter)) });
         self.len += 1;
+    }
+
+    /// Register a pending task's waker under `h`. A task that polls again without
+    /// having been woken does not pile up entries: a waker that would wake the same
+    /// task replaces nothing and adds nothing.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn register_task(&mut self, h: SocketHandle, mode: WaitMode, waker: &Waker) {
+        let idx = h.index() as usize;
+        if idx >= self.by_slot.len() {
+            self.by_slot.resize_with(idx + 1, Vec::new);
+        }
+        let list = &mut self.by_slot[idx];
+        let known = list.iter().any(|e| e.h == h && matches!(&e.who, Who::Task(w) if w.will_wake(waker)));
+        if !known {
+            list.push(Entry { h, mode, who: Who::Task(waker.clone()) });
+            self.len += 1;
+        }
     }
 
     /// Remove `waiter` from `h`'s list if it is still there (a wait that timed out).
     pub(crate) fn unregister(&mut self, h: SocketHandle, waiter: &Arc<Waiter>) {
         let Some(list) = self.by_slot.get_mut(h.index() as usize) else { return };
-        if let Some(i) = list.iter().position(|e| Arc::ptr_eq(&e.waiter, waiter)) {
+        if let Some(i) = list.iter().position(|e| matches!(&e.who, Who::Thread(w) if Arc::ptr_eq(w, waiter))) {
             list.remove(i);
             self.len -= 1;
         }
@@ -130,8 +167,7 @@ impl Waiters {
                 }
                 let e = list.remove(i);
                 self.len -= 1;
-                e.waiter.notified.store(true, Ordering::Release);
-                out.push(e.waiter);
+                out.push(e.who.notify());
             } else {
                 i += 1;
             }
@@ -146,8 +182,7 @@ impl Waiters {
         if let Some(i) = list.iter().position(|e| e.mode == WaitMode::Exclusive) {
             let e = list.remove(i);
             self.len -= 1;
-            e.waiter.notified.store(true, Ordering::Release);
-            out.push(e.waiter);
+            out.push(e.who.notify());
         }
     }
 
@@ -158,8 +193,7 @@ impl Waiters {
         }
         for list in &mut self.by_slot {
             for e in list.drain(..) {
-                e.waiter.notified.store(true, Ordering::Release);
-                out.push(e.waiter);
+                out.push(e.who.notify());
             }
         }
         self.len = 0;
@@ -172,16 +206,16 @@ impl Waiters {
     }
 }
 
-/// Threads to unpark once the core's lock is released. The buffer is reused, so
-/// collecting wakeups allocates only when more threads are woken at once than ever
-/// before.
+/// Threads to unpark and tasks to wake once the core's lock is released. The buffer
+/// is reused, so collecting wakeups allocates only when more are woken at once than
+/// ever before.
 #[derive(Default)]
 pub(crate) struct Unparks {
-    waiters: Vec<Arc<Waiter>>,
+    waiters: Vec<Who>,
 }
 
 impl Unparks {
-    fn push(&mut self, w: Arc<Waiter>) {
+    fn push(&mut self, w: Who) {
         self.waiters.push(w);
     }
 
@@ -194,17 +228,21 @@ impl Unparks {
         self.waiters.len()
     }
 
-    /// Unpark every collected thread (call without the core's lock held).
+    /// Unpark every collected thread and wake every collected task (call without the
+    /// core's lock held).
     pub(crate) fn unpark_all(&mut self) {
         for w in self.waiters.drain(..) {
-            w.thread.unpark();
+            match w {
+                Who::Thread(w) => w.thread.unpark(),
+                Who::Task(waker) => waker.wake(),
+            }
         }
     }
 }
 
 thread_local! {
     /// The spare buffer of [`LocalUnparks`] on this thread.
-    static SPARE: Cell<Vec<Arc<Waiter>>> = const { Cell::new(Vec::new()) };
+    static SPARE: Cell<Vec<Who>> = const { Cell::new(Vec::new()) };
 }
 
 /// An [`Unparks`] for an API call on an application thread: borrows the thread's spare
@@ -337,6 +375,39 @@ mod tests {
         assert_eq!(reg.len(), 0);
         out.unpark_all();
         assert!(out.is_empty());
+    }
+
+    /// A waker that counts its wakes.
+    struct CountWake(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for CountWake {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn tasks_are_woken_once_and_do_not_pile_up() {
+        let mut reg = Waiters::default();
+        let count = Arc::new(CountWake(Default::default()));
+        let waker = Waker::from(Arc::clone(&count));
+        // The same task polling three times registers once.
+        for _ in 0..3 {
+            reg.register_task(h(5), WaitMode::Shared, &waker);
+        }
+        let other = Arc::new(CountWake(Default::default()));
+        reg.register_task(h(5), WaitMode::Shared, &Waker::from(Arc::clone(&other)));
+        let thread_waiter = waiter();
+        reg.register(h(5), WaitMode::Shared, &thread_waiter);
+        assert_eq!(reg.len(), 3);
+        let mut out = Unparks::default();
+        reg.wake(h(5), &mut out);
+        assert_eq!(out.len(), 3);
+        assert!(thread_waiter.is_notified());
+        assert_eq!(count.0.load(Ordering::Relaxed), 0, "woken only once the lock is released");
+        out.unpark_all();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(other.0.load(Ordering::Relaxed), 1);
+        assert_eq!(reg.len(), 0);
     }
 
     #[test]

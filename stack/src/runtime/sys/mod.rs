@@ -9,6 +9,9 @@
 
 #[allow(unsafe_code)]
 pub(crate) mod netdev;
+#[cfg(feature = "tokio")]
+#[allow(unsafe_code)]
+pub(crate) mod reactor;
 #[allow(unsafe_code)]
 mod tun;
 

@@ -2,22 +2,70 @@
 //!
 //! The device is created in the network namespace of the calling thread (the
 //! `/dev/net/tun` file is bound to the namespace it was opened in). It is not
-//! persistent: closing the descriptor removes the interface.
+//! persistent: closing the descriptor removes the interface. Reads and writes are one
+//! packet per system call (IFF_TUN | IFF_NO_PI: no link header, no packet info).
 
 use std::io;
+use std::os::fd::BorrowedFd;
 
 use tun_tap::{Iface, Mode};
 
-use super::ifconfig::validate_ifname;
+use super::Device;
+use crate::runtime::ifconfig::validate_ifname;
+use crate::runtime::sys;
+use crate::time::Instant;
+
+/// A layer-3 TUN device in non-blocking mode.
+#[derive(Debug)]
+pub struct TunDevice {
+    iface: Iface,
+    mtu: usize,
+}
+
+impl TunDevice {
+    /// Create the TUN interface `name` in the calling thread's network namespace. The
+    /// caller configures it (MTU, addresses, link up; see `runtime::ifconfig`); `mtu`
+    /// is what the runtime reads and writes.
+    pub fn create(name: &str, mtu: usize) -> io::Result<TunDevice> {
+        Ok(TunDevice { iface: open_tun(name)?, mtu })
+    }
+
+    /// The interface's name (the kernel's choice for a `%d` template).
+    pub fn name(&self) -> &str {
+        self.iface.name()
+    }
+}
+
+impl Device for TunDevice {
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn recv(&self, _now: Instant, buf: &mut [u8]) -> io::Result<usize> {
+        self.iface.recv(buf)
+    }
+
+    fn send(&self, _now: Instant, packet: &[u8]) -> io::Result<()> {
+        self.iface.send(packet).map(drop)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        sys::tun_fd(&self.iface)
+    }
+
+    fn describe(&self) -> String {
+        self.iface.name().to_owned()
+    }
+}
 
 /// Create the TUN interface `name` (layer 3, no packet-info header) and put its
 /// descriptor in non-blocking mode.
-pub(crate) fn open_tun(name: &str) -> io::Result<Iface> {
+fn open_tun(name: &str) -> io::Result<Iface> {
     // tun-tap silently truncates long names; reject them (and other names the kernel
     // would refuse) with a clear message first.
     validate_ifname(name)?;
     let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, e))?;
-    super::sys::set_nonblocking(super::sys::tun_fd(&iface))?;
+    sys::set_nonblocking(sys::tun_fd(&iface))?;
     Ok(iface)
 }
 

@@ -1,0 +1,436 @@
+//! The engine: one sans-IO [`Stack`] behind a lock, a device, and the readiness
+//! plumbing that every API shape shares.
+//!
+//! ```text
+//!   blocking net calls ─┐                         ┌─ driver: a thread (poll(2)) or a
+//!   async polls ────────┼─lock─> Core { Stack,    │  tokio task (AsyncFd); reads the
+//!                       │        out queue,  <────┘  device, feeds the core, runs timers
+//!                       │        waiters }
+//!        after the lock: wake the waiters whose sockets changed, write the core's
+//!        packets to the device (one writer at a time, in the core's order)
+//! ```
+//!
+//! Every operation of an API runs the same way: take the lock, call the core, "settle"
+//! (queue the packets it produced for the device, take the waiters of the sockets whose
+//! readiness changed, kick the driver if the next deadline moved earlier), release the
+//! lock, then wake and write. A blocking call that got `WouldBlock` registers its
+//! thread under the socket before releasing the lock and parks ([`Engine::block`]); an
+//! async poll registers its task's waker instead ([`Engine::poll_op`]). So the blocking
+//! and the async API are two thin consumers of the core's `poll_wakeup`, and on a
+//! single-threaded tokio runtime a packet is read, processed, answered and written on
+//! one thread without any hand-off.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::thread;
+use std::time::Duration;
+
+use super::device::{Device, ImpairHandle};
+use super::sys::EventFd;
+use super::tx::{Batch, Role, Tx, Written};
+use super::wait::{LocalUnparks, Unparks, WaitMode, Waiter, Waiters};
+use super::RuntimeCounters;
+use crate::socket::SocketHandle;
+use crate::stack::Stack;
+use crate::time::Instant;
+
+/// Packets read from the device per turn before the core is locked and fed.
+pub(crate) const RX_BATCH: usize = 64;
+
+/// How an API call tells the driver that the core's next deadline moved earlier than
+/// the one it sleeps towards.
+pub(crate) enum Kick {
+    /// The driver thread polls this eventfd beside the device.
+    EventFd(EventFd),
+    /// The tokio driver task awaits this (no system call on the same runtime).
+    #[cfg(feature = "tokio")]
+    Notify(Arc<tokio::sync::Notify>),
+}
+
+impl Kick {
+    fn kick(&self) {
+        match self {
+            Kick::EventFd(e) => e.kick(),
+            #[cfg(feature = "tokio")]
+            Kick::Notify(n) => n.notify_one(),
+        }
+    }
+}
+
+/// State shared by the driver and every handle.
+pub(crate) struct Engine {
+    core: Mutex<Core>,
+    /// The device's write side (its own lock, taken after `core`'s). It drops its
+    /// reference to the device on stop; the driver owns the other one, so the device
+    /// (a TUN interface) goes away when the driver ends, however long handles live.
+    tx: Tx,
+    /// What the device is, for logs and `RuntimeHandle::device_description`.
+    pub(crate) description: String,
+    pub(crate) kick: Kick,
+    /// When the driver will wake up by itself (microseconds of the engine's clock;
+    /// `u64::MAX`: only for packets or a kick). A writer whose device now holds a
+    /// packet due earlier (impairment middleware) kicks it.
+    driver_wake: AtomicU64,
+    stopped: AtomicBool,
+    /// `tunstack::Instant::ZERO` of this engine.
+    pub(crate) epoch: std::time::Instant,
+    pub(crate) name: String,
+    pub(crate) impair: Option<ImpairHandle>,
+}
+
+/// Everything that is only touched under the lock.
+pub(crate) struct Core {
+    pub(crate) stack: Stack,
+    /// Packets taken from the stack, handed to `Engine::tx` before the lock is released.
+    out: Batch,
+    /// Room for one packet (the device's MTU).
+    mtu: usize,
+    /// The deadline the driver is sleeping towards; a call that moves the core's
+    /// deadline earlier must kick it.
+    driver_deadline: Option<Instant>,
+    stopped: bool,
+    /// Threads and tasks waiting for a socket.
+    waiters: Waiters,
+    pub(crate) counters: RuntimeCounters,
+}
+
+impl Core {
+    /// Take every packet the core has ready into `out`.
+    fn flush(&mut self, now: Instant) {
+        let (stack, out) = (&mut self.stack, &mut self.out);
+        while out.push_with(self.mtu, |buf| stack.poll_transmit(now, buf)).is_some() {}
+    }
+}
+
+/// The earlier of two optional deadlines.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+pub(crate) fn stopped_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "runtime shut down")
+}
+
+fn poisoned_error() -> io::Error {
+    io::Error::other("runtime stopped: the stack panicked")
+}
+
+impl Engine {
+    pub(crate) fn new(
+        stack: Stack,
+        device: &Arc<dyn Device>,
+        kick: Kick,
+        name: String,
+        impair: Option<ImpairHandle>,
+    ) -> Engine {
+        let mtu = device.mtu();
+        Engine {
+            core: Mutex::new(Core {
+                stack,
+                out: Batch::default(),
+                mtu,
+                driver_deadline: None,
+                stopped: false,
+                waiters: Waiters::default(),
+                counters: RuntimeCounters::default(),
+            }),
+            tx: Tx::new(Arc::clone(device)),
+            description: device.describe(),
+            kick,
+            driver_wake: AtomicU64::new(u64::MAX),
+            stopped: AtomicBool::new(false),
+            epoch: std::time::Instant::now(),
+            name,
+            impair,
+        }
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        let micros = self.epoch.elapsed().as_micros();
+        Instant::from_micros(micros.min(u64::MAX as u128) as u64)
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Lock the core for an API call: `NotConnected` once the runtime stopped.
+    fn lock(&self) -> io::Result<MutexGuard<'_, Core>> {
+        if self.is_stopped() {
+            return Err(stopped_error());
+        }
+        let core = self.core.lock().map_err(|_| poisoned_error())?;
+        if core.stopped {
+            return Err(stopped_error());
+        }
+        Ok(core)
+    }
+
+    /// Lock for a read-only snapshot, which is fine even after shutdown.
+    pub(crate) fn lock_any(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// After the core ran (an API call or the driver's turn): queue what it produced for
+    /// the device, collect the waiters of the sockets whose readiness changed into
+    /// `unparks`, and for API calls make sure the driver does not sleep past a deadline
+    /// that moved earlier. Once the lock is released, the caller wakes the waiters and,
+    /// when told [`Role::Write`], writes the queued packets.
+    fn settle(&self, core: &mut Core, now: Instant, from_api: bool, unparks: &mut Unparks) -> Role {
+        core.flush(now);
+        let role = self.tx.enqueue(&mut core.out);
+        let before = unparks.len();
+        while let Some(h) = core.stack.poll_wakeup() {
+            core.waiters.wake(h, unparks);
+        }
+        core.counters.wakeups += (unparks.len() - before) as u64;
+        if from_api {
+            if let Some(d) = core.stack.poll_timeout() {
+                if core.driver_deadline.is_none_or(|t| d < t) {
+                    core.driver_deadline = Some(d);
+                    core.counters.kicks += 1;
+                    self.kick.kick();
+                }
+            }
+        }
+        role
+    }
+
+    /// Run one core call under the lock and send whatever it produced.
+    pub(crate) fn call<T>(&self, f: impl FnOnce(&mut Stack, Instant) -> io::Result<T>) -> io::Result<T> {
+        // Dropped after `core`: woken threads are unparked and packets written once the
+        // lock is released.
+        let mut after = AfterLock::new(self);
+        let _wake = WakeOnUnwind(self);
+        let mut core = self.lock()?;
+        let now = self.now();
+        let result = f(&mut core.stack, now);
+        after.role = self.settle(&mut core, now, true, &mut after.unparks);
+        result
+    }
+
+    /// The async shape of a call: run `f`; if it says `WouldBlock`, register the task
+    /// under socket `h` (before the lock is released, so no readiness change can slip
+    /// between the attempt and the registration) and return `Pending`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn poll_op<T>(
+        &self,
+        h: SocketHandle,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut Stack, Instant) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        let mut after = AfterLock::new(self);
+        let _wake = WakeOnUnwind(self);
+        let mut core = match self.lock() {
+            Ok(core) => core,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let now = self.now();
+        let result = f(&mut core.stack, now);
+        after.role = self.settle(&mut core, now, true, &mut after.unparks);
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                core.waiters.register_task(h, WaitMode::Shared, cx.waker());
+                core.counters.waits += 1;
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
+    /// Run `f` until it returns something other than `WouldBlock`, waiting for socket
+    /// `h`'s readiness to change between attempts. With `nonblocking`, `WouldBlock` is
+    /// returned at once; with a `timeout`, `WouldBlock` is returned once it has elapsed
+    /// (what std's sockets do on Linux when SO_RCVTIMEO/SO_SNDTIMEO expire). Shutdown
+    /// ends the wait with `NotConnected`. `mode` says whether a readiness change wakes
+    /// this call together with the socket's other waiters or alone (accept).
+    pub(crate) fn block<T>(
+        &self,
+        h: SocketHandle,
+        mode: WaitMode,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+        mut f: impl FnMut(&mut Stack, Instant) -> io::Result<T>,
+    ) -> io::Result<T> {
+        // Dropped after `core` (declared before it): unparks and writes happen without
+        // the lock.
+        let mut after = AfterLock::new(self);
+        let _wake = WakeOnUnwind(self);
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut me: Option<Arc<Waiter>> = None;
+        let mut core = self.lock()?;
+        loop {
+            let now = self.now();
+            let result = f(&mut core.stack, now);
+            after.role = self.settle(&mut core, now, true, &mut after.unparks);
+            let expired = match &result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {
+                    deadline.is_some_and(|d| std::time::Instant::now() >= d)
+                }
+                _ => true,
+            };
+            if expired {
+                if mode == WaitMode::Exclusive && me.is_some() {
+                    // This call was (or may have been) woken alone for a readiness
+                    // that can cover more than it used: give the next one its turn.
+                    core.waiters.pass_on(h, &mut after.unparks);
+                }
+                return match result {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {
+                        Err(io::Error::new(io::ErrorKind::WouldBlock, "operation timed out"))
+                    }
+                    other => other,
+                };
+            }
+            // Registered while the lock is still held: a readiness change can only be
+            // reported after this point, and then it finds us.
+            let waiter = me.get_or_insert_with(Waiter::current);
+            core.waiters.register(h, mode, waiter);
+            core.counters.waits += 1;
+            drop(core);
+            after.run();
+            while !waiter.is_notified() {
+                match deadline {
+                    None => thread::park(),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        thread::park_timeout(left);
+                    }
+                }
+            }
+            core = self.lock()?;
+            if !waiter.is_notified() {
+                // Timed out: nobody took us out of the registry.
+                core.waiters.unregister(h, waiter);
+            }
+        }
+    }
+
+    /// One turn of the driver: `packets` were read from `device` at `now`; feed them
+    /// to the core, run the timers that are due, queue the output, collect the waiters
+    /// to wake. Returns the next time the driver must run (the core's deadline or a
+    /// packet the device holds back, whichever comes first) and whether the caller
+    /// must write the device's queue once it woke `unparks`. `None` once stopped.
+    pub(crate) fn turn<'a>(
+        &self,
+        device: &dyn Device,
+        now: Instant,
+        packets: impl Iterator<Item = &'a [u8]>,
+        kicked: bool,
+        unparks: &mut Unparks,
+    ) -> Option<(Option<Instant>, Role)> {
+        let Ok(mut guard) = self.core.lock() else { return None };
+        let core = &mut *guard;
+        if core.stopped {
+            return None;
+        }
+        core.counters.turns += 1;
+        core.counters.kicked_turns += u64::from(kicked);
+        for pkt in packets {
+            core.counters.packets_read += 1;
+            core.stack.input(now, pkt);
+        }
+        if core.stack.poll_timeout().is_some_and(|d| d <= now) {
+            core.stack.handle_timeout(now);
+        }
+        let role = self.settle(core, now, false, unparks);
+        let deadline = core.stack.poll_timeout();
+        core.driver_deadline = deadline;
+        Some((earliest(deadline, device.poll_at()), role))
+    }
+
+    /// As the writer (after [`Role::Write`]), write the device's queue without limit.
+    pub(crate) fn write_all(&self) {
+        self.tx.write_out(self.now(), usize::MAX);
+    }
+
+    /// The driver goes to sleep until `at` (or until packets or a kick come).
+    pub(crate) fn driver_sleeps_until(&self, at: Option<Instant>) {
+        self.driver_wake.store(at.map_or(u64::MAX, Instant::total_micros), Ordering::Release);
+    }
+
+    /// After an application's write: if the device now holds a packet back (a delayed
+    /// link) that is due before the driver wakes, wake the driver so it releases it.
+    fn wake_driver_for_device(&self) {
+        if let Some(t) = self.tx.device_poll_at() {
+            let t = t.total_micros();
+            if t < self.driver_wake.fetch_min(t, Ordering::AcqRel) {
+                self.kick.kick();
+            }
+        }
+    }
+
+    /// Stop everything: no more calls, waiters woken, driver told to exit, device
+    /// released by the write side (the driver drops its own reference when it exits).
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        let mut unparks = Unparks::default();
+        {
+            let mut core = self.lock_any();
+            core.stopped = true;
+            core.waiters.wake_all(&mut unparks);
+            core.counters.wakeups += unparks.len() as u64;
+        }
+        unparks.unpark_all();
+        self.kick.kick();
+        self.tx.close();
+    }
+}
+
+/// What an application call does once it released the core's lock: wake the threads
+/// and tasks it collected, and write the device's queue if it became the writer. Runs
+/// on drop too, so that every return path does it; declare it before the lock guard.
+struct AfterLock<'a> {
+    engine: &'a Engine,
+    unparks: LocalUnparks,
+    role: Role,
+}
+
+impl<'a> AfterLock<'a> {
+    fn new(engine: &'a Engine) -> AfterLock<'a> {
+        AfterLock { engine, unparks: LocalUnparks::new(), role: Role::Done }
+    }
+
+    fn run(&mut self) {
+        self.unparks.unpark_all();
+        if std::mem::replace(&mut self.role, Role::Done) == Role::Write {
+            let now = self.engine.now();
+            if let (_, Written::Left) = self.engine.tx.write_out(now, super::tx::APP_WRITER_ROUNDS) {
+                // The driver writes the rest on its next turn.
+                self.engine.kick.kick();
+            }
+            self.engine.wake_driver_for_device();
+        }
+    }
+}
+
+impl Drop for AfterLock<'_> {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
+
+/// Wakes everybody if a core call panics on an application thread, so that nobody
+/// stays parked waiting for a wakeup that will never come (woken threads, and the
+/// driver, then find the lock poisoned and stop).
+struct WakeOnUnwind<'a>(&'a Engine);
+
+impl Drop for WakeOnUnwind<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let mut unparks = Unparks::default();
+            self.0.lock_any().waiters.wake_all(&mut unparks);
+            unparks.unpark_all();
+            self.0.kick.kick();
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The async API (feature `tokio`): [`TcpListener`], [`TcpStream`] (tokio's
+//! `AsyncRead + AsyncWrite`, so hyper, axum, tower and `tokio::io::copy` run on it) and
+//! [`UdpSocket`], shaped like `tokio::net`'s.
+//!
+//! [`AsyncRuntime`] drives the stack from a tokio task: the device's descriptor is
+//! registered with tokio's reactor (`AsyncFd`), so on a `current_thread` runtime the
+//! packets and the application's tasks run on one thread without any hand-off; on the
+//! multi-thread runtime the driver and the tasks take the engine's lock in turn. The
+//! sockets take any [`RuntimeHandle`], so they also work on a thread-driven
+//! [`crate::runtime::Runtime`], and the blocking `net` types work on an
+//! `AsyncRuntime` (from threads other than the runtime's own).
+//!
+//! Errors are `std::io::Error` with std's kinds, as from `tokio::net`.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tunstack::runtime::RuntimeConfig;
+//! use tunstack::tokio::{AsyncRuntime, TcpListener};
+//!
+//! let rt = AsyncRuntime::new(RuntimeConfig::default())?; // tun0, 10.0.0.2 and fd00::2
+//! let listener = TcpListener::bind(&rt, "10.0.0.2:7")?;
+//! loop {
+//!     let (mut stream, _peer) = listener.accept().await?;
+//!     tokio::spawn(async move {
+//!         let mut buf = [0u8; 4096];
+//!         while let Ok(n @ 1..) = stream.read(&mut buf).await {
+//!             if stream.write_all(&buf[..n]).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
+
+mod driver;
+mod tcp;
+mod udp;
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use ::tokio::sync::Notify;
+use ::tokio::task::JoinHandle;
+
+pub use self::tcp::{OwnedReadHalf, OwnedWriteHalf, TcpListener, TcpStream};
+pub use self::udp::UdpSocket;
+
+use crate::config::Config;
+use crate::runtime::device::{Device, ImpairHandle};
+use crate::runtime::engine::{Engine, Kick};
+use crate::runtime::{new_stack, tun_device, ImpairmentStats, RuntimeConfig, RuntimeCounters, RuntimeHandle};
+use crate::socket::{SocketHandle, SocketInfo};
+use crate::stack::Stats;
+
+/// Owns the device and the tokio task that drives it. Create it from inside a tokio
+/// runtime (it spawns the task there). Dropping it stops the driver and closes the
+/// device, which removes a TUN interface; sockets that outlive it fail with
+/// `NotConnected`.
+pub struct AsyncRuntime {
+    handle: RuntimeHandle,
+    task: Option<JoinHandle<()>>,
+}
+
+impl AsyncRuntime {
+    /// Create the TUN device (in the calling thread's network namespace), configure it
+    /// and spawn the driver task. The errors are those of
+    /// [`crate::runtime::Runtime::new`]. Panics outside a tokio runtime.
+    pub fn new(config: RuntimeConfig) -> io::Result<AsyncRuntime> {
+        let (device, name, impair) = tun_device(&config)?;
+        let rt = AsyncRuntime::start(config.stack, device, name, impair)?;
+        tracing::info!(tun = %rt.handle.tun_name(), mtu = config.mtu, "async runtime started");
+        Ok(rt)
+    }
+
+    /// Drive the stack on any device (an in-memory link, a device wrapped in
+    /// middleware...). `stack.mtu` is taken from the device. Panics outside a tokio
+    /// runtime.
+    pub fn with_device(device: impl Device, stack: Config) -> io::Result<AsyncRuntime> {
+        let name = device.describe();
+        AsyncRuntime::start(stack, Arc::new(device), name, None)
+    }
+
+    fn start(
+        stack: Config,
+        device: Arc<dyn Device>,
+        name: String,
+        impair: Option<ImpairHandle>,
+    ) -> io::Result<AsyncRuntime> {
+        let stack = new_stack(stack, &*device)?;
+        let notify = Arc::new(Notify::new());
+        let engine = Arc::new(Engine::new(stack, &device, Kick::Notify(Arc::clone(&notify)), name, impair));
+        // Registering the descriptor needs the reactor: do it here so that an error
+        // (or a missing runtime) shows at once, not in the task.
+        let fd = driver::DeviceFd::register(&*device)?;
+        let task = ::tokio::spawn(driver::drive(Arc::clone(&engine), device, fd, notify));
+        Ok(AsyncRuntime { handle: RuntimeHandle { engine }, task: Some(task) })
+    }
+
+    /// A clonable handle for socket constructors.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    /// The device's actual name.
+    pub fn tun_name(&self) -> &str {
+        self.handle.tun_name()
+    }
+
+    /// Snapshot of every socket.
+    pub fn sockets(&self) -> Vec<SocketInfo> {
+        self.handle.sockets()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    /// What the impairment layer did in each direction; `None` without one.
+    pub fn impairment_stats(&self) -> Option<ImpairmentStats> {
+        self.handle.impairment_stats()
+    }
+
+    /// The runtime's own counters.
+    pub fn counters(&self) -> RuntimeCounters {
+        self.handle.counters()
+    }
+
+    /// Stop the driver and wait until it has released the device (so that a TUN
+    /// interface is gone when this returns).
+    pub async fn shutdown(mut self) {
+        self.handle.engine.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AsyncRuntime {
+    fn drop(&mut self) {
+        // The task sees the stop at its next turn (the kick wakes it) and drops its
+        // reference to the device then.
+        self.handle.engine.stop();
+        tracing::info!(device = %self.handle.engine.name, "async runtime stopped");
+    }
+}
+
+impl AsRef<RuntimeHandle> for AsyncRuntime {
+    fn as_ref(&self) -> &RuntimeHandle {
+        &self.handle
+    }
+}
+
+impl fmt::Debug for AsyncRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncRuntime").field("device", &self.handle.engine.name).finish()
+    }
+}
+
+/// One socket held by the application: closed (`Stack::close`) when dropped.
+struct Owned {
+    rt: RuntimeHandle,
+    h: SocketHandle,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Err(e) = self.rt.call(|s, _| Ok(s.close(self.h)?)) {
+            tracing::trace!(handle = ?self.h, error = %e, "close on drop");
+        }
+    }
+}
+
+/// Try `f` on every address `addr` resolves to, like tokio: the first success wins,
+/// otherwise the last error. Names are resolved with std's (blocking) resolver; IP
+/// literals need no lookup.
+fn each_addr<T>(addr: impl ToSocketAddrs, mut f: impl FnMut(SocketAddr) -> io::Result<T>) -> io::Result<T> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match f(a) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses")))
+}

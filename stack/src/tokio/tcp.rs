@@ -1,0 +1,312 @@
+//! Async `TcpListener` and `TcpStream`.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{each_addr, Owned};
+use crate::net::DEFAULT_BACKLOG;
+use crate::runtime::RuntimeHandle;
+use crate::socket::SocketHandle;
+use crate::tcp::{TcpInfo, TcpState};
+
+/// A TCP socket listening for connections, like `tokio::net::TcpListener`. Dropping it
+/// closes the listener; connections still waiting in its queues are reset.
+pub struct TcpListener {
+    sock: Owned,
+}
+
+impl TcpListener {
+    /// Bind to `addr` (a wildcard IP and port 0 allowed) and listen, backlog 128. With
+    /// several addresses, the first that binds wins. Binding completes at once (the
+    /// stack is in this process), so unlike tokio's this is not `async`.
+    pub fn bind(rt: &impl AsRef<RuntimeHandle>, addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        TcpListener::bind_with_backlog(rt, addr, DEFAULT_BACKLOG)
+    }
+
+    /// `bind` with an explicit backlog (bounds both the half-open and the accept queue).
+    pub fn bind_with_backlog(
+        rt: &impl AsRef<RuntimeHandle>,
+        addr: impl ToSocketAddrs,
+        backlog: usize,
+    ) -> io::Result<TcpListener> {
+        let rt = rt.as_ref();
+        let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.tcp_listen(a, backlog)?)))?;
+        Ok(TcpListener { sock: Owned { rt: rt.clone(), h } })
+    }
+
+    /// Wait for a connection that completed its handshake.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// Poll for a completed connection (registers the task when there is none).
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        let Owned { rt, h } = &self.sock;
+        let lh = *h;
+        rt.engine
+            .poll_op(lh, cx, |s, _| {
+                let h = s.tcp_accept(lh)?;
+                match s.peer_addr(h) {
+                    Ok(peer) => Ok((h, peer)),
+                    Err(e) => {
+                        let _ = s.close(h);
+                        Err(e.into())
+                    }
+                }
+            })
+            .map_ok(|(h, peer)| (TcpStream::from_handle(rt.clone(), h), peer))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        let h = self.sock.h;
+        self.sock.rt.call(|s, _| Ok(s.local_addr(h)?))
+    }
+
+    /// The socket's handle in the stack (see `RuntimeHandle::sockets`).
+    pub fn handle(&self) -> SocketHandle {
+        self.sock.h
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TcpListener");
+        d.field("handle", &self.sock.h);
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        d.finish()
+    }
+}
+
+/// A TCP connection, like `tokio::net::TcpStream`: `AsyncRead + AsyncWrite`. Dropping
+/// it closes the connection gracefully (FIN after the queued data; RST if received data
+/// was left unread). `poll_shutdown` sends the FIN (shutdown of the write side).
+pub struct TcpStream {
+    sock: Arc<Owned>,
+}
+
+impl TcpStream {
+    fn from_handle(rt: RuntimeHandle, h: SocketHandle) -> TcpStream {
+        TcpStream { sock: Arc::new(Owned { rt, h }) }
+    }
+
+    /// Open a connection and wait until the handshake completes or fails
+    /// (`ConnectionRefused`, `TimedOut` after the SYN retries, ...). With several
+    /// addresses, each is tried in turn.
+    pub async fn connect(rt: &impl AsRef<RuntimeHandle>, addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        let rt = rt.as_ref();
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_one(rt, a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses")))
+    }
+
+    async fn connect_one(rt: &RuntimeHandle, remote: SocketAddr) -> io::Result<TcpStream> {
+        let h = rt.call(|s, now| Ok(s.tcp_connect(now, remote, None)?))?;
+        // Dropping `stream` (an error, or the future being cancelled) releases the socket.
+        let stream = TcpStream::from_handle(rt.clone(), h);
+        poll_fn(|cx| {
+            rt.engine.poll_op(h, cx, |s, _| match s.tcp_poll_connect(h) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(e.into()),
+            })
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    fn h(&self) -> SocketHandle {
+        self.sock.h
+    }
+
+    fn call<T>(&self, f: impl FnOnce(&mut crate::Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
+        let h = self.h();
+        self.sock.rt.call(|s, _| f(s, h))
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.call(|s, h| Ok(s.peer_addr(h)?))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.call(|s, h| Ok(s.local_addr(h)?))
+    }
+
+    /// Disable (true) or enable (false) Nagle's algorithm (RFC 896).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.call(|s, h| Ok(s.tcp_set_nodelay(h, nodelay)?))
+    }
+
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.call(|s, h| Ok(s.tcp_nodelay(h)?))
+    }
+
+    /// A snapshot of the connection's control block (Linux's TCP_INFO).
+    pub fn tcp_info(&self) -> io::Result<TcpInfo> {
+        self.call(|s, h| Ok(s.tcp_info(h)?))
+    }
+
+    /// The connection's state (RFC 9293 3.3.2).
+    pub fn state(&self) -> io::Result<TcpState> {
+        self.call(|s, h| Ok(s.tcp_state(h)?))
+    }
+
+    /// The socket's handle in the stack (see `RuntimeHandle::sockets`).
+    pub fn handle(&self) -> SocketHandle {
+        self.h()
+    }
+
+    /// Split into halves that can move to different tasks. Dropping the write half
+    /// shuts the write side down (FIN), as tokio's does; the connection closes when
+    /// both are gone.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        (OwnedReadHalf { sock: Arc::clone(&self.sock) }, OwnedWriteHalf { sock: self.sock, shutdown_on_drop: true })
+    }
+}
+
+/// The shared poll functions of a stream and its halves.
+fn poll_read(sock: &Owned, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    if buf.remaining() == 0 {
+        return Poll::Ready(Ok(()));
+    }
+    let h = sock.h;
+    let dst = buf.initialize_unfilled();
+    match sock.rt.engine.poll_op(h, cx, |s, _| Ok(s.tcp_recv(h, dst)?)) {
+        Poll::Ready(Ok(n)) => {
+            buf.advance(n);
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+fn poll_write(sock: &Owned, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    if data.is_empty() {
+        return Poll::Ready(Ok(0));
+    }
+    let h = sock.h;
+    sock.rt.engine.poll_op(h, cx, |s, _| Ok(s.tcp_send(h, data)?))
+}
+
+fn shutdown_write(sock: &Owned) -> io::Result<()> {
+    let h = sock.h;
+    match sock.rt.call(|s, _| Ok(s.tcp_shutdown(h, Shutdown::Write)?)) {
+        // Already closed (the peer reset it, or it never connected): nothing to send.
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        other => other,
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        poll_read(&self.sock, cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        poll_write(&self.sock, cx, data)
+    }
+
+    /// Queued bytes are already on their way: nothing to flush.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Send FIN after the queued data (shutdown of the write side).
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(shutdown_write(&self.sock))
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TcpStream");
+        d.field("handle", &self.sock.h);
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        if let Ok(a) = self.peer_addr() {
+            d.field("peer", &a);
+        }
+        d.finish()
+    }
+}
+
+/// The read half of [`TcpStream::into_split`].
+#[derive(Debug)]
+pub struct OwnedReadHalf {
+    sock: Arc<Owned>,
+}
+
+/// The write half of [`TcpStream::into_split`]; dropping it sends FIN.
+#[derive(Debug)]
+pub struct OwnedWriteHalf {
+    sock: Arc<Owned>,
+    shutdown_on_drop: bool,
+}
+
+impl fmt::Debug for Owned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.h)
+    }
+}
+
+impl AsyncRead for OwnedReadHalf {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        poll_read(&self.sock, cx, buf)
+    }
+}
+
+impl AsyncWrite for OwnedWriteHalf {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        poll_write(&self.sock, cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shutdown_on_drop = false;
+        Poll::Ready(shutdown_write(&self.sock))
+    }
+}
+
+impl OwnedWriteHalf {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        let h = self.sock.h;
+        self.sock.rt.call(|s, _| Ok(s.peer_addr(h)?))
+    }
+}
+
+impl OwnedReadHalf {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        let h = self.sock.h;
+        self.sock.rt.call(|s, _| Ok(s.peer_addr(h)?))
+    }
+}
+
+impl Drop for OwnedWriteHalf {
+    fn drop(&mut self) {
+        if self.shutdown_on_drop {
+            let _ = shutdown_write(&self.sock);
+        }
+    }
+}
