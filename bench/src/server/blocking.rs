@@ -91,6 +91,7 @@ pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
         host_addrs: vec![tunstack::runtime::IpNet::new(IpAddr::V4(args.host), TUN_PREFIX).expect("prefix fits IPv4")],
         stack,
         impair: None,
+        pcap: None,
     };
     let rt = Runtime::new(config)?;
     let h = rt.handle();
