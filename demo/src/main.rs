@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! demo echo [--netns NAME] [--tun NAME] [--addr IP]... [--host-addr CIDR]... [--port N]
-//!           [--mtu N] [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
+//!           [--mtu N] [--pcap FILE] [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
 //!           [--delay MS] [--rate MBIT] [--seed N]
 //! demo http [same options]
 //! ```
-//! The impairment flags make the runtime degrade the TUN link in both directions (see
-//! `tunstack::runtime::impair`).
+//! `demo echo` runs on the blocking API (a thread per connection), `demo http` on the
+//! async one (hyper on tunstack's tokio API, one thread for everything). The impairment
+//! flags make the runtime degrade the TUN link in both directions (see
+//! `tunstack::runtime::impair`); `--pcap` captures what the stack sends and receives.
 //! Creating a TUN device needs CAP_NET_ADMIN; run it inside a network namespace:
 //! `--netns NAME` creates one, enters it and removes it at the end (see README.md).
 //! SIGINT / SIGTERM stop it cleanly: the device is removed and it exits 0.
@@ -27,6 +29,7 @@ use demo::netns::Netns;
 use demo::signal::{signal_name, ShutdownSignal};
 use demo::{EchoServer, HttpServer};
 use tunstack::runtime::{IpNet, Runtime, RuntimeConfig};
+use tunstack::tokio::AsyncRuntime;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,6 +86,11 @@ struct Opts {
     /// MTU of the device.
     #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
     mtu: u32,
+
+    /// Write every packet the stack reads or writes to this pcap file (LINKTYPE_RAW,
+    /// readable by tshark and Wireshark).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     impair: ImpairOpts,
@@ -204,36 +212,70 @@ fn run(command: Command) -> Result<(), String> {
         tracing::warn!("--seed without --loss/--reorder/--duplicate/--corrupt/--delay/--rate has no effect");
     }
     config.impair = opts.impair.impairment(impair_opts::random_seed);
+    config.pcap = opts.pcap.clone();
     let impairment = config.impair.clone();
-    let rt = Runtime::new(config).map_err(|e| {
+    let device_error = |e: std::io::Error| {
         format!(
             "creating TUN device `{}`: {e} (this needs CAP_NET_ADMIN and /dev/net/tun; \
              run it as root inside a network namespace, see README.md)",
             opts.tun
         )
-    })?;
-    let handle = rt.handle();
-    match kind {
-        Kind::Echo => {
-            EchoServer::start(&handle, &opts.addrs, port).map_err(|e| e.to_string())?;
+    };
+    let announce = |tun: &str| {
+        print_hints(kind, tun, &opts.addrs, port, netns.as_ref().map(Netns::name));
+        if let Some(imp) = &impairment {
+            println!("link impairment, each direction: {imp} (repeat the decisions with --seed {})", imp.seed);
         }
-        Kind::Http => {
-            HttpServer::start(&handle, &opts.addrs, port).map_err(|e| e.to_string())?;
+        if let Some(path) = &opts.pcap {
+            println!("capturing every packet to {} (tshark -r {} to read it)", path.display(), path.display());
         }
-    }
-    print_hints(kind, rt.tun_name(), &opts.addrs, port, netns.as_ref().map(Netns::name));
-    if let Some(imp) = &impairment {
-        println!("link impairment, each direction: {imp} (repeat the decisions with --seed {})", imp.seed);
         let _ = std::io::stdout().flush();
-    }
-
-    let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
-    tracing::info!("{}: shutting down", signal_name(signo));
-    // Dropping the runtime stops its thread and removes the device. The server
-    // threads are blocked in the runtime and end with the process.
-    drop(handle);
-    let impaired = rt.impairment_stats();
-    drop(rt);
+    };
+    let impaired = match kind {
+        // The echo server runs on the blocking API: a driver thread and a thread per
+        // connection.
+        Kind::Echo => {
+            let rt = Runtime::new(config).map_err(device_error)?;
+            EchoServer::start(&rt.handle(), &opts.addrs, port).map_err(|e| e.to_string())?;
+            announce(rt.tun_name());
+            let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
+            tracing::info!("{}: shutting down", signal_name(signo));
+            // Dropping the runtime stops its thread and removes the device. The server
+            // threads are blocked in the runtime and end with the process.
+            let impaired = rt.impairment_stats();
+            drop(rt);
+            impaired
+        }
+        // The HTTP server is hyper on the async API: the device, the stack and every
+        // connection run as tasks on this one thread.
+        Kind::Http => {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+            let tokio_rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+            std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    let _ = stop_tx.send(signal.wait());
+                })
+                .map_err(|e| format!("starting the signal thread: {e}"))?;
+            tokio_rt.block_on(async {
+                let rt = AsyncRuntime::new(config).map_err(device_error)?;
+                HttpServer::serve(&rt.handle(), &opts.addrs, port).map_err(|e| e.to_string())?;
+                announce(rt.tun_name());
+                let signo = stop_rx
+                    .await
+                    .map_err(|_| "the signal thread ended".to_string())?
+                    .map_err(|e| format!("waiting for signals: {e}"))?;
+                tracing::info!("{}: shutting down", signal_name(signo));
+                let impaired = rt.impairment_stats();
+                // Waits until the driver has let go of the device, which removes it.
+                rt.shutdown().await;
+                Ok::<_, String>(impaired)
+            })?
+        }
+    };
     if let Some(stats) = impaired {
         println!("impairment: {stats}");
     }

@@ -76,7 +76,8 @@ pub(crate) fn run(engine: Arc<Engine>, device: Arc<dyn Device>) {
     let _stop = StopOnExit(&engine);
     // Irrefutable without the `tokio` feature (then there is no other kind of kick).
     #[allow(irrefutable_let_patterns)]
-    let Kick::EventFd(kick) = &engine.kick else {
+    let Kick::EventFd(kick) = &engine.kick
+    else {
         unreachable!("the thread driver is built with an eventfd kick");
     };
     let device = &*device;
