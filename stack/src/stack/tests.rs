@@ -1,6 +1,8 @@
 //! Core-level tests: two stacks wired back to back in memory, UDP, ICMP, ports.
 
 use super::*;
+use crate::tcp::TcpState;
+use crate::wire::{IcmpRepr, IcmpV4Message};
 use std::time::Duration;
 
 fn cfg(addr: &str, seed: u64) -> Config {

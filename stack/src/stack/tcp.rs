@@ -1,0 +1,554 @@
+//! TCP at the stack level (RFC 9293): what the connection state machine
+//! (`crate::tcp::conn`) does not see.
+//!
+//! - Input: demux of a segment to its connection (with a one-entry cache for bulk
+//!   flows) or to a listener; a new SYN ending a TIME-WAIT connection (RFC 6191-style
+//!   reuse); a RST for a segment no socket wants (RFC 9293 3.10.7.1).
+//! - Listeners: what happens to a segment in LISTEN (RFC 9293 3.10.7.2), the half-open
+//!   and accept queues bounded by the backlog, ISNs (RFC 6528).
+//! - The TCP calls: listen, accept, connect (RFC 6056 port choice), send, recv,
+//!   shutdown, abort, close, options and queries.
+//! - TCP's part of `poll_transmit` (one segment of one connection, its payload copied
+//!   once from the send buffer into place) and of `handle_timeout`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+
+use super::table::{bad_handle, err, Sock};
+use super::{is_unspecified, same_family, Stack};
+use crate::demux::Match;
+use crate::ports;
+use crate::seq::SeqNum;
+use crate::socket::{Owner, Protocol, SocketHandle};
+use crate::tcp::conn::{Conn, Reply, Verdict};
+use crate::tcp::{TcpReject, TcpState};
+use crate::time::Instant;
+use crate::wire::{self, DropReason, IpHeader, TcpFlags, TcpOptions, TcpRepr};
+
+/// A listening socket (RFC 9293 3.10.7.2).
+pub(super) struct Listener {
+    pub(super) local: SocketAddr,
+    pub(super) backlog: usize,
+    /// Embryonic connections (SYN-RECEIVED), RFC 9293 3.10.7.2.
+    pub(super) half_open: Vec<SocketHandle>,
+    /// Established connections waiting for `tcp_accept`.
+    pub(super) accept_q: VecDeque<SocketHandle>,
+}
+
+impl Stack {
+    // ---------------------------------------------------------------- input
+
+    pub(super) fn tcp_input(&mut self, now: Instant, ip: &IpHeader, seg: &TcpRepr<'_>) {
+        let local = SocketAddr::new(ip.dst, seg.dst_port);
+        let remote = SocketAddr::new(ip.src, seg.src_port);
+        if seg.src_port == 0 || seg.dst_port == 0 {
+            return self.count_drop(DropReason::BadTcpHeader, "port 0");
+        }
+        let cached = self.last_tcp.filter(|&h| {
+            self.conn(h).is_ok_and(|c| c.local == local && c.remote == remote && c.state != TcpState::Closed)
+        });
+        let found = match cached {
+            Some(h) => Some(Match::Connection(h)),
+            None => self.demux.lookup(Protocol::Tcp, local, remote),
+        };
+        match found {
+            Some(Match::Connection(h)) => {
+                self.last_tcp = Some(h);
+                // RFC 6191-style reuse: a new SYN above the old sequence space ends a
+                // TIME-WAIT connection so the listener can take the new one.
+                if let Ok(c) = self.conn(h) {
+                    if c.state == TcpState::TimeWait && seg.flags.syn() && !seg.flags.ack() && seg.seq > c.rcv_nxt() {
+                        self.free_socket(h);
+                        return self.tcp_input(now, ip, seg);
+                    }
+                }
+                self.conn_input(now, h, seg)
+            }
+            Some(Match::Listener(h)) => self.listener_input(now, h, local, remote, seg),
+            None => {
+                self.count_drop(DropReason::TcpNoSocket, "no listener or connection");
+                self.reset_for(local, remote, seg);
+            }
+        }
+    }
+
+    /// RFC 9293 3.10.7.1 (CLOSED): answer anything but a RST with a RST.
+    fn reset_for(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
+        if seg.flags.rst() {
+            return;
+        }
+        if seg.flags.ack() {
+            self.queue_rst(local, remote, seg.ack, None);
+        } else {
+            self.queue_rst(local, remote, SeqNum(0), Some(seg.seq + seg.seg_len()));
+        }
+    }
+
+    /// Queue `<SEQ=seq><CTL=RST>`, or with `ack` `<SEQ=seq><ACK=ack><CTL=RST,ACK>`.
+    fn queue_rst(&mut self, local: SocketAddr, remote: SocketAddr, seq: SeqNum, ack: Option<SeqNum>) {
+        let mut flags = TcpFlags::RST;
+        if ack.is_some() {
+            flags |= TcpFlags::ACK;
+        }
+        let repr = TcpRepr {
+            src_port: local.port(),
+            dst_port: remote.port(),
+            seq,
+            ack: ack.unwrap_or(SeqNum(0)),
+            flags,
+            window: 0,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        if self.queue_ctrl(|buf| wire::emit_tcp(buf, local.ip(), remote.ip(), &repr)) {
+            self.stats.tcp_resets_sent += 1;
+        }
+    }
+
+    fn listener_input(
+        &mut self,
+        now: Instant,
+        lh: SocketHandle,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr<'_>,
+    ) {
+        // RFC 9293 3.10.7.2 (LISTEN).
+        let f = seg.flags;
+        if f.rst() {
+            return self.count_reject(TcpReject::ListenRst);
+        }
+        if f.ack() {
+            self.count_reject(TcpReject::ListenAck);
+            return self.queue_rst(local, remote, seg.ack, None);
+        }
+        if !f.syn() {
+            return self.count_reject(TcpReject::ListenNoSyn);
+        }
+        let Some(Sock::Listener(l)) = self.slot(lh).and_then(|s| s.sock.as_ref()) else { return };
+        if l.half_open.len() + l.accept_q.len() >= l.backlog {
+            return self.count_drop(DropReason::ListenOverflow, "backlog full");
+        }
+        let iss = self.isn(now, local, remote);
+        let conn = Conn::accept_syn(&self.cfg, now, local, remote, iss, seg);
+        let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::Listener(lh));
+        if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
+            self.free_socket(h);
+            return;
+        }
+        if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
+            l.half_open.push(h);
+        }
+        self.stats.tcp_passive_opens += 1;
+        self.refresh(h);
+    }
+
+    fn conn_input(&mut self, now: Instant, h: SocketHandle, seg: &TcpRepr<'_>) {
+        let cfg = &self.cfg;
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
+        let prev = c.state;
+        let (verdict, reply) = c.process(now, cfg, seg);
+        let (local, remote) = (c.local, c.remote);
+        if let Verdict::Rejected(why) = verdict {
+            self.count_reject(why);
+        }
+        if let Reply::Rst { seq, ack } = reply {
+            self.queue_rst(local, remote, seq, ack);
+        }
+        self.after_conn_event(h, prev);
+    }
+
+    /// Bookkeeping after a connection's state may have changed.
+    fn after_conn_event(&mut self, h: SocketHandle, prev: TcpState) {
+        let Some(slot) = self.slot(h) else { return };
+        let owner = slot.owner;
+        let Some(Sock::Tcp(c)) = slot.sock.as_ref() else { return };
+        let state = c.state;
+        if state == TcpState::Closed {
+            match owner {
+                Owner::App => {
+                    // Keep the handle (the application learns the outcome from it), but
+                    // stop matching segments to it.
+                    let (l, r) = (c.local, c.remote);
+                    if self.remove_conn_entry(Protocol::Tcp, l, r, h) {
+                        self.wake(h);
+                    }
+                    if let Some(s) = self.slot_mut(h) {
+                        s.timer = None;
+                    }
+                }
+                _ => self.free_socket(h),
+            }
+            return;
+        }
+        if prev == TcpState::SynReceived && state != TcpState::SynReceived {
+            if let Owner::Listener(lh) = owner {
+                if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
+                    l.half_open.retain(|x| *x != h);
+                    l.accept_q.push_back(h);
+                }
+                self.wake(lh);
+            }
+        }
+        if owner == Owner::App {
+            self.wake(h);
+        }
+        self.refresh(h);
+    }
+
+    fn isn(&self, now: Instant, local: SocketAddr, remote: SocketAddr) -> SeqNum {
+        // RFC 6528 3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
+        // M a 4-microsecond timer.
+        let mut b = [0u8; 36];
+        put_addr(&mut b[0..16], local.ip());
+        b[16..18].copy_from_slice(&local.port().to_be_bytes());
+        put_addr(&mut b[18..34], remote.ip());
+        b[34..36].copy_from_slice(&remote.port().to_be_bytes());
+        let f = self.isn_key.hash(&b) as u32;
+        SeqNum(f.wrapping_add((now.total_micros() / 4) as u32))
+    }
+
+    // ---------------------------------------------------------------- output, timers
+
+    /// TCP's part of `poll_transmit`: the next segment of connection `h` into `buf`.
+    /// `None` when it has nothing sendable now.
+    pub(super) fn tcp_transmit(&mut self, now: Instant, h: SocketHandle, buf: &mut [u8]) -> Option<usize> {
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return None };
+        let before = c.retransmits;
+        // The payload goes straight to its place in `buf` (one copy from the send
+        // buffer), the headers are written around it.
+        let at = wire::ip_header_len(c.remote.ip()) + c.data_header_len();
+        let room = buf.get_mut(at..)?;
+        let Some(out) = c.dispatch(now, room) else {
+            // Nothing sendable (window, Nagle): wait for an ACK or a timer.
+            self.refresh_inner(h, false);
+            return None;
+        };
+        self.stats.tcp_retransmits += c.retransmits - before;
+        let repr = TcpRepr {
+            src_port: c.local.port(),
+            dst_port: c.remote.port(),
+            seq: out.seq,
+            ack: out.ack,
+            flags: out.flags,
+            window: out.window,
+            urgent: 0,
+            options: out.options,
+            payload: &[],
+        };
+        let (src, dst) = (c.local.ip(), c.remote.ip());
+        let n = if out.payload_len == 0 {
+            wire::emit_tcp(buf, src, dst, &repr)
+        } else {
+            let want = wire::ip_header_len(dst) + repr.header_len();
+            if want != at {
+                // Options other than the usual ones: move the payload.
+                if want + out.payload_len > buf.len() {
+                    tracing::warn!("segment does not fit the transmit buffer");
+                    return None;
+                }
+                buf.copy_within(at..at + out.payload_len, want);
+            }
+            wire::emit_tcp_in_place(buf, src, dst, &repr, out.payload_len)
+        };
+        // More may follow from the same connection: round robin.
+        let slot = &mut self.slots[h.idx as usize];
+        if !slot.in_txq {
+            slot.in_txq = true;
+            self.txq.push_back(h);
+        }
+        self.refresh(h);
+        match n {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(?e, "could not emit packet (buffer smaller than the MTU?)");
+                None
+            }
+        }
+    }
+
+    /// TCP's part of `handle_timeout`: connection `h`'s deadline is due.
+    pub(super) fn tcp_on_timer(&mut self, now: Instant, h: SocketHandle) {
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
+        let prev = c.state;
+        let (l, r) = (c.local, c.remote);
+        if let Reply::Rst { seq, ack } = c.on_timer(now, &self.cfg) {
+            self.queue_rst(l, r, seq, ack);
+        }
+        self.after_conn_event(h, prev);
+        self.refresh(h);
+    }
+
+    // ---------------------------------------------------------------- calls
+
+    /// Bind and listen. `local`'s IP may be a wildcard; port 0 picks an ephemeral port.
+    /// The backlog bounds the half-open plus accept queue (at least 1).
+    pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> io::Result<SocketHandle> {
+        self.check_local(local)?;
+        let l = Listener { local, backlog: backlog.max(1), half_open: Vec::new(), accept_q: VecDeque::new() };
+        let h = self.alloc(Sock::Listener(l), Owner::App);
+        let port = match self.tcp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
+            Ok(p) => p,
+            Err(e) => {
+                self.release_unbound(h);
+                return Err(e);
+            }
+        };
+        let bound = SocketAddr::new(local.ip(), port);
+        if let Some(Sock::Listener(l)) = self.slot_mut(h).and_then(|s| s.sock.as_mut()) {
+            l.local = bound;
+        }
+        if self.demux.insert_listener(Protocol::Tcp, bound, h).is_err() {
+            self.free_socket(h);
+            return Err(err(io::ErrorKind::AddrInUse, "address in use"));
+        }
+        Ok(h)
+    }
+
+    /// Take one completed connection from a listener's accept queue; `WouldBlock` when
+    /// it is empty.
+    pub fn tcp_accept(&mut self, listener: SocketHandle) -> io::Result<SocketHandle> {
+        let h = match self.slot_mut(listener).and_then(|s| s.sock.as_mut()) {
+            Some(Sock::Listener(l)) => l.accept_q.pop_front(),
+            Some(_) => return Err(err(io::ErrorKind::InvalidInput, "not a listening socket")),
+            None => return Err(bad_handle()),
+        };
+        let Some(h) = h else { return Err(io::ErrorKind::WouldBlock.into()) };
+        if let Some(s) = self.slot_mut(h) {
+            s.owner = Owner::App;
+        }
+        if matches!(self.slot(listener).and_then(|s| s.sock.as_ref()), Some(Sock::Listener(l)) if !l.accept_q.is_empty())
+        {
+            // More are waiting: another acceptor may take the next one.
+            self.wake(listener);
+        }
+        // Anything that arrived before the accept (data, FIN, RST) is a readiness change.
+        self.wake(h);
+        if self.conn(h).is_ok_and(|c| c.state == TcpState::Closed) {
+            self.after_conn_event(h, TcpState::Closed);
+        }
+        Ok(h)
+    }
+
+    /// Active open. `local` defaults to the stack's first address of `remote`'s family
+    /// and an RFC 6056 ephemeral port. Returns at once in SYN-SENT; use
+    /// `tcp_poll_connect` to learn the outcome.
+    pub fn tcp_connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> io::Result<SocketHandle> {
+        self.now = self.now.max(now);
+        if is_unspecified(remote.ip()) || remote.port() == 0 {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot connect to an unspecified address or port 0"));
+        }
+        if remote.ip().is_multicast() || remote.ip() == IpAddr::from([255, 255, 255, 255]) {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot connect TCP to a multicast or broadcast address"));
+        }
+        let local_ip = match local.map(|l| l.ip()) {
+            Some(ip) if !is_unspecified(ip) => {
+                if !self.owns_address(ip) {
+                    return Err(err(io::ErrorKind::AddrNotAvailable, "address not owned by this stack"));
+                }
+                if !same_family(ip, remote.ip()) {
+                    return Err(err(io::ErrorKind::InvalidInput, "local and remote address families differ"));
+                }
+                ip
+            }
+            _ => self
+                .first_addr_like(remote.ip())
+                .ok_or_else(|| err(io::ErrorKind::AddrNotAvailable, "the stack has no address of that family"))?,
+        };
+        let port = match local.map(|l| l.port()).unwrap_or(0) {
+            0 => {
+                let (demux, tcp_ports) = (&self.demux, &self.tcp_ports);
+                ports::connect_port(
+                    self.cfg.ephemeral_ports,
+                    &self.port_key,
+                    &mut self.connect_counter,
+                    local_ip,
+                    remote,
+                    |p| {
+                        !demux.has_connection(Protocol::Tcp, SocketAddr::new(local_ip, p), remote)
+                            && !tcp_ports.conflicts(local_ip, p)
+                    },
+                )?
+            }
+            p => {
+                if self.demux.has_connection(Protocol::Tcp, SocketAddr::new(local_ip, p), remote) {
+                    return Err(err(io::ErrorKind::AddrInUse, "that 4-tuple is in use"));
+                }
+                p
+            }
+        };
+        let local = SocketAddr::new(local_ip, port);
+        let iss = self.isn(now, local, remote);
+        let conn = Conn::connect(&self.cfg, now, local, remote, iss);
+        let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::App);
+        if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
+            self.free_socket(h);
+            return Err(err(io::ErrorKind::AddrInUse, "that 4-tuple is in use"));
+        }
+        self.stats.tcp_active_opens += 1;
+        self.refresh(h);
+        Ok(h)
+    }
+
+    /// `Ok(true)` once established (or later), `Ok(false)` while the handshake runs,
+    /// `Err` with `ConnectionRefused`, `TimedOut` or `ConnectionReset` if it failed.
+    pub fn tcp_poll_connect(&mut self, h: SocketHandle) -> io::Result<bool> {
+        let c = self.conn(h)?;
+        match c.state {
+            TcpState::SynSent | TcpState::SynReceived => Ok(false),
+            TcpState::Closed => match c.error() {
+                Some(e) => Err(e.into()),
+                None => Err(err(io::ErrorKind::NotConnected, "connection closed")),
+            },
+            _ => Ok(true),
+        }
+    }
+
+    /// Queue bytes for sending; returns how many were taken (may be fewer than asked),
+    /// `WouldBlock` when the send buffer is full or the handshake is still running,
+    /// `BrokenPipe` after shutdown(Write), the connection's error after a reset.
+    pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
+        let r = self.conn_mut(h)?.send(data);
+        self.refresh(h);
+        Ok(r?)
+    }
+
+    /// Read received bytes. `Ok(0)` is end of stream (the peer's FIN was read);
+    /// `WouldBlock` when nothing is buffered yet; `ConnectionReset` after a RST.
+    pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.conn_mut(h)?.recv(buf);
+        self.refresh(h);
+        Ok(r?)
+    }
+
+    /// Shut down one or both directions. `Write` sends FIN after queued data (half
+    /// close); `Read` discards further incoming data.
+    pub fn tcp_shutdown(&mut self, h: SocketHandle, how: Shutdown) -> io::Result<()> {
+        let c = self.conn_mut(h)?;
+        if matches!(c.state, TcpState::Closed | TcpState::SynSent | TcpState::Listen) {
+            return Err(err(io::ErrorKind::NotConnected, "socket is not connected"));
+        }
+        let prev = c.state;
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            c.shutdown_read();
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            c.shutdown_write();
+        }
+        self.after_conn_event(h, prev);
+        Ok(())
+    }
+
+    /// Abort: send RST (if synchronized) and release the socket at once.
+    pub fn tcp_abort(&mut self, h: SocketHandle) -> io::Result<()> {
+        let c = self.conn_mut(h)?;
+        let (l, r) = (c.local, c.remote);
+        if let Some(Reply::Rst { seq, ack }) = c.abort() {
+            self.queue_rst(l, r, seq, ack);
+        }
+        self.free_socket(h);
+        Ok(())
+    }
+
+    /// `close` of a connection: FIN after queued data, or RST if unread data is
+    /// discarded (RFC 9293 3.10.4, RFC 2525 2.17); an orphan finishes the close.
+    pub(super) fn close_conn(&mut self, h: SocketHandle) {
+        let now = self.now;
+        let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen) else { return };
+        let Some(Sock::Tcp(c)) = slot.sock.as_mut() else { return };
+        let prev = c.state;
+        let (l, r) = (c.local, c.remote);
+        if c.close(now, &self.cfg) {
+            if let Some(Reply::Rst { seq, ack }) = c.abort() {
+                self.queue_rst(l, r, seq, ack);
+            }
+            self.free_socket(h);
+            return;
+        }
+        if c.state == TcpState::Closed {
+            self.free_socket(h);
+            return;
+        }
+        slot.owner = Owner::Orphan;
+        self.after_conn_event(h, prev);
+    }
+
+    /// `close` of a listener: the connections waiting in its queues are reset.
+    pub(super) fn close_listener(&mut self, h: SocketHandle) {
+        let Some(Sock::Listener(l)) = self.slot_mut(h).and_then(|s| s.sock.as_mut()) else { return };
+        let children: Vec<SocketHandle> = l.half_open.drain(..).chain(l.accept_q.drain(..)).collect();
+        for c in children {
+            let _ = self.tcp_abort(c);
+        }
+        self.free_socket(h);
+    }
+
+    pub fn tcp_state(&self, h: SocketHandle) -> io::Result<TcpState> {
+        match self.slot(h).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Tcp(c)) => Ok(c.state),
+            Some(Sock::Listener(_)) => Ok(TcpState::Listen),
+            Some(Sock::Udp(_)) => Err(err(io::ErrorKind::InvalidInput, "not a TCP socket")),
+            None => Err(bad_handle()),
+        }
+    }
+
+    /// A snapshot of the connection's control block.
+    pub fn tcp_info(&self, h: SocketHandle) -> io::Result<crate::tcp::TcpInfo> {
+        Ok(self.conn(h)?.info())
+    }
+
+    /// Disable (true) or enable (false) Nagle's algorithm (RFC 896).
+    pub fn tcp_set_nodelay(&mut self, h: SocketHandle, nodelay: bool) -> io::Result<()> {
+        self.conn_mut(h)?.set_nodelay(nodelay);
+        self.refresh(h);
+        Ok(())
+    }
+
+    /// Keepalive for this connection (RFC 9293 3.8.4); `None` turns it off.
+    pub fn tcp_set_keepalive(&mut self, h: SocketHandle, ka: Option<crate::config::Keepalive>) -> io::Result<()> {
+        let now = self.now;
+        self.conn_mut(h)?.set_keepalive(now, ka);
+        self.refresh(h);
+        Ok(())
+    }
+
+    /// User timeout (RFC 9293 3.8.3 / RFC 5482); `None` leaves only the retry counts.
+    pub fn tcp_set_user_timeout(&mut self, h: SocketHandle, t: Option<std::time::Duration>) -> io::Result<()> {
+        self.conn_mut(h)?.set_user_timeout(t);
+        Ok(())
+    }
+
+    /// Congestion control for this connection (restarts it from the initial window).
+    pub fn tcp_set_congestion(&mut self, h: SocketHandle, alg: crate::config::CongestionAlgorithm) -> io::Result<()> {
+        self.conn_mut(h)?.set_congestion(alg);
+        Ok(())
+    }
+
+    pub fn tcp_nodelay(&self, h: SocketHandle) -> io::Result<bool> {
+        Ok(self.conn(h)?.nodelay())
+    }
+
+    /// Bytes the application can write right now without `WouldBlock`.
+    pub fn tcp_send_capacity(&self, h: SocketHandle) -> io::Result<usize> {
+        Ok(self.conn(h)?.send_capacity())
+    }
+
+    /// Bytes received and not yet read.
+    pub fn tcp_recv_queue(&self, h: SocketHandle) -> io::Result<usize> {
+        Ok(self.conn(h)?.recv_queue())
+    }
+}
+
+fn put_addr(out: &mut [u8], ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => out.copy_from_slice(&a.octets()),
+    }
+}

@@ -1,0 +1,185 @@
+//! UDP sockets (RFC 768): their state, the calls, input and transmission.
+//!
+//! A socket is bound to a local address (a wildcard allowed) and optionally connected
+//! to one peer, whose datagrams alone it then receives. Each direction has a bounded
+//! queue of datagrams in pooled buffers (`Config::udp_rx_queue`, `udp_tx_queue`): a
+//! full receive queue drops (counted), a full send queue says `WouldBlock`. Datagrams
+//! larger than the MTU allows are refused: we do not fragment (RFC 8200 5, RFC 791).
+//! A datagram for a port nobody holds gets an ICMP port unreachable (`icmp`).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+
+use super::table::{err, Sock};
+use super::{is_unspecified, same_family, Stack};
+use crate::demux::Match;
+use crate::socket::{Owner, Protocol, SocketHandle};
+use crate::time::Instant;
+use crate::wire::{self, DropReason, IpHeader, UdpRepr};
+
+pub(super) struct UdpSock {
+    pub(super) local: SocketAddr,
+    pub(super) remote: Option<SocketAddr>,
+    pub(super) rxq: VecDeque<(SocketAddr, Vec<u8>)>,
+    pub(super) txq: VecDeque<(SocketAddr, Vec<u8>)>,
+}
+
+impl Stack {
+    pub(super) fn udp_input(&mut self, now: Instant, ip: &IpHeader, d: &UdpRepr<'_>, raw: &[u8]) {
+        let local = SocketAddr::new(ip.dst, d.dst_port);
+        let remote = SocketAddr::new(ip.src, d.src_port);
+        let found = match self.demux.lookup(Protocol::Udp, local, remote) {
+            Some(Match::Connection(h)) | Some(Match::Listener(h)) => Some(h),
+            None => None,
+        };
+        let limit = self.cfg.udp_rx_queue;
+        if let Some(h) = found {
+            let mut buf = self.pool.pop().unwrap_or_default();
+            let Ok(u) = self.udp_mut(h) else { return };
+            if u.remote.is_none_or(|r| r == remote) {
+                if u.rxq.len() >= limit {
+                    self.pool.push(buf);
+                    return self.count_drop(DropReason::UdpQueueFull, "receive queue full");
+                }
+                buf.clear();
+                buf.extend_from_slice(d.payload);
+                u.rxq.push_back((remote, buf));
+                self.wake(h);
+                return;
+            }
+            self.pool.push(buf);
+        }
+        self.count_drop(DropReason::UdpNoSocket, "no socket on port");
+        self.icmp_port_unreachable(now, ip, raw);
+    }
+
+    /// UDP's part of `poll_transmit`: the next queued datagram of socket `h`.
+    pub(super) fn udp_transmit(&mut self, h: SocketHandle, buf: &mut [u8]) -> Option<usize> {
+        let slot = &mut self.slots[h.idx as usize];
+        let Some(Sock::Udp(u)) = slot.sock.as_mut() else { return None };
+        let (dst, data) = u.txq.pop_front()?;
+        let src = if is_unspecified(u.local.ip()) {
+            self.cfg.addrs.iter().copied().find(|a| same_family(*a, dst.ip()))
+        } else {
+            Some(u.local.ip())
+        };
+        let repr = UdpRepr { src_port: u.local.port(), dst_port: dst.port(), payload: &data };
+        let r = match src {
+            Some(src) => wire::emit_udp(buf, src, dst.ip(), &repr),
+            None => Err(wire::EmitError::AddressFamilyMismatch),
+        };
+        let more = !u.txq.is_empty();
+        self.pool.push(data);
+        if more {
+            slot.in_txq = true;
+            self.txq.push_back(h);
+        }
+        self.wake(h);
+        match r {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(?e, "could not emit packet (buffer smaller than the MTU?)");
+                None
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- calls
+
+    pub fn udp_bind(&mut self, local: SocketAddr) -> io::Result<SocketHandle> {
+        self.check_local(local)?;
+        let u = UdpSock { local, remote: None, rxq: VecDeque::new(), txq: VecDeque::new() };
+        let h = self.alloc(Sock::Udp(u), Owner::App);
+        let port = match self.udp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
+            Ok(p) => p,
+            Err(e) => {
+                self.release_unbound(h);
+                return Err(e);
+            }
+        };
+        let bound = SocketAddr::new(local.ip(), port);
+        if let Ok(u) = self.udp_mut(h) {
+            u.local = bound;
+        }
+        if self.demux.insert_listener(Protocol::Udp, bound, h).is_err() {
+            self.free_socket(h);
+            return Err(err(io::ErrorKind::AddrInUse, "address in use"));
+        }
+        Ok(h)
+    }
+
+    /// Fix the peer: `send` goes there and only its datagrams are received.
+    pub fn udp_connect(&mut self, h: SocketHandle, remote: SocketAddr) -> io::Result<()> {
+        let u = self.udp_mut(h)?;
+        if !same_family(u.local.ip(), remote.ip()) {
+            return Err(err(io::ErrorKind::InvalidInput, "address family differs from the bound address"));
+        }
+        if is_unspecified(remote.ip()) || remote.port() == 0 {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot connect to an unspecified address or port 0"));
+        }
+        u.remote = Some(remote);
+        Ok(())
+    }
+
+    pub fn udp_send_to(&mut self, h: SocketHandle, data: &[u8], dst: SocketAddr) -> io::Result<usize> {
+        let max = self.cfg.mtu.saturating_sub(wire::ip_header_len(dst.ip()) + wire::udp::UDP_HEADER_LEN);
+        let limit = self.cfg.udp_tx_queue;
+        let has_src = self.first_addr_like(dst.ip()).is_some();
+        let mut buf = self.pool.pop().unwrap_or_default();
+        let u = self.udp_mut(h)?;
+        if !same_family(u.local.ip(), dst.ip()) {
+            return Err(err(io::ErrorKind::InvalidInput, "address family differs from the bound address"));
+        }
+        if is_unspecified(dst.ip()) || dst.port() == 0 {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot send to an unspecified address or port 0"));
+        }
+        if !has_src {
+            return Err(err(io::ErrorKind::AddrNotAvailable, "the stack has no address of that family"));
+        }
+        if data.len() > max {
+            // We do not fragment (RFC 8200 5 / RFC 791): like EMSGSIZE.
+            return Err(err(io::ErrorKind::InvalidInput, "datagram larger than the MTU allows"));
+        }
+        if u.txq.len() >= limit {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        buf.clear();
+        buf.extend_from_slice(data);
+        u.txq.push_back((dst, buf));
+        let slot = &mut self.slots[h.idx as usize];
+        if !slot.in_txq {
+            slot.in_txq = true;
+            self.txq.push_back(h);
+        }
+        Ok(data.len())
+    }
+
+    pub fn udp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
+        let remote =
+            self.udp_mut(h)?.remote.ok_or_else(|| err(io::ErrorKind::NotConnected, "UDP socket not connected"))?;
+        self.udp_send_to(h, data, remote)
+    }
+
+    /// One datagram; a datagram longer than `buf` is truncated (the rest is discarded,
+    /// as with std).
+    pub fn udp_recv_from(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let u = self.udp_mut(h)?;
+        let Some((src, data)) = u.rxq.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        self.pool.push(data);
+        Ok((n, src))
+    }
+
+    /// Like `udp_recv_from` without the source (std allows it on an unconnected
+    /// socket too).
+    pub fn udp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
+        self.udp_recv_from(h, buf).map(|(n, _)| n)
+    }
+
+    /// Datagrams queued for sending that `poll_transmit` has not taken yet.
+    pub fn udp_send_queue(&mut self, h: SocketHandle) -> io::Result<usize> {
+        Ok(self.udp_mut(h)?.txq.len())
+    }
+}
