@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::demux::Demux;
 use crate::ports::PortTable;
 use crate::rand::{Rng, SipKey};
-use crate::socket::SocketHandle;
+use crate::socket::{AnyHandle, SocketHandle};
 use crate::time::Instant;
 use crate::wire::{self, DropReason, Transport};
 
@@ -271,18 +271,21 @@ impl Stack {
     /// Release the handle. TCP: a graceful close (FIN after queued data, RST if unread
     /// data is discarded, RFC 9293 3.10.4 / RFC 2525 2.17); the connection lives on as an
     /// orphan until the close completes. Listener: pending connections are reset.
-    pub fn close(&mut self, h: SocketHandle) -> io::Result<()> {
-        match self.slot(h).and_then(|s| s.sock.as_ref()) {
-            Some(Sock::Tcp(_)) => self.close_conn(h),
-            Some(Sock::Listener(_)) => self.close_listener(h),
-            Some(Sock::Udp(_)) => self.free_socket(h),
-            None => return Err(bad_handle()),
+    pub fn close(&mut self, h: impl Into<AnyHandle>) -> io::Result<()> {
+        let h = h.into();
+        if self.resolve(h.raw()).is_none() {
+            return Err(bad_handle());
+        }
+        match h {
+            AnyHandle::Tcp(h) => self.close_conn(h.raw()),
+            AnyHandle::Listener(h) => self.close_listener(h.raw()),
+            AnyHandle::Udp(h) => self.free_socket(h.raw()),
         }
         Ok(())
     }
 
-    pub fn local_addr(&self, h: SocketHandle) -> io::Result<SocketAddr> {
-        match self.slot(h).and_then(|s| s.sock.as_ref()) {
+    pub fn local_addr(&self, h: impl Into<AnyHandle>) -> io::Result<SocketAddr> {
+        match self.slot(h.into().raw()).and_then(|s| s.sock.as_ref()) {
             Some(Sock::Tcp(c)) => Ok(c.local),
             Some(Sock::Listener(l)) => Ok(l.local),
             Some(Sock::Udp(u)) => Ok(u.local),
@@ -290,9 +293,9 @@ impl Stack {
         }
     }
 
-    pub fn peer_addr(&self, h: SocketHandle) -> io::Result<SocketAddr> {
+    pub fn peer_addr(&self, h: impl Into<AnyHandle>) -> io::Result<SocketAddr> {
         let not_conn = || err(io::ErrorKind::NotConnected, "socket is not connected");
-        match self.slot(h).and_then(|s| s.sock.as_ref()) {
+        match self.slot(h.into().raw()).and_then(|s| s.sock.as_ref()) {
             Some(Sock::Tcp(c)) => Ok(c.remote),
             Some(Sock::Listener(_)) => Err(not_conn()),
             Some(Sock::Udp(u)) => u.remote.ok_or_else(not_conn),

@@ -12,7 +12,7 @@ use super::tcp::Listener;
 use super::udp::UdpSock;
 use super::Stack;
 use crate::demux::Match;
-use crate::socket::{Owner, Protocol, SocketHandle};
+use crate::socket::{AnyHandle, ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle, UdpHandle};
 use crate::tcp::conn::Conn;
 use crate::time::Instant;
 
@@ -68,27 +68,39 @@ impl Stack {
         self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen && s.sock.is_some())
     }
 
-    pub(super) fn conn(&self, h: SocketHandle) -> io::Result<&Conn> {
+    /// The connection behind a raw handle (a demux result, a listener's queue entry).
+    pub(super) fn conn_at(&self, h: SocketHandle) -> Option<&Conn> {
         match self.slot(h).and_then(|s| s.sock.as_ref()) {
-            Some(Sock::Tcp(c)) => Ok(c),
-            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a TCP stream socket")),
-            None => Err(bad_handle()),
+            Some(Sock::Tcp(c)) => Some(c),
+            _ => None,
         }
     }
 
-    pub(super) fn conn_mut(&mut self, h: SocketHandle) -> io::Result<&mut Conn> {
+    pub(super) fn listener_mut(&mut self, h: SocketHandle) -> Option<&mut Listener> {
         match self.slot_mut(h).and_then(|s| s.sock.as_mut()) {
-            Some(Sock::Tcp(c)) => Ok(c),
-            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a TCP stream socket")),
-            None => Err(bad_handle()),
+            Some(Sock::Listener(l)) => Some(l),
+            _ => None,
         }
     }
 
-    pub(super) fn udp_mut(&mut self, h: SocketHandle) -> io::Result<&mut UdpSock> {
-        match self.slot_mut(h).and_then(|s| s.sock.as_mut()) {
+    // A typed handle's slot holds a socket of its kind or, if the handle is stale,
+    // another generation: the lookups below fail only for stale handles.
+
+    pub(super) fn conn(&self, h: TcpHandle) -> io::Result<&Conn> {
+        self.conn_at(h.0).ok_or_else(bad_handle)
+    }
+
+    pub(super) fn conn_mut(&mut self, h: TcpHandle) -> io::Result<&mut Conn> {
+        match self.slot_mut(h.0).and_then(|s| s.sock.as_mut()) {
+            Some(Sock::Tcp(c)) => Ok(c),
+            _ => Err(bad_handle()),
+        }
+    }
+
+    pub(super) fn udp_mut(&mut self, h: UdpHandle) -> io::Result<&mut UdpSock> {
+        match self.slot_mut(h.0).and_then(|s| s.sock.as_mut()) {
             Some(Sock::Udp(u)) => Ok(u),
-            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a UDP socket")),
-            None => Err(bad_handle()),
+            _ => Err(bad_handle()),
         }
     }
 
@@ -119,7 +131,7 @@ impl Stack {
                 // demux then, and its 4-tuple may belong to a new connection by now.
                 self.remove_conn_entry(Protocol::Tcp, c.local, c.remote, h);
                 if let Owner::Listener(lh) = owner {
-                    if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
+                    if let Some(l) = self.listener_mut(lh) {
                         l.half_open.retain(|x| *x != h);
                         l.accept_q.retain(|x| *x != h);
                     }
@@ -151,5 +163,15 @@ impl Stack {
         } else {
             false
         }
+    }
+
+    /// The typed handle of a live socket, from a raw one (a row of the socket table, a
+    /// wakeup); `None` for a stale handle.
+    pub fn resolve(&self, h: SocketHandle) -> Option<AnyHandle> {
+        Some(match self.slot(h)?.sock.as_ref()? {
+            Sock::Tcp(_) => AnyHandle::Tcp(TcpHandle(h)),
+            Sock::Listener(_) => AnyHandle::Listener(ListenerHandle(h)),
+            Sock::Udp(_) => AnyHandle::Udp(UdpHandle(h)),
+        })
     }
 }

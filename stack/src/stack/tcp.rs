@@ -20,7 +20,7 @@ use super::{is_unspecified, same_family, Stack};
 use crate::demux::Match;
 use crate::ports;
 use crate::seq::SeqNum;
-use crate::socket::{Owner, Protocol, SocketHandle};
+use crate::socket::{ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle};
 use crate::tcp::conn::{Conn, Reply, Verdict};
 use crate::tcp::{TcpReject, TcpState};
 use crate::time::Instant;
@@ -46,7 +46,7 @@ impl Stack {
             return self.count_drop(DropReason::BadTcpHeader, "port 0");
         }
         let cached = self.last_tcp.filter(|&h| {
-            self.conn(h).is_ok_and(|c| c.local == local && c.remote == remote && c.state != TcpState::Closed)
+            self.conn_at(h).is_some_and(|c| c.local == local && c.remote == remote && c.state != TcpState::Closed)
         });
         let found = match cached {
             Some(h) => Some(Match::Connection(h)),
@@ -57,7 +57,7 @@ impl Stack {
                 self.last_tcp = Some(h);
                 // RFC 6191-style reuse: a new SYN above the old sequence space ends a
                 // TIME-WAIT connection so the listener can take the new one.
-                if let Ok(c) = self.conn(h) {
+                if let Some(c) = self.conn_at(h) {
                     if c.state == TcpState::TimeWait && seg.flags.syn() && !seg.flags.ack() && seg.seq > c.rcv_nxt() {
                         self.free_socket(h);
                         return self.tcp_input(now, ip, seg);
@@ -138,7 +138,7 @@ impl Stack {
             self.free_socket(h);
             return;
         }
-        if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
+        if let Some(l) = self.listener_mut(lh) {
             l.half_open.push(h);
         }
         self.stats.tcp_passive_opens += 1;
@@ -185,7 +185,7 @@ impl Stack {
         }
         if prev == TcpState::SynReceived && state != TcpState::SynReceived {
             if let Owner::Listener(lh) = owner {
-                if let Some(Sock::Listener(l)) = self.slot_mut(lh).and_then(|s| s.sock.as_mut()) {
+                if let Some(l) = self.listener_mut(lh) {
                     l.half_open.retain(|x| *x != h);
                     l.accept_q.push_back(h);
                 }
@@ -285,7 +285,7 @@ impl Stack {
 
     /// Bind and listen. `local`'s IP may be a wildcard; port 0 picks an ephemeral port.
     /// The backlog bounds the half-open plus accept queue (at least 1).
-    pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> io::Result<SocketHandle> {
+    pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> io::Result<ListenerHandle> {
         self.check_local(local)?;
         let l = Listener { local, backlog: backlog.max(1), half_open: Vec::new(), accept_q: VecDeque::new() };
         let h = self.alloc(Sock::Listener(l), Owner::App);
@@ -304,18 +304,15 @@ impl Stack {
             self.free_socket(h);
             return Err(err(io::ErrorKind::AddrInUse, "address in use"));
         }
-        Ok(h)
+        Ok(ListenerHandle(h))
     }
 
     /// Take one completed connection from a listener's accept queue; `WouldBlock` when
     /// it is empty.
-    pub fn tcp_accept(&mut self, listener: SocketHandle) -> io::Result<SocketHandle> {
-        let h = match self.slot_mut(listener).and_then(|s| s.sock.as_mut()) {
-            Some(Sock::Listener(l)) => l.accept_q.pop_front(),
-            Some(_) => return Err(err(io::ErrorKind::InvalidInput, "not a listening socket")),
-            None => return Err(bad_handle()),
-        };
-        let Some(h) = h else { return Err(io::ErrorKind::WouldBlock.into()) };
+    pub fn tcp_accept(&mut self, listener: ListenerHandle) -> io::Result<TcpHandle> {
+        let listener = listener.0;
+        let l = self.listener_mut(listener).ok_or_else(bad_handle)?;
+        let Some(h) = l.accept_q.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
         if let Some(s) = self.slot_mut(h) {
             s.owner = Owner::App;
         }
@@ -326,10 +323,10 @@ impl Stack {
         }
         // Anything that arrived before the accept (data, FIN, RST) is a readiness change.
         self.wake(h);
-        if self.conn(h).is_ok_and(|c| c.state == TcpState::Closed) {
+        if self.conn_at(h).is_some_and(|c| c.state == TcpState::Closed) {
             self.after_conn_event(h, TcpState::Closed);
         }
-        Ok(h)
+        Ok(TcpHandle(h))
     }
 
     /// Active open. `local` defaults to the stack's first address of `remote`'s family
@@ -340,7 +337,7 @@ impl Stack {
         now: Instant,
         remote: SocketAddr,
         local: Option<SocketAddr>,
-    ) -> io::Result<SocketHandle> {
+    ) -> io::Result<TcpHandle> {
         self.now = self.now.max(now);
         if is_unspecified(remote.ip()) || remote.port() == 0 {
             return Err(err(io::ErrorKind::InvalidInput, "cannot connect to an unspecified address or port 0"));
@@ -394,12 +391,12 @@ impl Stack {
         }
         self.stats.tcp_active_opens += 1;
         self.refresh(h);
-        Ok(h)
+        Ok(TcpHandle(h))
     }
 
     /// `Ok(true)` once established (or later), `Ok(false)` while the handshake runs,
     /// `Err` with `ConnectionRefused`, `TimedOut` or `ConnectionReset` if it failed.
-    pub fn tcp_poll_connect(&mut self, h: SocketHandle) -> io::Result<bool> {
+    pub fn tcp_poll_connect(&mut self, h: TcpHandle) -> io::Result<bool> {
         let c = self.conn(h)?;
         match c.state {
             TcpState::SynSent | TcpState::SynReceived => Ok(false),
@@ -414,23 +411,23 @@ impl Stack {
     /// Queue bytes for sending; returns how many were taken (may be fewer than asked),
     /// `WouldBlock` when the send buffer is full or the handshake is still running,
     /// `BrokenPipe` after shutdown(Write), the connection's error after a reset.
-    pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
+    pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> io::Result<usize> {
         let r = self.conn_mut(h)?.send(data);
-        self.refresh(h);
+        self.refresh(h.0);
         Ok(r?)
     }
 
     /// Read received bytes. `Ok(0)` is end of stream (the peer's FIN was read);
     /// `WouldBlock` when nothing is buffered yet; `ConnectionReset` after a RST.
-    pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
+    pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> io::Result<usize> {
         let r = self.conn_mut(h)?.recv(buf);
-        self.refresh(h);
+        self.refresh(h.0);
         Ok(r?)
     }
 
     /// Shut down one or both directions. `Write` sends FIN after queued data (half
     /// close); `Read` discards further incoming data.
-    pub fn tcp_shutdown(&mut self, h: SocketHandle, how: Shutdown) -> io::Result<()> {
+    pub fn tcp_shutdown(&mut self, h: TcpHandle, how: Shutdown) -> io::Result<()> {
         let c = self.conn_mut(h)?;
         if matches!(c.state, TcpState::Closed | TcpState::SynSent | TcpState::Listen) {
             return Err(err(io::ErrorKind::NotConnected, "socket is not connected"));
@@ -442,19 +439,26 @@ impl Stack {
         if matches!(how, Shutdown::Write | Shutdown::Both) {
             c.shutdown_write();
         }
-        self.after_conn_event(h, prev);
+        self.after_conn_event(h.0, prev);
         Ok(())
     }
 
     /// Abort: send RST (if synchronized) and release the socket at once.
-    pub fn tcp_abort(&mut self, h: SocketHandle) -> io::Result<()> {
-        let c = self.conn_mut(h)?;
+    pub fn tcp_abort(&mut self, h: TcpHandle) -> io::Result<()> {
+        self.conn(h)?;
+        self.abort_conn(h.0);
+        Ok(())
+    }
+
+    /// RST (if synchronized) and release: `tcp_abort`, and the fate of the connections
+    /// waiting in a closed listener's queues.
+    fn abort_conn(&mut self, h: SocketHandle) {
+        let Some(Sock::Tcp(c)) = self.slot_mut(h).and_then(|s| s.sock.as_mut()) else { return };
         let (l, r) = (c.local, c.remote);
         if let Some(Reply::Rst { seq, ack }) = c.abort() {
             self.queue_rst(l, r, seq, ack);
         }
         self.free_socket(h);
-        Ok(())
     }
 
     /// `close` of a connection: FIN after queued data, or RST if unread data is
@@ -482,66 +486,62 @@ impl Stack {
 
     /// `close` of a listener: the connections waiting in its queues are reset.
     pub(super) fn close_listener(&mut self, h: SocketHandle) {
-        let Some(Sock::Listener(l)) = self.slot_mut(h).and_then(|s| s.sock.as_mut()) else { return };
+        let Some(l) = self.listener_mut(h) else { return };
         let children: Vec<SocketHandle> = l.half_open.drain(..).chain(l.accept_q.drain(..)).collect();
         for c in children {
-            let _ = self.tcp_abort(c);
+            self.abort_conn(c);
         }
         self.free_socket(h);
     }
 
-    pub fn tcp_state(&self, h: SocketHandle) -> io::Result<TcpState> {
-        match self.slot(h).and_then(|s| s.sock.as_ref()) {
-            Some(Sock::Tcp(c)) => Ok(c.state),
-            Some(Sock::Listener(_)) => Ok(TcpState::Listen),
-            Some(Sock::Udp(_)) => Err(err(io::ErrorKind::InvalidInput, "not a TCP socket")),
-            None => Err(bad_handle()),
-        }
+    /// The connection's state (RFC 9293 3.3.2).
+    pub fn tcp_state(&self, h: TcpHandle) -> io::Result<TcpState> {
+        Ok(self.conn(h)?.state)
     }
 
     /// A snapshot of the connection's control block.
-    pub fn tcp_info(&self, h: SocketHandle) -> io::Result<crate::tcp::TcpInfo> {
+    pub fn tcp_info(&self, h: TcpHandle) -> io::Result<crate::tcp::TcpInfo> {
         Ok(self.conn(h)?.info())
     }
 
     /// Disable (true) or enable (false) Nagle's algorithm (RFC 896).
-    pub fn tcp_set_nodelay(&mut self, h: SocketHandle, nodelay: bool) -> io::Result<()> {
+    pub fn tcp_set_nodelay(&mut self, h: TcpHandle, nodelay: bool) -> io::Result<()> {
         self.conn_mut(h)?.set_nodelay(nodelay);
-        self.refresh(h);
+        self.refresh(h.0);
         Ok(())
     }
 
     /// Keepalive for this connection (RFC 9293 3.8.4); `None` turns it off.
-    pub fn tcp_set_keepalive(&mut self, h: SocketHandle, ka: Option<crate::config::Keepalive>) -> io::Result<()> {
+    pub fn tcp_set_keepalive(&mut self, h: TcpHandle, ka: Option<crate::config::Keepalive>) -> io::Result<()> {
         let now = self.now;
         self.conn_mut(h)?.set_keepalive(now, ka);
-        self.refresh(h);
+        self.refresh(h.0);
         Ok(())
     }
 
     /// User timeout (RFC 9293 3.8.3 / RFC 5482); `None` leaves only the retry counts.
-    pub fn tcp_set_user_timeout(&mut self, h: SocketHandle, t: Option<std::time::Duration>) -> io::Result<()> {
+    pub fn tcp_set_user_timeout(&mut self, h: TcpHandle, t: Option<std::time::Duration>) -> io::Result<()> {
         self.conn_mut(h)?.set_user_timeout(t);
         Ok(())
     }
 
     /// Congestion control for this connection (restarts it from the initial window).
-    pub fn tcp_set_congestion(&mut self, h: SocketHandle, alg: crate::config::CongestionAlgorithm) -> io::Result<()> {
+    pub fn tcp_set_congestion(&mut self, h: TcpHandle, alg: crate::config::CongestionAlgorithm) -> io::Result<()> {
         self.conn_mut(h)?.set_congestion(alg);
         Ok(())
     }
 
-    pub fn tcp_nodelay(&self, h: SocketHandle) -> io::Result<bool> {
+    pub fn tcp_nodelay(&self, h: TcpHandle) -> io::Result<bool> {
         Ok(self.conn(h)?.nodelay())
     }
 
     /// Bytes the application can write right now without `WouldBlock`.
-    pub fn tcp_send_capacity(&self, h: SocketHandle) -> io::Result<usize> {
+    pub fn tcp_send_capacity(&self, h: TcpHandle) -> io::Result<usize> {
         Ok(self.conn(h)?.send_capacity())
     }
 
     /// Bytes received and not yet read.
-    pub fn tcp_recv_queue(&self, h: SocketHandle) -> io::Result<usize> {
+    pub fn tcp_recv_queue(&self, h: TcpHandle) -> io::Result<usize> {
         Ok(self.conn(h)?.recv_queue())
     }
 }

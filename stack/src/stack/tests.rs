@@ -1,6 +1,7 @@
 //! Core-level tests: two stacks wired back to back in memory, UDP, ICMP, ports.
 
 use super::*;
+use crate::socket::TcpHandle;
 use crate::tcp::TcpState;
 use crate::wire::{IcmpRepr, IcmpV4Message};
 use std::time::Duration;
@@ -139,13 +140,7 @@ fn closed_port_refuses_connect() {
 }
 
 /// Push `data` from `c` on `p.b` to `s` on `p.a`, reading only when `read` says so.
-fn transfer(
-    p: &mut Pair,
-    c: SocketHandle,
-    s: SocketHandle,
-    data: &[u8],
-    mut read: impl FnMut(Instant) -> bool,
-) -> Vec<u8> {
+fn transfer(p: &mut Pair, c: TcpHandle, s: TcpHandle, data: &[u8], mut read: impl FnMut(Instant) -> bool) -> Vec<u8> {
     let mut sent = 0;
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];
@@ -217,7 +212,9 @@ fn lost_segments_are_retransmitted() {
 #[test]
 fn bind_rules_at_the_stack() {
     let mut s = Stack::new(Config { reserve_privileged_ports: true, ..cfg("10.0.0.1", 3) });
-    let kind = |r: io::Result<SocketHandle>| r.map(|_| ()).unwrap_err().kind();
+    fn kind<T>(r: io::Result<T>) -> io::ErrorKind {
+        r.map(|_| ()).unwrap_err().kind()
+    }
     assert_eq!(kind(s.tcp_listen("10.9.9.9:8080".parse().unwrap(), 4)), io::ErrorKind::AddrNotAvailable);
     assert_eq!(kind(s.tcp_listen("[::]:8080".parse().unwrap(), 4)), io::ErrorKind::AddrNotAvailable, "no v6 address");
     assert_eq!(kind(s.tcp_listen("10.0.0.1:80".parse().unwrap(), 4)), io::ErrorKind::PermissionDenied);

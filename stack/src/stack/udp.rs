@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use super::table::{err, Sock};
 use super::{is_unspecified, same_family, Stack};
 use crate::demux::Match;
-use crate::socket::{Owner, Protocol, SocketHandle};
+use crate::socket::{Owner, Protocol, SocketHandle, UdpHandle};
 use crate::time::Instant;
 use crate::wire::{self, DropReason, IpHeader, UdpRepr};
 
@@ -36,7 +36,7 @@ impl Stack {
         let limit = self.cfg.udp_rx_queue;
         if let Some(h) = found {
             let mut buf = self.pool.pop().unwrap_or_default();
-            let Ok(u) = self.udp_mut(h) else { return };
+            let Ok(u) = self.udp_mut(UdpHandle(h)) else { return };
             if u.remote.is_none_or(|r| r == remote) {
                 if u.rxq.len() >= limit {
                     self.pool.push(buf);
@@ -87,14 +87,14 @@ impl Stack {
 
     // ---------------------------------------------------------------- calls
 
-    pub fn udp_bind(&mut self, local: SocketAddr) -> io::Result<SocketHandle> {
+    pub fn udp_bind(&mut self, local: SocketAddr) -> io::Result<UdpHandle> {
         self.check_local(local)?;
         let u = UdpSock { local, remote: None, rxq: VecDeque::new(), txq: VecDeque::new() };
-        let h = self.alloc(Sock::Udp(u), Owner::App);
-        let port = match self.udp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
+        let h = UdpHandle(self.alloc(Sock::Udp(u), Owner::App));
+        let port = match self.udp_ports.bind(local.ip(), local.port(), h.0, &mut self.rng) {
             Ok(p) => p,
             Err(e) => {
-                self.release_unbound(h);
+                self.release_unbound(h.0);
                 return Err(e);
             }
         };
@@ -102,15 +102,15 @@ impl Stack {
         if let Ok(u) = self.udp_mut(h) {
             u.local = bound;
         }
-        if self.demux.insert_listener(Protocol::Udp, bound, h).is_err() {
-            self.free_socket(h);
+        if self.demux.insert_listener(Protocol::Udp, bound, h.0).is_err() {
+            self.free_socket(h.0);
             return Err(err(io::ErrorKind::AddrInUse, "address in use"));
         }
         Ok(h)
     }
 
     /// Fix the peer: `send` goes there and only its datagrams are received.
-    pub fn udp_connect(&mut self, h: SocketHandle, remote: SocketAddr) -> io::Result<()> {
+    pub fn udp_connect(&mut self, h: UdpHandle, remote: SocketAddr) -> io::Result<()> {
         let u = self.udp_mut(h)?;
         if !same_family(u.local.ip(), remote.ip()) {
             return Err(err(io::ErrorKind::InvalidInput, "address family differs from the bound address"));
@@ -122,7 +122,7 @@ impl Stack {
         Ok(())
     }
 
-    pub fn udp_send_to(&mut self, h: SocketHandle, data: &[u8], dst: SocketAddr) -> io::Result<usize> {
+    pub fn udp_send_to(&mut self, h: UdpHandle, data: &[u8], dst: SocketAddr) -> io::Result<usize> {
         let max = self.cfg.mtu.saturating_sub(wire::ip_header_len(dst.ip()) + wire::udp::UDP_HEADER_LEN);
         let limit = self.cfg.udp_tx_queue;
         let has_src = self.first_addr_like(dst.ip()).is_some();
@@ -147,15 +147,15 @@ impl Stack {
         buf.clear();
         buf.extend_from_slice(data);
         u.txq.push_back((dst, buf));
-        let slot = &mut self.slots[h.idx as usize];
+        let slot = &mut self.slots[h.0.idx as usize];
         if !slot.in_txq {
             slot.in_txq = true;
-            self.txq.push_back(h);
+            self.txq.push_back(h.0);
         }
         Ok(data.len())
     }
 
-    pub fn udp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
+    pub fn udp_send(&mut self, h: UdpHandle, data: &[u8]) -> io::Result<usize> {
         let remote =
             self.udp_mut(h)?.remote.ok_or_else(|| err(io::ErrorKind::NotConnected, "UDP socket not connected"))?;
         self.udp_send_to(h, data, remote)
@@ -163,7 +163,7 @@ impl Stack {
 
     /// One datagram; a datagram longer than `buf` is truncated (the rest is discarded,
     /// as with std).
-    pub fn udp_recv_from(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    pub fn udp_recv_from(&mut self, h: UdpHandle, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let u = self.udp_mut(h)?;
         let Some((src, data)) = u.rxq.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
         let n = data.len().min(buf.len());
@@ -174,12 +174,12 @@ impl Stack {
 
     /// Like `udp_recv_from` without the source (std allows it on an unconnected
     /// socket too).
-    pub fn udp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
+    pub fn udp_recv(&mut self, h: UdpHandle, buf: &mut [u8]) -> io::Result<usize> {
         self.udp_recv_from(h, buf).map(|(n, _)| n)
     }
 
     /// Datagrams queued for sending that `poll_transmit` has not taken yet.
-    pub fn udp_send_queue(&mut self, h: SocketHandle) -> io::Result<usize> {
+    pub fn udp_send_queue(&mut self, h: UdpHandle) -> io::Result<usize> {
         Ok(self.udp_mut(h)?.txq.len())
     }
 }
