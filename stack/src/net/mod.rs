@@ -68,18 +68,22 @@ impl<H: Copy + Into<AnyHandle>> Sock<H> {
         self.h.into().raw()
     }
 
-    fn call<T>(&self, f: impl FnOnce(&mut Stack, H) -> io::Result<T>) -> io::Result<T> {
-        self.rt.call(|s, _| f(s, self.h))
+    /// One call on the core; its typed error becomes an `io::Error` here, at the API
+    /// boundary.
+    fn call<T, E: Into<io::Error>>(&self, f: impl FnOnce(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
+        self.rt.call(|s, _| f(s, self.h).map_err(Into::into))
     }
 
     /// Block (per this socket's mode and read timeout) until `f` stops saying WouldBlock.
-    fn wait_read<T>(&self, mut f: impl FnMut(&mut Stack, H) -> io::Result<T>) -> io::Result<T> {
-        self.rt.block(self.raw(), WaitMode::Shared, self.is_nonblocking(), self.read_timeout(), |s, _| f(s, self.h))
+    fn wait_read<T, E: Into<io::Error>>(&self, mut f: impl FnMut(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
+        let (h, nonblocking, timeout) = (self.raw(), self.is_nonblocking(), self.read_timeout());
+        self.rt.block(h, WaitMode::Shared, nonblocking, timeout, |s, _| f(s, self.h).map_err(Into::into))
     }
 
     /// Same with the write timeout.
-    fn wait_write<T>(&self, mut f: impl FnMut(&mut Stack, H) -> io::Result<T>) -> io::Result<T> {
-        self.rt.block(self.raw(), WaitMode::Shared, self.is_nonblocking(), self.write_timeout(), |s, _| f(s, self.h))
+    fn wait_write<T, E: Into<io::Error>>(&self, mut f: impl FnMut(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
+        let (h, nonblocking, timeout) = (self.raw(), self.is_nonblocking(), self.write_timeout());
+        self.rt.block(h, WaitMode::Shared, nonblocking, timeout, |s, _| f(s, self.h).map_err(Into::into))
     }
 
     fn is_nonblocking(&self) -> bool {
@@ -118,7 +122,7 @@ impl<H: Copy + Into<AnyHandle>> Drop for Sock<H> {
         }
         // Fails with NotConnected once the runtime is gone, which is fine: the whole
         // stack went with it.
-        if let Err(e) = self.rt.call(|s, _| s.close(self.h)) {
+        if let Err(e) = self.call(|s, h| s.close(h)) {
             tracing::trace!(handle = ?self.raw(), error = %e, "close on drop");
         }
     }

@@ -38,7 +38,7 @@ impl TcpListener {
         backlog: usize,
     ) -> io::Result<TcpListener> {
         let rt = rt.as_ref();
-        let h = each_addr(addr, |a| rt.call(|s, _| s.tcp_listen(a, backlog)))?;
+        let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.tcp_listen(a, backlog)?)))?;
         Ok(TcpListener { sock: Arc::new(Sock::new(rt.clone(), h)) })
     }
 
@@ -52,8 +52,9 @@ impl TcpListener {
             match s.peer_addr(h) {
                 Ok(peer) => Ok((h, peer)),
                 Err(e) => {
+                    // Cannot fail: `h` was just accepted.
                     let _ = s.close(h);
-                    Err(e)
+                    Err(e.into())
                 }
             }
         })?;
@@ -148,18 +149,18 @@ impl TcpStream {
     }
 
     fn connect_inner(rt: &RuntimeHandle, remote: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
-        let h = rt.call(|s, now| s.tcp_connect(now, remote, None))?;
+        let h = rt.call(|s, now| Ok(s.tcp_connect(now, remote, None)?))?;
         // From here on, dropping `stream` releases the socket on every error path.
         let stream = TcpStream::from_handle(rt.clone(), h);
         let established = rt.block(h.raw(), WaitMode::Shared, false, timeout, |s, _| match s.tcp_poll_connect(h) {
             Ok(true) => Ok(()),
             Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         });
         match established {
             Ok(()) => Ok(stream),
             Err(e) if timeout.is_some() && e.kind() == io::ErrorKind::WouldBlock => {
-                if rt.call(|s, _| s.tcp_abort(h)).is_ok() {
+                if rt.call(|s, _| Ok(s.tcp_abort(h)?)).is_ok() {
                     stream.sock.released.store(true, Ordering::Relaxed);
                 }
                 Err(io::Error::new(io::ErrorKind::TimedOut, format!("connection to {remote} timed out")))

@@ -20,7 +20,7 @@ impl UdpSocket {
     /// first that binds wins.
     pub fn bind(rt: &impl AsRef<RuntimeHandle>, addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
         let rt = rt.as_ref();
-        let h = each_addr(addr, |a| rt.call(|s, _| s.udp_bind(a)))?;
+        let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.udp_bind(a)?)))?;
         Ok(UdpSocket { sock: Arc::new(Sock::new(rt.clone(), h)) })
     }
 

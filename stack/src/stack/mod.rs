@@ -29,18 +29,18 @@ pub use diag::Stats;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Config;
 use crate::demux::Demux;
+use crate::error::{BindError, InvalidHandle, PeerAddrError};
 use crate::ports::PortTable;
 use crate::rand::{Rng, SipKey};
 use crate::socket::{AnyHandle, SocketHandle};
 use crate::time::Instant;
 use crate::wire::{self, DropReason, Transport};
 
-use table::{bad_handle, err, Slot, Sock};
+use table::{Slot, Sock};
 
 /// Most control packets (RSTs, ICMP replies) waiting for `poll_transmit`; more are
 /// dropped, which is what a router's rate limit would do too.
@@ -129,16 +129,16 @@ impl Stack {
 
     /// A local address to bind: a wildcard of a family the stack has an address of, or
     /// one of the stack's own addresses.
-    fn check_local(&self, local: SocketAddr) -> io::Result<()> {
+    fn check_local(&self, local: SocketAddr) -> Result<(), BindError> {
         let ip = local.ip();
         if is_unspecified(ip) {
             if self.first_addr_like(ip).is_none() {
-                return Err(err(io::ErrorKind::AddrNotAvailable, "the stack has no address of that family"));
+                return Err(BindError::NoAddressOfFamily { ipv6: ip.is_ipv6() });
             }
             return Ok(());
         }
         if !self.owns_address(ip) {
-            return Err(err(io::ErrorKind::AddrNotAvailable, "address not owned by this stack"));
+            return Err(BindError::NotOwned(ip));
         }
         Ok(())
     }
@@ -271,10 +271,10 @@ impl Stack {
     /// Release the handle. TCP: a graceful close (FIN after queued data, RST if unread
     /// data is discarded, RFC 9293 3.10.4 / RFC 2525 2.17); the connection lives on as an
     /// orphan until the close completes. Listener: pending connections are reset.
-    pub fn close(&mut self, h: impl Into<AnyHandle>) -> io::Result<()> {
+    pub fn close(&mut self, h: impl Into<AnyHandle>) -> Result<(), InvalidHandle> {
         let h = h.into();
         if self.resolve(h.raw()).is_none() {
-            return Err(bad_handle());
+            return Err(InvalidHandle);
         }
         match h {
             AnyHandle::Tcp(h) => self.close_conn(h.raw()),
@@ -284,22 +284,23 @@ impl Stack {
         Ok(())
     }
 
-    pub fn local_addr(&self, h: impl Into<AnyHandle>) -> io::Result<SocketAddr> {
+    pub fn local_addr(&self, h: impl Into<AnyHandle>) -> Result<SocketAddr, InvalidHandle> {
         match self.slot(h.into().raw()).and_then(|s| s.sock.as_ref()) {
             Some(Sock::Tcp(c)) => Ok(c.local),
             Some(Sock::Listener(l)) => Ok(l.local),
             Some(Sock::Udp(u)) => Ok(u.local),
-            None => Err(bad_handle()),
+            None => Err(InvalidHandle),
         }
     }
 
-    pub fn peer_addr(&self, h: impl Into<AnyHandle>) -> io::Result<SocketAddr> {
-        let not_conn = || err(io::ErrorKind::NotConnected, "socket is not connected");
+    /// The connected peer: a connection's remote end, a connected UDP socket's peer;
+    /// `NotConnected` for a listener or an unconnected UDP socket.
+    pub fn peer_addr(&self, h: impl Into<AnyHandle>) -> Result<SocketAddr, PeerAddrError> {
         match self.slot(h.into().raw()).and_then(|s| s.sock.as_ref()) {
             Some(Sock::Tcp(c)) => Ok(c.remote),
-            Some(Sock::Listener(_)) => Err(not_conn()),
-            Some(Sock::Udp(u)) => u.remote.ok_or_else(not_conn),
-            None => Err(bad_handle()),
+            Some(Sock::Listener(_)) => Err(PeerAddrError::NotConnected),
+            Some(Sock::Udp(u)) => u.remote.ok_or(PeerAddrError::NotConnected),
+            None => Err(PeerAddrError::InvalidHandle),
         }
     }
 }

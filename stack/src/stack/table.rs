@@ -5,13 +5,13 @@
 //! the socket that reused the slot. Released slots go on a free list and are reused
 //! first, which keeps the table as large as the most sockets ever open at once.
 
-use std::io;
 use std::net::SocketAddr;
 
 use super::tcp::Listener;
 use super::udp::UdpSock;
 use super::Stack;
 use crate::demux::Match;
+use crate::error::InvalidHandle;
 use crate::socket::{AnyHandle, ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle, UdpHandle};
 use crate::tcp::conn::Conn;
 use crate::time::Instant;
@@ -33,14 +33,6 @@ pub(super) struct Slot {
     pub(super) in_txq: bool,
     /// Queued in `Stack::wakeups`.
     pub(super) wake: bool,
-}
-
-pub(super) fn err(kind: io::ErrorKind, msg: &'static str) -> io::Error {
-    io::Error::new(kind, msg)
-}
-
-pub(super) fn bad_handle() -> io::Error {
-    err(io::ErrorKind::NotFound, "no such socket handle")
 }
 
 impl Stack {
@@ -86,21 +78,21 @@ impl Stack {
     // A typed handle's slot holds a socket of its kind or, if the handle is stale,
     // another generation: the lookups below fail only for stale handles.
 
-    pub(super) fn conn(&self, h: TcpHandle) -> io::Result<&Conn> {
-        self.conn_at(h.0).ok_or_else(bad_handle)
+    pub(super) fn conn(&self, h: TcpHandle) -> Result<&Conn, InvalidHandle> {
+        self.conn_at(h.0).ok_or(InvalidHandle)
     }
 
-    pub(super) fn conn_mut(&mut self, h: TcpHandle) -> io::Result<&mut Conn> {
+    pub(super) fn conn_mut(&mut self, h: TcpHandle) -> Result<&mut Conn, InvalidHandle> {
         match self.slot_mut(h.0).and_then(|s| s.sock.as_mut()) {
             Some(Sock::Tcp(c)) => Ok(c),
-            _ => Err(bad_handle()),
+            _ => Err(InvalidHandle),
         }
     }
 
-    pub(super) fn udp_mut(&mut self, h: UdpHandle) -> io::Result<&mut UdpSock> {
+    pub(super) fn udp_mut(&mut self, h: UdpHandle) -> Result<&mut UdpSock, InvalidHandle> {
         match self.slot_mut(h.0).and_then(|s| s.sock.as_mut()) {
             Some(Sock::Udp(u)) => Ok(u),
-            _ => Err(bad_handle()),
+            _ => Err(InvalidHandle),
         }
     }
 

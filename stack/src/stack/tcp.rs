@@ -12,12 +12,12 @@
 //!   once from the send buffer into place) and of `handle_timeout`.
 
 use std::collections::VecDeque;
-use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 
-use super::table::{bad_handle, err, Sock};
+use super::table::Sock;
 use super::{is_unspecified, same_family, Stack};
 use crate::demux::Match;
+use crate::error::{AcceptError, BindError, ConnectError, InvalidHandle, RecvError, SendError, ShutdownError};
 use crate::ports;
 use crate::seq::SeqNum;
 use crate::socket::{ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle};
@@ -285,7 +285,7 @@ impl Stack {
 
     /// Bind and listen. `local`'s IP may be a wildcard; port 0 picks an ephemeral port.
     /// The backlog bounds the half-open plus accept queue (at least 1).
-    pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> io::Result<ListenerHandle> {
+    pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> Result<ListenerHandle, BindError> {
         self.check_local(local)?;
         let l = Listener { local, backlog: backlog.max(1), half_open: Vec::new(), accept_q: VecDeque::new() };
         let h = self.alloc(Sock::Listener(l), Owner::App);
@@ -300,19 +300,19 @@ impl Stack {
         if let Some(Sock::Listener(l)) = self.slot_mut(h).and_then(|s| s.sock.as_mut()) {
             l.local = bound;
         }
-        if self.demux.insert_listener(Protocol::Tcp, bound, h).is_err() {
+        if let Err(held_by) = self.demux.insert_listener(Protocol::Tcp, bound, h) {
             self.free_socket(h);
-            return Err(err(io::ErrorKind::AddrInUse, "address in use"));
+            return Err(BindError::AddrInUse { addr: bound, held: bound, held_by });
         }
         Ok(ListenerHandle(h))
     }
 
     /// Take one completed connection from a listener's accept queue; `WouldBlock` when
     /// it is empty.
-    pub fn tcp_accept(&mut self, listener: ListenerHandle) -> io::Result<TcpHandle> {
+    pub fn tcp_accept(&mut self, listener: ListenerHandle) -> Result<TcpHandle, AcceptError> {
         let listener = listener.0;
-        let l = self.listener_mut(listener).ok_or_else(bad_handle)?;
-        let Some(h) = l.accept_q.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
+        let l = self.listener_mut(listener).ok_or(AcceptError::InvalidHandle)?;
+        let Some(h) = l.accept_q.pop_front() else { return Err(AcceptError::WouldBlock) };
         if let Some(s) = self.slot_mut(h) {
             s.owner = Owner::App;
         }
@@ -337,27 +337,25 @@ impl Stack {
         now: Instant,
         remote: SocketAddr,
         local: Option<SocketAddr>,
-    ) -> io::Result<TcpHandle> {
+    ) -> Result<TcpHandle, ConnectError> {
         self.now = self.now.max(now);
         if is_unspecified(remote.ip()) || remote.port() == 0 {
-            return Err(err(io::ErrorKind::InvalidInput, "cannot connect to an unspecified address or port 0"));
+            return Err(ConnectError::InvalidRemote(remote));
         }
         if remote.ip().is_multicast() || remote.ip() == IpAddr::from([255, 255, 255, 255]) {
-            return Err(err(io::ErrorKind::InvalidInput, "cannot connect TCP to a multicast or broadcast address"));
+            return Err(ConnectError::BroadcastOrMulticast(remote));
         }
         let local_ip = match local.map(|l| l.ip()) {
             Some(ip) if !is_unspecified(ip) => {
                 if !self.owns_address(ip) {
-                    return Err(err(io::ErrorKind::AddrNotAvailable, "address not owned by this stack"));
+                    return Err(ConnectError::NotOwned(ip));
                 }
                 if !same_family(ip, remote.ip()) {
-                    return Err(err(io::ErrorKind::InvalidInput, "local and remote address families differ"));
+                    return Err(ConnectError::FamilyMismatch { local: ip, remote });
                 }
                 ip
             }
-            _ => self
-                .first_addr_like(remote.ip())
-                .ok_or_else(|| err(io::ErrorKind::AddrNotAvailable, "the stack has no address of that family"))?,
+            _ => self.first_addr_like(remote.ip()).ok_or(ConnectError::NoAddressOfFamily { ipv6: remote.is_ipv6() })?,
         };
         let port = match local.map(|l| l.port()).unwrap_or(0) {
             0 => {
@@ -375,8 +373,9 @@ impl Stack {
                 )?
             }
             p => {
-                if self.demux.has_connection(Protocol::Tcp, SocketAddr::new(local_ip, p), remote) {
-                    return Err(err(io::ErrorKind::AddrInUse, "that 4-tuple is in use"));
+                let local = SocketAddr::new(local_ip, p);
+                if self.demux.has_connection(Protocol::Tcp, local, remote) {
+                    return Err(ConnectError::TupleInUse { local, remote });
                 }
                 p
             }
@@ -387,7 +386,7 @@ impl Stack {
         let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::App);
         if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
             self.free_socket(h);
-            return Err(err(io::ErrorKind::AddrInUse, "that 4-tuple is in use"));
+            return Err(ConnectError::TupleInUse { local, remote });
         }
         self.stats.tcp_active_opens += 1;
         self.refresh(h);
@@ -395,15 +394,13 @@ impl Stack {
     }
 
     /// `Ok(true)` once established (or later), `Ok(false)` while the handshake runs,
-    /// `Err` with `ConnectionRefused`, `TimedOut` or `ConnectionReset` if it failed.
-    pub fn tcp_poll_connect(&mut self, h: TcpHandle) -> io::Result<bool> {
+    /// `Err(ConnectError::Failed)` (`ConnectionRefused`, `TimedOut`, `ConnectionReset`)
+    /// if it failed.
+    pub fn tcp_poll_connect(&mut self, h: TcpHandle) -> Result<bool, ConnectError> {
         let c = self.conn(h)?;
         match c.state {
             TcpState::SynSent | TcpState::SynReceived => Ok(false),
-            TcpState::Closed => match c.error() {
-                Some(e) => Err(e.into()),
-                None => Err(err(io::ErrorKind::NotConnected, "connection closed")),
-            },
+            TcpState::Closed => Err(c.error().map_or(ConnectError::Closed, ConnectError::Failed)),
             _ => Ok(true),
         }
     }
@@ -411,26 +408,26 @@ impl Stack {
     /// Queue bytes for sending; returns how many were taken (may be fewer than asked),
     /// `WouldBlock` when the send buffer is full or the handshake is still running,
     /// `BrokenPipe` after shutdown(Write), the connection's error after a reset.
-    pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> io::Result<usize> {
+    pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> Result<usize, SendError> {
         let r = self.conn_mut(h)?.send(data);
         self.refresh(h.0);
-        Ok(r?)
+        r
     }
 
     /// Read received bytes. `Ok(0)` is end of stream (the peer's FIN was read);
     /// `WouldBlock` when nothing is buffered yet; `ConnectionReset` after a RST.
-    pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> io::Result<usize> {
+    pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> Result<usize, RecvError> {
         let r = self.conn_mut(h)?.recv(buf);
         self.refresh(h.0);
-        Ok(r?)
+        r
     }
 
     /// Shut down one or both directions. `Write` sends FIN after queued data (half
     /// close); `Read` discards further incoming data.
-    pub fn tcp_shutdown(&mut self, h: TcpHandle, how: Shutdown) -> io::Result<()> {
+    pub fn tcp_shutdown(&mut self, h: TcpHandle, how: Shutdown) -> Result<(), ShutdownError> {
         let c = self.conn_mut(h)?;
         if matches!(c.state, TcpState::Closed | TcpState::SynSent | TcpState::Listen) {
-            return Err(err(io::ErrorKind::NotConnected, "socket is not connected"));
+            return Err(ShutdownError::NotConnected);
         }
         let prev = c.state;
         if matches!(how, Shutdown::Read | Shutdown::Both) {
@@ -444,7 +441,7 @@ impl Stack {
     }
 
     /// Abort: send RST (if synchronized) and release the socket at once.
-    pub fn tcp_abort(&mut self, h: TcpHandle) -> io::Result<()> {
+    pub fn tcp_abort(&mut self, h: TcpHandle) -> Result<(), InvalidHandle> {
         self.conn(h)?;
         self.abort_conn(h.0);
         Ok(())
@@ -495,24 +492,28 @@ impl Stack {
     }
 
     /// The connection's state (RFC 9293 3.3.2).
-    pub fn tcp_state(&self, h: TcpHandle) -> io::Result<TcpState> {
+    pub fn tcp_state(&self, h: TcpHandle) -> Result<TcpState, InvalidHandle> {
         Ok(self.conn(h)?.state)
     }
 
     /// A snapshot of the connection's control block.
-    pub fn tcp_info(&self, h: TcpHandle) -> io::Result<crate::tcp::TcpInfo> {
+    pub fn tcp_info(&self, h: TcpHandle) -> Result<crate::tcp::TcpInfo, InvalidHandle> {
         Ok(self.conn(h)?.info())
     }
 
     /// Disable (true) or enable (false) Nagle's algorithm (RFC 896).
-    pub fn tcp_set_nodelay(&mut self, h: TcpHandle, nodelay: bool) -> io::Result<()> {
+    pub fn tcp_set_nodelay(&mut self, h: TcpHandle, nodelay: bool) -> Result<(), InvalidHandle> {
         self.conn_mut(h)?.set_nodelay(nodelay);
         self.refresh(h.0);
         Ok(())
     }
 
     /// Keepalive for this connection (RFC 9293 3.8.4); `None` turns it off.
-    pub fn tcp_set_keepalive(&mut self, h: TcpHandle, ka: Option<crate::config::Keepalive>) -> io::Result<()> {
+    pub fn tcp_set_keepalive(
+        &mut self,
+        h: TcpHandle,
+        ka: Option<crate::config::Keepalive>,
+    ) -> Result<(), InvalidHandle> {
         let now = self.now;
         self.conn_mut(h)?.set_keepalive(now, ka);
         self.refresh(h.0);
@@ -520,28 +521,32 @@ impl Stack {
     }
 
     /// User timeout (RFC 9293 3.8.3 / RFC 5482); `None` leaves only the retry counts.
-    pub fn tcp_set_user_timeout(&mut self, h: TcpHandle, t: Option<std::time::Duration>) -> io::Result<()> {
+    pub fn tcp_set_user_timeout(&mut self, h: TcpHandle, t: Option<std::time::Duration>) -> Result<(), InvalidHandle> {
         self.conn_mut(h)?.set_user_timeout(t);
         Ok(())
     }
 
     /// Congestion control for this connection (restarts it from the initial window).
-    pub fn tcp_set_congestion(&mut self, h: TcpHandle, alg: crate::config::CongestionAlgorithm) -> io::Result<()> {
+    pub fn tcp_set_congestion(
+        &mut self,
+        h: TcpHandle,
+        alg: crate::config::CongestionAlgorithm,
+    ) -> Result<(), InvalidHandle> {
         self.conn_mut(h)?.set_congestion(alg);
         Ok(())
     }
 
-    pub fn tcp_nodelay(&self, h: TcpHandle) -> io::Result<bool> {
+    pub fn tcp_nodelay(&self, h: TcpHandle) -> Result<bool, InvalidHandle> {
         Ok(self.conn(h)?.nodelay())
     }
 
     /// Bytes the application can write right now without `WouldBlock`.
-    pub fn tcp_send_capacity(&self, h: TcpHandle) -> io::Result<usize> {
+    pub fn tcp_send_capacity(&self, h: TcpHandle) -> Result<usize, InvalidHandle> {
         Ok(self.conn(h)?.send_capacity())
     }
 
     /// Bytes received and not yet read.
-    pub fn tcp_recv_queue(&self, h: TcpHandle) -> io::Result<usize> {
+    pub fn tcp_recv_queue(&self, h: TcpHandle) -> Result<usize, InvalidHandle> {
         Ok(self.conn(h)?.recv_queue())
     }
 }

@@ -4,6 +4,7 @@ use super::*;
 use crate::socket::TcpHandle;
 use crate::tcp::TcpState;
 use crate::wire::{IcmpRepr, IcmpV4Message};
+use std::io;
 use std::time::Duration;
 
 fn cfg(addr: &str, seed: u64) -> Config {
@@ -212,8 +213,8 @@ fn lost_segments_are_retransmitted() {
 #[test]
 fn bind_rules_at_the_stack() {
     let mut s = Stack::new(Config { reserve_privileged_ports: true, ..cfg("10.0.0.1", 3) });
-    fn kind<T>(r: io::Result<T>) -> io::ErrorKind {
-        r.map(|_| ()).unwrap_err().kind()
+    fn kind<T, E: Into<io::Error>>(r: Result<T, E>) -> io::ErrorKind {
+        r.map(|_| ()).map_err(Into::into).unwrap_err().kind()
     }
     assert_eq!(kind(s.tcp_listen("10.9.9.9:8080".parse().unwrap(), 4)), io::ErrorKind::AddrNotAvailable);
     assert_eq!(kind(s.tcp_listen("[::]:8080".parse().unwrap(), 4)), io::ErrorKind::AddrNotAvailable, "no v6 address");

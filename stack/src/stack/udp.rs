@@ -8,12 +8,12 @@
 //! A datagram for a port nobody holds gets an ICMP port unreachable (`icmp`).
 
 use std::collections::VecDeque;
-use std::io;
 use std::net::SocketAddr;
 
-use super::table::{err, Sock};
+use super::table::Sock;
 use super::{is_unspecified, same_family, Stack};
 use crate::demux::Match;
+use crate::error::{BindError, InvalidHandle, UdpConnectError, UdpRecvError, UdpSendError};
 use crate::socket::{Owner, Protocol, SocketHandle, UdpHandle};
 use crate::time::Instant;
 use crate::wire::{self, DropReason, IpHeader, UdpRepr};
@@ -87,7 +87,7 @@ impl Stack {
 
     // ---------------------------------------------------------------- calls
 
-    pub fn udp_bind(&mut self, local: SocketAddr) -> io::Result<UdpHandle> {
+    pub fn udp_bind(&mut self, local: SocketAddr) -> Result<UdpHandle, BindError> {
         self.check_local(local)?;
         let u = UdpSock { local, remote: None, rxq: VecDeque::new(), txq: VecDeque::new() };
         let h = UdpHandle(self.alloc(Sock::Udp(u), Owner::App));
@@ -102,47 +102,47 @@ impl Stack {
         if let Ok(u) = self.udp_mut(h) {
             u.local = bound;
         }
-        if self.demux.insert_listener(Protocol::Udp, bound, h.0).is_err() {
+        if let Err(held_by) = self.demux.insert_listener(Protocol::Udp, bound, h.0) {
             self.free_socket(h.0);
-            return Err(err(io::ErrorKind::AddrInUse, "address in use"));
+            return Err(BindError::AddrInUse { addr: bound, held: bound, held_by });
         }
         Ok(h)
     }
 
     /// Fix the peer: `send` goes there and only its datagrams are received.
-    pub fn udp_connect(&mut self, h: UdpHandle, remote: SocketAddr) -> io::Result<()> {
+    pub fn udp_connect(&mut self, h: UdpHandle, remote: SocketAddr) -> Result<(), UdpConnectError> {
         let u = self.udp_mut(h)?;
         if !same_family(u.local.ip(), remote.ip()) {
-            return Err(err(io::ErrorKind::InvalidInput, "address family differs from the bound address"));
+            return Err(UdpConnectError::FamilyMismatch { local: u.local.ip(), remote });
         }
         if is_unspecified(remote.ip()) || remote.port() == 0 {
-            return Err(err(io::ErrorKind::InvalidInput, "cannot connect to an unspecified address or port 0"));
+            return Err(UdpConnectError::InvalidRemote(remote));
         }
         u.remote = Some(remote);
         Ok(())
     }
 
-    pub fn udp_send_to(&mut self, h: UdpHandle, data: &[u8], dst: SocketAddr) -> io::Result<usize> {
+    pub fn udp_send_to(&mut self, h: UdpHandle, data: &[u8], dst: SocketAddr) -> Result<usize, UdpSendError> {
         let max = self.cfg.mtu.saturating_sub(wire::ip_header_len(dst.ip()) + wire::udp::UDP_HEADER_LEN);
         let limit = self.cfg.udp_tx_queue;
         let has_src = self.first_addr_like(dst.ip()).is_some();
         let mut buf = self.pool.pop().unwrap_or_default();
         let u = self.udp_mut(h)?;
         if !same_family(u.local.ip(), dst.ip()) {
-            return Err(err(io::ErrorKind::InvalidInput, "address family differs from the bound address"));
+            return Err(UdpSendError::FamilyMismatch { local: u.local.ip(), dst });
         }
         if is_unspecified(dst.ip()) || dst.port() == 0 {
-            return Err(err(io::ErrorKind::InvalidInput, "cannot send to an unspecified address or port 0"));
+            return Err(UdpSendError::InvalidDestination(dst));
         }
         if !has_src {
-            return Err(err(io::ErrorKind::AddrNotAvailable, "the stack has no address of that family"));
+            return Err(UdpSendError::NoAddressOfFamily { ipv6: dst.is_ipv6() });
         }
         if data.len() > max {
             // We do not fragment (RFC 8200 5 / RFC 791): like EMSGSIZE.
-            return Err(err(io::ErrorKind::InvalidInput, "datagram larger than the MTU allows"));
+            return Err(UdpSendError::TooLarge { len: data.len(), max });
         }
         if u.txq.len() >= limit {
-            return Err(io::ErrorKind::WouldBlock.into());
+            return Err(UdpSendError::WouldBlock);
         }
         buf.clear();
         buf.extend_from_slice(data);
@@ -155,17 +155,16 @@ impl Stack {
         Ok(data.len())
     }
 
-    pub fn udp_send(&mut self, h: UdpHandle, data: &[u8]) -> io::Result<usize> {
-        let remote =
-            self.udp_mut(h)?.remote.ok_or_else(|| err(io::ErrorKind::NotConnected, "UDP socket not connected"))?;
+    pub fn udp_send(&mut self, h: UdpHandle, data: &[u8]) -> Result<usize, UdpSendError> {
+        let remote = self.udp_mut(h)?.remote.ok_or(UdpSendError::NotConnected)?;
         self.udp_send_to(h, data, remote)
     }
 
     /// One datagram; a datagram longer than `buf` is truncated (the rest is discarded,
     /// as with std).
-    pub fn udp_recv_from(&mut self, h: UdpHandle, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    pub fn udp_recv_from(&mut self, h: UdpHandle, buf: &mut [u8]) -> Result<(usize, SocketAddr), UdpRecvError> {
         let u = self.udp_mut(h)?;
-        let Some((src, data)) = u.rxq.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
+        let Some((src, data)) = u.rxq.pop_front() else { return Err(UdpRecvError::WouldBlock) };
         let n = data.len().min(buf.len());
         buf[..n].copy_from_slice(&data[..n]);
         self.pool.push(data);
@@ -174,12 +173,12 @@ impl Stack {
 
     /// Like `udp_recv_from` without the source (std allows it on an unconnected
     /// socket too).
-    pub fn udp_recv(&mut self, h: UdpHandle, buf: &mut [u8]) -> io::Result<usize> {
+    pub fn udp_recv(&mut self, h: UdpHandle, buf: &mut [u8]) -> Result<usize, UdpRecvError> {
         self.udp_recv_from(h, buf).map(|(n, _)| n)
     }
 
     /// Datagrams queued for sending that `poll_transmit` has not taken yet.
-    pub fn udp_send_queue(&mut self, h: UdpHandle) -> io::Result<usize> {
+    pub fn udp_send_queue(&mut self, h: UdpHandle) -> Result<usize, InvalidHandle> {
         Ok(self.udp_mut(h)?.txq.len())
     }
 }

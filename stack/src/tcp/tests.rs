@@ -510,8 +510,8 @@ impl TestStack {
 }
 
 #[track_caller]
-fn assert_kind<T: std::fmt::Debug>(r: io::Result<T>, kind: ErrorKind) {
-    match r {
+fn assert_kind<T: std::fmt::Debug, E: Into<io::Error>>(r: Result<T, E>, kind: ErrorKind) {
+    match r.map_err(Into::into) {
         Err(e) => assert_eq!(e.kind(), kind, "error {e}"),
         Ok(v) => panic!("expected {kind:?}, got Ok({v:?})"),
     }
