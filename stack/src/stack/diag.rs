@@ -28,6 +28,9 @@ pub struct Stats {
     pub icmp_echo_replies: u64,
     pub icmp_unreachable_sent: u64,
     pub icmp_errors_rate_limited: u64,
+    /// Control packets (RSTs, ICMP replies and errors) not sent: the control queue was
+    /// full, or the packet would not fit the MTU.
+    pub ctrl_dropped: u64,
     /// TCP segments rejected by a listener or a connection, per reason (each is also
     /// counted once under `DropReason::TcpRejected`).
     pub tcp_rejects: [u64; TcpReject::COUNT],
@@ -92,7 +95,7 @@ impl Stack {
                     remote: u.remote,
                     state: if u.remote.is_some() { "CONNECTED" } else { "BOUND" },
                     recv_queue: u.rxq.iter().map(|(_, d)| d.len()).sum(),
-                    send_queue: u.txq.iter().map(|(_, d)| d.len()).sum(),
+                    send_queue: u.txq.iter().map(|d| d.data.len()).sum(),
                     owner: s.owner,
                 },
             };

@@ -64,7 +64,11 @@ impl Stack {
             return;
         }
         let v6 = ip.dst.is_ipv6();
+        // As much as fits 576 / 1280 bytes (RFC 1812 4.3.2.3, RFC 4443 2.4(c)) and, on a
+        // smaller link, the MTU.
         let quote = icmp::error_quote(raw, v6);
+        let room = self.cfg.mtu.saturating_sub(wire::ip_header_len(ip.src) + icmp::ICMP_HEADER_LEN);
+        let quote = &quote[..quote.len().min(room)];
         let msg = if v6 {
             IcmpRepr::V6(IcmpV6Message::DestUnreachable { code: icmp::v6_unreach::PORT, invoking: quote })
         } else {

@@ -180,21 +180,29 @@ impl Stack {
     }
 
     /// Write the next packet to send into `buf` and return its length, or `None` when
-    /// nothing is due. `buf` must hold at least `config.mtu` bytes. Call until `None`.
+    /// nothing is due. Call until `None`.
     ///
     /// Control packets (RSTs, ICMP replies) go first; then the sockets scheduled to
     /// send, round robin, each writing at most one packet per turn.
+    ///
+    /// # Panics
+    ///
+    /// If `buf` is shorter than `config.mtu`: every packet the stack builds fits the
+    /// MTU, and this is checked here, once, before anything is taken off a queue.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        assert!(
+            buf.len() >= self.cfg.mtu,
+            "poll_transmit: a buffer of {} bytes is shorter than the MTU ({})",
+            buf.len(),
+            self.cfg.mtu
+        );
         self.now = self.now.max(now);
         if let Some(pkt) = self.ctrl.pop_front() {
+            // Built within the MTU (`queue_ctrl`).
             let n = pkt.len();
-            if n <= buf.len() {
-                buf[..n].copy_from_slice(&pkt);
-            }
+            buf[..n].copy_from_slice(&pkt);
             self.pool.push(pkt);
-            if n <= buf.len() {
-                return Some(self.count_tx(n));
-            }
+            return Some(self.count_tx(n));
         }
         while let Some(h) = self.txq.pop_front() {
             let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen) else { continue };
@@ -217,14 +225,18 @@ impl Stack {
         n
     }
 
-    /// Emit a control packet into a pooled buffer for the next `poll_transmit`.
+    /// Emit a control packet into a pooled buffer for the next `poll_transmit`, within
+    /// the MTU. Returns whether it was queued; a packet that is not (the queue is full,
+    /// or it would exceed the MTU: an echo request larger than our MTU) is counted in
+    /// `Stats::ctrl_dropped`.
     fn queue_ctrl(&mut self, emit: impl FnOnce(&mut [u8]) -> Result<usize, wire::EmitError>) -> bool {
         if self.ctrl.len() >= MAX_CTRL_QUEUE {
+            self.stats.ctrl_dropped += 1;
+            tracing::debug!("control packet dropped: queue full");
             return false;
         }
-        let mtu = self.cfg.mtu.max(576);
         let mut buf = self.pool.pop().unwrap_or_default();
-        buf.resize(mtu, 0);
+        buf.resize(self.cfg.mtu, 0);
         match emit(&mut buf) {
             Ok(n) => {
                 buf.truncate(n);
@@ -232,6 +244,7 @@ impl Stack {
                 true
             }
             Err(e) => {
+                self.stats.ctrl_dropped += 1;
                 tracing::debug!(?e, "control packet not emitted");
                 self.pool.push(buf);
                 false

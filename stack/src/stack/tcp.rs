@@ -214,20 +214,34 @@ impl Stack {
 
     /// TCP's part of `poll_transmit`: the next segment of connection `h` into `buf`.
     /// `None` when it has nothing sendable now.
+    ///
+    /// `dispatch` commits the segment (SND.NXT, the scoreboard, timers), so everything
+    /// that could keep it off the wire is settled before it runs: the buffer holds the
+    /// largest header, the payload room ends where the packet would outgrow the buffer
+    /// or the IP length field, and a data segment's header is the one `data_header_len`
+    /// reserved room for. Emission cannot fail afterwards.
     pub(super) fn tcp_transmit(&mut self, now: Instant, h: SocketHandle, buf: &mut [u8]) -> Option<usize> {
         let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return None };
-        let before = c.retransmits;
+        let (src, dst) = (c.local.ip(), c.remote.ip());
+        let ip_len = wire::ip_header_len(dst);
+        if buf.len() < ip_len + MAX_TCP_HEADER_LEN {
+            // Only with an MTU below 100 bytes (the caller's buffer holds the MTU).
+            tracing::warn!(len = buf.len(), "transmit buffer smaller than the largest TCP header: nothing sent");
+            return None;
+        }
         // The payload goes straight to its place in `buf` (one copy from the send
-        // buffer), the headers are written around it.
-        let at = wire::ip_header_len(c.remote.ip()) + c.data_header_len();
-        let room = buf.get_mut(at..)?;
-        let Some(out) = c.dispatch(now, room) else {
+        // buffer), right after the data segment's header; the headers are written
+        // around it.
+        let at = ip_len + c.data_header_len();
+        let end = buf.len().min(max_packet_len(dst));
+        let before = c.retransmits;
+        let Some(out) = c.dispatch(now, &mut buf[at..end]) else {
             // Nothing sendable (window, Nagle): wait for an ACK or a timer.
             self.refresh_inner(h, false);
             return None;
         };
         self.stats.tcp_retransmits += c.retransmits - before;
-        let repr = TcpRepr {
+        let mut repr = TcpRepr {
             src_port: c.local.port(),
             dst_port: c.remote.port(),
             seq: out.seq,
@@ -238,21 +252,25 @@ impl Stack {
             options: out.options,
             payload: &[],
         };
-        let (src, dst) = (c.local.ip(), c.remote.ip());
-        let n = if out.payload_len == 0 {
+        let emitted = if out.payload_len == 0 {
+            // At most MAX_TCP_HEADER_LEN bytes of header: fits, checked above.
             wire::emit_tcp(buf, src, dst, &repr)
         } else {
-            let want = wire::ip_header_len(dst) + repr.header_len();
+            // A data segment carries the timestamps only, on every segment once they
+            // are in use (RFC 7323 3.2), and that is what `data_header_len` counted;
+            // SACK blocks ride on pure ACKs (RFC 2018 4). So the header ends where the
+            // payload starts. Should other options turn up, they are dropped rather
+            // than let the header run into the payload.
+            let want = ip_len + repr.header_len();
             if want != at {
-                // Options other than the usual ones: move the payload.
-                if want + out.payload_len > buf.len() {
-                    tracing::warn!("segment does not fit the transmit buffer");
-                    return None;
-                }
+                debug_assert!(false, "data segment header {want} bytes, room reserved {at}");
+                repr.options = TcpOptions { timestamps: out.options.timestamps, ..TcpOptions::default() };
+                let want = ip_len + repr.header_len();
                 buf.copy_within(at..at + out.payload_len, want);
             }
             wire::emit_tcp_in_place(buf, src, dst, &repr, out.payload_len)
         };
+        let n = emitted.expect("a segment fits the room checked before dispatch");
         // More may follow from the same connection: round robin.
         let slot = &mut self.slots[h.idx as usize];
         if !slot.in_txq {
@@ -260,13 +278,7 @@ impl Stack {
             self.txq.push_back(h);
         }
         self.refresh(h);
-        match n {
-            Ok(n) => Some(n),
-            Err(e) => {
-                tracing::warn!(?e, "could not emit packet (buffer smaller than the MTU?)");
-                None
-            }
-        }
+        Some(n)
     }
 
     /// TCP's part of `handle_timeout`: connection `h`'s deadline is due.
@@ -548,6 +560,18 @@ impl Stack {
     /// Bytes received and not yet read.
     pub fn tcp_recv_queue(&self, h: TcpHandle) -> Result<usize, InvalidHandle> {
         Ok(self.conn(h)?.recv_queue())
+    }
+}
+
+/// The largest TCP header: a data offset of 15 words (RFC 9293 3.1).
+const MAX_TCP_HEADER_LEN: usize = wire::tcp::TCP_HEADER_LEN + wire::tcp::MAX_OPTIONS_LEN;
+
+/// The largest packet the IP length field can describe: 65535 bytes in all for IPv4
+/// (RFC 791 3.1), a 65535-byte payload after the header for IPv6 (RFC 8200 3).
+fn max_packet_len(dst: IpAddr) -> usize {
+    match dst {
+        IpAddr::V4(_) => wire::ip::MAX_LENGTH_FIELD,
+        IpAddr::V6(_) => wire::ip::IPV6_HEADER_LEN + wire::ip::MAX_LENGTH_FIELD,
     }
 }
 

@@ -8,7 +8,7 @@
 //! A datagram for a port nobody holds gets an ICMP port unreachable (`icmp`).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::table::Sock;
 use super::{is_unspecified, same_family, Stack};
@@ -21,8 +21,18 @@ use crate::wire::{self, DropReason, IpHeader, UdpRepr};
 pub(super) struct UdpSock {
     pub(super) local: SocketAddr,
     pub(super) remote: Option<SocketAddr>,
+    /// Received datagrams: source, payload.
     pub(super) rxq: VecDeque<(SocketAddr, Vec<u8>)>,
-    pub(super) txq: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Datagrams to send: source address (chosen when queued), destination, payload.
+    pub(super) txq: VecDeque<Outgoing>,
+}
+
+/// A datagram checked and queued by `udp_send_to`: it fits the MTU and its addresses
+/// are of one family, so writing it out cannot fail.
+pub(super) struct Outgoing {
+    pub(super) src: IpAddr,
+    pub(super) dst: SocketAddr,
+    pub(super) data: Vec<u8>,
 }
 
 impl Stack {
@@ -34,41 +44,33 @@ impl Stack {
             None => None,
         };
         let limit = self.cfg.udp_rx_queue;
-        if let Some(h) = found {
-            let mut buf = self.pool.pop().unwrap_or_default();
-            let Ok(u) = self.udp_mut(UdpHandle(h)) else { return };
+        let slot = found.and_then(|h| self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen));
+        if let (Some(h), Some(Sock::Udp(u))) = (found, slot.and_then(|s| s.sock.as_mut())) {
             if u.remote.is_none_or(|r| r == remote) {
                 if u.rxq.len() >= limit {
-                    self.pool.push(buf);
                     return self.count_drop(DropReason::UdpQueueFull, "receive queue full");
                 }
+                let mut buf = self.pool.pop().unwrap_or_default();
                 buf.clear();
                 buf.extend_from_slice(d.payload);
                 u.rxq.push_back((remote, buf));
                 self.wake(h);
                 return;
             }
-            self.pool.push(buf);
         }
         self.count_drop(DropReason::UdpNoSocket, "no socket on port");
         self.icmp_port_unreachable(now, ip, raw);
     }
 
     /// UDP's part of `poll_transmit`: the next queued datagram of socket `h`.
+    /// `udp_send_to` checked it (size, addresses) and `buf` holds the MTU, so writing
+    /// it cannot fail once it is off the queue.
     pub(super) fn udp_transmit(&mut self, h: SocketHandle, buf: &mut [u8]) -> Option<usize> {
         let slot = &mut self.slots[h.idx as usize];
         let Some(Sock::Udp(u)) = slot.sock.as_mut() else { return None };
-        let (dst, data) = u.txq.pop_front()?;
-        let src = if is_unspecified(u.local.ip()) {
-            self.cfg.addrs.iter().copied().find(|a| same_family(*a, dst.ip()))
-        } else {
-            Some(u.local.ip())
-        };
+        let Outgoing { src, dst, data } = u.txq.pop_front()?;
         let repr = UdpRepr { src_port: u.local.port(), dst_port: dst.port(), payload: &data };
-        let r = match src {
-            Some(src) => wire::emit_udp(buf, src, dst.ip(), &repr),
-            None => Err(wire::EmitError::AddressFamilyMismatch),
-        };
+        let n = wire::emit_udp(buf, src, dst.ip(), &repr).expect("a datagram checked when it was queued");
         let more = !u.txq.is_empty();
         self.pool.push(data);
         if more {
@@ -76,13 +78,7 @@ impl Stack {
             self.txq.push_back(h);
         }
         self.wake(h);
-        match r {
-            Ok(n) => Some(n),
-            Err(e) => {
-                tracing::warn!(?e, "could not emit packet (buffer smaller than the MTU?)");
-                None
-            }
-        }
+        Some(n)
     }
 
     // ---------------------------------------------------------------- calls
@@ -123,20 +119,27 @@ impl Stack {
     }
 
     pub fn udp_send_to(&mut self, h: UdpHandle, data: &[u8], dst: SocketAddr) -> Result<usize, UdpSendError> {
-        let max = self.cfg.mtu.saturating_sub(wire::ip_header_len(dst.ip()) + wire::udp::UDP_HEADER_LEN);
+        // The MTU, and the 16-bit UDP length field (RFC 768) for MTUs above 64 KiB.
+        let max = self
+            .cfg
+            .mtu
+            .min(wire::ip::MAX_LENGTH_FIELD)
+            .saturating_sub(wire::ip_header_len(dst.ip()) + wire::udp::UDP_HEADER_LEN);
         let limit = self.cfg.udp_tx_queue;
-        let has_src = self.first_addr_like(dst.ip()).is_some();
-        let mut buf = self.pool.pop().unwrap_or_default();
-        let u = self.udp_mut(h)?;
+        let first_src = self.first_addr_like(dst.ip());
+        let slot = self.slots.get_mut(h.0.idx as usize).filter(|s| s.gen == h.0.gen);
+        let Some(Sock::Udp(u)) = slot.and_then(|s| s.sock.as_mut()) else { return Err(UdpSendError::InvalidHandle) };
         if !same_family(u.local.ip(), dst.ip()) {
             return Err(UdpSendError::FamilyMismatch { local: u.local.ip(), dst });
         }
         if is_unspecified(dst.ip()) || dst.port() == 0 {
             return Err(UdpSendError::InvalidDestination(dst));
         }
-        if !has_src {
+        // A wildcard-bound socket sends from the stack's first address of the family.
+        let src = if is_unspecified(u.local.ip()) { first_src } else { Some(u.local.ip()) };
+        let (Some(src), Some(_)) = (src, first_src) else {
             return Err(UdpSendError::NoAddressOfFamily { ipv6: dst.is_ipv6() });
-        }
+        };
         if data.len() > max {
             // We do not fragment (RFC 8200 5 / RFC 791): like EMSGSIZE.
             return Err(UdpSendError::TooLarge { len: data.len(), max });
@@ -144,9 +147,10 @@ impl Stack {
         if u.txq.len() >= limit {
             return Err(UdpSendError::WouldBlock);
         }
+        let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(data);
-        u.txq.push_back((dst, buf));
+        u.txq.push_back(Outgoing { src, dst, data: buf });
         let slot = &mut self.slots[h.0.idx as usize];
         if !slot.in_txq {
             slot.in_txq = true;
