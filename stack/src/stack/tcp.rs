@@ -222,18 +222,15 @@ impl Stack {
     /// reserved room for. Emission cannot fail afterwards.
     pub(super) fn tcp_transmit(&mut self, now: Instant, h: SocketHandle, buf: &mut [u8]) -> Option<usize> {
         let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return None };
-        let (src, dst) = (c.local.ip(), c.remote.ip());
-        let ip_len = wire::ip_header_len(dst);
+        let ip_len = wire::ip_header_len(c.remote.ip());
         if buf.len() < ip_len + MAX_TCP_HEADER_LEN {
-            // Only with an MTU below 100 bytes (the caller's buffer holds the MTU).
-            tracing::warn!(len = buf.len(), "transmit buffer smaller than the largest TCP header: nothing sent");
-            return None;
+            return buffer_too_small(buf.len());
         }
         // The payload goes straight to its place in `buf` (one copy from the send
         // buffer), right after the data segment's header; the headers are written
         // around it.
         let at = ip_len + c.data_header_len();
-        let end = buf.len().min(max_packet_len(dst));
+        let end = buf.len().min(ip_len + MAX_IP_PAYLOAD);
         let before = c.retransmits;
         let Some(out) = c.dispatch(now, &mut buf[at..end]) else {
             // Nothing sendable (window, Nagle): wait for an ACK or a timer.
@@ -241,6 +238,7 @@ impl Stack {
             return None;
         };
         self.stats.tcp_retransmits += c.retransmits - before;
+        let (src, dst) = (c.local.ip(), c.remote.ip());
         let mut repr = TcpRepr {
             src_port: c.local.port(),
             dst_port: c.remote.port(),
@@ -261,12 +259,8 @@ impl Stack {
             // SACK blocks ride on pure ACKs (RFC 2018 4). So the header ends where the
             // payload starts. Should other options turn up, they are dropped rather
             // than let the header run into the payload.
-            let want = ip_len + repr.header_len();
-            if want != at {
-                debug_assert!(false, "data segment header {want} bytes, room reserved {at}");
-                repr.options = TcpOptions { timestamps: out.options.timestamps, ..TcpOptions::default() };
-                let want = ip_len + repr.header_len();
-                buf.copy_within(at..at + out.payload_len, want);
+            if ip_len + repr.header_len() != at {
+                keep_data_options(&mut repr, buf, ip_len, at, out.payload_len);
             }
             wire::emit_tcp_in_place(buf, src, dst, &repr, out.payload_len)
         };
@@ -563,17 +557,34 @@ impl Stack {
     }
 }
 
+/// Only with an MTU below 100 bytes (the caller's buffer holds the MTU): no segment is
+/// built, so nothing is committed that could not go out.
+#[cold]
+#[inline(never)]
+fn buffer_too_small(len: usize) -> Option<usize> {
+    tracing::warn!(len, "transmit buffer smaller than the largest TCP header: nothing sent");
+    None
+}
+
+/// Not reached while the connection's data segments carry what `data_header_len`
+/// counted: keep only the timestamps and move the payload (from `at`) right after the
+/// header, which is then no longer than the room reserved for it.
+#[cold]
+#[inline(never)]
+fn keep_data_options(repr: &mut TcpRepr<'_>, buf: &mut [u8], ip_len: usize, at: usize, payload_len: usize) {
+    debug_assert!(false, "data segment options {:?} do not fit the {at} bytes reserved", repr.options);
+    repr.options = TcpOptions { timestamps: repr.options.timestamps, ..TcpOptions::default() };
+    let want = ip_len + repr.header_len();
+    buf.copy_within(at..at + payload_len, want);
+}
+
 /// The largest TCP header: a data offset of 15 words (RFC 9293 3.1).
 const MAX_TCP_HEADER_LEN: usize = wire::tcp::TCP_HEADER_LEN + wire::tcp::MAX_OPTIONS_LEN;
 
-/// The largest packet the IP length field can describe: 65535 bytes in all for IPv4
-/// (RFC 791 3.1), a 65535-byte payload after the header for IPv6 (RFC 8200 3).
-fn max_packet_len(dst: IpAddr) -> usize {
-    match dst {
-        IpAddr::V4(_) => wire::ip::MAX_LENGTH_FIELD,
-        IpAddr::V6(_) => wire::ip::IPV6_HEADER_LEN + wire::ip::MAX_LENGTH_FIELD,
-    }
-}
+/// The most the IP length field lets follow our header: 65535 bytes in all for IPv4
+/// (RFC 791 3.1, less its 20-byte header), 65535 after the header for IPv6 (RFC 8200 3).
+/// Bounding by the smaller is exact for IPv4 and within 20 bytes for IPv6.
+const MAX_IP_PAYLOAD: usize = wire::ip::MAX_LENGTH_FIELD - wire::ip::IPV4_HEADER_LEN;
 
 fn put_addr(out: &mut [u8], ip: IpAddr) {
     match ip {
