@@ -219,9 +219,10 @@ pub fn stats_json(stats: &Stats) -> String {
         icmp_echo_replies,
         icmp_unreachable_sent,
         icmp_errors_rate_limited,
+        ctrl_dropped,
         tcp_rejects,
     } = stats;
-    let fields: [(&str, u64); 11] = [
+    let fields: [(&str, u64); 12] = [
         ("rx_packets", *rx_packets),
         ("rx_bytes", *rx_bytes),
         ("tx_packets", *tx_packets),
@@ -233,6 +234,7 @@ pub fn stats_json(stats: &Stats) -> String {
         ("icmp_echo_replies", *icmp_echo_replies),
         ("icmp_unreachable_sent", *icmp_unreachable_sent),
         ("icmp_errors_rate_limited", *icmp_errors_rate_limited),
+        ("ctrl_dropped", *ctrl_dropped),
     ];
     let mut s = String::from("{\n");
     for (name, value) in fields {

@@ -7,6 +7,25 @@
 
 use core::fmt;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::socket::SocketHandle;
+
+/// The handle names no live socket: it was closed or aborted, or its connection was
+/// released (`NotFound`). A typed handle always names a socket of its kind, so this is
+/// the only way a call can miss its socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InvalidHandle;
+
+impl InvalidHandle {
+    pub fn kind(self) -> io::ErrorKind {
+        io::ErrorKind::NotFound
+    }
+
+    pub fn as_str(self) -> &'static str {
+        "no such socket handle"
+    }
+}
 
 /// Why a TCP connection ended abnormally: the error its handle reports from then on
 /// (RFC 9293 3.10.7, RFC 1122 4.2.3.5).
@@ -54,6 +73,8 @@ pub enum SendError {
     Closed,
     /// The connection failed.
     Conn(ConnError),
+    /// See [`InvalidHandle`].
+    InvalidHandle,
 }
 
 impl SendError {
@@ -62,6 +83,7 @@ impl SendError {
             SendError::WouldBlock => io::ErrorKind::WouldBlock,
             SendError::WriteShutdown | SendError::Closed => io::ErrorKind::BrokenPipe,
             SendError::Conn(e) => e.kind(),
+            SendError::InvalidHandle => InvalidHandle.kind(),
         }
     }
 
@@ -71,6 +93,7 @@ impl SendError {
             SendError::WriteShutdown => "write side shut down",
             SendError::Closed => "connection closed for sending",
             SendError::Conn(e) => e.as_str(),
+            SendError::InvalidHandle => InvalidHandle.as_str(),
         }
     }
 }
@@ -82,6 +105,8 @@ pub enum RecvError {
     WouldBlock,
     /// The connection failed.
     Conn(ConnError),
+    /// See [`InvalidHandle`].
+    InvalidHandle,
 }
 
 impl RecvError {
@@ -89,6 +114,7 @@ impl RecvError {
         match self {
             RecvError::WouldBlock => io::ErrorKind::WouldBlock,
             RecvError::Conn(e) => e.kind(),
+            RecvError::InvalidHandle => InvalidHandle.kind(),
         }
     }
 
@@ -96,18 +122,375 @@ impl RecvError {
         match self {
             RecvError::WouldBlock => "nothing received yet",
             RecvError::Conn(e) => e.as_str(),
+            RecvError::InvalidHandle => InvalidHandle.as_str(),
         }
     }
 }
 
-macro_rules! io_conversions {
+/// Why `tcp_accept` gave no connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AcceptError {
+    /// No connection has completed its handshake yet.
+    WouldBlock,
+    /// See [`InvalidHandle`].
+    InvalidHandle,
+}
+
+impl AcceptError {
+    pub fn kind(self) -> io::ErrorKind {
+        match self {
+            AcceptError::WouldBlock => io::ErrorKind::WouldBlock,
+            AcceptError::InvalidHandle => InvalidHandle.kind(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcceptError::WouldBlock => "no connection to accept yet",
+            AcceptError::InvalidHandle => InvalidHandle.as_str(),
+        }
+    }
+}
+
+/// Why `tcp_shutdown` did nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShutdownError {
+    /// The connection is not synchronized (SYN-SENT) or already CLOSED (ENOTCONN).
+    NotConnected,
+    /// See [`InvalidHandle`].
+    InvalidHandle,
+}
+
+impl ShutdownError {
+    pub fn kind(self) -> io::ErrorKind {
+        match self {
+            ShutdownError::NotConnected => io::ErrorKind::NotConnected,
+            ShutdownError::InvalidHandle => InvalidHandle.kind(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownError::NotConnected => "socket is not connected",
+            ShutdownError::InvalidHandle => InvalidHandle.as_str(),
+        }
+    }
+}
+
+/// Why `peer_addr` has no address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerAddrError {
+    /// A listener, or a UDP socket that is not connected (ENOTCONN).
+    NotConnected,
+    /// See [`InvalidHandle`].
+    InvalidHandle,
+}
+
+impl PeerAddrError {
+    pub fn kind(self) -> io::ErrorKind {
+        match self {
+            PeerAddrError::NotConnected => io::ErrorKind::NotConnected,
+            PeerAddrError::InvalidHandle => InvalidHandle.kind(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerAddrError::NotConnected => "socket is not connected",
+            PeerAddrError::InvalidHandle => InvalidHandle.as_str(),
+        }
+    }
+}
+
+/// Why `udp_recv` / `udp_recv_from` returned no datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UdpRecvError {
+    /// No datagram queued.
+    WouldBlock,
+    /// See [`InvalidHandle`].
+    InvalidHandle,
+}
+
+impl UdpRecvError {
+    pub fn kind(self) -> io::ErrorKind {
+        match self {
+            UdpRecvError::WouldBlock => io::ErrorKind::WouldBlock,
+            UdpRecvError::InvalidHandle => InvalidHandle.kind(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UdpRecvError::WouldBlock => "no datagram received yet",
+            UdpRecvError::InvalidHandle => InvalidHandle.as_str(),
+        }
+    }
+}
+
+fn family(ipv6: bool) -> &'static str {
+    if ipv6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+/// Why `tcp_listen` or `udp_bind` (and the port tables, `crate::ports`) did not bind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BindError {
+    /// A wildcard address of a family the stack has no address of (EADDRNOTAVAIL).
+    NoAddressOfFamily { ipv6: bool },
+    /// The address is not one of the stack's (EADDRNOTAVAIL).
+    NotOwned(IpAddr),
+    /// A port below 1024 while `Config::reserve_privileged_ports` is on (EACCES).
+    Privileged { port: u16 },
+    /// `held`, bound by socket `held_by`, conflicts with `addr` (the same address, or a
+    /// wildcard and a specific address of one family, on one port; EADDRINUSE).
+    AddrInUse { addr: SocketAddr, held: SocketAddr, held_by: SocketHandle },
+    /// Port 0 asked for an ephemeral port and every port of `range` conflicts
+    /// (EADDRINUSE, as Linux's bind says).
+    NoFreePort { ip: IpAddr, range: (u16, u16) },
+}
+
+impl BindError {
+    pub fn kind(self) -> io::ErrorKind {
+        match self {
+            BindError::NoAddressOfFamily { .. } | BindError::NotOwned(_) => io::ErrorKind::AddrNotAvailable,
+            BindError::Privileged { .. } => io::ErrorKind::PermissionDenied,
+            BindError::AddrInUse { .. } | BindError::NoFreePort { .. } => io::ErrorKind::AddrInUse,
+        }
+    }
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BindError::NoAddressOfFamily { ipv6 } => write!(f, "the stack has no {} address", family(ipv6)),
+            BindError::NotOwned(ip) => write!(f, "address {ip} is not owned by this stack"),
+            BindError::Privileged { port } => write!(
+                f,
+                "port {port} is privileged (1-1023) and the stack reserves privileged ports; \
+                 set Config::reserve_privileged_ports = false to allow it"
+            ),
+            BindError::AddrInUse { addr, held, held_by } => {
+                write!(f, "cannot bind {addr}: address in use ({held} is bound by socket {held_by})")
+            }
+            BindError::NoFreePort { ip, range } => {
+                write!(f, "no free ephemeral port in {}-{} for {ip}", range.0, range.1)
+            }
+        }
+    }
+}
+
+/// Why `tcp_connect` did not start a connection, or why `tcp_poll_connect` says the
+/// connection did not (or no longer can) come up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectError {
+    /// An unspecified remote address or port 0 (EINVAL).
+    InvalidRemote(SocketAddr),
+    /// TCP to a multicast or broadcast address (EINVAL).
+    BroadcastOrMulticast(SocketAddr),
+    /// The requested local address is not one of the stack's (EADDRNOTAVAIL).
+    NotOwned(IpAddr),
+    /// The requested local address and the remote one are of different families (EINVAL).
+    FamilyMismatch { local: IpAddr, remote: SocketAddr },
+    /// The stack has no address of the remote's family (EADDRNOTAVAIL).
+    NoAddressOfFamily { ipv6: bool },
+    /// Every port of the ephemeral range is taken toward this peer (EADDRNOTAVAIL, as
+    /// Linux's connect says).
+    NoFreePort { local: IpAddr, remote: SocketAddr, range: (u16, u16) },
+    /// A connection with this 4-tuple exists (EADDRINUSE).
+    TupleInUse { local: SocketAddr, remote: SocketAddr },
+    /// The handshake failed: refused, timed out, reset.
+    Failed(ConnError),
+    /// The connection is closed and had no error (ENOTCONN).
+    Closed,
+    /// See [`InvalidHandle`].
+    InvalidHandle,
+}
+
+impl ConnectError {
+    pub fn kind(self) -> io::ErrorKind {
+        match self {
+            ConnectError::InvalidRemote(_)
+            | ConnectError::BroadcastOrMulticast(_)
+            | ConnectError::FamilyMismatch { .. } => io::ErrorKind::InvalidInput,
+            ConnectError::NotOwned(_) | ConnectError::NoAddressOfFamily { .. } | ConnectError::NoFreePort { .. } => {
+                io::ErrorKind::AddrNotAvailable
+            }
+            ConnectError::TupleInUse { .. } => io::ErrorKind::AddrInUse,
+            ConnectError::Failed(e) => e.kind(),
+            ConnectError::Closed => io::ErrorKind::NotConnected,
+            ConnectError::InvalidHandle => InvalidHandle.kind(),
+        }
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ConnectError::InvalidRemote(a) => {
+                write!(f, "cannot connect to {a}: an unspecified address or port 0")
+            }
+            ConnectError::BroadcastOrMulticast(a) => {
+                write!(f, "cannot connect TCP to {a}: a multicast or broadcast address")
+            }
+            ConnectError::NotOwned(ip) => write!(f, "address {ip} is not owned by this stack"),
+            ConnectError::FamilyMismatch { local, remote } => {
+                write!(f, "local address {local} and remote {remote} are of different families")
+            }
+            ConnectError::NoAddressOfFamily { ipv6 } => write!(f, "the stack has no {} address", family(ipv6)),
+            ConnectError::NoFreePort { local, remote, range } => write!(
+                f,
+                "no free local port in the ephemeral range {}-{} for a connection from {local} to {remote}",
+                range.0, range.1
+            ),
+            ConnectError::TupleInUse { local, remote } => {
+                write!(f, "a connection from {local} to {remote} exists already")
+            }
+            ConnectError::Failed(e) => f.write_str(e.as_str()),
+            ConnectError::Closed => f.write_str("connection closed"),
+            ConnectError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
+        }
+    }
+}
+
+/// Why `udp_send_to` / `udp_send` queued nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UdpSendError {
+    /// The send queue is full (`Config::udp_tx_queue`).
+    WouldBlock,
+    /// `udp_send` on a socket that is not connected (ENOTCONN).
+    NotConnected,
+    /// An unspecified destination address or port 0 (EINVAL).
+    InvalidDestination(SocketAddr),
+    /// The destination's family differs from the bound address's (EINVAL).
+    FamilyMismatch { local: IpAddr, dst: SocketAddr },
+    /// The stack has no address of the destination's family (EADDRNOTAVAIL).
+    NoAddressOfFamily { ipv6: bool },
+    /// The datagram is larger than the MTU allows (`max` bytes of payload): we do not
+    /// fragment (RFC 8200 5, RFC 791). Linux says EMSGSIZE; the kind is InvalidInput.
+    TooLarge { len: usize, max: usize },
+    /// See [`InvalidHandle`].
+    InvalidHandle,
+}
+
+impl UdpSendError {
+    pub fn kind(self) -> io::ErrorKind {
+        match self {
+            UdpSendError::WouldBlock => io::ErrorKind::WouldBlock,
+            UdpSendError::NotConnected => io::ErrorKind::NotConnected,
+            UdpSendError::InvalidDestination(_)
+            | UdpSendError::FamilyMismatch { .. }
+            | UdpSendError::TooLarge { .. } => io::ErrorKind::InvalidInput,
+            UdpSendError::NoAddressOfFamily { .. } => io::ErrorKind::AddrNotAvailable,
+            UdpSendError::InvalidHandle => InvalidHandle.kind(),
+        }
+    }
+}
+
+impl fmt::Display for UdpSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            UdpSendError::WouldBlock => f.write_str("UDP send queue full"),
+            UdpSendError::NotConnected => f.write_str("UDP socket not connected"),
+            UdpSendError::InvalidDestination(a) => {
+                write!(f, "cannot send to {a}: an unspecified address or port 0")
+            }
+            UdpSendError::FamilyMismatch { local, dst } => {
+                write!(f, "destination {dst} and bound address {local} are of different families")
+            }
+            UdpSendError::NoAddressOfFamily { ipv6 } => write!(f, "the stack has no {} address", family(ipv6)),
+            UdpSendError::TooLarge { len, max } => {
+                write!(f, "datagram of {len} bytes larger than the MTU allows ({max})")
+            }
+            UdpSendError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
+        }
+    }
+}
+
+/// Why `udp_connect` did not fix the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UdpConnectError {
+    /// An unspecified address or port 0 (EINVAL).
+    InvalidRemote(SocketAddr),
+    /// The remote's family differs from the bound address's (EINVAL).
+    FamilyMismatch { local: IpAddr, remote: SocketAddr },
+    /// See [`InvalidHandle`].
+    InvalidHandle,
+}
+
+impl UdpConnectError {
+    pub fn kind(self) -> io::ErrorKind {
+        match self {
+            UdpConnectError::InvalidRemote(_) | UdpConnectError::FamilyMismatch { .. } => io::ErrorKind::InvalidInput,
+            UdpConnectError::InvalidHandle => InvalidHandle.kind(),
+        }
+    }
+}
+
+impl fmt::Display for UdpConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            UdpConnectError::InvalidRemote(a) => {
+                write!(f, "cannot connect to {a}: an unspecified address or port 0")
+            }
+            UdpConnectError::FamilyMismatch { local, remote } => {
+                write!(f, "remote {remote} and bound address {local} are of different families")
+            }
+            UdpConnectError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
+        }
+    }
+}
+
+/// `InvalidHandle` into every error that has the case, for `?`.
+macro_rules! from_invalid_handle {
+    ($($t:ident),*) => {$(
+        impl From<InvalidHandle> for $t {
+            fn from(_: InvalidHandle) -> $t {
+                $t::InvalidHandle
+            }
+        }
+    )*};
+}
+
+from_invalid_handle!(
+    SendError,
+    RecvError,
+    AcceptError,
+    ShutdownError,
+    PeerAddrError,
+    UdpRecvError,
+    ConnectError,
+    UdpSendError,
+    UdpConnectError
+);
+
+/// `Display` from `as_str` for the errors without data.
+macro_rules! display_as_str {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
             }
         }
+    )*};
+}
 
+display_as_str!(
+    InvalidHandle,
+    ConnError,
+    SendError,
+    RecvError,
+    AcceptError,
+    ShutdownError,
+    PeerAddrError,
+    UdpRecvError
+);
+
+/// `std::error::Error` and the conversion to `io::Error` (at the `net` boundary).
+macro_rules! io_conversions {
+    ($($t:ty),*) => {$(
         impl std::error::Error for $t {}
 
         impl From<$t> for io::Error {
@@ -123,7 +506,20 @@ macro_rules! io_conversions {
     )*};
 }
 
-io_conversions!(ConnError, SendError, RecvError);
+io_conversions!(
+    InvalidHandle,
+    ConnError,
+    SendError,
+    RecvError,
+    AcceptError,
+    ShutdownError,
+    PeerAddrError,
+    UdpRecvError,
+    BindError,
+    ConnectError,
+    UdpSendError,
+    UdpConnectError
+);
 
 #[cfg(test)]
 mod tests {
@@ -139,5 +535,42 @@ mod tests {
         assert_eq!(io::Error::from(ConnError::TimedOut).kind(), io::ErrorKind::TimedOut);
         assert_eq!(ConnError::Refused.kind(), io::ErrorKind::ConnectionRefused);
         assert_eq!(ConnError::Aborted.kind(), io::ErrorKind::ConnectionAborted);
+    }
+
+    #[test]
+    fn every_error_has_a_kind_and_a_message() {
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let ip = a.ip();
+        let cases: [(io::Error, io::ErrorKind); 16] = [
+            (InvalidHandle.into(), io::ErrorKind::NotFound),
+            (SendError::InvalidHandle.into(), io::ErrorKind::NotFound),
+            (AcceptError::WouldBlock.into(), io::ErrorKind::WouldBlock),
+            (ShutdownError::NotConnected.into(), io::ErrorKind::NotConnected),
+            (PeerAddrError::NotConnected.into(), io::ErrorKind::NotConnected),
+            (UdpRecvError::WouldBlock.into(), io::ErrorKind::WouldBlock),
+            (BindError::NotOwned(ip).into(), io::ErrorKind::AddrNotAvailable),
+            (BindError::Privileged { port: 80 }.into(), io::ErrorKind::PermissionDenied),
+            (
+                BindError::AddrInUse { addr: a, held: a, held_by: SocketHandle::from_raw(3, 1) }.into(),
+                io::ErrorKind::AddrInUse,
+            ),
+            (BindError::NoFreePort { ip, range: (50000, 50003) }.into(), io::ErrorKind::AddrInUse),
+            (ConnectError::NoFreePort { local: ip, remote: a, range: (1, 2) }.into(), io::ErrorKind::AddrNotAvailable),
+            (ConnectError::Failed(ConnError::Refused).into(), io::ErrorKind::ConnectionRefused),
+            (ConnectError::TupleInUse { local: a, remote: a }.into(), io::ErrorKind::AddrInUse),
+            (UdpSendError::TooLarge { len: 2000, max: 1472 }.into(), io::ErrorKind::InvalidInput),
+            (UdpSendError::NoAddressOfFamily { ipv6: true }.into(), io::ErrorKind::AddrNotAvailable),
+            (UdpConnectError::InvalidRemote(a).into(), io::ErrorKind::InvalidInput),
+        ];
+        for (e, kind) in cases {
+            assert_eq!(e.kind(), kind, "{e}");
+            assert!(!e.to_string().is_empty());
+        }
+        let e = io::Error::from(BindError::AddrInUse { addr: a, held: a, held_by: SocketHandle::from_raw(3, 1) });
+        assert_eq!(e.to_string(), "cannot bind 10.0.0.1:80: address in use (10.0.0.1:80 is bound by socket #3)");
+        // The typed error travels inside the io::Error.
+        assert_eq!(e.get_ref().and_then(|i| i.downcast_ref::<BindError>()).map(|b| b.kind()), Some(e.kind()));
+        // WouldBlock carries no payload (converted without allocating).
+        assert!(io::Error::from(UdpSendError::WouldBlock).get_ref().is_none());
     }
 }

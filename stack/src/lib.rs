@@ -30,8 +30,11 @@ pub mod tokio;
 pub mod wire;
 
 pub use config::{Config, CongestionAlgorithm, Keepalive};
-pub use error::{ConnError, RecvError, SendError};
-pub use socket::{Owner, Protocol, SocketHandle, SocketInfo};
+pub use error::{
+    AcceptError, BindError, ConnError, ConnectError, InvalidHandle, PeerAddrError, RecvError, SendError, ShutdownError,
+    UdpConnectError, UdpRecvError, UdpSendError,
+};
+pub use socket::{AnyHandle, ListenerHandle, Owner, Protocol, SocketHandle, SocketInfo, TcpHandle, UdpHandle};
 pub use stack::{Stack, Stats};
 pub use tcp::{TcpInfo, TcpReject, TcpState};
 pub use time::Instant;

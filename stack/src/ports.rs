@@ -10,13 +10,14 @@
 //! - with `reserve_privileged` ports 1..1024 -> `PermissionDenied`.
 //!
 //! Address ownership (`AddrNotAvailable`) is checked by the stack, which knows its
-//! addresses.
+//! addresses. Errors are typed ([`BindError`], [`ConnectError`]), with the `io` kinds
+//! above.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::demux::KeyedState;
+use crate::error::{BindError, ConnectError};
 use crate::rand::{Rng, SipKey};
 use crate::socket::SocketHandle;
 
@@ -72,35 +73,26 @@ impl PortTable {
     }
 
     /// Bind `(ip, port)` to `owner`. Port 0 picks a free ephemeral port (RFC 6056
-    /// algorithm 1: random start, then probe; exhaustion -> `AddrInUse` with a message,
+    /// algorithm 1: random start, then probe; exhaustion -> `BindError::NoFreePort`,
     /// after at most one pass over the range). Returns the bound port.
     ///
     /// The privileged-port rule applies to ports the caller names, not to ports the
     /// allocator picks from the configured range.
-    pub fn bind(&mut self, ip: IpAddr, port: u16, owner: SocketHandle, rng: &mut Rng) -> io::Result<u16> {
+    pub fn bind(&mut self, ip: IpAddr, port: u16, owner: SocketHandle, rng: &mut Rng) -> Result<u16, BindError> {
         if port == 0 {
             let port = self.pick_ephemeral(ip, rng)?;
             self.insert(ip, port, owner);
             return Ok(port);
         }
         if self.reserve_privileged && port <= LAST_PRIVILEGED {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "port {port} is privileged (1-{LAST_PRIVILEGED}) and the stack reserves privileged ports; \
-                     set Config::reserve_privileged_ports = false to allow it"
-                ),
-            ));
+            return Err(BindError::Privileged { port });
         }
         if let Some(&(held, by)) = self.conflicting(ip, port) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "cannot bind {}: address in use ({} is bound by socket {by})",
-                    SocketAddr::new(ip, port),
-                    SocketAddr::new(held, port)
-                ),
-            ));
+            return Err(BindError::AddrInUse {
+                addr: SocketAddr::new(ip, port),
+                held: SocketAddr::new(held, port),
+                held_by: by,
+            });
         }
         self.insert(ip, port, owner);
         Ok(port)
@@ -108,7 +100,7 @@ impl PortTable {
 
     /// RFC 6056 3.3.1 (algorithm 1, "simple port randomization"): start at a random
     /// point of the range and probe upwards, wrapping, for one pass at most.
-    fn pick_ephemeral(&self, ip: IpAddr, rng: &mut Rng) -> io::Result<u16> {
+    fn pick_ephemeral(&self, ip: IpAddr, rng: &mut Rng) -> Result<u16, BindError> {
         if let Some((lo, num)) = span(self.range) {
             let start = rng.below(num) as u64;
             for i in 0..num as u64 {
@@ -118,10 +110,7 @@ impl PortTable {
                 }
             }
         }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("no free ephemeral port in {}-{} for {ip}", self.range.0, self.range.1),
-        ))
+        Err(BindError::NoFreePort { ip, range: self.range })
     }
 
     fn insert(&mut self, ip: IpAddr, port: u16, owner: SocketHandle) {
@@ -195,7 +184,8 @@ fn encode_peer(local: IpAddr, remote: SocketAddr) -> [u8; 36] {
 /// active open: offset = F(local ip, remote ip, remote port, key), then probe
 /// `next_ephemeral` upwards from `offset + counter` until `is_free(port)`; the counter
 /// advances so consecutive connects to the same peer get different ports. Exhaustion
-/// after one pass over the range -> `AddrNotAvailable` (what Linux's connect() says).
+/// after one pass over the range -> `ConnectError::NoFreePort`, `AddrNotAvailable`
+/// (what Linux's connect() says).
 pub fn connect_port(
     range: (u16, u16),
     key: &SipKey,
@@ -203,7 +193,7 @@ pub fn connect_port(
     local: IpAddr,
     remote: std::net::SocketAddr,
     mut is_free: impl FnMut(u16) -> bool,
-) -> io::Result<u16> {
+) -> Result<u16, ConnectError> {
     if let Some((lo, num)) = span(range) {
         // RFC 6056 3.3.3: offset = F(local_IP, remote_IP, remote_port, secret_key).
         let offset = key.hash(&encode_peer(local, remote)) % num as u64;
@@ -218,13 +208,7 @@ pub fn connect_port(
         }
         *counter = counter.wrapping_add(num);
     }
-    Err(io::Error::new(
-        io::ErrorKind::AddrNotAvailable,
-        format!(
-            "no free local port in the ephemeral range {}-{} for a connection from {local} to {remote}",
-            range.0, range.1
-        ),
-    ))
+    Err(ConnectError::NoFreePort { local, remote, range })
 }
 
 #[cfg(test)]
@@ -233,6 +217,7 @@ mod tests {
     use crate::rand::Rng;
     use proptest::prelude::*;
     use std::collections::HashSet;
+    use std::io;
 
     fn h(i: u32) -> SocketHandle {
         SocketHandle::from_raw(i, 0)

@@ -1,4 +1,6 @@
-//! Socket handles and the netstat-style socket table.
+//! Socket handles (the raw [`SocketHandle`] of the socket table and the typed
+//! [`TcpHandle`], [`ListenerHandle`], [`UdpHandle`] the calls take) and the
+//! netstat-style socket table.
 
 use core::fmt;
 use std::net::SocketAddr;
@@ -35,6 +37,147 @@ impl fmt::Debug for SocketHandle {
 impl fmt::Display for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.idx)
+    }
+}
+
+macro_rules! typed_handle {
+    ($(#[$doc:meta])* $name:ident, $tag:literal) => {
+        $(#[$doc])*
+        ///
+        /// A thin copyable wrapper over the raw [`SocketHandle`] (with its generation):
+        /// only the stack makes one, so a call for another kind of socket does not
+        /// compile. `From`/[`raw`](Self::raw) give the raw handle, for the socket table
+        /// and the runtime's waiters.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub(crate) SocketHandle);
+
+        impl $name {
+            /// The raw handle (`SocketInfo::handle`, `Stack::poll_wakeup`).
+            pub fn raw(self) -> SocketHandle {
+                self.0
+            }
+        }
+
+        impl From<$name> for SocketHandle {
+            fn from(h: $name) -> SocketHandle {
+                h.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{:?}", $tag, self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+typed_handle!(
+    /// A TCP connection (a stream): from `Stack::tcp_connect` or `Stack::tcp_accept`.
+    ///
+    /// A UDP handle is not a TCP handle:
+    ///
+    /// ```compile_fail
+    /// # use tunstack::{Config, Stack};
+    /// let mut s = Stack::new(Config { addrs: vec!["10.0.0.1".parse().unwrap()], ..Config::default() });
+    /// let u = s.udp_bind("10.0.0.1:53".parse().unwrap()).unwrap();
+    /// let _ = s.tcp_send(u, b"hello");
+    /// ```
+    ///
+    /// while a connection's handle is:
+    ///
+    /// ```
+    /// # use tunstack::{Config, Instant, Stack};
+    /// let mut s = Stack::new(Config { addrs: vec!["10.0.0.1".parse().unwrap()], ..Config::default() });
+    /// let c = s.tcp_connect(Instant::ZERO, "10.0.0.2:80".parse().unwrap(), None).unwrap();
+    /// let _ = s.tcp_send(c, b"hello");
+    /// ```
+    TcpHandle,
+    "tcp"
+);
+
+typed_handle!(
+    /// A listening TCP socket: from `Stack::tcp_listen`.
+    ///
+    /// It accepts connections; it carries no data:
+    ///
+    /// ```compile_fail
+    /// # use tunstack::{Config, Stack};
+    /// let mut s = Stack::new(Config { addrs: vec!["10.0.0.1".parse().unwrap()], ..Config::default() });
+    /// let l = s.tcp_listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
+    /// let _ = s.tcp_send(l, b"hello");
+    /// ```
+    ListenerHandle,
+    "listener"
+);
+
+typed_handle!(
+    /// A UDP socket: from `Stack::udp_bind`.
+    ///
+    /// ```compile_fail
+    /// # use tunstack::{Config, Instant, Stack};
+    /// let mut s = Stack::new(Config { addrs: vec!["10.0.0.1".parse().unwrap()], ..Config::default() });
+    /// let c = s.tcp_connect(Instant::ZERO, "10.0.0.2:80".parse().unwrap(), None).unwrap();
+    /// let _ = s.udp_send(c, b"hello");
+    /// ```
+    UdpHandle,
+    "udp"
+);
+
+/// A handle of any kind, for the calls every socket has (`Stack::close`,
+/// `Stack::local_addr`, `Stack::peer_addr`): each typed handle converts into it. Also
+/// what `Stack::resolve` gives for a raw handle from the socket table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnyHandle {
+    Tcp(TcpHandle),
+    Listener(ListenerHandle),
+    Udp(UdpHandle),
+}
+
+impl AnyHandle {
+    pub fn raw(self) -> SocketHandle {
+        match self {
+            AnyHandle::Tcp(h) => h.0,
+            AnyHandle::Listener(h) => h.0,
+            AnyHandle::Udp(h) => h.0,
+        }
+    }
+
+    pub fn protocol(self) -> Protocol {
+        match self {
+            AnyHandle::Tcp(_) | AnyHandle::Listener(_) => Protocol::Tcp,
+            AnyHandle::Udp(_) => Protocol::Udp,
+        }
+    }
+}
+
+impl From<TcpHandle> for AnyHandle {
+    fn from(h: TcpHandle) -> AnyHandle {
+        AnyHandle::Tcp(h)
+    }
+}
+
+impl From<ListenerHandle> for AnyHandle {
+    fn from(h: ListenerHandle) -> AnyHandle {
+        AnyHandle::Listener(h)
+    }
+}
+
+impl From<UdpHandle> for AnyHandle {
+    fn from(h: UdpHandle) -> AnyHandle {
+        AnyHandle::Udp(h)
+    }
+}
+
+impl From<AnyHandle> for SocketHandle {
+    fn from(h: AnyHandle) -> SocketHandle {
+        h.raw()
     }
 }
 

@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use tunstack::{Config, Instant, SocketHandle, Stack};
+use tunstack::{Config, Instant, Stack, TcpHandle};
 
 /// Core call sites that allocate in a steady state, with the reason. Empty: the two
 /// there were (receive-ring regrowth after every drain, timer-heap growth from stale
@@ -179,8 +179,8 @@ const STEP: Duration = Duration::from_micros(20);
 struct Pair {
     a: Stack,
     b: Stack,
-    ha: SocketHandle,
-    hb: SocketHandle,
+    ha: TcpHandle,
+    hb: TcpHandle,
     now: Instant,
     /// The runtime's one-packet transmit buffer.
     pkt: Vec<u8>,
@@ -238,7 +238,7 @@ impl Pair {
         self.now = now + STEP;
     }
 
-    fn sides(&mut self, from: usize) -> (&mut Stack, SocketHandle, &mut Stack, SocketHandle) {
+    fn sides(&mut self, from: usize) -> (&mut Stack, TcpHandle, &mut Stack, TcpHandle) {
         if from == 0 {
             (&mut self.a, self.ha, &mut self.b, self.hb)
         } else {

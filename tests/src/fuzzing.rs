@@ -31,7 +31,7 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 use tunstack::seq::SeqNum;
 use tunstack::wire::{self, IcmpRepr, IcmpV4Message, IcmpV6Message, TcpFlags, TcpOptions, TcpRepr, Transport, UdpRepr};
-use tunstack::{Config, Instant, Owner, SocketHandle, Stack, TcpState};
+use tunstack::{AnyHandle, Config, Instant, ListenerHandle, Owner, Stack, TcpHandle, TcpState};
 
 // ============================================================================ input reader
 
@@ -567,7 +567,7 @@ pub struct Tuple {
     /// The simulated peer's end.
     pub remote: SocketAddr,
     /// The application's handle, once there is one.
-    pub handle: Option<SocketHandle>,
+    pub handle: Option<TcpHandle>,
     /// Sequence number of the stack's SYN, once seen.
     pub stack_iss: Option<SeqNum>,
     /// Highest sequence number the stack has sent up to (seq + SEG.LEN).
@@ -607,7 +607,7 @@ pub struct World {
     pub stack: Stack,
     pub now: Instant,
     /// Every handle the API ever returned (stale ones stay: using them must fail cleanly).
-    pub handles: Vec<SocketHandle>,
+    pub handles: Vec<AnyHandle>,
     pub tuples: Vec<Tuple>,
     next_peer_port: u16,
     out: Vec<u8>,
@@ -649,14 +649,14 @@ impl World {
         }
     }
 
-    fn keep_handle(&mut self, h: SocketHandle) {
+    fn keep_handle(&mut self, h: impl Into<AnyHandle>) {
         if self.handles.len() >= 64 {
             self.handles.remove(0);
         }
-        self.handles.push(h);
+        self.handles.push(h.into());
     }
 
-    pub fn pick_handle(&self, sel: u8) -> Option<SocketHandle> {
+    pub fn pick_handle(&self, sel: u8) -> Option<AnyHandle> {
         if self.handles.is_empty() {
             None
         } else {
@@ -679,7 +679,7 @@ impl World {
         &mut self,
         local: SocketAddr,
         remote: SocketAddr,
-        handle: Option<SocketHandle>,
+        handle: Option<TcpHandle>,
         peer_isn: SeqNum,
     ) -> usize {
         let t = Tuple {
@@ -982,7 +982,7 @@ impl World {
     /// Passive open through the listener on `local`: SYN, SYN-ACK, ACK, accept.
     pub fn establish_passive(
         &mut self,
-        listener: SocketHandle,
+        listener: ListenerHandle,
         local: SocketAddr,
         peer: IpAddr,
         options: TcpOptions,
@@ -1014,17 +1014,19 @@ impl World {
 
     /// Whether releasing `h` would trigger the open bug described at [`AVOID_KNOWN_BUGS`]:
     /// `h` is a CLOSED connection and another socket uses the same 4-tuple.
-    pub fn release_hits_known_bug(&self, h: SocketHandle) -> bool {
+    pub fn release_hits_known_bug(&self, h: impl Into<AnyHandle>) -> bool {
+        let AnyHandle::Tcp(h) = h.into() else { return false };
         if !avoiding() || self.stack.tcp_state(h).ok() != Some(TcpState::Closed) {
             return false;
         }
         let (Ok(l), Ok(r)) = (self.stack.local_addr(h), self.stack.peer_addr(h)) else { return false };
-        self.stack.sockets().iter().any(|s| s.handle != h && s.local == l && s.remote == Some(r))
+        self.stack.sockets().iter().any(|s| s.handle != h.raw() && s.local == l && s.remote == Some(r))
     }
 
     /// Whether close or shutdown(Write) of `h` would trigger the open bug described at
     /// [`AVOID_KNOWN_BUGS`]: `h` is in SYN-RECEIVED.
-    pub fn shutdown_hits_known_bug(&self, h: SocketHandle) -> bool {
+    pub fn shutdown_hits_known_bug(&self, h: impl Into<AnyHandle>) -> bool {
+        let AnyHandle::Tcp(h) = h.into() else { return false };
         avoiding() && self.stack.tcp_state(h).ok() == Some(TcpState::SynReceived)
     }
 
@@ -1054,7 +1056,8 @@ impl World {
 
     /// Whether `h` is stuck as described at [`AVOID_KNOWN_BUGS`]: unacknowledged data, a
     /// peer window below the MSS, and no timer anywhere.
-    pub fn stalled_by_known_bug(&mut self, h: SocketHandle) -> bool {
+    pub fn stalled_by_known_bug(&mut self, h: AnyHandle) -> bool {
+        let AnyHandle::Tcp(h) = h else { return false };
         let Ok(info) = self.stack.tcp_info(h) else { return false };
         avoiding()
             && info.state != TcpState::Closed
@@ -1088,12 +1091,13 @@ impl World {
         let mut deferred = Vec::new();
         for info in self.stack.sockets() {
             if info.owner == Owner::App {
-                if self.release_hits_known_bug(info.handle) || self.shutdown_hits_known_bug(info.handle) {
-                    deferred.push(info.handle);
+                // It may be gone already (a listener's close takes its children along).
+                let Some(h) = self.stack.resolve(info.handle) else { continue };
+                if self.release_hits_known_bug(h) || self.shutdown_hits_known_bug(h) {
+                    deferred.push(h);
                     continue;
                 }
-                // It may be gone already (a listener's close takes its children along).
-                let _ = self.stack.close(info.handle);
+                let _ = self.stack.close(h);
                 self.check();
             }
         }
@@ -1104,7 +1108,8 @@ impl World {
             self.check();
         }
         self.run_all_timers();
-        let stalled: Vec<SocketHandle> = self.stack.sockets().iter().map(|s| s.handle).collect();
+        let stalled: Vec<AnyHandle> =
+            self.stack.sockets().iter().filter_map(|s| self.stack.resolve(s.handle)).collect();
         let stalled = stalled.into_iter().filter(|&h| self.stalled_by_known_bug(h)).count();
         assert_eq!(
             self.stack.socket_count() - stalled,
@@ -1406,12 +1411,12 @@ impl PeerAct {
 // ============================================================================ app side
 
 impl World {
-    fn tuple_of(&self, h: SocketHandle) -> Option<usize> {
+    fn tuple_of(&self, h: TcpHandle) -> Option<usize> {
         self.tuples.iter().position(|t| t.handle == Some(h))
     }
 
     /// Write `len` bytes of the application's pattern on `h`.
-    pub fn app_send(&mut self, h: SocketHandle, len: usize) {
+    pub fn app_send(&mut self, h: TcpHandle, len: usize) {
         let ti = self.tuple_of(h);
         let from = ti.map_or(0, |i| self.tuples[i].app_sent);
         let data: Vec<u8> = (0..len as u64).map(|i| app_byte(from + i)).collect();
@@ -1432,7 +1437,7 @@ impl World {
 
     /// Read up to `len` bytes from `h`; with `strict_rx`, they must continue the peer's
     /// stream pattern.
-    pub fn app_recv(&mut self, h: SocketHandle, len: usize) {
+    pub fn app_recv(&mut self, h: TcpHandle, len: usize) {
         let mut buf = vec![0u8; len];
         let queued = self.stack.tcp_recv_queue(h).ok();
         match self.stack.tcp_recv(h, &mut buf) {
@@ -1464,14 +1469,21 @@ impl World {
     }
 
     /// Every query on a handle, which must answer (or fail) without panicking.
-    pub fn query(&mut self, h: SocketHandle) {
-        let _ = self.stack.tcp_poll_connect(h);
-        let _ = self.stack.tcp_state(h);
-        let _ = self.stack.tcp_info(h);
-        let _ = self.stack.tcp_nodelay(h);
-        let _ = self.stack.tcp_send_capacity(h);
-        let _ = self.stack.tcp_recv_queue(h);
-        let _ = self.stack.udp_send_queue(h);
+    pub fn query(&mut self, h: AnyHandle) {
+        match h {
+            AnyHandle::Tcp(h) => {
+                let _ = self.stack.tcp_poll_connect(h);
+                let _ = self.stack.tcp_state(h);
+                let _ = self.stack.tcp_info(h);
+                let _ = self.stack.tcp_nodelay(h);
+                let _ = self.stack.tcp_send_capacity(h);
+                let _ = self.stack.tcp_recv_queue(h);
+            }
+            AnyHandle::Udp(h) => {
+                let _ = self.stack.udp_send_queue(h);
+            }
+            AnyHandle::Listener(_) => {}
+        }
         let _ = self.stack.local_addr(h);
         let _ = self.stack.peer_addr(h);
         let _ = self.stack.poll_timeout();
@@ -1668,9 +1680,10 @@ impl World {
         let l6 = w.stack.tcp_listen(SocketAddr::new(STACK_V6.into(), 7), 2).expect("listen [fd00::2]:7");
         let u4 = w.stack.udp_bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 53)).expect("bind :53");
         let u6 = w.stack.udp_bind(SocketAddr::new(STACK_V6.into(), 5353)).expect("bind [fd00::2]:5353");
-        for h in [l4, l6, u4, u6] {
-            w.keep_handle(h);
-        }
+        w.keep_handle(l4);
+        w.keep_handle(l6);
+        w.keep_handle(u4);
+        w.keep_handle(u6);
         let ws = TcpOptions { mss: Some(1400), window_scale: Some(3), ..TcpOptions::default() };
         w.establish_passive(l4, SocketAddr::new(STACK_V4.into(), 80), PEER_V4.into(), ws);
         w.establish_passive(l6, SocketAddr::new(STACK_V6.into(), 7), PEER_V6.into(), TcpOptions::default());
@@ -1802,21 +1815,31 @@ impl World {
         }
     }
 
+    /// An API call on a picked handle. A call for another kind of socket does not
+    /// compile any more (typed handles), so a handle of the wrong kind skips the call.
     pub fn run_api(&mut self, api: &Api) {
         let h = |w: &World, sel: u8| w.pick_handle(sel);
+        let tcp = |w: &World, sel: u8| match w.pick_handle(sel) {
+            Some(AnyHandle::Tcp(h)) => Some(h),
+            _ => None,
+        };
+        let udp = |w: &World, sel: u8| match w.pick_handle(sel) {
+            Some(AnyHandle::Udp(h)) => Some(h),
+            _ => None,
+        };
         match *api {
             Api::Send { h: s, len } => {
-                if let Some(h) = h(self, s) {
+                if let Some(h) = tcp(self, s) {
                     self.app_send(h, usize::from(len));
                 }
             }
             Api::Recv { h: s, len } => {
-                if let Some(h) = h(self, s) {
+                if let Some(h) = tcp(self, s) {
                     self.app_recv(h, usize::from(len));
                 }
             }
             Api::Shutdown { h: s, how } => {
-                if let Some(h) = h(self, s).filter(|&h| how % 3 == 0 || !self.shutdown_hits_known_bug(h)) {
+                if let Some(h) = tcp(self, s).filter(|&h| how % 3 == 0 || !self.shutdown_hits_known_bug(h)) {
                     let how = [Shutdown::Read, Shutdown::Write, Shutdown::Both][usize::from(how % 3)];
                     let _ = self.stack.tcp_shutdown(h, how);
                 }
@@ -1829,7 +1852,7 @@ impl World {
                 }
             }
             Api::Abort { h: s } => {
-                if let Some(h) = h(self, s).filter(|&h| !self.release_hits_known_bug(h)) {
+                if let Some(h) = tcp(self, s).filter(|&h| !self.release_hits_known_bug(h)) {
                     let _ = self.stack.tcp_abort(h);
                 }
             }
@@ -1847,7 +1870,7 @@ impl World {
                 }
             }
             Api::Accept { h: s } => {
-                if let Some(l) = h(self, s) {
+                if let Some(AnyHandle::Listener(l)) = h(self, s) {
                     if let Ok(c) = self.stack.tcp_accept(l) {
                         self.keep_handle(c);
                         let local = self.stack.local_addr(c).expect("local address");
@@ -1867,13 +1890,13 @@ impl World {
                 }
             }
             Api::UdpSendTo { h: s, len, dst } => {
-                if let Some(h) = h(self, s) {
+                if let Some(h) = udp(self, s) {
                     let data = vec![0x55; usize::from(len)];
                     let _ = self.stack.udp_send_to(h, &data, dst);
                 }
             }
             Api::UdpRecv { h: s, len } => {
-                if let Some(h) = h(self, s) {
+                if let Some(h) = udp(self, s) {
                     let mut buf = vec![0; usize::from(len)];
                     if let Ok((n, _)) = self.stack.udp_recv_from(h, &mut buf) {
                         assert!(n <= buf.len());
@@ -1881,18 +1904,18 @@ impl World {
                 }
             }
             Api::UdpConnect { h: s, dst } => {
-                if let Some(h) = h(self, s) {
+                if let Some(h) = udp(self, s) {
                     let _ = self.stack.udp_connect(h, dst);
                 }
             }
             Api::UdpSend { h: s, len } => {
-                if let Some(h) = h(self, s) {
+                if let Some(h) = udp(self, s) {
                     let data = vec![0xaa; usize::from(len)];
                     let _ = self.stack.udp_send(h, &data);
                 }
             }
             Api::NoDelay { h: s, on } => {
-                if let Some(h) = h(self, s) {
+                if let Some(h) = tcp(self, s) {
                     let _ = self.stack.tcp_set_nodelay(h, on);
                 }
             }
@@ -1995,7 +2018,7 @@ impl ConnSetup {
 pub struct ConnHarness {
     pub world: World,
     pub tuple: usize,
-    pub handle: SocketHandle,
+    pub handle: TcpHandle,
 }
 
 impl ConnHarness {

@@ -23,7 +23,7 @@ use smoltcp::iface::{Config as SmolIfaceConfig, Interface, SocketHandle as SmolH
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp::{self as smol_tcp, State as SmolState};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
-use tunstack::{Config, Instant, Protocol, SocketHandle, Stack};
+use tunstack::{AcceptError, Config, Instant, ListenerHandle, Protocol, Stack, TcpHandle};
 
 pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
@@ -96,8 +96,8 @@ pub trait Endpoint {
 pub struct Ours {
     pub stack: Stack,
     addr: IpAddr,
-    listener: Option<SocketHandle>,
-    conn: Option<SocketHandle>,
+    listener: Option<ListenerHandle>,
+    conn: Option<TcpHandle>,
     /// (local, remote) of the connection, to find it in `sockets()` after `close`.
     ends: Option<(SocketAddr, SocketAddr)>,
     released: bool,
@@ -128,12 +128,12 @@ impl Ours {
         }
     }
 
-    fn conn(&self) -> SocketHandle {
+    fn conn(&self) -> TcpHandle {
         assert!(!self.released, "the application already closed its handle");
         self.conn.expect("no connection yet")
     }
 
-    fn learn_ends(&mut self, h: SocketHandle) {
+    fn learn_ends(&mut self, h: TcpHandle) {
         let local = self.stack.local_addr(h).expect("local_addr of a connection");
         let remote = self.stack.peer_addr(h).expect("peer_addr of a connection");
         self.ends = Some((local, remote));
@@ -187,17 +187,17 @@ impl Endpoint for Ours {
                     self.conn = Some(h);
                     self.learn_ends(h);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
+                Err(AcceptError::WouldBlock) => return Ok(false),
+                Err(e) => return Err(e.into()),
             }
         }
-        self.stack.tcp_poll_connect(self.conn())
+        Ok(self.stack.tcp_poll_connect(self.conn())?)
     }
     fn send(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.stack.tcp_send(self.conn(), data)
+        Ok(self.stack.tcp_send(self.conn(), data)?)
     }
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stack.tcp_recv(self.conn(), buf)
+        Ok(self.stack.tcp_recv(self.conn(), buf)?)
     }
     fn close(&mut self) {
         self.stack.close(self.conn()).expect("close");

@@ -35,15 +35,15 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::runtime::{RuntimeHandle, WaitMode};
-use crate::socket::SocketHandle;
+use crate::socket::{AnyHandle, SocketHandle};
 use crate::stack::Stack;
 
-/// One socket of the stack as held by the application: closed (`Stack::close`) when the
-/// last handle sharing it is dropped. Options are per socket, shared by clones, as they
-/// are for std's `try_clone`.
-struct Sock {
+/// One socket of the stack as held by the application, by its typed handle `H`: closed
+/// (`Stack::close`) when the last handle sharing it is dropped. Options are per socket,
+/// shared by clones, as they are for std's `try_clone`.
+struct Sock<H: Copy + Into<AnyHandle>> {
     rt: RuntimeHandle,
-    h: SocketHandle,
+    h: H,
     nonblocking: AtomicBool,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
@@ -51,8 +51,8 @@ struct Sock {
     released: AtomicBool,
 }
 
-impl Sock {
-    fn new(rt: RuntimeHandle, h: SocketHandle) -> Sock {
+impl<H: Copy + Into<AnyHandle>> Sock<H> {
+    fn new(rt: RuntimeHandle, h: H) -> Sock<H> {
         Sock {
             rt,
             h,
@@ -63,18 +63,27 @@ impl Sock {
         }
     }
 
-    fn call<T>(&self, f: impl FnOnce(&mut Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
-        self.rt.call(|s, _| f(s, self.h))
+    /// The raw handle: the socket table's, and the one the runtime's waiters use.
+    fn raw(&self) -> SocketHandle {
+        self.h.into().raw()
+    }
+
+    /// One call on the core; its typed error becomes an `io::Error` here, at the API
+    /// boundary.
+    fn call<T, E: Into<io::Error>>(&self, f: impl FnOnce(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
+        self.rt.call(|s, _| f(s, self.h).map_err(Into::into))
     }
 
     /// Block (per this socket's mode and read timeout) until `f` stops saying WouldBlock.
-    fn wait_read<T>(&self, mut f: impl FnMut(&mut Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
-        self.rt.block(self.h, WaitMode::Shared, self.is_nonblocking(), self.read_timeout(), |s, _| f(s, self.h))
+    fn wait_read<T, E: Into<io::Error>>(&self, mut f: impl FnMut(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
+        let (h, nonblocking, timeout) = (self.raw(), self.is_nonblocking(), self.read_timeout());
+        self.rt.block(h, WaitMode::Shared, nonblocking, timeout, |s, _| f(s, self.h).map_err(Into::into))
     }
 
     /// Same with the write timeout.
-    fn wait_write<T>(&self, mut f: impl FnMut(&mut Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
-        self.rt.block(self.h, WaitMode::Shared, self.is_nonblocking(), self.write_timeout(), |s, _| f(s, self.h))
+    fn wait_write<T, E: Into<io::Error>>(&self, mut f: impl FnMut(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
+        let (h, nonblocking, timeout) = (self.raw(), self.is_nonblocking(), self.write_timeout());
+        self.rt.block(h, WaitMode::Shared, nonblocking, timeout, |s, _| f(s, self.h).map_err(Into::into))
     }
 
     fn is_nonblocking(&self) -> bool {
@@ -106,15 +115,15 @@ impl Sock {
     }
 }
 
-impl Drop for Sock {
+impl<H: Copy + Into<AnyHandle>> Drop for Sock<H> {
     fn drop(&mut self) {
         if self.released.load(Ordering::Relaxed) {
             return;
         }
         // Fails with NotConnected once the runtime is gone, which is fine: the whole
         // stack went with it.
-        if let Err(e) = self.rt.call(|s, _| s.close(self.h)) {
-            tracing::trace!(handle = ?self.h, error = %e, "close on drop");
+        if let Err(e) = self.call(|s, h| s.close(h)) {
+            tracing::trace!(handle = ?self.raw(), error = %e, "close on drop");
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{each_addr, Sock};
 use crate::runtime::{RuntimeHandle, WaitMode};
-use crate::socket::SocketHandle;
+use crate::socket::{ListenerHandle, SocketHandle, TcpHandle};
 use crate::tcp::TcpState;
 
 /// Accept-queue length used by [`TcpListener::bind`] (Linux's default `somaxconn` was 128
@@ -21,7 +21,7 @@ pub const DEFAULT_BACKLOG: usize = 128;
 /// Dropping the last clone closes the listener; connections still waiting in its queues
 /// are reset.
 pub struct TcpListener {
-    sock: Arc<Sock>,
+    sock: Arc<Sock<ListenerHandle>>,
 }
 
 impl TcpListener {
@@ -38,7 +38,7 @@ impl TcpListener {
         backlog: usize,
     ) -> io::Result<TcpListener> {
         let rt = rt.as_ref();
-        let h = each_addr(addr, |a| rt.call(|s, _| s.tcp_listen(a, backlog)))?;
+        let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.tcp_listen(a, backlog)?)))?;
         Ok(TcpListener { sock: Arc::new(Sock::new(rt.clone(), h)) })
     }
 
@@ -47,13 +47,14 @@ impl TcpListener {
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let sock = &*self.sock;
         // Accepting threads wait exclusively: one new connection wakes one of them.
-        let (h, peer) = sock.rt.block(sock.h, WaitMode::Exclusive, sock.is_nonblocking(), None, |s, _| {
+        let (h, peer) = sock.rt.block(sock.raw(), WaitMode::Exclusive, sock.is_nonblocking(), None, |s, _| {
             let h = s.tcp_accept(sock.h)?;
             match s.peer_addr(h) {
                 Ok(peer) => Ok((h, peer)),
                 Err(e) => {
+                    // Cannot fail: `h` was just accepted.
                     let _ = s.close(h);
-                    Err(e)
+                    Err(e.into())
                 }
             }
         })?;
@@ -82,14 +83,14 @@ impl TcpListener {
 
     /// The socket's handle in the stack (see `Runtime::sockets`).
     pub fn handle(&self) -> SocketHandle {
-        self.sock.h
+        self.sock.raw()
     }
 }
 
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("TcpListener");
-        d.field("handle", &self.sock.h);
+        d.field("handle", &self.sock.raw());
         if let Ok(a) = self.local_addr() {
             d.field("addr", &a);
         }
@@ -117,12 +118,12 @@ impl Iterator for Incoming<'_> {
 /// Dropping the last clone closes the connection gracefully (FIN after the queued data;
 /// RST if received data was left unread); the stack finishes the close on its own.
 pub struct TcpStream {
-    sock: Arc<Sock>,
+    sock: Arc<Sock<TcpHandle>>,
     nodelay: Arc<AtomicBool>,
 }
 
 impl TcpStream {
-    fn from_handle(rt: RuntimeHandle, h: SocketHandle) -> TcpStream {
+    fn from_handle(rt: RuntimeHandle, h: TcpHandle) -> TcpStream {
         TcpStream { sock: Arc::new(Sock::new(rt, h)), nodelay: Arc::new(AtomicBool::new(false)) }
     }
 
@@ -148,18 +149,18 @@ impl TcpStream {
     }
 
     fn connect_inner(rt: &RuntimeHandle, remote: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
-        let h = rt.call(|s, now| s.tcp_connect(now, remote, None))?;
+        let h = rt.call(|s, now| Ok(s.tcp_connect(now, remote, None)?))?;
         // From here on, dropping `stream` releases the socket on every error path.
         let stream = TcpStream::from_handle(rt.clone(), h);
-        let established = rt.block(h, WaitMode::Shared, false, timeout, |s, _| match s.tcp_poll_connect(h) {
+        let established = rt.block(h.raw(), WaitMode::Shared, false, timeout, |s, _| match s.tcp_poll_connect(h) {
             Ok(true) => Ok(()),
             Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         });
         match established {
             Ok(()) => Ok(stream),
             Err(e) if timeout.is_some() && e.kind() == io::ErrorKind::WouldBlock => {
-                if rt.call(|s, _| s.tcp_abort(h)).is_ok() {
+                if rt.call(|s, _| Ok(s.tcp_abort(h)?)).is_ok() {
                     stream.sock.released.store(true, Ordering::Relaxed);
                 }
                 Err(io::Error::new(io::ErrorKind::TimedOut, format!("connection to {remote} timed out")))
@@ -254,7 +255,7 @@ impl TcpStream {
 
     /// The socket's handle in the stack (see `Runtime::sockets`).
     pub fn handle(&self) -> SocketHandle {
-        self.sock.h
+        self.sock.raw()
     }
 
     fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -309,7 +310,7 @@ impl Write for TcpStream {
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("TcpStream");
-        d.field("handle", &self.sock.h);
+        d.field("handle", &self.sock.raw());
         if let Ok(a) = self.local_addr() {
             d.field("addr", &a);
         }

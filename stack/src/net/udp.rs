@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use super::{each_addr, first_addr, Sock};
 use crate::runtime::RuntimeHandle;
-use crate::socket::SocketHandle;
+use crate::socket::{SocketHandle, UdpHandle};
 
 /// A UDP socket, like `std::net::UdpSocket`. Closed when the last clone drops.
 pub struct UdpSocket {
-    sock: Arc<Sock>,
+    sock: Arc<Sock<UdpHandle>>,
 }
 
 impl UdpSocket {
@@ -20,7 +20,7 @@ impl UdpSocket {
     /// first that binds wins.
     pub fn bind(rt: &impl AsRef<RuntimeHandle>, addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
         let rt = rt.as_ref();
-        let h = each_addr(addr, |a| rt.call(|s, _| s.udp_bind(a)))?;
+        let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.udp_bind(a)?)))?;
         Ok(UdpSocket { sock: Arc::new(Sock::new(rt.clone(), h)) })
     }
 
@@ -94,14 +94,14 @@ impl UdpSocket {
 
     /// The socket's handle in the stack (see `Runtime::sockets`).
     pub fn handle(&self) -> SocketHandle {
-        self.sock.h
+        self.sock.raw()
     }
 }
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("UdpSocket");
-        d.field("handle", &self.sock.h);
+        d.field("handle", &self.sock.raw());
         if let Ok(a) = self.local_addr() {
             d.field("addr", &a);
         }

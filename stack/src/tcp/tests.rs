@@ -21,7 +21,7 @@ use std::time::Duration;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement, TransportSlice};
 
 use crate::wire::DropReason;
-use crate::{Config, Instant, Owner, Protocol, SocketHandle, SocketInfo, Stack, TcpState};
+use crate::{Config, Instant, ListenerHandle, Owner, Protocol, SocketInfo, Stack, TcpHandle, TcpState};
 
 // ------------------------------------------------------------------------- constants
 
@@ -329,8 +329,8 @@ struct TestStack {
     local: SocketAddr,
     /// The peer's end.
     peer: SocketAddr,
-    listener: Option<SocketHandle>,
-    conn: Option<SocketHandle>,
+    listener: Option<ListenerHandle>,
+    conn: Option<TcpHandle>,
     /// Our ISS, learned from our SYN or SYN-ACK.
     iss: Sq,
     buf: Vec<u8>,
@@ -424,11 +424,11 @@ impl TestStack {
         self.now += d;
     }
 
-    fn conn(&self) -> SocketHandle {
+    fn conn(&self) -> TcpHandle {
         self.conn.expect("the test has a connection handle")
     }
 
-    fn listener(&self) -> SocketHandle {
+    fn listener(&self) -> ListenerHandle {
         self.listener.expect("the test has a listener")
     }
 
@@ -448,6 +448,14 @@ impl TestStack {
     fn assert_state(&self, want: TcpState) {
         assert_eq!(self.stack.tcp_state(self.conn()).unwrap(), want, "tcp_state");
         assert_eq!(self.row_state(), Some(want.as_str()), "socket table row");
+    }
+
+    /// The listener is still there, in LISTEN.
+    #[track_caller]
+    fn assert_listening(&self) {
+        let l = self.listener().raw();
+        let row = self.stack.sockets().into_iter().find(|r| r.handle == l);
+        assert_eq!(row.map(|r| r.state), Some(TcpState::Listen.as_str()), "listener row");
     }
 
     /// For connections the application has released: the row must exist, be an orphan
@@ -502,8 +510,8 @@ impl TestStack {
 }
 
 #[track_caller]
-fn assert_kind<T: std::fmt::Debug>(r: io::Result<T>, kind: ErrorKind) {
-    match r {
+fn assert_kind<T: std::fmt::Debug, E: Into<io::Error>>(r: Result<T, E>, kind: ErrorKind) {
+    match r.map_err(Into::into) {
         Err(e) => assert_eq!(e.kind(), kind, "error {e}"),
         Ok(v) => panic!("expected {kind:?}, got Ok({v:?})"),
     }
@@ -696,9 +704,9 @@ fn test_listen_syn() {
     // The embryonic connection sits in the listener's queue, not yet acceptable.
     let row = h.row().expect("an embryonic connection row");
     assert_eq!(row.state, "SYN-RECEIVED");
-    assert_eq!(row.owner, Owner::Listener(h.listener()));
+    assert_eq!(row.owner, Owner::Listener(h.listener().raw()));
     assert_kind(h.stack.tcp_accept(h.listener()), ErrorKind::WouldBlock);
-    assert_eq!(h.stack.tcp_state(h.listener()).unwrap(), TcpState::Listen);
+    h.assert_listening();
 }
 
 /// RFC 7323 2.2/2.3: a SYN with Window Scale gets one back; the shift is the smallest s
@@ -748,7 +756,7 @@ fn test_listen_rst() {
     send!(h, h.seg(RST, X, 0) => []);
     send!(h, h.seg(RST | ACK, X, 1234) => []);
     assert_eq!(h.row(), None);
-    assert_eq!(h.stack.tcp_state(h.listener()).unwrap(), TcpState::Listen);
+    h.assert_listening();
 }
 
 /// RFC 9293 3.10.7.2 second check: any ACK in LISTEN is bad -> <SEQ=SEG.ACK><CTL=RST>.
@@ -757,7 +765,7 @@ fn test_listen_ack() {
     let mut h = listen();
     send!(h, h.seg(ACK, X, 123_456) => [h.rst_for_ack(123_456)]);
     assert_eq!(h.row(), None);
-    assert_eq!(h.stack.tcp_state(h.listener()).unwrap(), TcpState::Listen);
+    h.assert_listening();
 }
 
 /// The ACK check comes before the SYN check: SYN|ACK to a listener is answered with RST.
@@ -795,7 +803,7 @@ fn test_listen_backlog_accept_queue() {
     h.send(h.seg(SYN, X, 0).opts(&[mss(1460)]));
     let iss = Sq(h.recv_one().seq);
     send!(h, h.seg(ACK, X + 1, iss + 1) => []);
-    assert_eq!(h.row().unwrap().owner, Owner::Listener(h.listener()));
+    assert_eq!(h.row().unwrap().owner, Owner::Listener(h.listener().raw()));
     assert_eq!(h.row_state(), Some("ESTABLISHED"));
     send!(h, h.seg(SYN, 50_000, 0).from_port(40001).opts(&[mss(1460)]) => []);
     assert!(h.drops(DropReason::ListenOverflow) >= 1);
@@ -853,7 +861,7 @@ fn test_syn_received_rst() {
     send!(h, h.seg(RST, X + 1, 0) => []);
     assert_eq!(h.row(), None);
     assert_kind(h.stack.tcp_accept(h.listener()), ErrorKind::WouldBlock);
-    assert_eq!(h.stack.tcp_state(h.listener()).unwrap(), TcpState::Listen);
+    h.assert_listening();
     // The listener still answers a fresh SYN.
     h.send(h.seg(SYN, X + 1000, 0).opts(&[mss(1460)]));
     let synack = h.recv_one();

@@ -1,6 +1,10 @@
 //! Core-level tests: two stacks wired back to back in memory, UDP, ICMP, ports.
 
 use super::*;
+use crate::socket::TcpHandle;
+use crate::tcp::TcpState;
+use crate::wire::{IcmpRepr, IcmpV4Message, UdpRepr};
+use std::io;
 use std::time::Duration;
 
 fn cfg(addr: &str, seed: u64) -> Config {
@@ -137,13 +141,7 @@ fn closed_port_refuses_connect() {
 }
 
 /// Push `data` from `c` on `p.b` to `s` on `p.a`, reading only when `read` says so.
-fn transfer(
-    p: &mut Pair,
-    c: SocketHandle,
-    s: SocketHandle,
-    data: &[u8],
-    mut read: impl FnMut(Instant) -> bool,
-) -> Vec<u8> {
+fn transfer(p: &mut Pair, c: TcpHandle, s: TcpHandle, data: &[u8], mut read: impl FnMut(Instant) -> bool) -> Vec<u8> {
     let mut sent = 0;
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];
@@ -215,7 +213,9 @@ fn lost_segments_are_retransmitted() {
 #[test]
 fn bind_rules_at_the_stack() {
     let mut s = Stack::new(Config { reserve_privileged_ports: true, ..cfg("10.0.0.1", 3) });
-    let kind = |r: io::Result<SocketHandle>| r.map(|_| ()).unwrap_err().kind();
+    fn kind<T, E: Into<io::Error>>(r: Result<T, E>) -> io::ErrorKind {
+        r.map(|_| ()).map_err(Into::into).unwrap_err().kind()
+    }
     assert_eq!(kind(s.tcp_listen("10.9.9.9:8080".parse().unwrap(), 4)), io::ErrorKind::AddrNotAvailable);
     assert_eq!(kind(s.tcp_listen("[::]:8080".parse().unwrap(), 4)), io::ErrorKind::AddrNotAvailable, "no v6 address");
     assert_eq!(kind(s.tcp_listen("10.0.0.1:80".parse().unwrap(), 4)), io::ErrorKind::PermissionDenied);
@@ -296,4 +296,66 @@ fn idle_connections_give_buffer_memory_back() {
     let later = p.now + std::time::Duration::from_secs(1);
     assert_eq!(p.a.housekeeping(later), 0);
     assert_eq!(p.b.housekeeping(later), 0);
+}
+
+/// The caller's buffer is checked once, before anything leaves a queue.
+#[test]
+#[should_panic(expected = "shorter than the MTU")]
+fn poll_transmit_wants_an_mtu_sized_buffer() {
+    let mut s = Stack::new(cfg("10.0.0.1", 5));
+    let mut small = vec![0u8; 1499];
+    s.poll_transmit(Instant::ZERO, &mut small);
+}
+
+/// Control packets are built within the MTU: an ICMP error quotes what fits a small
+/// link, and an echo reply that would not fit is counted, not queued.
+#[test]
+fn control_packets_fit_the_mtu() {
+    let mut s = Stack::new(Config { mtu: 300, ..cfg("10.0.0.1", 6) });
+    let (from, to): (IpAddr, IpAddr) = ("10.0.0.9".parse().unwrap(), "10.0.0.1".parse().unwrap());
+    let mut pkt = vec![0u8; 2000];
+    let payload = [0x33u8; 1000];
+    let udp = UdpRepr { src_port: 5000, dst_port: 9, payload: &payload };
+    let n = wire::emit_udp(&mut pkt, from, to, &udp).unwrap();
+    s.input(Instant::ZERO, &pkt[..n]);
+    let mut out = vec![0u8; 300];
+    let m = s.poll_transmit(Instant::ZERO, &mut out).expect("a port unreachable");
+    assert_eq!(m, 300, "quote trimmed to the MTU");
+    assert!(matches!(wire::parse(&out[..m]).unwrap().transport, Transport::Icmp(_)));
+    assert_eq!(s.stats().icmp_unreachable_sent, 1);
+
+    let data = [7u8; 500];
+    let msg = IcmpRepr::V4(IcmpV4Message::EchoRequest { ident: 1, seq: 1, data: &data });
+    let n = wire::emit_icmp(&mut pkt, from, to, &msg).unwrap();
+    s.input(Instant::ZERO, &pkt[..n]);
+    assert_eq!(s.poll_transmit(Instant::ZERO, &mut out), None);
+    assert_eq!((s.stats().icmp_echo_replies, s.stats().ctrl_dropped), (0, 1));
+}
+
+/// A datagram is checked when queued (family, size, source), so sending it cannot
+/// fail after it left the queue.
+#[test]
+fn udp_datagrams_are_checked_when_queued() {
+    let mut s = Stack::new(Config { mtu: 100_000, ..cfg("10.0.0.1", 7) });
+    let u = s.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    let dst: SocketAddr = "10.0.0.9:53".parse().unwrap();
+    let big = vec![0u8; 70_000];
+    // The UDP length field is 16 bits (RFC 768), whatever the MTU.
+    assert_eq!(
+        s.udp_send_to(u, &big, dst),
+        Err(crate::error::UdpSendError::TooLarge { len: 70_000, max: 65_535 - 28 })
+    );
+    assert_eq!(
+        s.udp_send_to(u, b"x", "[fd00::9]:53".parse().unwrap()),
+        Err(crate::error::UdpSendError::FamilyMismatch {
+            local: "0.0.0.0".parse().unwrap(),
+            dst: "[fd00::9]:53".parse().unwrap()
+        })
+    );
+    assert_eq!(s.udp_send_to(u, &big[..65_535 - 28], dst), Ok(65_535 - 28));
+    let mut out = vec![0u8; 100_000];
+    let n = s.poll_transmit(Instant::ZERO, &mut out).expect("the datagram");
+    assert_eq!(n, 65_535);
+    let p = wire::parse(&out[..n]).unwrap();
+    assert_eq!(p.ip.src, "10.0.0.1".parse::<IpAddr>().unwrap(), "the wildcard socket's source");
 }

@@ -1,0 +1,322 @@
+//! The sans-IO core: packets and `now` in, packets and wakeups out, timers asked for.
+//!
+//! ```text
+//!   input(now, packet) ──> parse ──> demux ──> tcp / udp / icmp
+//!   poll_transmit(now, buf) <── sockets with something to send, control replies
+//!   poll_timeout() / handle_timeout(now)
+//!   poll_wakeup() -> handles whose readiness changed
+//! ```
+//!
+//! This file holds the [`Stack`] itself and its I/O verbs, each a short dispatcher to
+//! the part that owns the concern:
+//!
+//! - `table`: socket slots, generations, allocation and release, handle lookup;
+//! - `timers`: the timer heap (with its compaction) and the transmit schedule;
+//! - `tcp`: TCP input (demux to a connection or a listener, RSTs for no socket), the
+//!   TCP calls, TCP's part of `poll_transmit` and of `handle_timeout`;
+//! - `udp`: UDP sockets: their state, calls, input and transmission;
+//! - `icmp`: echo replies, ICMP errors and their rate limit;
+//! - `diag`: counters, the socket table, invariant checks, housekeeping.
+
+mod diag;
+mod icmp;
+mod table;
+mod tcp;
+mod timers;
+mod udp;
+
+pub use diag::Stats;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Config;
+use crate::demux::Demux;
+use crate::error::{BindError, InvalidHandle, PeerAddrError};
+use crate::ports::PortTable;
+use crate::rand::{Rng, SipKey};
+use crate::socket::{AnyHandle, SocketHandle};
+use crate::time::Instant;
+use crate::wire::{self, DropReason, Transport};
+
+use table::{Slot, Sock};
+
+/// Most control packets (RSTs, ICMP replies) waiting for `poll_transmit`; more are
+/// dropped, which is what a router's rate limit would do too.
+const MAX_CTRL_QUEUE: usize = 1024;
+
+/// The stack. See the module documentation.
+pub struct Stack {
+    cfg: Config,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    tcp_ports: PortTable,
+    udp_ports: PortTable,
+    demux: Demux,
+    rng: Rng,
+    isn_key: SipKey,
+    port_key: SipKey,
+    connect_counter: u32,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    txq: VecDeque<SocketHandle>,
+    ctrl: VecDeque<Vec<u8>>,
+    pool: Vec<Vec<u8>>,
+    wakeups: VecDeque<SocketHandle>,
+    stats: Stats,
+    icmp_limit: icmp::TokenBucket,
+    now: Instant,
+    /// The connection the last TCP segment went to: bulk flows skip the hash lookup.
+    /// Validated on use (slot generation, 4-tuple, not CLOSED), so it never needs
+    /// invalidating.
+    last_tcp: Option<SocketHandle>,
+    /// Next housekeeping pass (buffer trimming), run on activity at most once per
+    /// `HOUSEKEEPING_INTERVAL`, so it never wakes an idle stack.
+    next_housekeeping: Instant,
+}
+
+fn is_unspecified(ip: IpAddr) -> bool {
+    ip.is_unspecified()
+}
+
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}
+
+impl Stack {
+    pub fn new(config: Config) -> Stack {
+        let mut rng = Rng::new(config.seed);
+        let isn_key = SipKey::from_rng(&mut rng);
+        let port_key = SipKey::from_rng(&mut rng);
+        let demux_key = SipKey::from_rng(&mut rng);
+        let range = config.ephemeral_ports;
+        let reserve = config.reserve_privileged_ports;
+        Stack {
+            tcp_ports: PortTable::new(range, reserve),
+            udp_ports: PortTable::new(range, reserve),
+            demux: Demux::new(demux_key),
+            slots: Vec::new(),
+            free: Vec::new(),
+            rng,
+            isn_key,
+            port_key,
+            connect_counter: 0,
+            timers: BinaryHeap::new(),
+            txq: VecDeque::new(),
+            ctrl: VecDeque::new(),
+            pool: Vec::new(),
+            wakeups: VecDeque::new(),
+            stats: Stats::default(),
+            icmp_limit: icmp::TokenBucket::new(config.icmp_error_rate),
+            now: Instant::ZERO,
+            next_housekeeping: Instant::ZERO + diag::HOUSEKEEPING_INTERVAL,
+            last_tcp: None,
+            cfg: config,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn owns_address(&self, addr: IpAddr) -> bool {
+        self.cfg.addrs.contains(&addr)
+    }
+
+    fn first_addr_like(&self, ip: IpAddr) -> Option<IpAddr> {
+        self.cfg.addrs.iter().copied().find(|a| same_family(*a, ip))
+    }
+
+    /// A local address to bind: a wildcard of a family the stack has an address of, or
+    /// one of the stack's own addresses.
+    fn check_local(&self, local: SocketAddr) -> Result<(), BindError> {
+        let ip = local.ip();
+        if is_unspecified(ip) {
+            if self.first_addr_like(ip).is_none() {
+                return Err(BindError::NoAddressOfFamily { ipv6: ip.is_ipv6() });
+            }
+            return Ok(());
+        }
+        if !self.owns_address(ip) {
+            return Err(BindError::NotOwned(ip));
+        }
+        Ok(())
+    }
+
+    fn wake(&mut self, h: SocketHandle) {
+        if let Some(s) = self.slot_mut(h) {
+            if !s.wake {
+                s.wake = true;
+                self.wakeups.push_back(h);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- I/O verbs
+
+    /// Hand in one IP packet received at `now`. Invalid packets are counted and dropped.
+    pub fn input(&mut self, now: Instant, packet: &[u8]) {
+        self.now = self.now.max(now);
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+        }
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += packet.len() as u64;
+        let p = match wire::parse(packet) {
+            Ok(p) => p,
+            Err(reason) => return self.count_drop(reason, "parse"),
+        };
+        if !self.owns_address(p.ip.dst) {
+            return self.count_drop(DropReason::NotForUs, "destination");
+        }
+        if self.owns_address(p.ip.src) {
+            return self.count_drop(DropReason::BadSourceAddress, "source is our own address");
+        }
+        match p.transport {
+            Transport::Tcp(seg) => self.tcp_input(now, &p.ip, &seg),
+            Transport::Udp(d) => self.udp_input(now, &p.ip, &d, packet),
+            Transport::Icmp(m) => self.icmp_input(&p.ip, &m),
+        }
+    }
+
+    /// Write the next packet to send into `buf` and return its length, or `None` when
+    /// nothing is due. Call until `None`.
+    ///
+    /// Control packets (RSTs, ICMP replies) go first; then the sockets scheduled to
+    /// send, round robin, each writing at most one packet per turn.
+    ///
+    /// # Panics
+    ///
+    /// If `buf` is shorter than `config.mtu`: every packet the stack builds fits the
+    /// MTU, and this is checked here, once, before anything is taken off a queue.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        assert!(
+            buf.len() >= self.cfg.mtu,
+            "poll_transmit: a buffer of {} bytes is shorter than the MTU ({})",
+            buf.len(),
+            self.cfg.mtu
+        );
+        self.now = self.now.max(now);
+        if let Some(pkt) = self.ctrl.pop_front() {
+            // Built within the MTU (`queue_ctrl`).
+            let n = pkt.len();
+            buf[..n].copy_from_slice(&pkt);
+            self.pool.push(pkt);
+            return Some(self.count_tx(n));
+        }
+        while let Some(h) = self.txq.pop_front() {
+            let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen) else { continue };
+            slot.in_txq = false;
+            let sent = match slot.sock {
+                Some(Sock::Tcp(_)) => self.tcp_transmit(now, h, buf),
+                Some(Sock::Udp(_)) => self.udp_transmit(h, buf),
+                Some(Sock::Listener(_)) | None => None,
+            };
+            if let Some(n) = sent {
+                return Some(self.count_tx(n));
+            }
+        }
+        None
+    }
+
+    fn count_tx(&mut self, n: usize) -> usize {
+        self.stats.tx_packets += 1;
+        self.stats.tx_bytes += n as u64;
+        n
+    }
+
+    /// Emit a control packet into a pooled buffer for the next `poll_transmit`, within
+    /// the MTU. Returns whether it was queued; a packet that is not (the queue is full,
+    /// or it would exceed the MTU: an echo request larger than our MTU) is counted in
+    /// `Stats::ctrl_dropped`.
+    fn queue_ctrl(&mut self, emit: impl FnOnce(&mut [u8]) -> Result<usize, wire::EmitError>) -> bool {
+        if self.ctrl.len() >= MAX_CTRL_QUEUE {
+            self.stats.ctrl_dropped += 1;
+            tracing::debug!("control packet dropped: queue full");
+            return false;
+        }
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.resize(self.cfg.mtu, 0);
+        match emit(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                self.ctrl.push_back(buf);
+                true
+            }
+            Err(e) => {
+                self.stats.ctrl_dropped += 1;
+                tracing::debug!(?e, "control packet not emitted");
+                self.pool.push(buf);
+                false
+            }
+        }
+    }
+
+    /// The earliest deadline at which `handle_timeout` must be called, if any.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.next_deadline()
+    }
+
+    /// Run every timer due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        while let Some(h) = self.pop_due_timer(now) {
+            self.tcp_on_timer(now, h);
+        }
+    }
+
+    /// A socket whose readiness (readable, writable, connected, closed, acceptable) may
+    /// have changed since the last call. The runtime uses it to wake blocked callers.
+    pub fn poll_wakeup(&mut self) -> Option<SocketHandle> {
+        while let Some(h) = self.wakeups.pop_front() {
+            if let Some(s) = self.slot_mut(h) {
+                if s.wake {
+                    s.wake = false;
+                    return Some(h);
+                }
+            }
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------- any socket
+
+    /// Release the handle. TCP: a graceful close (FIN after queued data, RST if unread
+    /// data is discarded, RFC 9293 3.10.4 / RFC 2525 2.17); the connection lives on as an
+    /// orphan until the close completes. Listener: pending connections are reset.
+    pub fn close(&mut self, h: impl Into<AnyHandle>) -> Result<(), InvalidHandle> {
+        let h = h.into();
+        if self.resolve(h.raw()).is_none() {
+            return Err(InvalidHandle);
+        }
+        match h {
+            AnyHandle::Tcp(h) => self.close_conn(h.raw()),
+            AnyHandle::Listener(h) => self.close_listener(h.raw()),
+            AnyHandle::Udp(h) => self.free_socket(h.raw()),
+        }
+        Ok(())
+    }
+
+    pub fn local_addr(&self, h: impl Into<AnyHandle>) -> Result<SocketAddr, InvalidHandle> {
+        match self.slot(h.into().raw()).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Tcp(c)) => Ok(c.local),
+            Some(Sock::Listener(l)) => Ok(l.local),
+            Some(Sock::Udp(u)) => Ok(u.local),
+            None => Err(InvalidHandle),
+        }
+    }
+
+    /// The connected peer: a connection's remote end, a connected UDP socket's peer;
+    /// `NotConnected` for a listener or an unconnected UDP socket.
+    pub fn peer_addr(&self, h: impl Into<AnyHandle>) -> Result<SocketAddr, PeerAddrError> {
+        match self.slot(h.into().raw()).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Tcp(c)) => Ok(c.remote),
+            Some(Sock::Listener(_)) => Err(PeerAddrError::NotConnected),
+            Some(Sock::Udp(u)) => u.remote.ok_or(PeerAddrError::NotConnected),
+            None => Err(PeerAddrError::InvalidHandle),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

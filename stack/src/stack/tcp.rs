@@ -1,0 +1,594 @@
+//! TCP at the stack level (RFC 9293): what the connection state machine
+//! (`crate::tcp::conn`) does not see.
+//!
+//! - Input: demux of a segment to its connection (with a one-entry cache for bulk
+//!   flows) or to a listener; a new SYN ending a TIME-WAIT connection (RFC 6191-style
+//!   reuse); a RST for a segment no socket wants (RFC 9293 3.10.7.1).
+//! - Listeners: what happens to a segment in LISTEN (RFC 9293 3.10.7.2), the half-open
+//!   and accept queues bounded by the backlog, ISNs (RFC 6528).
+//! - The TCP calls: listen, accept, connect (RFC 6056 port choice), send, recv,
+//!   shutdown, abort, close, options and queries.
+//! - TCP's part of `poll_transmit` (one segment of one connection, its payload copied
+//!   once from the send buffer into place) and of `handle_timeout`.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+
+use super::table::Sock;
+use super::{is_unspecified, same_family, Stack};
+use crate::demux::Match;
+use crate::error::{AcceptError, BindError, ConnectError, InvalidHandle, RecvError, SendError, ShutdownError};
+use crate::ports;
+use crate::seq::SeqNum;
+use crate::socket::{ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle};
+use crate::tcp::conn::{Conn, Reply, Verdict};
+use crate::tcp::{TcpReject, TcpState};
+use crate::time::Instant;
+use crate::wire::{self, DropReason, IpHeader, TcpFlags, TcpOptions, TcpRepr};
+
+/// A listening socket (RFC 9293 3.10.7.2).
+pub(super) struct Listener {
+    pub(super) local: SocketAddr,
+    pub(super) backlog: usize,
+    /// Embryonic connections (SYN-RECEIVED), RFC 9293 3.10.7.2.
+    pub(super) half_open: Vec<SocketHandle>,
+    /// Established connections waiting for `tcp_accept`.
+    pub(super) accept_q: VecDeque<SocketHandle>,
+}
+
+impl Stack {
+    // ---------------------------------------------------------------- input
+
+    pub(super) fn tcp_input(&mut self, now: Instant, ip: &IpHeader, seg: &TcpRepr<'_>) {
+        let local = SocketAddr::new(ip.dst, seg.dst_port);
+        let remote = SocketAddr::new(ip.src, seg.src_port);
+        if seg.src_port == 0 || seg.dst_port == 0 {
+            return self.count_drop(DropReason::BadTcpHeader, "port 0");
+        }
+        let cached = self.last_tcp.filter(|&h| {
+            self.conn_at(h).is_some_and(|c| c.local == local && c.remote == remote && c.state != TcpState::Closed)
+        });
+        let found = match cached {
+            Some(h) => Some(Match::Connection(h)),
+            None => self.demux.lookup(Protocol::Tcp, local, remote),
+        };
+        match found {
+            Some(Match::Connection(h)) => {
+                self.last_tcp = Some(h);
+                // RFC 6191-style reuse: a new SYN above the old sequence space ends a
+                // TIME-WAIT connection so the listener can take the new one.
+                if let Some(c) = self.conn_at(h) {
+                    if c.state == TcpState::TimeWait && seg.flags.syn() && !seg.flags.ack() && seg.seq > c.rcv_nxt() {
+                        self.free_socket(h);
+                        return self.tcp_input(now, ip, seg);
+                    }
+                }
+                self.conn_input(now, h, seg)
+            }
+            Some(Match::Listener(h)) => self.listener_input(now, h, local, remote, seg),
+            None => {
+                self.count_drop(DropReason::TcpNoSocket, "no listener or connection");
+                self.reset_for(local, remote, seg);
+            }
+        }
+    }
+
+    /// RFC 9293 3.10.7.1 (CLOSED): answer anything but a RST with a RST.
+    fn reset_for(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
+        if seg.flags.rst() {
+            return;
+        }
+        if seg.flags.ack() {
+            self.queue_rst(local, remote, seg.ack, None);
+        } else {
+            self.queue_rst(local, remote, SeqNum(0), Some(seg.seq + seg.seg_len()));
+        }
+    }
+
+    /// Queue `<SEQ=seq><CTL=RST>`, or with `ack` `<SEQ=seq><ACK=ack><CTL=RST,ACK>`.
+    fn queue_rst(&mut self, local: SocketAddr, remote: SocketAddr, seq: SeqNum, ack: Option<SeqNum>) {
+        let mut flags = TcpFlags::RST;
+        if ack.is_some() {
+            flags |= TcpFlags::ACK;
+        }
+        let repr = TcpRepr {
+            src_port: local.port(),
+            dst_port: remote.port(),
+            seq,
+            ack: ack.unwrap_or(SeqNum(0)),
+            flags,
+            window: 0,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        if self.queue_ctrl(|buf| wire::emit_tcp(buf, local.ip(), remote.ip(), &repr)) {
+            self.stats.tcp_resets_sent += 1;
+        }
+    }
+
+    fn listener_input(
+        &mut self,
+        now: Instant,
+        lh: SocketHandle,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr<'_>,
+    ) {
+        // RFC 9293 3.10.7.2 (LISTEN).
+        let f = seg.flags;
+        if f.rst() {
+            return self.count_reject(TcpReject::ListenRst);
+        }
+        if f.ack() {
+            self.count_reject(TcpReject::ListenAck);
+            return self.queue_rst(local, remote, seg.ack, None);
+        }
+        if !f.syn() {
+            return self.count_reject(TcpReject::ListenNoSyn);
+        }
+        let Some(Sock::Listener(l)) = self.slot(lh).and_then(|s| s.sock.as_ref()) else { return };
+        if l.half_open.len() + l.accept_q.len() >= l.backlog {
+            return self.count_drop(DropReason::ListenOverflow, "backlog full");
+        }
+        let iss = self.isn(now, local, remote);
+        let conn = Conn::accept_syn(&self.cfg, now, local, remote, iss, seg);
+        let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::Listener(lh));
+        if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
+            self.free_socket(h);
+            return;
+        }
+        if let Some(l) = self.listener_mut(lh) {
+            l.half_open.push(h);
+        }
+        self.stats.tcp_passive_opens += 1;
+        self.refresh(h);
+    }
+
+    fn conn_input(&mut self, now: Instant, h: SocketHandle, seg: &TcpRepr<'_>) {
+        let cfg = &self.cfg;
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
+        let prev = c.state;
+        let (verdict, reply) = c.process(now, cfg, seg);
+        let (local, remote) = (c.local, c.remote);
+        if let Verdict::Rejected(why) = verdict {
+            self.count_reject(why);
+        }
+        if let Reply::Rst { seq, ack } = reply {
+            self.queue_rst(local, remote, seq, ack);
+        }
+        self.after_conn_event(h, prev);
+    }
+
+    /// Bookkeeping after a connection's state may have changed.
+    fn after_conn_event(&mut self, h: SocketHandle, prev: TcpState) {
+        let Some(slot) = self.slot(h) else { return };
+        let owner = slot.owner;
+        let Some(Sock::Tcp(c)) = slot.sock.as_ref() else { return };
+        let state = c.state;
+        if state == TcpState::Closed {
+            match owner {
+                Owner::App => {
+                    // Keep the handle (the application learns the outcome from it), but
+                    // stop matching segments to it.
+                    let (l, r) = (c.local, c.remote);
+                    if self.remove_conn_entry(Protocol::Tcp, l, r, h) {
+                        self.wake(h);
+                    }
+                    if let Some(s) = self.slot_mut(h) {
+                        s.timer = None;
+                    }
+                }
+                _ => self.free_socket(h),
+            }
+            return;
+        }
+        if prev == TcpState::SynReceived && state != TcpState::SynReceived {
+            if let Owner::Listener(lh) = owner {
+                if let Some(l) = self.listener_mut(lh) {
+                    l.half_open.retain(|x| *x != h);
+                    l.accept_q.push_back(h);
+                }
+                self.wake(lh);
+            }
+        }
+        if owner == Owner::App {
+            self.wake(h);
+        }
+        self.refresh(h);
+    }
+
+    fn isn(&self, now: Instant, local: SocketAddr, remote: SocketAddr) -> SeqNum {
+        // RFC 6528 3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
+        // M a 4-microsecond timer.
+        let mut b = [0u8; 36];
+        put_addr(&mut b[0..16], local.ip());
+        b[16..18].copy_from_slice(&local.port().to_be_bytes());
+        put_addr(&mut b[18..34], remote.ip());
+        b[34..36].copy_from_slice(&remote.port().to_be_bytes());
+        let f = self.isn_key.hash(&b) as u32;
+        SeqNum(f.wrapping_add((now.total_micros() / 4) as u32))
+    }
+
+    // ---------------------------------------------------------------- output, timers
+
+    /// TCP's part of `poll_transmit`: the next segment of connection `h` into `buf`.
+    /// `None` when it has nothing sendable now.
+    ///
+    /// `dispatch` commits the segment (SND.NXT, the scoreboard, timers), so everything
+    /// that could keep it off the wire is settled before it runs: the buffer holds the
+    /// largest header, the payload room ends where the packet would outgrow the buffer
+    /// or the IP length field, and a data segment's header is the one `data_header_len`
+    /// reserved room for. Emission cannot fail afterwards.
+    pub(super) fn tcp_transmit(&mut self, now: Instant, h: SocketHandle, buf: &mut [u8]) -> Option<usize> {
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return None };
+        let ip_len = wire::ip_header_len(c.remote.ip());
+        if buf.len() < ip_len + MAX_TCP_HEADER_LEN {
+            return buffer_too_small(buf.len());
+        }
+        // The payload goes straight to its place in `buf` (one copy from the send
+        // buffer), right after the data segment's header; the headers are written
+        // around it.
+        let at = ip_len + c.data_header_len();
+        let end = buf.len().min(ip_len + MAX_IP_PAYLOAD);
+        let before = c.retransmits;
+        let Some(out) = c.dispatch(now, &mut buf[at..end]) else {
+            // Nothing sendable (window, Nagle): wait for an ACK or a timer.
+            self.refresh_inner(h, false);
+            return None;
+        };
+        self.stats.tcp_retransmits += c.retransmits - before;
+        let (src, dst) = (c.local.ip(), c.remote.ip());
+        let mut repr = TcpRepr {
+            src_port: c.local.port(),
+            dst_port: c.remote.port(),
+            seq: out.seq,
+            ack: out.ack,
+            flags: out.flags,
+            window: out.window,
+            urgent: 0,
+            options: out.options,
+            payload: &[],
+        };
+        let emitted = if out.payload_len == 0 {
+            // At most MAX_TCP_HEADER_LEN bytes of header: fits, checked above.
+            wire::emit_tcp(buf, src, dst, &repr)
+        } else {
+            // A data segment carries the timestamps only, on every segment once they
+            // are in use (RFC 7323 3.2), and that is what `data_header_len` counted;
+            // SACK blocks ride on pure ACKs (RFC 2018 4). So the header ends where the
+            // payload starts. Should other options turn up, they are dropped rather
+            // than let the header run into the payload.
+            if ip_len + repr.header_len() != at {
+                keep_data_options(&mut repr, buf, ip_len, at, out.payload_len);
+            }
+            wire::emit_tcp_in_place(buf, src, dst, &repr, out.payload_len)
+        };
+        let n = emitted.expect("a segment fits the room checked before dispatch");
+        // More may follow from the same connection: round robin.
+        let slot = &mut self.slots[h.idx as usize];
+        if !slot.in_txq {
+            slot.in_txq = true;
+            self.txq.push_back(h);
+        }
+        self.refresh(h);
+        Some(n)
+    }
+
+    /// TCP's part of `handle_timeout`: connection `h`'s deadline is due.
+    pub(super) fn tcp_on_timer(&mut self, now: Instant, h: SocketHandle) {
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
+        let prev = c.state;
+        let (l, r) = (c.local, c.remote);
+        if let Reply::Rst { seq, ack } = c.on_timer(now, &self.cfg) {
+            self.queue_rst(l, r, seq, ack);
+        }
+        self.after_conn_event(h, prev);
+        self.refresh(h);
+    }
+
+    // ---------------------------------------------------------------- calls
+
+    /// Bind and listen. `local`'s IP may be a wildcard; port 0 picks an ephemeral port.
+    /// The backlog bounds the half-open plus accept queue (at least 1).
+    pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> Result<ListenerHandle, BindError> {
+        self.check_local(local)?;
+        let l = Listener { local, backlog: backlog.max(1), half_open: Vec::new(), accept_q: VecDeque::new() };
+        let h = self.alloc(Sock::Listener(l), Owner::App);
+        let port = match self.tcp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
+            Ok(p) => p,
+            Err(e) => {
+                self.release_unbound(h);
+                return Err(e);
+            }
+        };
+        let bound = SocketAddr::new(local.ip(), port);
+        if let Some(Sock::Listener(l)) = self.slot_mut(h).and_then(|s| s.sock.as_mut()) {
+            l.local = bound;
+        }
+        if let Err(held_by) = self.demux.insert_listener(Protocol::Tcp, bound, h) {
+            self.free_socket(h);
+            return Err(BindError::AddrInUse { addr: bound, held: bound, held_by });
+        }
+        Ok(ListenerHandle(h))
+    }
+
+    /// Take one completed connection from a listener's accept queue; `WouldBlock` when
+    /// it is empty.
+    pub fn tcp_accept(&mut self, listener: ListenerHandle) -> Result<TcpHandle, AcceptError> {
+        let listener = listener.0;
+        let l = self.listener_mut(listener).ok_or(AcceptError::InvalidHandle)?;
+        let Some(h) = l.accept_q.pop_front() else { return Err(AcceptError::WouldBlock) };
+        if let Some(s) = self.slot_mut(h) {
+            s.owner = Owner::App;
+        }
+        if matches!(self.slot(listener).and_then(|s| s.sock.as_ref()), Some(Sock::Listener(l)) if !l.accept_q.is_empty())
+        {
+            // More are waiting: another acceptor may take the next one.
+            self.wake(listener);
+        }
+        // Anything that arrived before the accept (data, FIN, RST) is a readiness change.
+        self.wake(h);
+        if self.conn_at(h).is_some_and(|c| c.state == TcpState::Closed) {
+            self.after_conn_event(h, TcpState::Closed);
+        }
+        Ok(TcpHandle(h))
+    }
+
+    /// Active open. `local` defaults to the stack's first address of `remote`'s family
+    /// and an RFC 6056 ephemeral port. Returns at once in SYN-SENT; use
+    /// `tcp_poll_connect` to learn the outcome.
+    pub fn tcp_connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Result<TcpHandle, ConnectError> {
+        self.now = self.now.max(now);
+        if is_unspecified(remote.ip()) || remote.port() == 0 {
+            return Err(ConnectError::InvalidRemote(remote));
+        }
+        if remote.ip().is_multicast() || remote.ip() == IpAddr::from([255, 255, 255, 255]) {
+            return Err(ConnectError::BroadcastOrMulticast(remote));
+        }
+        let local_ip = match local.map(|l| l.ip()) {
+            Some(ip) if !is_unspecified(ip) => {
+                if !self.owns_address(ip) {
+                    return Err(ConnectError::NotOwned(ip));
+                }
+                if !same_family(ip, remote.ip()) {
+                    return Err(ConnectError::FamilyMismatch { local: ip, remote });
+                }
+                ip
+            }
+            _ => self.first_addr_like(remote.ip()).ok_or(ConnectError::NoAddressOfFamily { ipv6: remote.is_ipv6() })?,
+        };
+        let port = match local.map(|l| l.port()).unwrap_or(0) {
+            0 => {
+                let (demux, tcp_ports) = (&self.demux, &self.tcp_ports);
+                ports::connect_port(
+                    self.cfg.ephemeral_ports,
+                    &self.port_key,
+                    &mut self.connect_counter,
+                    local_ip,
+                    remote,
+                    |p| {
+                        !demux.has_connection(Protocol::Tcp, SocketAddr::new(local_ip, p), remote)
+                            && !tcp_ports.conflicts(local_ip, p)
+                    },
+                )?
+            }
+            p => {
+                let local = SocketAddr::new(local_ip, p);
+                if self.demux.has_connection(Protocol::Tcp, local, remote) {
+                    return Err(ConnectError::TupleInUse { local, remote });
+                }
+                p
+            }
+        };
+        let local = SocketAddr::new(local_ip, port);
+        let iss = self.isn(now, local, remote);
+        let conn = Conn::connect(&self.cfg, now, local, remote, iss);
+        let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::App);
+        if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
+            self.free_socket(h);
+            return Err(ConnectError::TupleInUse { local, remote });
+        }
+        self.stats.tcp_active_opens += 1;
+        self.refresh(h);
+        Ok(TcpHandle(h))
+    }
+
+    /// `Ok(true)` once established (or later), `Ok(false)` while the handshake runs,
+    /// `Err(ConnectError::Failed)` (`ConnectionRefused`, `TimedOut`, `ConnectionReset`)
+    /// if it failed.
+    pub fn tcp_poll_connect(&mut self, h: TcpHandle) -> Result<bool, ConnectError> {
+        let c = self.conn(h)?;
+        match c.state {
+            TcpState::SynSent | TcpState::SynReceived => Ok(false),
+            TcpState::Closed => Err(c.error().map_or(ConnectError::Closed, ConnectError::Failed)),
+            _ => Ok(true),
+        }
+    }
+
+    /// Queue bytes for sending; returns how many were taken (may be fewer than asked),
+    /// `WouldBlock` when the send buffer is full or the handshake is still running,
+    /// `BrokenPipe` after shutdown(Write), the connection's error after a reset.
+    pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> Result<usize, SendError> {
+        let r = self.conn_mut(h)?.send(data);
+        self.refresh(h.0);
+        r
+    }
+
+    /// Read received bytes. `Ok(0)` is end of stream (the peer's FIN was read);
+    /// `WouldBlock` when nothing is buffered yet; `ConnectionReset` after a RST.
+    pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> Result<usize, RecvError> {
+        let r = self.conn_mut(h)?.recv(buf);
+        self.refresh(h.0);
+        r
+    }
+
+    /// Shut down one or both directions. `Write` sends FIN after queued data (half
+    /// close); `Read` discards further incoming data.
+    pub fn tcp_shutdown(&mut self, h: TcpHandle, how: Shutdown) -> Result<(), ShutdownError> {
+        let c = self.conn_mut(h)?;
+        if matches!(c.state, TcpState::Closed | TcpState::SynSent | TcpState::Listen) {
+            return Err(ShutdownError::NotConnected);
+        }
+        let prev = c.state;
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            c.shutdown_read();
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            c.shutdown_write();
+        }
+        self.after_conn_event(h.0, prev);
+        Ok(())
+    }
+
+    /// Abort: send RST (if synchronized) and release the socket at once.
+    pub fn tcp_abort(&mut self, h: TcpHandle) -> Result<(), InvalidHandle> {
+        self.conn(h)?;
+        self.abort_conn(h.0);
+        Ok(())
+    }
+
+    /// RST (if synchronized) and release: `tcp_abort`, and the fate of the connections
+    /// waiting in a closed listener's queues.
+    fn abort_conn(&mut self, h: SocketHandle) {
+        let Some(Sock::Tcp(c)) = self.slot_mut(h).and_then(|s| s.sock.as_mut()) else { return };
+        let (l, r) = (c.local, c.remote);
+        if let Some(Reply::Rst { seq, ack }) = c.abort() {
+            self.queue_rst(l, r, seq, ack);
+        }
+        self.free_socket(h);
+    }
+
+    /// `close` of a connection: FIN after queued data, or RST if unread data is
+    /// discarded (RFC 9293 3.10.4, RFC 2525 2.17); an orphan finishes the close.
+    pub(super) fn close_conn(&mut self, h: SocketHandle) {
+        let now = self.now;
+        let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen) else { return };
+        let Some(Sock::Tcp(c)) = slot.sock.as_mut() else { return };
+        let prev = c.state;
+        let (l, r) = (c.local, c.remote);
+        if c.close(now, &self.cfg) {
+            if let Some(Reply::Rst { seq, ack }) = c.abort() {
+                self.queue_rst(l, r, seq, ack);
+            }
+            self.free_socket(h);
+            return;
+        }
+        if c.state == TcpState::Closed {
+            self.free_socket(h);
+            return;
+        }
+        slot.owner = Owner::Orphan;
+        self.after_conn_event(h, prev);
+    }
+
+    /// `close` of a listener: the connections waiting in its queues are reset.
+    pub(super) fn close_listener(&mut self, h: SocketHandle) {
+        let Some(l) = self.listener_mut(h) else { return };
+        let children: Vec<SocketHandle> = l.half_open.drain(..).chain(l.accept_q.drain(..)).collect();
+        for c in children {
+            self.abort_conn(c);
+        }
+        self.free_socket(h);
+    }
+
+    /// The connection's state (RFC 9293 3.3.2).
+    pub fn tcp_state(&self, h: TcpHandle) -> Result<TcpState, InvalidHandle> {
+        Ok(self.conn(h)?.state)
+    }
+
+    /// A snapshot of the connection's control block.
+    pub fn tcp_info(&self, h: TcpHandle) -> Result<crate::tcp::TcpInfo, InvalidHandle> {
+        Ok(self.conn(h)?.info())
+    }
+
+    /// Disable (true) or enable (false) Nagle's algorithm (RFC 896).
+    pub fn tcp_set_nodelay(&mut self, h: TcpHandle, nodelay: bool) -> Result<(), InvalidHandle> {
+        self.conn_mut(h)?.set_nodelay(nodelay);
+        self.refresh(h.0);
+        Ok(())
+    }
+
+    /// Keepalive for this connection (RFC 9293 3.8.4); `None` turns it off.
+    pub fn tcp_set_keepalive(
+        &mut self,
+        h: TcpHandle,
+        ka: Option<crate::config::Keepalive>,
+    ) -> Result<(), InvalidHandle> {
+        let now = self.now;
+        self.conn_mut(h)?.set_keepalive(now, ka);
+        self.refresh(h.0);
+        Ok(())
+    }
+
+    /// User timeout (RFC 9293 3.8.3 / RFC 5482); `None` leaves only the retry counts.
+    pub fn tcp_set_user_timeout(&mut self, h: TcpHandle, t: Option<std::time::Duration>) -> Result<(), InvalidHandle> {
+        self.conn_mut(h)?.set_user_timeout(t);
+        Ok(())
+    }
+
+    /// Congestion control for this connection (restarts it from the initial window).
+    pub fn tcp_set_congestion(
+        &mut self,
+        h: TcpHandle,
+        alg: crate::config::CongestionAlgorithm,
+    ) -> Result<(), InvalidHandle> {
+        self.conn_mut(h)?.set_congestion(alg);
+        Ok(())
+    }
+
+    pub fn tcp_nodelay(&self, h: TcpHandle) -> Result<bool, InvalidHandle> {
+        Ok(self.conn(h)?.nodelay())
+    }
+
+    /// Bytes the application can write right now without `WouldBlock`.
+    pub fn tcp_send_capacity(&self, h: TcpHandle) -> Result<usize, InvalidHandle> {
+        Ok(self.conn(h)?.send_capacity())
+    }
+
+    /// Bytes received and not yet read.
+    pub fn tcp_recv_queue(&self, h: TcpHandle) -> Result<usize, InvalidHandle> {
+        Ok(self.conn(h)?.recv_queue())
+    }
+}
+
+/// Only with an MTU below 100 bytes (the caller's buffer holds the MTU): no segment is
+/// built, so nothing is committed that could not go out.
+#[cold]
+#[inline(never)]
+fn buffer_too_small(len: usize) -> Option<usize> {
+    tracing::warn!(len, "transmit buffer smaller than the largest TCP header: nothing sent");
+    None
+}
+
+/// Not reached while the connection's data segments carry what `data_header_len`
+/// counted: keep only the timestamps and move the payload (from `at`) right after the
+/// header, which is then no longer than the room reserved for it.
+#[cold]
+#[inline(never)]
+fn keep_data_options(repr: &mut TcpRepr<'_>, buf: &mut [u8], ip_len: usize, at: usize, payload_len: usize) {
+    debug_assert!(false, "data segment options {:?} do not fit the {at} bytes reserved", repr.options);
+    repr.options = TcpOptions { timestamps: repr.options.timestamps, ..TcpOptions::default() };
+    let want = ip_len + repr.header_len();
+    buf.copy_within(at..at + payload_len, want);
+}
+
+/// The largest TCP header: a data offset of 15 words (RFC 9293 3.1).
+const MAX_TCP_HEADER_LEN: usize = wire::tcp::TCP_HEADER_LEN + wire::tcp::MAX_OPTIONS_LEN;
+
+/// The most the IP length field lets follow our header: 65535 bytes in all for IPv4
+/// (RFC 791 3.1, less its 20-byte header), 65535 after the header for IPv6 (RFC 8200 3).
+/// Bounding by the smaller is exact for IPv4 and within 20 bytes for IPv6.
+const MAX_IP_PAYLOAD: usize = wire::ip::MAX_LENGTH_FIELD - wire::ip::IPV4_HEADER_LEN;
+
+fn put_addr(out: &mut [u8], ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => out.copy_from_slice(&a.octets()),
+    }
+}
