@@ -5,6 +5,7 @@
 //! inside a network namespace); the `demo` binary adds the command line, the TUN device
 //! setup and signal handling.
 
+pub mod apps;
 pub mod echo;
 pub mod http;
 pub mod netns;

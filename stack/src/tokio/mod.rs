@@ -53,7 +53,7 @@ use crate::config::Config;
 use crate::runtime::device::{Device, ImpairHandle};
 use crate::runtime::engine::{Engine, Kick};
 use crate::runtime::{new_stack, tun_device, ImpairmentStats, RuntimeConfig, RuntimeCounters, RuntimeHandle};
-use crate::socket::{SocketHandle, SocketInfo};
+use crate::socket::{AnyHandle, SocketHandle, SocketInfo};
 use crate::stack::Stats;
 
 /// Owns the device and the tokio task that drives it. Create it from inside a tokio
@@ -160,17 +160,47 @@ impl fmt::Debug for AsyncRuntime {
     }
 }
 
-/// One socket held by the application: closed (`Stack::close`) when dropped.
-struct Owned {
+/// One socket held by the application, by its typed handle: closed (`Stack::close`)
+/// when dropped.
+struct Owned<H: Copy + Into<AnyHandle>> {
     rt: RuntimeHandle,
-    h: SocketHandle,
+    h: H,
 }
 
-impl Drop for Owned {
+impl<H: Copy + Into<AnyHandle>> Owned<H> {
+    /// The raw handle, which the engine's waiters use.
+    fn raw(&self) -> SocketHandle {
+        self.h.into().raw()
+    }
+
+    /// One call on the core; its typed error becomes an `io::Error` here, at the API
+    /// boundary.
+    fn call<T, E: Into<io::Error>>(&self, f: impl FnOnce(&mut crate::Stack, H) -> Result<T, E>) -> io::Result<T> {
+        self.rt.call(|s, _| f(s, self.h).map_err(Into::into))
+    }
+
+    /// The async shape: `Pending` (with the task registered under the socket) while
+    /// `f` says `WouldBlock`.
+    fn poll<T, E: Into<io::Error>>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        f: impl FnOnce(&mut crate::Stack, H) -> Result<T, E>,
+    ) -> std::task::Poll<io::Result<T>> {
+        self.rt.engine.poll_op(self.raw(), cx, |s, _| f(s, self.h).map_err(Into::into))
+    }
+}
+
+impl<H: Copy + Into<AnyHandle>> Drop for Owned<H> {
     fn drop(&mut self) {
-        if let Err(e) = self.rt.call(|s, _| Ok(s.close(self.h)?)) {
-            tracing::trace!(handle = ?self.h, error = %e, "close on drop");
+        if let Err(e) = self.call(|s, h| s.close(h)) {
+            tracing::trace!(handle = ?self.raw(), error = %e, "close on drop");
         }
+    }
+}
+
+impl<H: Copy + Into<AnyHandle>> fmt::Debug for Owned<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.raw())
     }
 }
 

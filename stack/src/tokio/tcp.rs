@@ -13,13 +13,13 @@ use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{each_addr, Owned};
 use crate::net::DEFAULT_BACKLOG;
 use crate::runtime::RuntimeHandle;
-use crate::socket::SocketHandle;
+use crate::socket::{ListenerHandle, SocketHandle, TcpHandle};
 use crate::tcp::{TcpInfo, TcpState};
 
 /// A TCP socket listening for connections, like `tokio::net::TcpListener`. Dropping it
 /// closes the listener; connections still waiting in its queues are reset.
 pub struct TcpListener {
-    sock: Owned,
+    sock: Owned<ListenerHandle>,
 }
 
 impl TcpListener {
@@ -37,7 +37,7 @@ impl TcpListener {
         backlog: usize,
     ) -> io::Result<TcpListener> {
         let rt = rt.as_ref();
-        let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.tcp_listen(a, backlog)?)))?;
+        let h = each_addr(addr, |a| rt.call(|s, _| s.tcp_listen(a, backlog).map_err(io::Error::from)))?;
         Ok(TcpListener { sock: Owned { rt: rt.clone(), h } })
     }
 
@@ -48,37 +48,34 @@ impl TcpListener {
 
     /// Poll for a completed connection (registers the task when there is none).
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
-        let Owned { rt, h } = &self.sock;
-        let lh = *h;
-        rt.engine
-            .poll_op(lh, cx, |s, _| {
+        self.sock
+            .poll(cx, |s, lh| {
                 let h = s.tcp_accept(lh)?;
                 match s.peer_addr(h) {
                     Ok(peer) => Ok((h, peer)),
                     Err(e) => {
                         let _ = s.close(h);
-                        Err(e.into())
+                        Err(io::Error::from(e))
                     }
                 }
             })
-            .map_ok(|(h, peer)| (TcpStream::from_handle(rt.clone(), h), peer))
+            .map_ok(|(h, peer)| (TcpStream::from_handle(self.sock.rt.clone(), h), peer))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        let h = self.sock.h;
-        self.sock.rt.call(|s, _| Ok(s.local_addr(h)?))
+        self.sock.call(|s, h| s.local_addr(h))
     }
 
     /// The socket's handle in the stack (see `RuntimeHandle::sockets`).
     pub fn handle(&self) -> SocketHandle {
-        self.sock.h
+        self.sock.raw()
     }
 }
 
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("TcpListener");
-        d.field("handle", &self.sock.h);
+        d.field("handle", &self.sock.raw());
         if let Ok(a) = self.local_addr() {
             d.field("addr", &a);
         }
@@ -90,11 +87,11 @@ impl fmt::Debug for TcpListener {
 /// it closes the connection gracefully (FIN after the queued data; RST if received data
 /// was left unread). `poll_shutdown` sends the FIN (shutdown of the write side).
 pub struct TcpStream {
-    sock: Arc<Owned>,
+    sock: Arc<Owned<TcpHandle>>,
 }
 
 impl TcpStream {
-    fn from_handle(rt: RuntimeHandle, h: SocketHandle) -> TcpStream {
+    fn from_handle(rt: RuntimeHandle, h: TcpHandle) -> TcpStream {
         TcpStream { sock: Arc::new(Owned { rt, h }) }
     }
 
@@ -114,59 +111,57 @@ impl TcpStream {
     }
 
     async fn connect_one(rt: &RuntimeHandle, remote: SocketAddr) -> io::Result<TcpStream> {
-        let h = rt.call(|s, now| Ok(s.tcp_connect(now, remote, None)?))?;
+        let h = rt.call(|s, now| s.tcp_connect(now, remote, None).map_err(io::Error::from))?;
         // Dropping `stream` (an error, or the future being cancelled) releases the socket.
         let stream = TcpStream::from_handle(rt.clone(), h);
         poll_fn(|cx| {
-            rt.engine.poll_op(h, cx, |s, _| match s.tcp_poll_connect(h) {
+            stream.sock.poll(cx, |s, h| match s.tcp_poll_connect(h) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(io::Error::from(e)),
             })
         })
         .await?;
         Ok(stream)
     }
 
-    fn h(&self) -> SocketHandle {
-        self.sock.h
-    }
-
-    fn call<T>(&self, f: impl FnOnce(&mut crate::Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
-        let h = self.h();
-        self.sock.rt.call(|s, _| f(s, h))
+    fn call<T, E: Into<io::Error>>(
+        &self,
+        f: impl FnOnce(&mut crate::Stack, TcpHandle) -> Result<T, E>,
+    ) -> io::Result<T> {
+        self.sock.call(f)
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.call(|s, h| Ok(s.peer_addr(h)?))
+        self.call(|s, h| s.peer_addr(h))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.call(|s, h| Ok(s.local_addr(h)?))
+        self.call(|s, h| s.local_addr(h))
     }
 
     /// Disable (true) or enable (false) Nagle's algorithm (RFC 896).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.call(|s, h| Ok(s.tcp_set_nodelay(h, nodelay)?))
+        self.call(|s, h| s.tcp_set_nodelay(h, nodelay))
     }
 
     pub fn nodelay(&self) -> io::Result<bool> {
-        self.call(|s, h| Ok(s.tcp_nodelay(h)?))
+        self.call(|s, h| s.tcp_nodelay(h))
     }
 
     /// A snapshot of the connection's control block (Linux's TCP_INFO).
     pub fn tcp_info(&self) -> io::Result<TcpInfo> {
-        self.call(|s, h| Ok(s.tcp_info(h)?))
+        self.call(|s, h| s.tcp_info(h))
     }
 
     /// The connection's state (RFC 9293 3.3.2).
     pub fn state(&self) -> io::Result<TcpState> {
-        self.call(|s, h| Ok(s.tcp_state(h)?))
+        self.call(|s, h| s.tcp_state(h))
     }
 
     /// The socket's handle in the stack (see `RuntimeHandle::sockets`).
     pub fn handle(&self) -> SocketHandle {
-        self.h()
+        self.sock.raw()
     }
 
     /// Split into halves that can move to different tasks. Dropping the write half
@@ -178,13 +173,12 @@ impl TcpStream {
 }
 
 /// The shared poll functions of a stream and its halves.
-fn poll_read(sock: &Owned, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+fn poll_read(sock: &Owned<TcpHandle>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
     if buf.remaining() == 0 {
         return Poll::Ready(Ok(()));
     }
-    let h = sock.h;
     let dst = buf.initialize_unfilled();
-    match sock.rt.engine.poll_op(h, cx, |s, _| Ok(s.tcp_recv(h, dst)?)) {
+    match sock.poll(cx, |s, h| s.tcp_recv(h, dst)) {
         Poll::Ready(Ok(n)) => {
             buf.advance(n);
             Poll::Ready(Ok(()))
@@ -194,17 +188,15 @@ fn poll_read(sock: &Owned, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<
     }
 }
 
-fn poll_write(sock: &Owned, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+fn poll_write(sock: &Owned<TcpHandle>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
     if data.is_empty() {
         return Poll::Ready(Ok(0));
     }
-    let h = sock.h;
-    sock.rt.engine.poll_op(h, cx, |s, _| Ok(s.tcp_send(h, data)?))
+    sock.poll(cx, |s, h| s.tcp_send(h, data))
 }
 
-fn shutdown_write(sock: &Owned) -> io::Result<()> {
-    let h = sock.h;
-    match sock.rt.call(|s, _| Ok(s.tcp_shutdown(h, Shutdown::Write)?)) {
+fn shutdown_write(sock: &Owned<TcpHandle>) -> io::Result<()> {
+    match sock.call(|s, h| s.tcp_shutdown(h, Shutdown::Write)) {
         // Already closed (the peer reset it, or it never connected): nothing to send.
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
         other => other,
@@ -236,7 +228,7 @@ impl AsyncWrite for TcpStream {
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("TcpStream");
-        d.field("handle", &self.sock.h);
+        d.field("handle", &self.sock.raw());
         if let Ok(a) = self.local_addr() {
             d.field("addr", &a);
         }
@@ -250,20 +242,14 @@ impl fmt::Debug for TcpStream {
 /// The read half of [`TcpStream::into_split`].
 #[derive(Debug)]
 pub struct OwnedReadHalf {
-    sock: Arc<Owned>,
+    sock: Arc<Owned<TcpHandle>>,
 }
 
 /// The write half of [`TcpStream::into_split`]; dropping it sends FIN.
 #[derive(Debug)]
 pub struct OwnedWriteHalf {
-    sock: Arc<Owned>,
+    sock: Arc<Owned<TcpHandle>>,
     shutdown_on_drop: bool,
-}
-
-impl fmt::Debug for Owned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.h)
-    }
 }
 
 impl AsyncRead for OwnedReadHalf {
@@ -290,16 +276,14 @@ impl AsyncWrite for OwnedWriteHalf {
 impl OwnedWriteHalf {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        let h = self.sock.h;
-        self.sock.rt.call(|s, _| Ok(s.peer_addr(h)?))
+        self.sock.call(|s, h| s.peer_addr(h))
     }
 }
 
 impl OwnedReadHalf {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        let h = self.sock.h;
-        self.sock.rt.call(|s, _| Ok(s.peer_addr(h)?))
+        self.sock.call(|s, h| s.peer_addr(h))
     }
 }
 

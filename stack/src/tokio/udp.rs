@@ -7,11 +7,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::{each_addr, Owned};
 use crate::runtime::RuntimeHandle;
-use crate::socket::SocketHandle;
+use crate::socket::{SocketHandle, UdpHandle};
 
 /// A UDP socket, like `tokio::net::UdpSocket`. Dropping it closes the socket.
 pub struct UdpSocket {
-    sock: Owned,
+    sock: Owned<UdpHandle>,
 }
 
 impl UdpSocket {
@@ -19,24 +19,28 @@ impl UdpSocket {
     /// is in this process), so unlike tokio's this is not `async`.
     pub fn bind(rt: &impl AsRef<RuntimeHandle>, addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
         let rt = rt.as_ref();
-        let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.udp_bind(a)?)))?;
+        let h = each_addr(addr, |a| rt.call(|s, _| s.udp_bind(a).map_err(io::Error::from)))?;
         Ok(UdpSocket { sock: Owned { rt: rt.clone(), h } })
     }
 
-    fn call<T>(&self, f: impl FnOnce(&mut crate::Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
-        let h = self.sock.h;
-        self.sock.rt.call(|s, _| f(s, h))
+    fn call<T, E: Into<io::Error>>(
+        &self,
+        f: impl FnOnce(&mut crate::Stack, UdpHandle) -> Result<T, E>,
+    ) -> io::Result<T> {
+        self.sock.call(f)
     }
 
     /// Wait until `f` stops saying `WouldBlock`.
-    async fn wait<T>(&self, mut f: impl FnMut(&mut crate::Stack, SocketHandle) -> io::Result<T>) -> io::Result<T> {
-        let h = self.sock.h;
-        poll_fn(|cx| self.sock.rt.engine.poll_op(h, cx, |s, _| f(s, h))).await
+    async fn wait<T, E: Into<io::Error>>(
+        &self,
+        mut f: impl FnMut(&mut crate::Stack, UdpHandle) -> Result<T, E>,
+    ) -> io::Result<T> {
+        poll_fn(|cx| self.sock.poll(cx, &mut f)).await
     }
 
     /// Fix the peer: `send` goes there and only its datagrams are received.
     pub fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
-        each_addr(addr, |a| self.call(|s, h| Ok(s.udp_connect(h, a)?)))
+        each_addr(addr, |a| self.call(|s, h| s.udp_connect(h, a)))
     }
 
     /// Send one datagram to `target`; waits while the socket's send queue is full.
@@ -45,42 +49,42 @@ impl UdpSocket {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to"))?;
-        self.wait(|s, h| Ok(s.udp_send_to(h, data, target)?)).await
+        self.wait(|s, h| s.udp_send_to(h, data, target)).await
     }
 
     /// Send one datagram to the connected peer.
     pub async fn send(&self, data: &[u8]) -> io::Result<usize> {
-        self.wait(|s, h| Ok(s.udp_send(h, data)?)).await
+        self.wait(|s, h| s.udp_send(h, data)).await
     }
 
     /// Receive one datagram (truncated to `buf`, the rest discarded) and its source.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.wait(|s, h| Ok(s.udp_recv_from(h, buf)?)).await
+        self.wait(|s, h| s.udp_recv_from(h, buf)).await
     }
 
     /// Receive one datagram from the connected peer.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.wait(|s, h| Ok(s.udp_recv(h, buf)?)).await
+        self.wait(|s, h| s.udp_recv(h, buf)).await
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.call(|s, h| Ok(s.local_addr(h)?))
+        self.call(|s, h| s.local_addr(h))
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.call(|s, h| Ok(s.peer_addr(h)?))
+        self.call(|s, h| s.peer_addr(h))
     }
 
     /// The socket's handle in the stack.
     pub fn handle(&self) -> SocketHandle {
-        self.sock.h
+        self.sock.raw()
     }
 }
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("UdpSocket");
-        d.field("handle", &self.sock.h);
+        d.field("handle", &self.sock.raw());
         if let Ok(a) = self.local_addr() {
             d.field("addr", &a);
         }
