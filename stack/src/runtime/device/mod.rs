@@ -31,7 +31,7 @@ use std::os::fd::BorrowedFd;
 use crate::time::Instant;
 
 pub use self::impair::{ImpairHandle, Impaired};
-pub use self::mem::{MemDevice, MemStats};
+pub use self::mem::{MemDevice, MemStats, MEM_QUEUE_PACKETS};
 pub use self::pcap::{Pcap, PcapWriter, LINKTYPE_RAW};
 #[cfg(test)]
 pub(crate) use self::tun::open_error;
