@@ -34,6 +34,8 @@ use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
 use super::congestion::{CongestionAlgorithm, CongestionControl, Controller};
 use super::recv_buf::RecvBuffer;
 use super::reject::TcpReject;
+use super::rtt::RttEstimator;
+use super::send_buf::SendBuffer;
 use super::TcpState;
 
 /// RFC 9293 3.7.1: the MSS to assume when the peer sends no MSS option.
@@ -42,8 +44,6 @@ const DEFAULT_MSS_V4: usize = 536;
 const DEFAULT_MSS_V6: usize = 1220;
 /// RFC 7323 2.3: the largest window scale shift.
 const MAX_WINDOW_SCALE: u8 = 14;
-/// RFC 6298 (2.4): clock granularity G used in the RTO formula.
-const CLOCK_GRANULARITY: Duration = Duration::from_millis(1);
 /// RFC 5681 3.2 / RFC 6675 2: DupThresh.
 const DUP_THRESH: u32 = 3;
 /// RFC 7323 5.5: TS.Recent is invalid after 24 days of idleness.
@@ -164,8 +164,7 @@ pub(crate) struct Conn {
     ts_offset: u32,
 
     // ---- buffers
-    tx: VecDeque<u8>,
-    tx_cap: usize,
+    tx: SendBuffer,
     rx: RecvBuffer,
 
     // ---- scoreboard and recovery (RFC 6675, RFC 6582)
@@ -190,8 +189,6 @@ pub(crate) struct Conn {
     rack_xmit: Option<Instant>,
     rack_end: SeqNum,
     rack_rtt: Duration,
-    /// Smallest RTT seen (for the reordering window, 6.2 step 4).
-    min_rtt: Option<Duration>,
     /// The reordering timer (6.3).
     rack_deadline: Option<Instant>,
     /// The armed retransmission timer is a probe timeout (7.2), not an RTO.
@@ -224,12 +221,8 @@ pub(crate) struct Conn {
     nodelay: bool,
 
     // ---- timers (RFC 6298)
-    rto: Duration,
-    rto_initial: Duration,
-    rto_min: Duration,
-    rto_max: Duration,
-    srtt: Option<Duration>,
-    rttvar: Duration,
+    /// SRTT, RTTVAR, the RTO and min_rtt.
+    rtt: RttEstimator,
     rtx_deadline: Option<Instant>,
     /// Consecutive timeouts of the oldest outstanding segment.
     retries: u32,
@@ -288,8 +281,7 @@ impl Conn {
             ts_recent: 0,
             ts_recent_at: now,
             ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
-            tx: VecDeque::new(),
-            tx_cap: cfg.tcp_tx_buffer.max(1),
+            tx: SendBuffer::new(cfg.tcp_tx_buffer),
             rx: RecvBuffer::new(cfg.tcp_rx_buffer),
             sent: VecDeque::new(),
             sacked_out: 0,
@@ -302,7 +294,6 @@ impl Conn {
             rack_xmit: None,
             rack_end: iss,
             rack_rtt: Duration::ZERO,
-            min_rtt: None,
             rack_deadline: None,
             pto_armed: false,
             tlp_due: false,
@@ -319,12 +310,7 @@ impl Conn {
             ack_delay: cfg.ack_delay,
             delack_deadline: None,
             nodelay: false,
-            rto: cfg.rto_initial,
-            rto_initial: cfg.rto_initial,
-            rto_min: cfg.rto_min,
-            rto_max: cfg.rto_max,
-            srtt: None,
-            rttvar: Duration::ZERO,
+            rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
             rtx_deadline: None,
             retries: 0,
             probe_due: false,
@@ -430,7 +416,7 @@ impl Conn {
         self.tx.len()
     }
     pub fn send_capacity(&self) -> usize {
-        self.tx_cap - self.tx.len()
+        self.tx.free()
     }
     pub fn set_nodelay(&mut self, v: bool) {
         self.nodelay = v;
@@ -538,7 +524,7 @@ impl Conn {
         if n == 0 {
             return if data.is_empty() { Ok(0) } else { Err(SendError::WouldBlock) };
         }
-        self.tx.extend(&data[..n]);
+        self.tx.write(&data[..n]);
         Ok(n)
     }
 
@@ -699,10 +685,9 @@ impl Conn {
                 _ => now.saturating_duration_since(self.syn_sent_at),
             };
             self.rtt_sample(rtt);
-        } else if self.syn_tx > 1 && self.srtt.is_none() {
-            // RFC 6298 5.7: the SYN was retransmitted, so the RTO restarts from 3 s
-            // (here: the configured initial RTO) once data transfer begins.
-            self.rto = self.rto_initial.max(self.rto_min);
+        } else if self.syn_tx > 1 {
+            // RFC 6298 5.7: the SYN was retransmitted.
+            self.rtt.restart_after_syn_retransmission();
         }
         self.snd_una = self.iss + 1;
         if self.snd_nxt < self.snd_una {
@@ -897,7 +882,7 @@ impl Conn {
                     self.rtx_force = true;
                 }
             } else {
-                let rtt = rtt.or(self.srtt);
+                let rtt = rtt.or(self.rtt.srtt());
                 self.cc.on_ack(now, newly_acked, rtt, self.mss);
             }
             if self.rto_point.is_some_and(|p| seg.ack >= p) {
@@ -977,7 +962,7 @@ impl Conn {
                     self.lost_out -= e.len as usize;
                 }
                 let ambiguous =
-                    e.tx_count > 1 && self.min_rtt.is_some_and(|m| now.saturating_duration_since(e.last_tx) < m);
+                    e.tx_count > 1 && self.rtt.min_rtt().is_some_and(|m| now.saturating_duration_since(e.last_tx) < m);
                 if !e.sacked && !ambiguous {
                     self.rack_update(now, e.last_tx, e.end());
                 }
@@ -1008,8 +993,7 @@ impl Conn {
                 break;
             }
         }
-        let data_acked = data_acked.min(self.tx.len());
-        self.tx.drain(..data_acked);
+        self.tx.drain_acked(data_acked);
         self.snd_una = ack;
         self.retries = 0;
         self.probe_due = false;
@@ -1033,9 +1017,7 @@ impl Conn {
                 // sample (what Linux does): otherwise, when every acknowledged segment
                 // had been retransmitted, RFC 6298 5.7's "keep the backed-off RTO"
                 // leaves a lossy path at RTO_max indefinitely.
-                if let Some(srtt) = self.srtt {
-                    self.rto = (srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).clamp(self.rto_min, self.rto_max);
-                }
+                self.rtt.end_backoff();
             }
         }
         if self.tlp_end.is_some_and(|e| self.snd_una >= e) {
@@ -1058,7 +1040,7 @@ impl Conn {
         if right <= left || left < self.snd_una || right > self.snd_nxt {
             return false;
         }
-        let min_rtt = self.min_rtt;
+        let min_rtt = self.rtt.min_rtt();
         let mut best: Option<(Instant, SeqNum)> = None;
         let mut i = self.sent.partition_point(|e| e.seq < left);
         let mut any = false;
@@ -1242,7 +1224,7 @@ impl Conn {
 
     /// The probe timeout (RFC 8985 7.2) if a tail loss probe may be sent now.
     fn pto(&self) -> Option<Duration> {
-        let srtt = self.srtt?;
+        let srtt = self.rtt.srtt()?;
         let eligible = self.sack_ok
             && self.rack_tlp
             && self.recovery_point.is_none()
@@ -1259,7 +1241,7 @@ impl Conn {
             pto += Duration::from_millis(200);
         }
         let pto = pto.max(Duration::from_millis(10));
-        (pto < self.rto).then_some(pto)
+        (pto < self.rtt.rto()).then_some(pto)
     }
 
     /// Restart the retransmission timer: the probe timeout while a tail loss probe may
@@ -1272,7 +1254,7 @@ impl Conn {
             }
             None => {
                 self.pto_armed = false;
-                self.rtx_deadline = Some(now + self.rto);
+                self.rtx_deadline = Some(now + self.rtt.rto());
             }
         }
     }
@@ -1311,7 +1293,7 @@ impl Conn {
     fn rack_detect_loss(&mut self, now: Instant) -> bool {
         let Some(xmit) = self.rack_xmit else { return false };
         // 6.2 step 4: the reordering window, a quarter of min_rtt.
-        let reo_wnd = self.min_rtt.unwrap_or(Duration::ZERO) / 4;
+        let reo_wnd = self.rtt.min_rtt().unwrap_or(Duration::ZERO) / 4;
         let wait = self.rack_rtt + reo_wnd;
         let mut next: Option<Instant> = None;
         let mut any = false;
@@ -1342,20 +1324,7 @@ impl Conn {
 
     /// RFC 6298 2.2 / 2.3.
     fn rtt_sample(&mut self, r: Duration) {
-        self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
-        match self.srtt {
-            None => {
-                self.srtt = Some(r);
-                self.rttvar = r / 2;
-            }
-            Some(srtt) => {
-                let delta = srtt.abs_diff(r);
-                self.rttvar = (self.rttvar * 3 + delta) / 4;
-                self.srtt = Some((srtt * 7 + r) / 8);
-            }
-        }
-        let srtt = self.srtt.unwrap_or(r);
-        self.rto = (srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).clamp(self.rto_min, self.rto_max);
+        self.rtt.sample(r);
     }
 
     // ------------------------------------------------------------ output
@@ -1514,7 +1483,7 @@ impl Conn {
     fn send_new(&mut self, now: Instant, len: usize, scratch: &mut [u8]) -> Outgoing {
         let seq = self.snd_nxt;
         let data_end = self.data_end();
-        self.copy_tx(seq - self.tx_seq0(), len, scratch);
+        self.tx.copy_out(seq - self.tx_seq0(), len, scratch);
         let mut flags = TcpFlags::ACK;
         let mut seg_len = len;
         let mut fin = false;
@@ -1535,7 +1504,7 @@ impl Conn {
     fn retransmit(&mut self, now: Instant, i: usize, scratch: &mut [u8]) -> Outgoing {
         let e = self.sent[i];
         let data = e.data_len().min(scratch.len());
-        self.copy_tx(e.seq - self.tx_seq0(), data, scratch);
+        self.tx.copy_out(e.seq - self.tx_seq0(), data, scratch);
         let s = &mut self.sent[i];
         s.tx_count = s.tx_count.saturating_add(1);
         s.last_tx = now;
@@ -1567,20 +1536,6 @@ impl Conn {
             last_tx: now,
         });
         self.snd_nxt = seq + len;
-    }
-
-    fn copy_tx(&self, off: usize, len: usize, scratch: &mut [u8]) {
-        let (a, b) = self.tx.as_slices();
-        let mut done = 0;
-        if off < a.len() {
-            let n = len.min(a.len() - off);
-            scratch[..n].copy_from_slice(&a[off..off + n]);
-            done = n;
-        }
-        if done < len {
-            let boff = off + done - a.len();
-            scratch[done..len].copy_from_slice(&b[boff..boff + len - done]);
-        }
     }
 
     /// Every non-SYN segment: ACK = RCV.NXT, the window, timestamps and (on pure ACKs)
@@ -1726,7 +1681,7 @@ impl Conn {
             self.pto_armed = false;
             if self.snd_nxt > self.snd_una {
                 self.tlp_due = true;
-                self.rtx_deadline = Some(now + self.rto);
+                self.rtx_deadline = Some(now + self.rtt.rto());
                 return Reply::None;
             }
         }
@@ -1735,7 +1690,7 @@ impl Conn {
             // retry limit while the peer keeps answering (RFC 9293 3.8.6.1).
             if self.data_end() > self.snd_nxt {
                 self.probe_due = true;
-                self.rto = (self.rto * 2).min(self.rto_max);
+                self.rtt.back_off();
             }
             return Reply::None;
         }
@@ -1754,7 +1709,7 @@ impl Conn {
             return Reply::None;
         }
         // RFC 6298 5.5: back off the timer; 5.4: retransmit.
-        self.rto = (self.rto * 2).min(self.rto_max);
+        self.rtt.back_off();
         if handshake {
             self.snd_nxt = self.iss;
             return Reply::None;
@@ -1794,9 +1749,7 @@ impl Conn {
             return self.allocated();
         }
         self.rx.release_if_empty();
-        if self.tx.is_empty() && self.tx.capacity() > 0 {
-            self.tx = VecDeque::new();
-        }
+        self.tx.release_if_empty();
         if self.sent.is_empty() && self.sent.capacity() > 0 {
             self.sent = VecDeque::new();
         }
@@ -1804,7 +1757,7 @@ impl Conn {
     }
 
     fn allocated(&self) -> usize {
-        self.rx.allocated() + self.tx.capacity() + self.sent.capacity() * std::mem::size_of::<SentSeg>()
+        self.rx.allocated() + self.tx.allocated() + self.sent.capacity() * std::mem::size_of::<SentSeg>()
     }
 
     /// A snapshot of the control block (the `TCP_INFO` of this stack).
@@ -1831,8 +1784,8 @@ impl Conn {
             pipe: self.pipe(),
             sacked: self.sacked_out,
             out_of_order: self.rx.out_of_order_bytes(),
-            srtt: self.srtt,
-            rto: self.rto,
+            srtt: self.rtt.srtt(),
+            rto: self.rtt.rto(),
             retransmits: self.retransmits,
         }
     }
@@ -1844,7 +1797,7 @@ impl Conn {
         if self.snd_una > self.snd_nxt {
             return fail("SND.UNA > SND.NXT");
         }
-        if self.tx.len() > self.tx_cap {
+        if self.tx.len() > self.tx.capacity() {
             return fail("send buffer over its bound");
         }
         if self.rx.readable() > self.rx.capacity() {

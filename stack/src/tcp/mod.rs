@@ -4,6 +4,8 @@ pub mod congestion;
 pub(crate) mod conn;
 pub(crate) mod recv_buf;
 mod reject;
+mod rtt;
+mod send_buf;
 
 pub use reject::TcpReject;
 
