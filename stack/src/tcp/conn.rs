@@ -21,7 +21,6 @@
 //! Receive side: [`RecvBuffer`] keeps out-of-order segments inside the window and
 //! reports them as SACK blocks.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -35,6 +34,7 @@ use super::congestion::{CongestionAlgorithm, CongestionControl, Controller};
 use super::recv_buf::RecvBuffer;
 use super::reject::TcpReject;
 use super::rtt::RttEstimator;
+use super::scoreboard::{Scoreboard, SegState};
 use super::send_buf::SendBuffer;
 use super::TcpState;
 
@@ -83,30 +83,27 @@ pub(crate) enum Verdict {
     Rejected(TcpReject),
 }
 
-/// One transmitted segment on the scoreboard.
+/// RACK.xmit_ts / RACK.end_seq / RACK.rtt (RFC 8985 6.1): the most recently sent
+/// segment known delivered, and the RTT it measured.
 #[derive(Clone, Copy, Debug)]
-struct SentSeg {
-    seq: SeqNum,
-    /// Sequence space: payload bytes, plus one if it carries the FIN.
-    len: u32,
-    fin: bool,
-    /// Covered by a SACK block (RFC 6675 "SACKed").
-    sacked: bool,
-    /// Deemed lost (RFC 6675 IsLost, a NewReno partial ACK, or a timeout).
-    lost: bool,
-    /// Retransmitted since it was last deemed lost.
-    retrans: bool,
-    tx_count: u16,
-    first_tx: Instant,
-    last_tx: Instant,
+struct Rack {
+    xmit: Option<Instant>,
+    end_seq: SeqNum,
+    rtt: Duration,
 }
 
-impl SentSeg {
-    fn end(&self) -> SeqNum {
-        self.seq + self.len as usize
-    }
-    fn data_len(&self) -> usize {
-        self.len as usize - self.fin as usize
+impl Rack {
+    /// RFC 8985 6.2 step 2: remember the most recently sent segment known delivered.
+    fn update(&mut self, now: Instant, xmit: Instant, end: SeqNum) {
+        let newer = match self.xmit {
+            None => true,
+            Some(t) => xmit > t || (xmit == t && end > self.end_seq),
+        };
+        if newer {
+            self.xmit = Some(xmit);
+            self.end_seq = end;
+            self.rtt = now.saturating_duration_since(xmit);
+        }
     }
 }
 
@@ -168,11 +165,8 @@ pub(crate) struct Conn {
     rx: RecvBuffer,
 
     // ---- scoreboard and recovery (RFC 6675, RFC 6582)
-    sent: VecDeque<SentSeg>,
-    /// Bytes of `sent` that are SACKed.
-    sacked_out: usize,
-    /// Bytes of `sent` that are lost and not yet retransmitted (and not SACKed).
-    lost_out: usize,
+    /// The scoreboard: one entry per segment in [SND.UNA, SND.NXT).
+    sent: Scoreboard,
     /// In fast recovery until SND.UNA reaches this (RFC 6675 RecoveryPoint).
     recovery_point: Option<SeqNum>,
     /// After a timeout: no new fast recovery for losses below this point.
@@ -184,11 +178,8 @@ pub(crate) struct Conn {
     cc: Controller,
 
     // ---- RACK-TLP (RFC 8985)
-    /// RACK.xmit_ts / RACK.end_seq / RACK.rtt: the most recently sent segment known
-    /// delivered (6.1).
-    rack_xmit: Option<Instant>,
-    rack_end: SeqNum,
-    rack_rtt: Duration,
+    /// RACK.xmit_ts / RACK.end_seq / RACK.rtt (6.1).
+    rack: Rack,
     /// The reordering timer (6.3).
     rack_deadline: Option<Instant>,
     /// The armed retransmission timer is a probe timeout (7.2), not an RTO.
@@ -283,17 +274,13 @@ impl Conn {
             ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
             tx: SendBuffer::new(cfg.tcp_tx_buffer),
             rx: RecvBuffer::new(cfg.tcp_rx_buffer),
-            sent: VecDeque::new(),
-            sacked_out: 0,
-            lost_out: 0,
+            sent: Scoreboard::new(),
             recovery_point: None,
             rto_point: None,
             dup_acks: 0,
             rtx_force: false,
             cc: Controller::new(cfg.congestion, our_mss),
-            rack_xmit: None,
-            rack_end: iss,
-            rack_rtt: Duration::ZERO,
+            rack: Rack { xmit: None, end_seq: iss, rtt: Duration::ZERO },
             rack_deadline: None,
             pto_armed: false,
             tlp_due: false,
@@ -462,7 +449,7 @@ impl Conn {
     /// minus what the peer SACKed and what is lost and not yet retransmitted.
     fn pipe(&self) -> usize {
         let outstanding = if self.snd_nxt > self.snd_una { self.snd_nxt - self.snd_una } else { 0 };
-        outstanding.saturating_sub(self.sacked_out + self.lost_out)
+        outstanding.saturating_sub(self.sent.sacked_out() + self.sent.lost_out())
     }
 
     fn flight_size(&self) -> usize {
@@ -951,47 +938,22 @@ impl Conn {
         // sequence-based sample for the same reason.
         let mut karn: Option<Duration> = None;
         let mut retransmitted = false;
-        let mut data_acked = 0usize;
-        while let Some(front) = self.sent.front_mut() {
-            if front.end() <= ack {
-                let e = *front;
-                self.sent.pop_front();
-                if e.sacked {
-                    self.sacked_out -= e.len as usize;
-                } else if e.lost && !e.retrans {
-                    self.lost_out -= e.len as usize;
-                }
-                let ambiguous =
-                    e.tx_count > 1 && self.rtt.min_rtt().is_some_and(|m| now.saturating_duration_since(e.last_tx) < m);
-                if !e.sacked && !ambiguous {
-                    self.rack_update(now, e.last_tx, e.end());
-                }
-                if e.tx_count > 1 {
-                    retransmitted = true;
-                } else if !e.sacked {
-                    // A segment SACKed earlier was timed when its SACK came.
-                    karn = Some(now.saturating_duration_since(e.last_tx));
-                }
-                data_acked += e.data_len();
-                if e.fin {
-                    self.fin_was_acked = true;
-                }
-            } else {
-                if front.seq < ack {
-                    // Partially acknowledged segment: trim its front.
-                    let cut = ack - front.seq;
-                    let cut_data = cut.min(front.data_len());
-                    front.seq = ack;
-                    front.len -= cut as u32;
-                    data_acked += cut_data;
-                    if front.sacked {
-                        self.sacked_out -= cut;
-                    } else if front.lost && !front.retrans {
-                        self.lost_out -= cut;
-                    }
-                }
-                break;
+        let min_rtt = self.rtt.min_rtt();
+        let mut fin_acked = false;
+        let data_acked = self.sent.acknowledge(ack, |e| {
+            if !e.is_sacked() && !e.ambiguous(now, min_rtt) {
+                self.rack.update(now, e.last_tx, e.end());
             }
+            if e.tx_count > 1 {
+                retransmitted = true;
+            } else if !e.is_sacked() {
+                // A segment SACKed earlier was timed when its SACK came.
+                karn = Some(now.saturating_duration_since(e.last_tx));
+            }
+            fin_acked |= e.fin;
+        });
+        if fin_acked {
+            self.fin_was_acked = true;
         }
         self.tx.drain_acked(data_acked);
         self.snd_una = ack;
@@ -1042,33 +1004,18 @@ impl Conn {
         }
         let min_rtt = self.rtt.min_rtt();
         let mut best: Option<(Instant, SeqNum)> = None;
-        let mut i = self.sent.partition_point(|e| e.seq < left);
-        let mut any = false;
-        while let Some(e) = self.sent.get_mut(i) {
-            if e.end() > right {
-                break;
+        let any = self.sent.sack(left, right, |e| {
+            if e.tx_count == 1 {
+                *newest_once = Some(newest_once.map_or(e.last_tx, |t| t.max(e.last_tx)));
             }
-            if !e.sacked {
-                e.sacked = true;
-                if e.tx_count == 1 {
-                    *newest_once = Some(newest_once.map_or(e.last_tx, |t| t.max(e.last_tx)));
-                }
-                // RFC 8985 6.2 step 2: a retransmitted segment delivered faster than
-                // min_rtt was the original copy: ambiguous, not a RACK sample.
-                let ambiguous = e.tx_count > 1 && min_rtt.is_some_and(|m| now.saturating_duration_since(e.last_tx) < m);
-                if !ambiguous && best.is_none_or(|(t, end)| (e.last_tx, e.end()) > (t, end)) {
-                    best = Some((e.last_tx, e.end()));
-                }
-                self.sacked_out += e.len as usize;
-                if e.lost && !e.retrans {
-                    self.lost_out -= e.len as usize;
-                }
-                any = true;
+            // RFC 8985 6.2 step 2: a retransmitted segment delivered faster than
+            // min_rtt was the original copy: ambiguous, not a RACK sample.
+            if !e.ambiguous(now, min_rtt) && best.is_none_or(|(t, end)| (e.last_tx, e.end()) > (t, end)) {
+                best = Some((e.last_tx, e.end()));
             }
-            i += 1;
-        }
+        });
         if let Some((t, end)) = best {
-            self.rack_update(now, t, end);
+            self.rack.update(now, t, end);
         }
         any
     }
@@ -1081,16 +1028,15 @@ impl Conn {
         let mut sacked_bytes = 0usize;
         let mut any = false;
         let limit = (DUP_THRESH as usize - 1) * self.mss;
-        for e in self.sent.iter_mut().rev() {
-            if e.sacked {
+        for i in (0..self.sent.len()).rev() {
+            let Some(e) = self.sent.get(i) else { continue };
+            if e.is_sacked() {
                 sacked_segs += 1;
                 sacked_bytes += e.len as usize;
                 continue;
             }
-            if !e.lost && (sacked_segs >= DUP_THRESH || sacked_bytes > limit) {
-                e.lost = true;
-                e.retrans = false;
-                self.lost_out += e.len as usize;
+            if e.state == SegState::Outstanding && (sacked_segs >= DUP_THRESH || sacked_bytes > limit) {
+                self.sent.mark_lost(i);
                 any = true;
             }
         }
@@ -1100,15 +1046,7 @@ impl Conn {
     /// Mark the first unacknowledged segment lost (fast retransmit, NewReno partial
     /// ACK). Returns whether it was newly marked.
     fn mark_front_lost(&mut self) -> bool {
-        match self.sent.front_mut() {
-            Some(e) if !e.sacked && (!e.lost || e.retrans) => {
-                e.lost = true;
-                e.retrans = false;
-                self.lost_out += e.len as usize;
-                true
-            }
-            _ => false,
-        }
+        self.sent.mark_lost(0)
     }
 
     /// RFC 9293 3.10.7.4, seventh (segment text) and eighth (FIN) checks.
@@ -1214,7 +1152,7 @@ impl Conn {
     /// Loss found outside recovery: enter fast recovery (RFC 6675 5 step 4, RFC 6582),
     /// reduce the window once for the episode, retransmit at once.
     fn maybe_enter_recovery(&mut self, now: Instant, lost: bool) {
-        if self.recovery_point.is_none() && self.rto_point.is_none() && (lost || self.lost_out > 0) {
+        if self.recovery_point.is_none() && self.rto_point.is_none() && (lost || self.sent.lost_out() > 0) {
             self.recovery_point = Some(self.snd_nxt);
             self.cc.on_congestion_event(now, self.flight_size(), self.mss);
             self.rtx_force = true;
@@ -1272,47 +1210,33 @@ impl Conn {
         }
     }
 
-    /// RFC 8985 6.2 step 2: remember the most recently sent segment known delivered.
-    fn rack_update(&mut self, now: Instant, xmit: Instant, end: SeqNum) {
-        let newer = match self.rack_xmit {
-            None => true,
-            Some(t) => xmit > t || (xmit == t && end > self.rack_end),
-        };
-        if newer {
-            self.rack_xmit = Some(xmit);
-            self.rack_end = end;
-            self.rack_rtt = now.saturating_duration_since(xmit);
-        }
-    }
-
     /// RFC 8985 6.2 step 5 (RACK_detect_loss): a segment sent before the most recently
     /// delivered one, and outstanding for longer than RACK.rtt + reo_wnd, is lost; for
     /// the others the reordering timer is armed. Only segments below RACK.end_seq can
     /// qualify (first transmissions go out in sequence order), so a clean transfer
     /// scans nothing. Returns whether anything was newly marked.
     fn rack_detect_loss(&mut self, now: Instant) -> bool {
-        let Some(xmit) = self.rack_xmit else { return false };
+        let Some(xmit) = self.rack.xmit else { return false };
         // 6.2 step 4: the reordering window, a quarter of min_rtt.
         let reo_wnd = self.rtt.min_rtt().unwrap_or(Duration::ZERO) / 4;
-        let wait = self.rack_rtt + reo_wnd;
+        let wait = self.rack.rtt + reo_wnd;
         let mut next: Option<Instant> = None;
         let mut any = false;
-        for e in self.sent.iter_mut() {
-            if e.seq >= self.rack_end {
+        for i in 0..self.sent.len() {
+            let Some(e) = self.sent.get(i) else { break };
+            if e.seq >= self.rack.end_seq {
                 break;
             }
-            if e.sacked || (e.lost && !e.retrans) {
+            if matches!(e.state, SegState::Sacked | SegState::Lost) {
                 continue;
             }
-            let before = e.last_tx < xmit || (e.last_tx == xmit && e.end() <= self.rack_end);
+            let before = e.last_tx < xmit || (e.last_tx == xmit && e.end() <= self.rack.end_seq);
             if !before {
                 continue;
             }
             let due = e.last_tx + wait;
             if now >= due {
-                e.lost = true;
-                e.retrans = false;
-                self.lost_out += e.len as usize;
+                self.sent.mark_lost(i);
                 any = true;
             } else {
                 next = Some(next.map_or(due, |n: Instant| n.min(due)));
@@ -1357,7 +1281,7 @@ impl Conn {
                     || self.probe_due
                     || self.ka_due
                     || self.tlp_due
-                    || self.lost_out > 0
+                    || self.sent.lost_out() > 0
                     || self.snd_nxt < self.data_end()
                     || (self.fin_queued && self.fin_seq.is_none())
             }
@@ -1393,7 +1317,7 @@ impl Conn {
                 self.tlp_end = Some(self.snd_nxt);
                 return Some(out);
             }
-            if let Some(i) = self.sent.iter().rposition(|e| !e.sacked) {
+            if let Some(i) = self.sent.last_unsacked() {
                 self.tlp_end = Some(self.snd_nxt);
                 return Some(self.retransmit(now, i, scratch));
             }
@@ -1401,10 +1325,9 @@ impl Conn {
 
         // 1. Retransmit what is marked lost (RFC 6675 NextSeg rule 1; after a timeout,
         //    everything unSACKed).
-        if self.lost_out > 0 {
+        if let Some(i) = self.sent.first_lost() {
             let pipe = self.pipe();
-            if let Some(i) = self.sent.iter().position(|e| e.lost && !e.retrans && !e.sacked) {
-                let e = self.sent[i];
+            if let Some(&e) = self.sent.get(i) {
                 if self.rtx_force || pipe + e.len as usize <= cwnd {
                     self.rtx_force = false;
                     // Against a zero window this retransmission is the window probe.
@@ -1502,16 +1425,10 @@ impl Conn {
 
     /// Send scoreboard entry `i` again, with its original boundaries.
     fn retransmit(&mut self, now: Instant, i: usize, scratch: &mut [u8]) -> Outgoing {
-        let e = self.sent[i];
+        let e = self.sent.get(i).copied().expect("retransmit: index on the scoreboard");
         let data = e.data_len().min(scratch.len());
         self.tx.copy_out(e.seq - self.tx_seq0(), data, scratch);
-        let s = &mut self.sent[i];
-        s.tx_count = s.tx_count.saturating_add(1);
-        s.last_tx = now;
-        if s.lost && !s.retrans {
-            s.retrans = true;
-            self.lost_out -= e.len as usize;
-        }
+        self.sent.on_retransmit(i, now);
         self.retransmits += 1;
         let mut flags = TcpFlags::ACK;
         if e.fin {
@@ -1524,17 +1441,7 @@ impl Conn {
     }
 
     fn push_sent(&mut self, now: Instant, seq: SeqNum, len: usize, fin: bool) {
-        self.sent.push_back(SentSeg {
-            seq,
-            len: len as u32,
-            fin,
-            sacked: false,
-            lost: false,
-            retrans: false,
-            tx_count: 1,
-            first_tx: now,
-            last_tx: now,
-        });
+        self.sent.push(now, seq, len, fin);
         self.snd_nxt = seq + len;
     }
 
@@ -1722,14 +1629,7 @@ impl Conn {
             self.probe_due = true;
         }
         // RFC 6675 5.1: after a timeout everything not SACKed is lost.
-        self.lost_out = 0;
-        for e in self.sent.iter_mut() {
-            if !e.sacked {
-                e.lost = true;
-                e.retrans = false;
-                self.lost_out += e.len as usize;
-            }
-        }
+        self.sent.mark_lost_on_timeout();
         self.recovery_point = None;
         self.rto_point = Some(self.snd_nxt);
         self.dup_acks = 0;
@@ -1750,14 +1650,12 @@ impl Conn {
         }
         self.rx.release_if_empty();
         self.tx.release_if_empty();
-        if self.sent.is_empty() && self.sent.capacity() > 0 {
-            self.sent = VecDeque::new();
-        }
+        self.sent.release_if_empty();
         self.allocated()
     }
 
     fn allocated(&self) -> usize {
-        self.rx.allocated() + self.tx.allocated() + self.sent.capacity() * std::mem::size_of::<SentSeg>()
+        self.rx.allocated() + self.tx.allocated() + self.sent.allocated()
     }
 
     /// A snapshot of the control block (the `TCP_INFO` of this stack).
@@ -1782,7 +1680,7 @@ impl Conn {
             window_scaling: self.ws_ok,
             in_recovery: self.recovery_point.is_some(),
             pipe: self.pipe(),
-            sacked: self.sacked_out,
+            sacked: self.sent.sacked_out(),
             out_of_order: self.rx.out_of_order_bytes(),
             srtt: self.rtt.srtt(),
             rto: self.rtt.rto(),
@@ -1813,24 +1711,8 @@ impl Conn {
             }
             // The scoreboard covers exactly [SND.UNA, SND.NXT) once past the SYN.
             if self.snd_una != self.iss {
-                let mut at = self.snd_una;
-                let (mut sacked, mut lost) = (0, 0);
-                for e in &self.sent {
-                    if e.seq != at || e.len == 0 {
-                        return fail("scoreboard has a gap or an empty entry");
-                    }
-                    at = e.end();
-                    if e.sacked {
-                        sacked += e.len as usize;
-                    } else if e.lost && !e.retrans {
-                        lost += e.len as usize;
-                    }
-                }
-                if at != self.snd_nxt {
-                    return fail("scoreboard does not end at SND.NXT");
-                }
-                if sacked != self.sacked_out || lost != self.lost_out {
-                    return fail("scoreboard counters out of step");
+                if let Err(e) = self.sent.check(self.snd_una, self.snd_nxt) {
+                    return fail(e);
                 }
             }
         }

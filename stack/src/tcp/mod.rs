@@ -5,6 +5,7 @@ pub(crate) mod conn;
 pub(crate) mod recv_buf;
 mod reject;
 mod rtt;
+mod scoreboard;
 mod send_buf;
 
 pub use reject::TcpReject;
