@@ -36,6 +36,7 @@ use super::reject::TcpReject;
 use super::rtt::RttEstimator;
 use super::scoreboard::{Scoreboard, SegState};
 use super::send_buf::SendBuffer;
+use super::timer::{Timer, TimerTable};
 use super::TcpState;
 
 /// RFC 9293 3.7.1: the MSS to assume when the peer sends no MSS option.
@@ -180,10 +181,6 @@ pub(crate) struct Conn {
     // ---- RACK-TLP (RFC 8985)
     /// RACK.xmit_ts / RACK.end_seq / RACK.rtt (6.1).
     rack: Rack,
-    /// The reordering timer (6.3).
-    rack_deadline: Option<Instant>,
-    /// The armed retransmission timer is a probe timeout (7.2), not an RTO.
-    pto_armed: bool,
     /// A tail loss probe is due at the next dispatch (7.3).
     tlp_due: bool,
     /// Sequence space up to which a probe is outstanding: one probe per episode.
@@ -208,19 +205,19 @@ pub(crate) struct Conn {
     // ---- output decisions
     ack_pending: bool,
     ack_delay: Option<Duration>,
-    delack_deadline: Option<Instant>,
     nodelay: bool,
 
     // ---- timers (RFC 6298)
     /// SRTT, RTTVAR, the RTO and min_rtt.
     rtt: RttEstimator,
-    rtx_deadline: Option<Instant>,
+    /// Every timer of the connection but keepalive (see `timer.rs`).
+    timers: TimerTable,
+    /// The armed persist timer was given the probe timeout (see `arm_persist`).
+    persist_pto: bool,
     /// Consecutive timeouts of the oldest outstanding segment.
     retries: u32,
     /// Persist timer fired: send a window probe / override SWS avoidance.
     probe_due: bool,
-    /// TIME-WAIT expiry (2*MSL) or the orphan FIN-WAIT-2 timeout.
-    close_deadline: Option<Instant>,
     keepalive: Option<Keepalive>,
     ka_probes: u32,
     ka_due: bool,
@@ -281,8 +278,6 @@ impl Conn {
             rtx_force: false,
             cc: Controller::new(cfg.congestion, our_mss),
             rack: Rack { xmit: None, end_seq: iss, rtt: Duration::ZERO },
-            rack_deadline: None,
-            pto_armed: false,
             tlp_due: false,
             tlp_end: None,
             rack_tlp: cfg.rack_tlp,
@@ -295,13 +290,12 @@ impl Conn {
             error: None,
             ack_pending: false,
             ack_delay: cfg.ack_delay,
-            delack_deadline: None,
             nodelay: false,
             rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
-            rtx_deadline: None,
+            timers: TimerTable::default(),
+            persist_pto: false,
             retries: 0,
             probe_due: false,
-            close_deadline: None,
             keepalive: cfg.keepalive,
             ka_probes: 0,
             ka_due: false,
@@ -558,6 +552,7 @@ impl Conn {
             }
             _ => {}
         }
+        self.handshake_timer_outlives_handshake();
     }
 
     pub fn shutdown_read(&mut self) {
@@ -574,7 +569,7 @@ impl Conn {
         }
         self.shutdown_write();
         if self.state == TcpState::FinWait2 {
-            self.close_deadline = Some(now + 2 * cfg.msl);
+            self.timers.set(Timer::Close, now + 2 * cfg.msl);
         }
         false
     }
@@ -587,6 +582,7 @@ impl Conn {
             None
         };
         self.state = TcpState::Closed;
+        self.handshake_timer_outlives_handshake();
         r
     }
 
@@ -621,7 +617,7 @@ impl Conn {
             if ack_ok {
                 self.error = Some(ConnError::Refused);
                 self.state = TcpState::Closed;
-                self.rtx_deadline = None;
+                self.timers.stop_retransmission();
                 return (Verdict::Accepted, Reply::None);
             }
             return (Verdict::Rejected(TcpReject::SynSentRstNoAck), Reply::None);
@@ -657,7 +653,7 @@ impl Conn {
             // rewinding snd_nxt so dispatch resends our SYN with ACK set.
             self.state = TcpState::SynReceived;
             self.snd_nxt = self.iss;
-            self.rtx_deadline = None;
+            self.timers.stop_retransmission();
             (Verdict::Accepted, Reply::None)
         }
     }
@@ -681,7 +677,7 @@ impl Conn {
             self.snd_nxt = self.snd_una;
         }
         self.retries = 0;
-        self.rtx_deadline = None;
+        self.timers.stop_retransmission();
     }
 
     /// RFC 9293 3.10.7.4 sequence acceptability test (the table of four cases).
@@ -732,7 +728,7 @@ impl Conn {
                 }
                 if self.state == TcpState::TimeWait && f.fin() {
                     // The peer's FIN again: our ACK was lost. Re-ACK, restart 2*MSL.
-                    self.close_deadline = Some(now + 2 * cfg.msl);
+                    self.timers.set(Timer::Close, now + 2 * cfg.msl);
                 }
                 self.ack_pending = true;
                 return (Verdict::Rejected(TcpReject::OutOfWindow), Reply::None);
@@ -777,8 +773,8 @@ impl Conn {
                     self.state = TcpState::Closed;
                 }
             }
-            self.rtx_deadline = None;
-            self.close_deadline = None;
+            self.timers.stop_retransmission();
+            self.timers.stop(Timer::Close);
             self.ack_pending = false;
             return (Verdict::Accepted, Reply::None);
         }
@@ -789,6 +785,7 @@ impl Conn {
             if self.state == TcpState::SynReceived && !self.active {
                 // RFC 9293: a passive SYN-RECEIVED returns to LISTEN.
                 self.state = TcpState::Closed;
+                self.handshake_timer_outlives_handshake();
                 return (Verdict::Rejected(TcpReject::SynInSynReceived), Reply::None);
             }
             self.ack_pending = true;
@@ -825,13 +822,13 @@ impl Conn {
                     if self.orphan {
                         // An orphan cannot wait forever for the peer's FIN (Linux:
                         // tcp_fin_timeout); we give it 2*MSL.
-                        self.close_deadline = Some(now + 2 * cfg.msl);
+                        self.timers.set(Timer::Close, now + 2 * cfg.msl);
                     }
                 }
                 TcpState::Closing => self.enter_time_wait(now, cfg),
                 TcpState::LastAck => {
                     self.state = TcpState::Closed;
-                    self.rtx_deadline = None;
+                    self.timers.stop_retransmission();
                     return (Verdict::Accepted, Reply::None);
                 }
                 _ => {}
@@ -987,8 +984,7 @@ impl Conn {
         }
         // RFC 6298 5.2 / 5.3: stop the timer when everything is acknowledged, else restart.
         if self.snd_una == self.snd_nxt {
-            self.rtx_deadline = None;
-            self.pto_armed = false;
+            self.timers.stop_retransmission();
         } else {
             self.rearm_rtx(now);
         }
@@ -1085,7 +1081,7 @@ impl Conn {
             // Data for a socket nobody will read (RFC 9293 3.10.4 / RFC 2525 2.17).
             self.error = Some(ConnError::Aborted);
             self.state = TcpState::Closed;
-            self.rtx_deadline = None;
+            self.timers.stop_retransmission();
             return Some(Reply::Rst { seq: self.snd_nxt, ack: None });
         }
         let had_ooo = self.rx.has_out_of_order();
@@ -1112,8 +1108,10 @@ impl Conn {
                 || self.rcv_nxt.diff(self.last_ack_sent) >= 2 * self.our_mss.min(self.mss) as i32;
             if immediate {
                 self.ack_pending = true;
-            } else if self.delack_deadline.is_none() {
-                self.delack_deadline = self.ack_delay.map(|d| now + d);
+            } else if self.timers.get(Timer::DelayedAck).is_none() {
+                if let Some(d) = self.ack_delay {
+                    self.timers.set(Timer::DelayedAck, now + d);
+                }
             }
         }
         if fin_at == Some(self.rcv_nxt) && fin_fits && !self.rx.has_out_of_order() {
@@ -1144,9 +1142,9 @@ impl Conn {
     fn enter_time_wait(&mut self, now: Instant, cfg: &Config) {
         // RFC 9293 3.10.7.4: TIME-WAIT lasts 2*MSL.
         self.state = TcpState::TimeWait;
-        self.close_deadline = Some(now + 2 * cfg.msl);
-        self.rtx_deadline = None;
-        self.delack_deadline = None;
+        self.timers.set(Timer::Close, now + 2 * cfg.msl);
+        self.timers.stop_retransmission();
+        self.timers.stop(Timer::DelayedAck);
     }
 
     /// Loss found outside recovery: enter fast recovery (RFC 6675 5 step 4, RFC 6582),
@@ -1186,27 +1184,55 @@ impl Conn {
     /// help, else the RTO.
     fn rearm_rtx(&mut self, now: Instant) {
         match self.pto() {
-            Some(p) => {
-                self.pto_armed = true;
-                self.rtx_deadline = Some(now + p);
-            }
-            None => {
-                self.pto_armed = false;
-                self.rtx_deadline = Some(now + self.rtt.rto());
-            }
+            Some(p) => self.timers.arm_retransmission(Timer::TailLossProbe, now + p),
+            None => self.timers.arm_retransmission(Timer::Rto, now + self.rtt.rto()),
         }
     }
 
     /// After sending new data (RFC 8985 7.2: (re)schedule the PTO; RFC 6298 5.1: a
     /// running RTO is left alone unless the PTO comes earlier).
     fn arm_after_new_data(&mut self, now: Instant) {
-        match (self.pto(), self.rtx_deadline) {
-            (Some(p), Some(d)) if self.pto_armed || now + p < d => {
-                self.pto_armed = true;
-                self.rtx_deadline = Some(now + p);
+        match (self.pto(), self.timers.retransmission()) {
+            (Some(p), Some((t, d))) if t == Timer::TailLossProbe || now + p < d => {
+                self.timers.arm_retransmission(Timer::TailLossProbe, now + p);
             }
             (_, None) => self.rearm_rtx(now),
             _ => {}
+        }
+    }
+
+    /// The persist timer (RFC 9293 3.8.6.1 zero-window probes; the override timeout of
+    /// sender SWS avoidance, 3.8.6.2.1): armed when unsent data is held back and nothing
+    /// is in flight to clock it out, unless another use of the retransmission timer is
+    /// armed. It fires after the probe timeout when a tail loss probe would be allowed
+    /// (it was once the same timer as the PTO and the RTO), else after the RTO, which
+    /// every expiry doubles (`on_persist_timer`).
+    fn arm_persist(&mut self, now: Instant) {
+        if self.timers.retransmission().is_some() {
+            return;
+        }
+        let pto = self.pto();
+        self.persist_pto = pto.is_some();
+        self.timers.arm_retransmission(Timer::Persist, now + pto.unwrap_or(self.rtt.rto()));
+    }
+
+    /// Data went out at SND.NXT: a persist timer becomes the retransmission timer of
+    /// what is now in flight (the probe timeout if it was armed with it).
+    fn persist_to_retransmission(&mut self) {
+        if let Some((Timer::Persist, at)) = self.timers.retransmission() {
+            let t = if self.persist_pto { Timer::TailLossProbe } else { Timer::Rto };
+            self.timers.arm_retransmission(t, at);
+        }
+    }
+
+    /// The handshake was abandoned (shutdown or abort in SYN-SENT / SYN-RECEIVED, or a
+    /// passive SYN-RECEIVED gone back to LISTEN) with its timer running: the timer goes
+    /// on as the retransmission timer of what is outstanding, the SYN included.
+    fn handshake_timer_outlives_handshake(&mut self) {
+        if let Some((Timer::Handshake, at)) = self.timers.retransmission() {
+            self.persist_pto = false;
+            let t = if self.snd_nxt > self.snd_una { Timer::Rto } else { Timer::Persist };
+            self.timers.arm_retransmission(t, at);
         }
     }
 
@@ -1242,7 +1268,7 @@ impl Conn {
                 next = Some(next.map_or(due, |n: Instant| n.min(due)));
             }
         }
-        self.rack_deadline = next;
+        self.timers.set_to(Timer::RackReorder, next);
         any
     }
 
@@ -1265,7 +1291,7 @@ impl Conn {
     }
 
     fn arm_rtx(&mut self, now: Instant) {
-        if self.rtx_deadline.is_none() {
+        if self.timers.retransmission().is_none() {
             self.rearm_rtx(now);
         }
     }
@@ -1377,8 +1403,13 @@ impl Conn {
                 return Some(out);
             }
             if self.pipe() == 0 {
-                // Nothing in flight to clock us: the persist timer takes over.
-                self.arm_rtx(now);
+                // Nothing in flight to clock us: the persist timer takes over (or,
+                // with everything in flight SACKed or lost, the retransmission timer).
+                if self.snd_nxt == self.snd_una {
+                    self.arm_persist(now);
+                } else {
+                    self.arm_rtx(now);
+                }
             }
         }
 
@@ -1443,13 +1474,14 @@ impl Conn {
     fn push_sent(&mut self, now: Instant, seq: SeqNum, len: usize, fin: bool) {
         self.sent.push(now, seq, len, fin);
         self.snd_nxt = seq + len;
+        self.persist_to_retransmission();
     }
 
     /// Every non-SYN segment: ACK = RCV.NXT, the window, timestamps and (on pure ACKs)
     /// SACK blocks.
     fn segment(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, payload_len: usize) -> Outgoing {
         self.ack_pending = false;
-        self.delack_deadline = None;
+        self.timers.stop(Timer::DelayedAck);
         self.last_ack_sent = self.rcv_nxt;
         let window = self.advertise();
         let mut options = TcpOptions::default();
@@ -1491,7 +1523,9 @@ impl Conn {
         self.syn_tx = self.syn_tx.saturating_add(1);
         self.syn_sent_at = now;
         self.snd_nxt = self.iss + 1;
-        self.arm_rtx(now);
+        if self.timers.retransmission().is_none() {
+            self.timers.arm_retransmission(Timer::Handshake, now + self.rtt.rto());
+        }
         self.ack_pending = false;
         let mut flags = TcpFlags::SYN;
         if synack {
@@ -1526,101 +1560,137 @@ impl Conn {
         Some(self.last_rx + ka.idle + ka.interval * self.ka_probes)
     }
 
+    /// When `on_timer` must next run: the earliest armed timer.
     #[inline]
     pub fn deadline(&self) -> Option<Instant> {
-        #[inline(always)]
-        fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-            match (a, b) {
-                (Some(x), Some(y)) => Some(x.min(y)),
-                (x, None) => x,
-                (None, y) => y,
-            }
+        let d = self.timers.earliest();
+        if self.keepalive.is_none() {
+            return d;
         }
-        let mut d = earliest(self.rtx_deadline, self.delack_deadline);
-        d = earliest(d, self.close_deadline);
-        d = earliest(d, self.rack_deadline);
-        if self.keepalive.is_some() {
-            d = earliest(d, self.keepalive_deadline());
+        match (d, self.keepalive_deadline()) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, None) => x,
+            (None, y) => y,
         }
-        d
     }
 
     /// Run the timers due at `now`. May ask for a RST (keepalive timeout).
     pub fn on_timer(&mut self, now: Instant, cfg: &Config) -> Reply {
-        if self.close_deadline.is_some_and(|d| now >= d) {
-            // TIME-WAIT (or the orphan FIN-WAIT-2 wait) is over.
-            self.close_deadline = None;
-            self.rtx_deadline = None;
-            self.state = TcpState::Closed;
+        if self.timers.is_due(Timer::Close, now) {
+            self.on_close_timer();
             return Reply::None;
         }
-        if self.delack_deadline.is_some_and(|d| now >= d) {
-            self.delack_deadline = None;
+        if self.timers.is_due(Timer::DelayedAck, now) {
+            self.timers.stop(Timer::DelayedAck);
             self.ack_pending = true;
         }
-        if let (Some(d), Some(ka)) = (self.keepalive_deadline(), self.keepalive) {
-            if now >= d {
-                if self.ka_probes >= ka.probes {
-                    // RFC 1122 4.2.3.6: no answer to the probes, the peer is gone.
-                    self.error = Some(ConnError::TimedOut);
-                    let seq = self.snd_nxt;
-                    self.state = TcpState::Closed;
-                    return Reply::Rst { seq, ack: None };
+        if self.keepalive_deadline().is_some_and(|d| now >= d) {
+            if let Some(rst) = self.on_keepalive_timer() {
+                return rst;
+            }
+        }
+        if self.timers.is_due(Timer::RackReorder, now) {
+            self.on_rack_timer(now);
+        }
+        match self.timers.retransmission() {
+            Some((t, at)) if now >= at => {
+                self.timers.stop_retransmission();
+                match t {
+                    Timer::Handshake => self.on_handshake_timer(now, cfg),
+                    Timer::TailLossProbe => self.on_tail_loss_probe_timer(now),
+                    Timer::Persist => self.on_persist_timer(),
+                    _ => self.on_rto(now, cfg),
                 }
-                self.ka_probes += 1;
-                self.ka_due = true;
             }
+            _ => {}
         }
-        if self.rack_deadline.is_some_and(|d| now >= d) {
-            // RFC 8985 6.3: the reordering window has passed.
-            self.rack_deadline = None;
-            let lost = self.rack_detect_loss(now);
-            self.maybe_enter_recovery(now, lost);
+        Reply::None
+    }
+
+    /// TIME-WAIT (or the orphan FIN-WAIT-2 wait) is over.
+    fn on_close_timer(&mut self) {
+        self.timers.stop(Timer::Close);
+        self.timers.stop_retransmission();
+        self.state = TcpState::Closed;
+    }
+
+    /// Keepalive (RFC 9293 3.8.4, RFC 1122 4.2.3.6): send a probe, or give up with a RST
+    /// after `probes` unanswered ones.
+    fn on_keepalive_timer(&mut self) -> Option<Reply> {
+        let ka = self.keepalive?;
+        if self.ka_probes >= ka.probes {
+            // RFC 1122 4.2.3.6: no answer to the probes, the peer is gone.
+            self.error = Some(ConnError::TimedOut);
+            let seq = self.snd_nxt;
+            self.state = TcpState::Closed;
+            return Some(Reply::Rst { seq, ack: None });
         }
-        let Some(d) = self.rtx_deadline else { return Reply::None };
-        if now < d {
-            return Reply::None;
+        self.ka_probes += 1;
+        self.ka_due = true;
+        None
+    }
+
+    /// RFC 8985 6.3: the reordering window has passed.
+    fn on_rack_timer(&mut self, now: Instant) {
+        self.timers.stop(Timer::RackReorder);
+        let lost = self.rack_detect_loss(now);
+        self.maybe_enter_recovery(now, lost);
+    }
+
+    /// RFC 8985 7.3: the probe timeout fired: send one probe and arm the RTO.
+    fn on_tail_loss_probe_timer(&mut self, now: Instant) {
+        self.tlp_due = true;
+        self.timers.arm_retransmission(Timer::Rto, now + self.rtt.rto());
+    }
+
+    /// Persist timer: probe the peer's window, with backoff but without a retry limit
+    /// while the peer keeps answering (RFC 9293 3.8.6.1).
+    fn on_persist_timer(&mut self) {
+        if self.data_end() > self.snd_nxt {
+            self.probe_due = true;
+            self.rtt.back_off();
         }
-        self.rtx_deadline = None;
-        let handshake = matches!(self.state, TcpState::SynSent | TcpState::SynReceived);
-        if self.pto_armed && !handshake {
-            // RFC 8985 7.3: the probe timeout fired: send one probe and arm the RTO.
-            self.pto_armed = false;
-            if self.snd_nxt > self.snd_una {
-                self.tlp_due = true;
-                self.rtx_deadline = Some(now + self.rtt.rto());
-                return Reply::None;
-            }
-        }
-        if !handshake && self.snd_nxt == self.snd_una {
-            // Persist timer: probe the peer's window, with backoff but without a
-            // retry limit while the peer keeps answering (RFC 9293 3.8.6.1).
-            if self.data_end() > self.snd_nxt {
-                self.probe_due = true;
-                self.rtt.back_off();
-            }
-            return Reply::None;
-        }
+    }
+
+    /// One more timeout of the oldest outstanding segment (SYN included). Past `limit`
+    /// (RFC 9293 3.8.3: R2) or the user timeout the connection is closed with
+    /// `TimedOut`; returns whether it was.
+    fn timed_out(&mut self, now: Instant, limit: u32) -> bool {
         self.retries += 1;
-        let limit = if handshake { cfg.syn_retries } else { cfg.max_retries };
         let expired = self.user_timeout.is_some_and(|ut| {
             let since = self.sent.front().map_or(self.syn_sent_at, |e| e.first_tx);
             now.saturating_duration_since(since) >= ut
         });
         if self.retries > limit || expired {
-            // RFC 9293 3.8.3: R2 (or the user timeout) exceeded, close the connection.
             self.error = Some(ConnError::TimedOut);
             self.state = TcpState::Closed;
             self.tx.clear();
             self.sent.clear();
-            return Reply::None;
+            return true;
+        }
+        false
+    }
+
+    /// The SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED) went unanswered: back off
+    /// (RFC 6298 5.5) and send it again, up to `syn_retries` times.
+    fn on_handshake_timer(&mut self, now: Instant, cfg: &Config) {
+        if self.timed_out(now, cfg.syn_retries) {
+            return;
+        }
+        self.rtt.back_off();
+        // Rewinding SND.NXT makes `dispatch` emit the SYN again.
+        self.snd_nxt = self.iss;
+    }
+
+    /// The retransmission timeout (RFC 6298 5.4 - 5.7): back off, collapse the window
+    /// (RFC 5681 3.1), mark the flight lost (RFC 6675 5.1) and retransmit from SND.UNA;
+    /// no fast recovery until SND.NXT as of now is acknowledged.
+    fn on_rto(&mut self, now: Instant, cfg: &Config) {
+        if self.timed_out(now, cfg.max_retries) {
+            return;
         }
         // RFC 6298 5.5: back off the timer; 5.4: retransmit.
         self.rtt.back_off();
-        if handshake {
-            self.snd_nxt = self.iss;
-            return Reply::None;
-        }
         if self.snd_wnd > 0 {
             // RFC 5681 3.1 equation 4 and a loss window of one segment.
             self.cc.on_rto(now, self.flight_size(), self.mss);
@@ -1636,8 +1706,7 @@ impl Conn {
         self.rtx_force = true;
         self.tlp_end = None;
         self.tlp_due = false;
-        self.rack_deadline = None;
-        Reply::None
+        self.timers.stop(Timer::RackReorder);
     }
 
     /// Housekeeping: release the buffer memory of a connection that holds nothing and
@@ -1732,6 +1801,18 @@ impl Conn {
         }
         if self.mss == 0 || self.cc.window() == 0 {
             return fail("zero MSS or congestion window");
+        }
+        // The uses of the retransmission timer match what is outstanding.
+        let outstanding = self.snd_nxt > self.snd_una;
+        match self.timers.retransmission().map(|(t, _)| t) {
+            Some(Timer::Handshake) if !matches!(self.state, TcpState::SynSent | TcpState::SynReceived) => {
+                return fail("handshake timer outside the handshake");
+            }
+            Some(Timer::Rto | Timer::TailLossProbe) if !outstanding => {
+                return fail("retransmission timer with nothing outstanding");
+            }
+            Some(Timer::Persist) if outstanding => return fail("persist timer with data in flight"),
+            _ => {}
         }
         Ok(())
     }

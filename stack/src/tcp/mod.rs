@@ -7,6 +7,7 @@ mod reject;
 mod rtt;
 mod scoreboard;
 mod send_buf;
+mod timer;
 
 pub use reject::TcpReject;
 
