@@ -87,15 +87,15 @@ pub(crate) enum Verdict {
 /// RACK.xmit_ts / RACK.end_seq / RACK.rtt (RFC 8985 6.1): the most recently sent
 /// segment known delivered, and the RTT it measured.
 #[derive(Clone, Copy, Debug)]
-struct Rack {
-    xmit: Option<Instant>,
-    end_seq: SeqNum,
-    rtt: Duration,
+pub(super) struct Rack {
+    pub xmit: Option<Instant>,
+    pub end_seq: SeqNum,
+    pub rtt: Duration,
 }
 
 impl Rack {
     /// RFC 8985 6.2 step 2: remember the most recently sent segment known delivered.
-    fn update(&mut self, now: Instant, xmit: Instant, end: SeqNum) {
+    pub fn update(&mut self, now: Instant, xmit: Instant, end: SeqNum) {
         let newer = match self.xmit {
             None => true,
             Some(t) => xmit > t || (xmit == t && end > self.end_seq),
@@ -108,6 +108,124 @@ impl Rack {
     }
 }
 
+/// Send sequence variables (RFC 9293 3.3.1) and what else describes our side of the
+/// sequence space: the MSS we send with, the peer's window scale, our SYN's history.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SendSeq {
+    /// Initial send sequence number (ISS).
+    pub iss: SeqNum,
+    /// SND.UNA: oldest unacknowledged sequence number.
+    pub una: SeqNum,
+    /// SND.NXT: next new sequence number to send; everything below it has been sent.
+    pub nxt: SeqNum,
+    /// SND.WND: the peer's window, already scaled.
+    pub wnd: usize,
+    /// SND.WL1 / SND.WL2: segment sequence and acknowledgment numbers of the last
+    /// window update.
+    pub wl1: SeqNum,
+    pub wl2: SeqNum,
+    /// Largest window the peer ever offered (for sender SWS avoidance, RFC 9293 3.8.6.2.1).
+    pub max_wnd: usize,
+    /// Shift applied to the peer's window fields (RFC 7323 2.2).
+    pub wscale: u8,
+    /// Peer's MSS (bounded by ours): the largest segment payload without options.
+    pub mss: usize,
+    /// The SYN was sent this many times (Karn: only a single SYN gives an RTT sample).
+    pub syn_tx: u16,
+    pub syn_sent_at: Instant,
+}
+
+/// Receive sequence variables (RFC 9293 3.3.1) and what we told the peer about them.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RecvSeq {
+    /// Initial receive sequence number (IRS).
+    pub irs: SeqNum,
+    /// RCV.NXT: next sequence number expected.
+    pub nxt: SeqNum,
+    /// Shift we apply to the windows we advertise (RFC 7323 2.2).
+    pub wscale: u8,
+    /// Right edge of the window last advertised: RCV.NXT + RCV.WND at that time.
+    /// RFC 9293 3.8.6: the right edge must not move left.
+    pub adv: SeqNum,
+    /// MSS we advertised (MTU-derived).
+    pub mss: usize,
+    /// ACK number of the last segment we sent (RFC 7323 4.3 Last.ACK.sent).
+    pub last_ack_sent: SeqNum,
+}
+
+/// The options of the SYN exchange: what we offer (or will answer), what is in effect
+/// (both SYNs carried it), and the timestamp state of RFC 7323.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Negotiated {
+    /// Window scaling, SACK-permitted, timestamps: offered on our SYN, or willing to
+    /// answer on our SYN-ACK.
+    pub ws_offer: bool,
+    pub sack_offer: bool,
+    pub ts_offer: bool,
+    /// In effect (RFC 7323 2.2 / 3.2, RFC 2018 2).
+    pub ws: bool,
+    pub sack: bool,
+    pub ts: bool,
+    /// RFC 7323 4.3: TS.Recent and when it was set (for the 24-day rule of 5.5).
+    pub ts_recent: u32,
+    pub ts_recent_at: Instant,
+    /// Per-connection random offset of our timestamp clock (RFC 7323 5.4).
+    pub ts_offset: u32,
+}
+
+/// Loss recovery state besides the scoreboard: fast recovery (RFC 6675, RFC 6582), the
+/// timeout's recovery point, RACK-TLP (RFC 8985).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Recovery {
+    /// In fast recovery until SND.UNA reaches this (RFC 6675 RecoveryPoint).
+    pub recovery_point: Option<SeqNum>,
+    /// After a timeout: no new fast recovery for losses below this point.
+    pub rto_point: Option<SeqNum>,
+    /// Duplicate ACKs in a row (RFC 5681 2).
+    pub dup_acks: u32,
+    /// The first retransmission of a recovery episode goes out regardless of cwnd
+    /// (RFC 6675 5 step 4.2, RFC 5681 3.2 step 2).
+    pub rtx_force: bool,
+    /// RACK.xmit_ts / RACK.end_seq / RACK.rtt (RFC 8985 6.1).
+    pub rack: Rack,
+    /// Sequence space up to which a tail loss probe is outstanding: one probe per
+    /// episode (RFC 8985 7.2).
+    pub tlp_end: Option<SeqNum>,
+    /// RACK-TLP in use (`Config::rack_tlp`; it needs SACK too).
+    pub rack_tlp: bool,
+}
+
+/// Closing bookkeeping: our FIN, the peer's FIN, the read side.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct CloseState {
+    /// The application asked to send FIN after `tx` (shutdown(Write) or close).
+    pub fin_queued: bool,
+    /// Sequence number of our FIN once sent.
+    pub fin_seq: Option<SeqNum>,
+    pub fin_acked: bool,
+    /// The peer's FIN has been received (in order).
+    pub fin_received: bool,
+    /// shutdown(Read): incoming data is acknowledged and discarded.
+    pub rd_shut: bool,
+}
+
+/// Segments owed to the peer that `dispatch` sends at its next call, whatever the
+/// windows say about data.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Pending {
+    /// An ACK (immediate ACK rules, a window update, a challenge ACK...).
+    pub ack: bool,
+    /// The persist timer fired: a window probe, or a segment despite SWS avoidance.
+    pub window_probe: bool,
+    /// The probe timeout fired: a tail loss probe (RFC 8985 7.3).
+    pub tail_loss_probe: bool,
+    /// The keepalive timer fired: a keepalive probe (RFC 9293 3.8.4).
+    pub keepalive_probe: bool,
+}
+
+/// The transmission control block of one connection (RFC 9293 3.3.1) and its state
+/// machine; the methods are spread over `conn.rs` (construction, application calls,
+/// accessors, invariants), `input.rs`, `output.rs`, `timer.rs` and `recovery.rs`.
 pub(crate) struct Conn {
     pub state: TcpState,
     pub local: SocketAddr,
@@ -115,116 +233,47 @@ pub(crate) struct Conn {
     /// Opened by `connect` (true) or from a listener (false); decides what a RST in
     /// SYN-RECEIVED means (RFC 9293 3.10.7.4, second check).
     pub active: bool,
-
-    // ---- send sequence variables (RFC 9293 3.3.1)
-    iss: SeqNum,
-    snd_una: SeqNum,
-    /// Next new sequence number to send; everything below it has been sent.
-    snd_nxt: SeqNum,
-    /// Peer's window, already scaled.
-    snd_wnd: usize,
-    snd_wl1: SeqNum,
-    snd_wl2: SeqNum,
-    /// Largest window the peer ever offered (for sender SWS avoidance, RFC 9293 3.8.6.2.1).
-    max_snd_wnd: usize,
-    /// Shift applied to the peer's window fields (RFC 7323 2.2).
-    snd_wscale: u8,
-    /// Peer's MSS (bounded by ours): the largest segment payload without options.
-    mss: usize,
-    /// The SYN was sent this many times (Karn: only a single SYN gives an RTT sample).
-    syn_tx: u16,
-    syn_sent_at: Instant,
-
-    // ---- receive sequence variables
-    irs: SeqNum,
-    rcv_nxt: SeqNum,
-    /// Shift we apply to the windows we advertise (RFC 7323 2.2).
-    rcv_wscale: u8,
-    /// Right edge of the window last advertised: RCV.NXT + RCV.WND at that time.
-    /// RFC 9293 3.8.6: the right edge must not move left.
-    rcv_adv: SeqNum,
-    /// MSS we advertised (MTU-derived).
-    our_mss: usize,
-    /// ACK number of the last segment we sent (RFC 7323 4.3 Last.ACK.sent).
-    last_ack_sent: SeqNum,
-
-    // ---- options in effect
-    peer_ws: bool,
-    peer_sack: bool,
-    peer_ts: bool,
-    ws_ok: bool,
-    sack_ok: bool,
-    ts_ok: bool,
-    /// RFC 7323 4.3: TS.Recent and when it was set (for the 24-day rule of 5.5).
-    ts_recent: u32,
-    ts_recent_at: Instant,
-    /// Per-connection random offset of our timestamp clock (RFC 7323 5.4).
-    ts_offset: u32,
-
-    // ---- buffers
-    tx: SendBuffer,
-    rx: RecvBuffer,
-
-    // ---- scoreboard and recovery (RFC 6675, RFC 6582)
-    /// The scoreboard: one entry per segment in [SND.UNA, SND.NXT).
-    sent: Scoreboard,
-    /// In fast recovery until SND.UNA reaches this (RFC 6675 RecoveryPoint).
-    recovery_point: Option<SeqNum>,
-    /// After a timeout: no new fast recovery for losses below this point.
-    rto_point: Option<SeqNum>,
-    dup_acks: u32,
-    /// The first retransmission of a recovery episode goes out regardless of cwnd
-    /// (RFC 6675 5 step 4.2, RFC 5681 3.2 step 2).
-    rtx_force: bool,
-    cc: Controller,
-
-    // ---- RACK-TLP (RFC 8985)
-    /// RACK.xmit_ts / RACK.end_seq / RACK.rtt (6.1).
-    rack: Rack,
-    /// A tail loss probe is due at the next dispatch (7.3).
-    tlp_due: bool,
-    /// Sequence space up to which a probe is outstanding: one probe per episode.
-    tlp_end: Option<SeqNum>,
-    rack_tlp: bool,
-
-    // ---- close bookkeeping
-    /// The application asked to send FIN after `tx` (shutdown(Write) or close).
-    fin_queued: bool,
-    /// Sequence number of our FIN once sent.
-    fin_seq: Option<SeqNum>,
-    fin_was_acked: bool,
-    /// The peer's FIN has been received (in order).
-    fin_received: bool,
-    /// shutdown(Read): incoming data is acknowledged and discarded.
-    rd_shut: bool,
     /// The application released its handle.
     pub orphan: bool,
-    /// Terminal error to report to the application (reset, refused, timed out).
-    error: Option<ConnError>,
-
-    // ---- output decisions
-    ack_pending: bool,
-    ack_delay: Option<Duration>,
-    nodelay: bool,
-
-    // ---- timers (RFC 6298)
-    /// SRTT, RTTVAR, the RTO and min_rtt.
-    rtt: RttEstimator,
-    /// Every timer of the connection but keepalive (see `timer.rs`).
-    timers: TimerTable,
-    /// The armed persist timer was given the probe timeout (see `arm_persist`).
-    persist_pto: bool,
-    /// Consecutive timeouts of the oldest outstanding segment.
-    retries: u32,
-    /// Persist timer fired: send a window probe / override SWS avoidance.
-    probe_due: bool,
-    keepalive: Option<Keepalive>,
-    ka_probes: u32,
-    ka_due: bool,
-    last_rx: Instant,
-    user_timeout: Option<Duration>,
     /// Retransmissions performed (for `Stats::tcp_retransmits`).
     pub retransmits: u64,
+
+    pub(super) snd: SendSeq,
+    pub(super) rcv: RecvSeq,
+    pub(super) opt: Negotiated,
+
+    /// Every byte not yet acknowledged, sent or not.
+    pub(super) tx: SendBuffer,
+    pub(super) rx: RecvBuffer,
+    /// One entry per segment in [SND.UNA, SND.NXT).
+    pub(super) sent: Scoreboard,
+    pub(super) rec: Recovery,
+    pub(super) cc: Controller,
+
+    pub(super) close: CloseState,
+    /// Terminal error to report to the application (reset, refused, timed out).
+    pub(super) error: Option<ConnError>,
+
+    // ---- output decisions
+    pub(super) pending: Pending,
+    pub(super) ack_delay: Option<Duration>,
+    pub(super) nodelay: bool,
+
+    // ---- timers
+    /// SRTT, RTTVAR, the RTO and min_rtt (RFC 6298).
+    pub(super) rtt: RttEstimator,
+    /// Every timer of the connection but keepalive (see `timer.rs`).
+    pub(super) timers: TimerTable,
+    /// The armed persist timer was given the probe timeout (see `arm_persist`).
+    pub(super) persist_pto: bool,
+    /// Consecutive timeouts of the oldest outstanding segment.
+    pub(super) retries: u32,
+    pub(super) keepalive: Option<Keepalive>,
+    /// Keepalive probes sent without an answer.
+    pub(super) ka_probes: u32,
+    /// When the last acceptable segment arrived (keepalive, housekeeping).
+    pub(super) last_rx: Instant,
+    pub(super) user_timeout: Option<Duration>,
 }
 
 fn window_shift_for(buf: usize) -> u8 {
@@ -243,65 +292,66 @@ impl Conn {
             local,
             remote,
             active,
-            iss,
-            snd_una: iss,
-            snd_nxt: iss,
-            snd_wnd: 0,
-            snd_wl1: SeqNum(0),
-            snd_wl2: SeqNum(0),
-            max_snd_wnd: 0,
-            snd_wscale: 0,
-            mss: our_mss,
-            syn_tx: 0,
-            syn_sent_at: now,
-            irs: SeqNum(0),
-            rcv_nxt: SeqNum(0),
-            rcv_wscale: 0,
-            rcv_adv: SeqNum(0),
-            our_mss,
-            last_ack_sent: SeqNum(0),
-            peer_ws: false,
-            peer_sack: false,
-            peer_ts: false,
-            ws_ok: false,
-            sack_ok: false,
-            ts_ok: false,
-            ts_recent: 0,
-            ts_recent_at: now,
-            ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
+            orphan: false,
+            retransmits: 0,
+            snd: SendSeq {
+                iss,
+                una: iss,
+                nxt: iss,
+                wnd: 0,
+                wl1: SeqNum(0),
+                wl2: SeqNum(0),
+                max_wnd: 0,
+                wscale: 0,
+                mss: our_mss,
+                syn_tx: 0,
+                syn_sent_at: now,
+            },
+            rcv: RecvSeq {
+                irs: SeqNum(0),
+                nxt: SeqNum(0),
+                wscale: 0,
+                adv: SeqNum(0),
+                mss: our_mss,
+                last_ack_sent: SeqNum(0),
+            },
+            opt: Negotiated {
+                ws_offer: false,
+                sack_offer: false,
+                ts_offer: false,
+                ws: false,
+                sack: false,
+                ts: false,
+                ts_recent: 0,
+                ts_recent_at: now,
+                ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
+            },
             tx: SendBuffer::new(cfg.tcp_tx_buffer),
             rx: RecvBuffer::new(cfg.tcp_rx_buffer),
             sent: Scoreboard::new(),
-            recovery_point: None,
-            rto_point: None,
-            dup_acks: 0,
-            rtx_force: false,
+            rec: Recovery {
+                recovery_point: None,
+                rto_point: None,
+                dup_acks: 0,
+                rtx_force: false,
+                rack: Rack { xmit: None, end_seq: iss, rtt: Duration::ZERO },
+                tlp_end: None,
+                rack_tlp: cfg.rack_tlp,
+            },
             cc: Controller::new(cfg.congestion, our_mss),
-            rack: Rack { xmit: None, end_seq: iss, rtt: Duration::ZERO },
-            tlp_due: false,
-            tlp_end: None,
-            rack_tlp: cfg.rack_tlp,
-            fin_queued: false,
-            fin_seq: None,
-            fin_was_acked: false,
-            fin_received: false,
-            rd_shut: false,
-            orphan: false,
+            close: CloseState::default(),
             error: None,
-            ack_pending: false,
+            pending: Pending::default(),
             ack_delay: cfg.ack_delay,
             nodelay: false,
             rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
             timers: TimerTable::default(),
             persist_pto: false,
             retries: 0,
-            probe_due: false,
             keepalive: cfg.keepalive,
             ka_probes: 0,
-            ka_due: false,
             last_rx: now,
             user_timeout: cfg.user_timeout,
-            retransmits: 0,
         }
     }
 
@@ -311,10 +361,10 @@ impl Conn {
         let mut c = Conn::new(cfg, now, local, remote, iss, true);
         // We offer window scaling, SACK and timestamps on an active open; each takes
         // effect only if the SYN-ACK carries it too (RFC 7323 2.2, 3.2; RFC 2018 2).
-        c.peer_ws = cfg.window_scaling;
-        c.peer_sack = cfg.sack;
-        c.peer_ts = cfg.timestamps;
-        c.rcv_wscale = if cfg.window_scaling { window_shift_for(c.rx.capacity()) } else { 0 };
+        c.opt.ws_offer = cfg.window_scaling;
+        c.opt.sack_offer = cfg.sack;
+        c.opt.ts_offer = cfg.timestamps;
+        c.rcv.wscale = if cfg.window_scaling { window_shift_for(c.rx.capacity()) } else { 0 };
         c.state = TcpState::SynSent;
         c
     }
@@ -330,19 +380,19 @@ impl Conn {
         seg: &TcpRepr<'_>,
     ) -> Conn {
         let mut c = Conn::new(cfg, now, local, remote, iss, false);
-        c.irs = seg.seq;
-        c.rcv_nxt = seg.seq + 1;
-        c.last_ack_sent = c.rcv_nxt;
-        c.peer_ws = cfg.window_scaling && seg.options.window_scale.is_some();
-        c.peer_sack = cfg.sack && seg.options.sack_permitted;
-        c.peer_ts = cfg.timestamps && seg.options.timestamps.is_some();
+        c.rcv.irs = seg.seq;
+        c.rcv.nxt = seg.seq + 1;
+        c.rcv.last_ack_sent = c.rcv.nxt;
+        c.opt.ws_offer = cfg.window_scaling && seg.options.window_scale.is_some();
+        c.opt.sack_offer = cfg.sack && seg.options.sack_permitted;
+        c.opt.ts_offer = cfg.timestamps && seg.options.timestamps.is_some();
         c.apply_syn_options(now, &seg.options);
         // RFC 7323 2.2: the window field of a SYN is never scaled.
-        c.snd_wnd = seg.window as usize;
-        c.max_snd_wnd = c.snd_wnd;
-        c.snd_wl1 = seg.seq;
-        c.snd_wl2 = seg.ack;
-        c.rcv_adv = c.rcv_nxt + c.rx.capacity().min(u16::MAX as usize);
+        c.snd.wnd = seg.window as usize;
+        c.snd.max_wnd = c.snd.wnd;
+        c.snd.wl1 = seg.seq;
+        c.snd.wl2 = seg.ack;
+        c.rcv.adv = c.rcv.nxt + c.rx.capacity().min(u16::MAX as usize);
         c.state = TcpState::SynReceived;
         c
     }
@@ -359,30 +409,30 @@ impl Conn {
                 SocketAddr::V6(_) => DEFAULT_MSS_V6,
             },
         };
-        self.mss = peer_mss.min(self.our_mss).max(64);
-        self.ws_ok = self.peer_ws && o.window_scale.is_some();
-        if self.ws_ok {
-            self.snd_wscale = o.window_scale.unwrap_or(0).min(MAX_WINDOW_SCALE);
-            self.rcv_wscale = window_shift_for(self.rx.capacity());
+        self.snd.mss = peer_mss.min(self.rcv.mss).max(64);
+        self.opt.ws = self.opt.ws_offer && o.window_scale.is_some();
+        if self.opt.ws {
+            self.snd.wscale = o.window_scale.unwrap_or(0).min(MAX_WINDOW_SCALE);
+            self.rcv.wscale = window_shift_for(self.rx.capacity());
         } else {
-            self.snd_wscale = 0;
-            self.rcv_wscale = 0;
+            self.snd.wscale = 0;
+            self.rcv.wscale = 0;
         }
-        self.peer_ws = self.ws_ok;
-        self.sack_ok = self.peer_sack && o.sack_permitted;
-        self.peer_sack = self.sack_ok;
+        self.opt.ws_offer = self.opt.ws;
+        self.opt.sack = self.opt.sack_offer && o.sack_permitted;
+        self.opt.sack_offer = self.opt.sack;
         match o.timestamps {
-            Some((tsval, _)) if self.peer_ts => {
-                self.ts_ok = true;
-                self.ts_recent = tsval;
-                self.ts_recent_at = now;
+            Some((tsval, _)) if self.opt.ts_offer => {
+                self.opt.ts = true;
+                self.opt.ts_recent = tsval;
+                self.opt.ts_recent_at = now;
             }
             _ => {
-                self.ts_ok = false;
-                self.peer_ts = false;
+                self.opt.ts = false;
+                self.opt.ts_offer = false;
             }
         }
-        self.cc = Controller::new(self.cc.algorithm(), self.mss);
+        self.cc = Controller::new(self.cc.algorithm(), self.snd.mss);
     }
 
     // ------------------------------------------------------------ accessors
@@ -415,22 +465,22 @@ impl Conn {
     }
     pub fn set_congestion(&mut self, alg: CongestionAlgorithm) {
         if self.cc.algorithm() != alg {
-            self.cc = Controller::new(alg, self.mss);
+            self.cc = Controller::new(alg, self.snd.mss);
         }
     }
     pub fn is_synchronized(&self) -> bool {
         !matches!(self.state, TcpState::Closed | TcpState::Listen | TcpState::SynSent)
     }
     pub fn rcv_nxt(&self) -> SeqNum {
-        self.rcv_nxt
+        self.rcv.nxt
     }
 
     /// Sequence number of `tx[0]`.
     fn tx_seq0(&self) -> SeqNum {
-        if self.snd_una == self.iss {
-            self.iss + 1
+        if self.snd.una == self.snd.iss {
+            self.snd.iss + 1
         } else {
-            self.snd_una
+            self.snd.una
         }
     }
 
@@ -442,13 +492,13 @@ impl Conn {
     /// Bytes in flight by the RFC 6675 pipe estimate: sent and not acknowledged,
     /// minus what the peer SACKed and what is lost and not yet retransmitted.
     fn pipe(&self) -> usize {
-        let outstanding = if self.snd_nxt > self.snd_una { self.snd_nxt - self.snd_una } else { 0 };
+        let outstanding = if self.snd.nxt > self.snd.una { self.snd.nxt - self.snd.una } else { 0 };
         outstanding.saturating_sub(self.sent.sacked_out() + self.sent.lost_out())
     }
 
     fn flight_size(&self) -> usize {
-        if self.snd_nxt > self.snd_una {
-            self.snd_nxt - self.snd_una
+        if self.snd.nxt > self.snd.una {
+            self.snd.nxt - self.snd.una
         } else {
             0
         }
@@ -457,7 +507,7 @@ impl Conn {
     /// Largest payload of a data segment: the MSS less the options every segment
     /// carries (RFC 9293 3.7.1: Eff.snd.MSS subtracts the TCP options).
     fn max_payload(&self) -> usize {
-        self.mss - if self.ts_ok { TS_OPTION_LEN } else { 0 }
+        self.snd.mss - if self.opt.ts { TS_OPTION_LEN } else { 0 }
     }
 
     /// TCP header length of a segment carrying data: data segments carry only the
@@ -465,7 +515,7 @@ impl Conn {
     /// right after it so it is copied once.
     pub fn data_header_len(&self) -> usize {
         let mut o = TcpOptions::default();
-        if self.ts_ok {
+        if self.opt.ts {
             o.timestamps = Some((0, 0));
         }
         crate::wire::tcp::TCP_HEADER_LEN + crate::wire::tcp::options_len(&o)
@@ -473,17 +523,17 @@ impl Conn {
 
     /// Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 5.4).
     fn ts_now(&self, now: Instant) -> u32 {
-        (now.total_millis() as u32).wrapping_add(self.ts_offset)
+        (now.total_millis() as u32).wrapping_add(self.opt.ts_offset)
     }
 
     /// The receive window we would advertise now (bytes), keeping the right edge from
     /// moving left (RFC 9293 3.8.6).
     fn rcv_wnd(&self) -> usize {
         let free = self.rx.window();
-        let max = (u16::MAX as usize) << self.rcv_wscale;
+        let max = (u16::MAX as usize) << self.rcv.wscale;
         // Round down to what the scaled field can express.
-        let wnd = (free.min(max) >> self.rcv_wscale) << self.rcv_wscale;
-        let committed = if self.rcv_adv > self.rcv_nxt { self.rcv_adv - self.rcv_nxt } else { 0 };
+        let wnd = (free.min(max) >> self.rcv.wscale) << self.rcv.wscale;
+        let committed = if self.rcv.adv > self.rcv.nxt { self.rcv.adv - self.rcv.nxt } else { 0 };
         wnd.max(committed)
     }
 
@@ -493,7 +543,7 @@ impl Conn {
         if let Some(e) = self.error {
             return Err(SendError::Conn(e));
         }
-        if self.fin_queued {
+        if self.close.fin_queued {
             return Err(SendError::WriteShutdown);
         }
         match self.state {
@@ -511,7 +561,7 @@ impl Conn {
 
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         if self.rx.is_empty() {
-            if self.fin_received || self.rd_shut {
+            if self.close.fin_received || self.close.rd_shut {
                 return Ok(0);
             }
             if let Some(e) = self.error {
@@ -525,11 +575,11 @@ impl Conn {
         let n = self.rx.read(buf);
         // Window update (RFC 9293 3.8.6.2.2, receiver SWS avoidance): announce the
         // reopened window once it grew by min(half the buffer, one MSS).
-        if self.is_synchronized() && !self.fin_received {
-            let new_edge = self.rcv_nxt + self.rcv_wnd();
-            let grown = if new_edge > self.rcv_adv { new_edge - self.rcv_adv } else { 0 };
-            if grown >= (self.rx.capacity() / 2).min(self.our_mss) {
-                self.ack_pending = true;
+        if self.is_synchronized() && !self.close.fin_received {
+            let new_edge = self.rcv.nxt + self.rcv_wnd();
+            let grown = if new_edge > self.rcv.adv { new_edge - self.rcv.adv } else { 0 };
+            if grown >= (self.rx.capacity() / 2).min(self.rcv.mss) {
+                self.pending.ack = true;
             }
         }
         Ok(n)
@@ -543,11 +593,11 @@ impl Conn {
                 self.state = TcpState::Closed;
             }
             TcpState::SynReceived | TcpState::Established => {
-                self.fin_queued = true;
+                self.close.fin_queued = true;
                 self.state = TcpState::FinWait1;
             }
             TcpState::CloseWait => {
-                self.fin_queued = true;
+                self.close.fin_queued = true;
                 self.state = TcpState::LastAck;
             }
             _ => {}
@@ -556,7 +606,7 @@ impl Conn {
     }
 
     pub fn shutdown_read(&mut self) {
-        self.rd_shut = true;
+        self.close.rd_shut = true;
         self.rx.clear();
     }
 
@@ -577,7 +627,7 @@ impl Conn {
     /// RST for an abort (RFC 9293 3.10.5): `<SEQ=SND.NXT><CTL=RST>` when synchronized.
     pub fn abort(&mut self) -> Option<Reply> {
         let r = if self.is_synchronized() && self.state != TcpState::TimeWait {
-            Some(Reply::Rst { seq: self.snd_nxt, ack: None })
+            Some(Reply::Rst { seq: self.snd.nxt, ack: None })
         } else {
             None
         };
@@ -600,17 +650,17 @@ impl Conn {
 
     fn process_syn_sent(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> (Verdict, Reply) {
         let f = seg.flags;
-        let syn_end = self.iss + 1;
+        let syn_end = self.snd.iss + 1;
         // First: the ACK bit (RFC 9293 3.10.7.3).
         let mut ack_ok = false;
         if f.ack() {
-            if seg.ack <= self.iss || seg.ack > syn_end {
+            if seg.ack <= self.snd.iss || seg.ack > syn_end {
                 if f.rst() {
                     return (Verdict::Rejected(TcpReject::SynSentBadAckRst), Reply::None);
                 }
                 return (Verdict::Rejected(TcpReject::SynSentBadAck), Reply::Rst { seq: seg.ack, ack: None });
             }
-            ack_ok = self.syn_tx > 0;
+            ack_ok = self.snd.syn_tx > 0;
         }
         // Second: RST. Only an acceptable ACK makes it credible.
         if f.rst() {
@@ -626,24 +676,24 @@ impl Conn {
         if !f.syn() {
             return (Verdict::Rejected(TcpReject::SynSentNoSyn), Reply::None);
         }
-        self.irs = seg.seq;
-        self.rcv_nxt = seg.seq + 1;
+        self.rcv.irs = seg.seq;
+        self.rcv.nxt = seg.seq + 1;
         // Nothing acknowledged yet; the ACK we are about to send covers the SYN.
-        self.last_ack_sent = self.rcv_nxt;
+        self.rcv.last_ack_sent = self.rcv.nxt;
         self.apply_syn_options(now, &seg.options);
-        self.snd_wnd = seg.window as usize; // RFC 7323 2.2: unscaled in a SYN
-        self.max_snd_wnd = self.snd_wnd;
-        self.snd_wl1 = seg.seq;
-        self.snd_wl2 = seg.ack;
+        self.snd.wnd = seg.window as usize; // RFC 7323 2.2: unscaled in a SYN
+        self.snd.max_wnd = self.snd.wnd;
+        self.snd.wl1 = seg.seq;
+        self.snd.wl2 = seg.ack;
         // Nothing advertised yet: the right edge starts at RCV.NXT (rcv_wnd() would
         // otherwise honour a stale edge from before IRS was known).
-        self.rcv_adv = self.rcv_nxt;
-        self.rcv_adv = self.rcv_nxt + self.rcv_wnd();
+        self.rcv.adv = self.rcv.nxt;
+        self.rcv.adv = self.rcv.nxt + self.rcv_wnd();
         self.last_rx = now;
         if ack_ok {
             self.ack_syn(now, seg);
             self.state = TcpState::Established;
-            self.ack_pending = true;
+            self.pending.ack = true;
             // Data or FIN on the SYN-ACK: continue at the sixth step.
             let text = TcpRepr { seq: seg.seq + 1, flags: TcpFlags(f.0 & !TcpFlags::SYN.0), ..*seg };
             self.process_text_and_fin(now, cfg, &text);
@@ -652,7 +702,7 @@ impl Conn {
             // Simultaneous open (RFC 9293 figure 8): SYN-RECEIVED, answer SYN-ACK by
             // rewinding snd_nxt so dispatch resends our SYN with ACK set.
             self.state = TcpState::SynReceived;
-            self.snd_nxt = self.iss;
+            self.snd.nxt = self.snd.iss;
             self.timers.stop_retransmission();
             (Verdict::Accepted, Reply::None)
         }
@@ -660,21 +710,21 @@ impl Conn {
 
     /// Our SYN is acknowledged.
     fn ack_syn(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        if self.syn_tx == 1 {
+        if self.snd.syn_tx == 1 {
             let rtt = match seg.options.timestamps {
-                Some((_, tsecr)) if self.ts_ok && tsecr != 0 => {
+                Some((_, tsecr)) if self.opt.ts && tsecr != 0 => {
                     Duration::from_millis(self.ts_now(now).wrapping_sub(tsecr) as u64)
                 }
-                _ => now.saturating_duration_since(self.syn_sent_at),
+                _ => now.saturating_duration_since(self.snd.syn_sent_at),
             };
             self.rtt_sample(rtt);
-        } else if self.syn_tx > 1 {
+        } else if self.snd.syn_tx > 1 {
             // RFC 6298 5.7: the SYN was retransmitted.
             self.rtt.restart_after_syn_retransmission();
         }
-        self.snd_una = self.iss + 1;
-        if self.snd_nxt < self.snd_una {
-            self.snd_nxt = self.snd_una;
+        self.snd.una = self.snd.iss + 1;
+        if self.snd.nxt < self.snd.una {
+            self.snd.nxt = self.snd.una;
         }
         self.retries = 0;
         self.timers.stop_retransmission();
@@ -684,10 +734,10 @@ impl Conn {
     fn acceptable(&self, seg: &TcpRepr<'_>) -> bool {
         let len = seg.seg_len();
         let wnd = self.rcv_wnd();
-        let start = self.rcv_nxt;
-        let end = self.rcv_nxt + wnd;
+        let start = self.rcv.nxt;
+        let end = self.rcv.nxt + wnd;
         match (len, wnd) {
-            (0, 0) => seg.seq == self.rcv_nxt,
+            (0, 0) => seg.seq == self.rcv.nxt,
             (0, _) => seg.seq.in_range(start, end),
             (_, 0) => false,
             // RFC 9293's table tests the first and the last byte; a segment that covers
@@ -702,17 +752,17 @@ impl Conn {
         let f = seg.flags;
 
         // A retransmitted SYN in SYN-RECEIVED: our SYN-ACK was lost; send it again.
-        if self.state == TcpState::SynReceived && f.syn() && !f.ack() && !f.rst() && seg.seq == self.irs {
-            self.snd_nxt = self.iss;
+        if self.state == TcpState::SynReceived && f.syn() && !f.ack() && !f.rst() && seg.seq == self.rcv.irs {
+            self.snd.nxt = self.snd.iss;
             return (Verdict::Accepted, Reply::None);
         }
 
         // PAWS (RFC 7323 5.3 R1): an old timestamp makes the segment unacceptable.
-        if self.ts_ok && !f.rst() {
+        if self.opt.ts && !f.rst() {
             if let Some((tsval, _)) = seg.options.timestamps {
-                let recent_valid = now.saturating_duration_since(self.ts_recent_at) < PAWS_IDLE;
-                if recent_valid && (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
-                    self.ack_pending = true;
+                let recent_valid = now.saturating_duration_since(self.opt.ts_recent_at) < PAWS_IDLE;
+                if recent_valid && (tsval.wrapping_sub(self.opt.ts_recent) as i32) < 0 {
+                    self.pending.ack = true;
                     return (Verdict::Rejected(TcpReject::Paws), Reply::None);
                 }
             }
@@ -721,7 +771,7 @@ impl Conn {
         // First: sequence number check.
         if !self.acceptable(seg) {
             // A zero window still takes valid ACKs and RSTs at RCV.NXT (RFC 9293 3.10.7.4).
-            let zero_wnd_ctl = self.rcv_wnd() == 0 && seg.seq == self.rcv_nxt;
+            let zero_wnd_ctl = self.rcv_wnd() == 0 && seg.seq == self.rcv.nxt;
             if !zero_wnd_ctl {
                 if f.rst() {
                     return (Verdict::Rejected(TcpReject::RstOutOfWindow), Reply::None);
@@ -730,7 +780,7 @@ impl Conn {
                     // The peer's FIN again: our ACK was lost. Re-ACK, restart 2*MSL.
                     self.timers.set(Timer::Close, now + 2 * cfg.msl);
                 }
-                self.ack_pending = true;
+                self.pending.ack = true;
                 return (Verdict::Rejected(TcpReject::OutOfWindow), Reply::None);
             }
         }
@@ -739,20 +789,20 @@ impl Conn {
 
         // RFC 7323 4.3 (2): remember the peer's timestamp if the segment covers
         // Last.ACK.sent.
-        if self.ts_ok {
+        if self.opt.ts {
             if let Some((tsval, _)) = seg.options.timestamps {
-                if seg.seq <= self.last_ack_sent && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
-                    self.ts_recent = tsval;
-                    self.ts_recent_at = now;
+                if seg.seq <= self.rcv.last_ack_sent && (tsval.wrapping_sub(self.opt.ts_recent) as i32) >= 0 {
+                    self.opt.ts_recent = tsval;
+                    self.opt.ts_recent_at = now;
                 }
             }
         }
 
         // Second: RST (RFC 9293 3.10.7.4 with RFC 5961 3.2).
         if f.rst() {
-            if seg.seq != self.rcv_nxt {
+            if seg.seq != self.rcv.nxt {
                 // In the window but not exact: challenge ACK.
-                self.ack_pending = true;
+                self.pending.ack = true;
                 return (Verdict::Rejected(TcpReject::RstChallenge), Reply::None);
             }
             match self.state {
@@ -775,7 +825,7 @@ impl Conn {
             }
             self.timers.stop_retransmission();
             self.timers.stop(Timer::Close);
-            self.ack_pending = false;
+            self.pending.ack = false;
             return (Verdict::Accepted, Reply::None);
         }
 
@@ -788,7 +838,7 @@ impl Conn {
                 self.handshake_timer_outlives_handshake();
                 return (Verdict::Rejected(TcpReject::SynInSynReceived), Reply::None);
             }
-            self.ack_pending = true;
+            self.pending.ack = true;
             return (Verdict::Rejected(TcpReject::SynChallenge), Reply::None);
         }
 
@@ -797,25 +847,25 @@ impl Conn {
             return (Verdict::Rejected(TcpReject::NoAck), Reply::None);
         }
         if self.state == TcpState::SynReceived {
-            if self.snd_una < seg.ack && seg.ack <= self.snd_nxt && self.syn_tx > 0 {
+            if self.snd.una < seg.ack && seg.ack <= self.snd.nxt && self.snd.syn_tx > 0 {
                 self.ack_syn(now, seg);
                 self.state = TcpState::Established;
-                self.snd_wnd = (seg.window as usize) << self.snd_wscale;
-                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
-                self.snd_wl1 = seg.seq;
-                self.snd_wl2 = seg.ack;
+                self.snd.wnd = (seg.window as usize) << self.snd.wscale;
+                self.snd.max_wnd = self.snd.max_wnd.max(self.snd.wnd);
+                self.snd.wl1 = seg.seq;
+                self.snd.wl2 = seg.ack;
             } else {
                 return (Verdict::Rejected(TcpReject::SynReceivedBadAck), Reply::Rst { seq: seg.ack, ack: None });
             }
         }
-        if seg.ack > self.snd_nxt {
+        if seg.ack > self.snd.nxt {
             // Acknowledges something not yet sent: ACK and drop (RFC 9293 3.10.7.4).
-            self.ack_pending = true;
+            self.pending.ack = true;
             return (Verdict::Rejected(TcpReject::AckUnsent), Reply::None);
         }
-        let had_fin_acked = self.fin_was_acked;
+        let had_fin_acked = self.close.fin_acked;
         self.on_ack(now, seg);
-        if !had_fin_acked && self.fin_was_acked {
+        if !had_fin_acked && self.close.fin_acked {
             match self.state {
                 TcpState::FinWait1 => {
                     self.state = TcpState::FinWait2;
@@ -851,47 +901,47 @@ impl Conn {
     /// retransmit / recovery (RFC 5681 3.2, RFC 6582) and RTT measurement
     /// (RFC 6298, RFC 7323 4).
     fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        let win = (seg.window as usize) << self.snd_wscale;
-        if seg.ack > self.snd_una {
-            let newly_acked = seg.ack - self.snd_una;
+        let win = (seg.window as usize) << self.snd.wscale;
+        if seg.ack > self.snd.una {
+            let newly_acked = seg.ack - self.snd.una;
             let rtt = self.ack_advance(now, seg);
-            if let Some(rp) = self.recovery_point {
+            if let Some(rp) = self.rec.recovery_point {
                 if seg.ack >= rp {
                     // Full acknowledgment: recovery is over (RFC 6582 3.2 step 3).
-                    self.recovery_point = None;
-                    self.cc.on_recovery_exit(now, self.flight_size(), self.mss);
-                } else if !self.sack_ok {
+                    self.rec.recovery_point = None;
+                    self.cc.on_recovery_exit(now, self.flight_size(), self.snd.mss);
+                } else if !self.opt.sack {
                     // NewReno partial ACK (RFC 6582 3.2 step 4): the next hole is lost.
                     self.mark_front_lost();
-                    self.rtx_force = true;
+                    self.rec.rtx_force = true;
                 }
             } else {
                 let rtt = rtt.or(self.rtt.srtt());
-                self.cc.on_ack(now, newly_acked, rtt, self.mss);
+                self.cc.on_ack(now, newly_acked, rtt, self.snd.mss);
             }
-            if self.rto_point.is_some_and(|p| seg.ack >= p) {
-                self.rto_point = None;
+            if self.rec.rto_point.is_some_and(|p| seg.ack >= p) {
+                self.rec.rto_point = None;
             }
-            self.dup_acks = 0;
-        } else if seg.ack == self.snd_una
+            self.rec.dup_acks = 0;
+        } else if seg.ack == self.snd.una
             && seg.payload.is_empty()
             && !seg.flags.fin()
             && !self.sent.is_empty()
-            && win == self.snd_wnd
+            && win == self.snd.wnd
         {
             // RFC 5681 2: a duplicate ACK.
-            self.dup_acks += 1;
+            self.rec.dup_acks += 1;
         }
 
         // SACK blocks (RFC 2018 / RFC 6675 update). A segment sent once and SACKed
         // now gives an RTT sample (the SACK is its acknowledgment).
         let mut new_sack = false;
-        if self.sack_ok {
+        if self.opt.sack {
             let mut newest: Option<Instant> = None;
             for &(l, r) in seg.options.sack.as_slice() {
                 new_sack |= self.mark_sacked(now, l, r, &mut newest);
             }
-            if seg.ack <= self.snd_una {
+            if seg.ack <= self.snd.una {
                 if let Some(sent) = newest {
                     self.rtt_sample(now.saturating_duration_since(sent));
                 }
@@ -900,27 +950,27 @@ impl Conn {
 
         // Loss detection (RFC 8985 RACK, RFC 6675 5, RFC 5681 3.2).
         if !self.sent.is_empty() {
-            let mut lost = self.sack_ok && self.rack_tlp && self.rack_detect_loss(now);
+            let mut lost = self.opt.sack && self.rec.rack_tlp && self.rack_detect_loss(now);
             if new_sack {
                 lost |= self.mark_lost_by_sack();
             }
-            if self.recovery_point.is_none() && self.rto_point.is_none() && self.dup_acks >= DUP_THRESH {
+            if self.rec.recovery_point.is_none() && self.rec.rto_point.is_none() && self.rec.dup_acks >= DUP_THRESH {
                 lost |= self.mark_front_lost();
             }
             self.maybe_enter_recovery(now, lost);
         }
 
-        if self.snd_wnd == 0 && seg.ack == self.snd_una {
+        if self.snd.wnd == 0 && seg.ack == self.snd.una {
             // The peer answers our zero-window probes: it is alive, so the persist
             // state does not count towards the retransmission limit (RFC 9293 3.8.6.1).
             self.retries = 0;
         }
         // Window update (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
-        if self.snd_una <= seg.ack && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= seg.ack)) {
-            self.snd_wnd = win;
-            self.max_snd_wnd = self.max_snd_wnd.max(win);
-            self.snd_wl1 = seg.seq;
-            self.snd_wl2 = seg.ack;
+        if self.snd.una <= seg.ack && (self.snd.wl1 < seg.seq || (self.snd.wl1 == seg.seq && self.snd.wl2 <= seg.ack)) {
+            self.snd.wnd = win;
+            self.snd.max_wnd = self.snd.max_wnd.max(win);
+            self.snd.wl1 = seg.seq;
+            self.snd.wl2 = seg.ack;
         }
     }
 
@@ -939,7 +989,7 @@ impl Conn {
         let mut fin_acked = false;
         let data_acked = self.sent.acknowledge(ack, |e| {
             if !e.is_sacked() && !e.ambiguous(now, min_rtt) {
-                self.rack.update(now, e.last_tx, e.end());
+                self.rec.rack.update(now, e.last_tx, e.end());
             }
             if e.tx_count > 1 {
                 retransmitted = true;
@@ -950,12 +1000,12 @@ impl Conn {
             fin_acked |= e.fin;
         });
         if fin_acked {
-            self.fin_was_acked = true;
+            self.close.fin_acked = true;
         }
         self.tx.drain_acked(data_acked);
-        self.snd_una = ack;
+        self.snd.una = ack;
         self.retries = 0;
-        self.probe_due = false;
+        self.pending.window_probe = false;
         // Like Linux (FLAG_RETRANS_DATA_ACKED): an ACK that covers any retransmitted
         // segment gives no sample at all; the segments above the hole it fills were
         // held up by the loss, not by the path.
@@ -964,7 +1014,7 @@ impl Conn {
         }
         let rtt = match (karn, seg.options.timestamps) {
             (Some(k), _) => Some(k),
-            (None, Some((_, tsecr))) if self.ts_ok && tsecr != 0 && !retransmitted => {
+            (None, Some((_, tsecr))) if self.opt.ts && tsecr != 0 && !retransmitted => {
                 Some(Duration::from_millis(self.ts_now(now).wrapping_sub(tsecr) as u64))
             }
             _ => None,
@@ -979,11 +1029,11 @@ impl Conn {
                 self.rtt.end_backoff();
             }
         }
-        if self.tlp_end.is_some_and(|e| self.snd_una >= e) {
-            self.tlp_end = None;
+        if self.rec.tlp_end.is_some_and(|e| self.snd.una >= e) {
+            self.rec.tlp_end = None;
         }
         // RFC 6298 5.2 / 5.3: stop the timer when everything is acknowledged, else restart.
-        if self.snd_una == self.snd_nxt {
+        if self.snd.una == self.snd.nxt {
             self.timers.stop_retransmission();
         } else {
             self.rearm_rtx(now);
@@ -995,7 +1045,7 @@ impl Conn {
     /// newly SACKed.
     fn mark_sacked(&mut self, now: Instant, left: SeqNum, right: SeqNum, newest_once: &mut Option<Instant>) -> bool {
         // RFC 2018 / RFC 6675: ignore blocks outside what is outstanding.
-        if right <= left || left < self.snd_una || right > self.snd_nxt {
+        if right <= left || left < self.snd.una || right > self.snd.nxt {
             return false;
         }
         let min_rtt = self.rtt.min_rtt();
@@ -1011,7 +1061,7 @@ impl Conn {
             }
         });
         if let Some((t, end)) = best {
-            self.rack.update(now, t, end);
+            self.rec.rack.update(now, t, end);
         }
         any
     }
@@ -1023,7 +1073,7 @@ impl Conn {
         let mut sacked_segs = 0u32;
         let mut sacked_bytes = 0usize;
         let mut any = false;
-        let limit = (DUP_THRESH as usize - 1) * self.mss;
+        let limit = (DUP_THRESH as usize - 1) * self.snd.mss;
         for i in (0..self.sent.len()).rev() {
             let Some(e) = self.sent.get(i) else { continue };
             if e.is_sacked() {
@@ -1049,9 +1099,9 @@ impl Conn {
     fn process_text_and_fin(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> Option<Reply> {
         let receiving = matches!(self.state, TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2);
         let occupies = !seg.payload.is_empty() || seg.flags.fin();
-        if !receiving || self.fin_received {
+        if !receiving || self.close.fin_received {
             if occupies {
-                self.ack_pending = true;
+                self.pending.ack = true;
             }
             return None;
         }
@@ -1060,17 +1110,17 @@ impl Conn {
         // FIN position: just after the payload.
         let fin_at = seg.flags.fin().then(|| seg.seq + seg.payload.len());
         // Trim what we already have (anything before RCV.NXT is a duplicate).
-        if seq < self.rcv_nxt {
-            let dup = (self.rcv_nxt - seq).min(payload.len());
+        if seq < self.rcv.nxt {
+            let dup = (self.rcv.nxt - seq).min(payload.len());
             payload = &payload[dup..];
             seq += dup;
         }
-        if payload.is_empty() && seq < self.rcv_nxt {
-            seq = self.rcv_nxt;
+        if payload.is_empty() && seq < self.rcv.nxt {
+            seq = self.rcv.nxt;
         }
         // Trim to the window.
         let wnd = self.rcv_wnd();
-        let room = if seq >= self.rcv_nxt { (self.rcv_nxt + wnd).diff(seq).max(0) as usize } else { 0 };
+        let room = if seq >= self.rcv.nxt { (self.rcv.nxt + wnd).diff(seq).max(0) as usize } else { 0 };
         if payload.len() > room {
             payload = &payload[..room];
         }
@@ -1082,20 +1132,20 @@ impl Conn {
             self.error = Some(ConnError::Aborted);
             self.state = TcpState::Closed;
             self.timers.stop_retransmission();
-            return Some(Reply::Rst { seq: self.snd_nxt, ack: None });
+            return Some(Reply::Rst { seq: self.snd.nxt, ack: None });
         }
         let had_ooo = self.rx.has_out_of_order();
         let mut advanced = 0;
         if !payload.is_empty() {
-            if self.rd_shut {
+            if self.close.rd_shut {
                 // Read side shut: acknowledge and discard in-order data.
-                if seq == self.rcv_nxt {
+                if seq == self.rcv.nxt {
                     advanced = payload.len();
                 }
             } else {
-                advanced = self.rx.write(self.rcv_nxt, seq, payload);
+                advanced = self.rx.write(self.rcv.nxt, seq, payload);
             }
-            self.rcv_nxt += advanced;
+            self.rcv.nxt += advanced;
         }
         // ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3): at once for out-of-order data,
         // for data that fills a hole, for duplicates; otherwise at least every second
@@ -1105,19 +1155,19 @@ impl Conn {
                 || had_ooo
                 || self.rx.has_out_of_order()
                 || self.ack_delay.is_none()
-                || self.rcv_nxt.diff(self.last_ack_sent) >= 2 * self.our_mss.min(self.mss) as i32;
+                || self.rcv.nxt.diff(self.rcv.last_ack_sent) >= 2 * self.rcv.mss.min(self.snd.mss) as i32;
             if immediate {
-                self.ack_pending = true;
+                self.pending.ack = true;
             } else if self.timers.get(Timer::DelayedAck).is_none() {
                 if let Some(d) = self.ack_delay {
                     self.timers.set(Timer::DelayedAck, now + d);
                 }
             }
         }
-        if fin_at == Some(self.rcv_nxt) && fin_fits && !self.rx.has_out_of_order() {
-            self.rcv_nxt += 1;
-            self.fin_received = true;
-            self.ack_pending = true;
+        if fin_at == Some(self.rcv.nxt) && fin_fits && !self.rx.has_out_of_order() {
+            self.rcv.nxt += 1;
+            self.close.fin_received = true;
+            self.pending.ack = true;
             match self.state {
                 TcpState::Established => self.state = TcpState::CloseWait,
                 TcpState::FinWait1 => {
@@ -1129,12 +1179,12 @@ impl Conn {
                 _ => {}
             }
         } else if fin_at.is_some() {
-            self.ack_pending = true;
+            self.pending.ack = true;
         }
-        if self.rcv_adv < self.rcv_nxt {
+        if self.rcv.adv < self.rcv.nxt {
             // The peer used room we had but not yet announced (the application read
             // since our last window): the advertised edge is at least where we are.
-            self.rcv_adv = self.rcv_nxt;
+            self.rcv.adv = self.rcv.nxt;
         }
         None
     }
@@ -1150,22 +1200,22 @@ impl Conn {
     /// Loss found outside recovery: enter fast recovery (RFC 6675 5 step 4, RFC 6582),
     /// reduce the window once for the episode, retransmit at once.
     fn maybe_enter_recovery(&mut self, now: Instant, lost: bool) {
-        if self.recovery_point.is_none() && self.rto_point.is_none() && (lost || self.sent.lost_out() > 0) {
-            self.recovery_point = Some(self.snd_nxt);
-            self.cc.on_congestion_event(now, self.flight_size(), self.mss);
-            self.rtx_force = true;
-            self.tlp_end = None;
+        if self.rec.recovery_point.is_none() && self.rec.rto_point.is_none() && (lost || self.sent.lost_out() > 0) {
+            self.rec.recovery_point = Some(self.snd.nxt);
+            self.cc.on_congestion_event(now, self.flight_size(), self.snd.mss);
+            self.rec.rtx_force = true;
+            self.rec.tlp_end = None;
         }
     }
 
     /// The probe timeout (RFC 8985 7.2) if a tail loss probe may be sent now.
     fn pto(&self) -> Option<Duration> {
         let srtt = self.rtt.srtt()?;
-        let eligible = self.sack_ok
-            && self.rack_tlp
-            && self.recovery_point.is_none()
-            && self.rto_point.is_none()
-            && self.tlp_end.is_none()
+        let eligible = self.opt.sack
+            && self.rec.rack_tlp
+            && self.rec.recovery_point.is_none()
+            && self.rec.rto_point.is_none()
+            && self.rec.tlp_end.is_none()
             && matches!(self.state, TcpState::Established | TcpState::CloseWait);
         if !eligible {
             return None;
@@ -1231,7 +1281,7 @@ impl Conn {
     fn handshake_timer_outlives_handshake(&mut self) {
         if let Some((Timer::Handshake, at)) = self.timers.retransmission() {
             self.persist_pto = false;
-            let t = if self.snd_nxt > self.snd_una { Timer::Rto } else { Timer::Persist };
+            let t = if self.snd.nxt > self.snd.una { Timer::Rto } else { Timer::Persist };
             self.timers.arm_retransmission(t, at);
         }
     }
@@ -1242,21 +1292,21 @@ impl Conn {
     /// qualify (first transmissions go out in sequence order), so a clean transfer
     /// scans nothing. Returns whether anything was newly marked.
     fn rack_detect_loss(&mut self, now: Instant) -> bool {
-        let Some(xmit) = self.rack.xmit else { return false };
+        let Some(xmit) = self.rec.rack.xmit else { return false };
         // 6.2 step 4: the reordering window, a quarter of min_rtt.
         let reo_wnd = self.rtt.min_rtt().unwrap_or(Duration::ZERO) / 4;
-        let wait = self.rack.rtt + reo_wnd;
+        let wait = self.rec.rack.rtt + reo_wnd;
         let mut next: Option<Instant> = None;
         let mut any = false;
         for i in 0..self.sent.len() {
             let Some(e) = self.sent.get(i) else { break };
-            if e.seq >= self.rack.end_seq {
+            if e.seq >= self.rec.rack.end_seq {
                 break;
             }
             if matches!(e.state, SegState::Sacked | SegState::Lost) {
                 continue;
             }
-            let before = e.last_tx < xmit || (e.last_tx == xmit && e.end() <= self.rack.end_seq);
+            let before = e.last_tx < xmit || (e.last_tx == xmit && e.end() <= self.rec.rack.end_seq);
             if !before {
                 continue;
             }
@@ -1282,10 +1332,10 @@ impl Conn {
     /// Window field for an outgoing non-SYN segment, recording the advertised edge.
     fn advertise(&mut self) -> u16 {
         let wnd = self.rcv_wnd();
-        let field = (wnd >> self.rcv_wscale).min(u16::MAX as usize);
-        let edge = self.rcv_nxt + (field << self.rcv_wscale);
-        if edge > self.rcv_adv {
-            self.rcv_adv = edge;
+        let field = (wnd >> self.rcv.wscale).min(u16::MAX as usize);
+        let edge = self.rcv.nxt + (field << self.rcv.wscale);
+        if edge > self.rcv.adv {
+            self.rcv.adv = edge;
         }
         field as u16
     }
@@ -1301,15 +1351,15 @@ impl Conn {
     pub fn wants_to_send(&self) -> bool {
         match self.state {
             TcpState::Closed | TcpState::Listen => false,
-            TcpState::SynSent | TcpState::SynReceived => self.snd_nxt == self.iss || self.ack_pending,
+            TcpState::SynSent | TcpState::SynReceived => self.snd.nxt == self.snd.iss || self.pending.ack,
             _ => {
-                self.ack_pending
-                    || self.probe_due
-                    || self.ka_due
-                    || self.tlp_due
+                self.pending.ack
+                    || self.pending.window_probe
+                    || self.pending.keepalive_probe
+                    || self.pending.tail_loss_probe
                     || self.sent.lost_out() > 0
-                    || self.snd_nxt < self.data_end()
-                    || (self.fin_queued && self.fin_seq.is_none())
+                    || self.snd.nxt < self.data_end()
+                    || (self.close.fin_queued && self.close.fin_seq.is_none())
             }
         }
     }
@@ -1319,7 +1369,7 @@ impl Conn {
     pub fn dispatch(&mut self, now: Instant, scratch: &mut [u8]) -> Option<Outgoing> {
         match self.state {
             TcpState::Closed | TcpState::Listen => return None,
-            TcpState::SynSent | TcpState::SynReceived if self.snd_nxt == self.iss => {
+            TcpState::SynSent | TcpState::SynReceived if self.snd.nxt == self.snd.iss => {
                 return Some(self.emit_syn(now));
             }
             TcpState::SynSent => return None,
@@ -1332,19 +1382,19 @@ impl Conn {
 
         // 0. A tail loss probe (RFC 8985 7.3): new data if the peer's window allows,
         //    else the last segment again; either way regardless of cwnd.
-        if self.tlp_due {
-            self.tlp_due = false;
+        if self.pending.tail_loss_probe {
+            self.pending.tail_loss_probe = false;
             let data_end = self.data_end();
-            let wnd_edge = self.snd_una + self.snd_wnd;
-            let room = if wnd_edge > self.snd_nxt { wnd_edge - self.snd_nxt } else { 0 };
-            if self.snd_nxt < data_end && room > 0 {
-                let len = (data_end - self.snd_nxt).min(self.max_payload()).min(room).min(scratch.len());
+            let wnd_edge = self.snd.una + self.snd.wnd;
+            let room = if wnd_edge > self.snd.nxt { wnd_edge - self.snd.nxt } else { 0 };
+            if self.snd.nxt < data_end && room > 0 {
+                let len = (data_end - self.snd.nxt).min(self.max_payload()).min(room).min(scratch.len());
                 let out = self.send_new(now, len, scratch);
-                self.tlp_end = Some(self.snd_nxt);
+                self.rec.tlp_end = Some(self.snd.nxt);
                 return Some(out);
             }
             if let Some(i) = self.sent.last_unsacked() {
-                self.tlp_end = Some(self.snd_nxt);
+                self.rec.tlp_end = Some(self.snd.nxt);
                 return Some(self.retransmit(now, i, scratch));
             }
         }
@@ -1354,10 +1404,10 @@ impl Conn {
         if let Some(i) = self.sent.first_lost() {
             let pipe = self.pipe();
             if let Some(&e) = self.sent.get(i) {
-                if self.rtx_force || pipe + e.len as usize <= cwnd {
-                    self.rtx_force = false;
+                if self.rec.rtx_force || pipe + e.len as usize <= cwnd {
+                    self.rec.rtx_force = false;
                     // Against a zero window this retransmission is the window probe.
-                    self.probe_due = false;
+                    self.pending.window_probe = false;
                     let out = self.retransmit(now, i, scratch);
                     self.arm_rtx(now);
                     return Some(out);
@@ -1367,14 +1417,14 @@ impl Conn {
 
         // 2. New data, within the peer's window and the congestion window.
         let data_end = self.data_end();
-        if self.snd_nxt < data_end {
-            let avail = data_end - self.snd_nxt;
-            let wnd_edge = self.snd_una + self.snd_wnd;
-            let room = if wnd_edge > self.snd_nxt { wnd_edge - self.snd_nxt } else { 0 };
+        if self.snd.nxt < data_end {
+            let avail = data_end - self.snd.nxt;
+            let wnd_edge = self.snd.una + self.snd.wnd;
+            let room = if wnd_edge > self.snd.nxt { wnd_edge - self.snd.nxt } else { 0 };
             let cwnd_room = cwnd.saturating_sub(self.pipe());
             let max_payload = self.max_payload();
             let mut len = avail.min(max_payload).min(room).min(cwnd_room).min(scratch.len());
-            if self.probe_due {
+            if self.pending.window_probe {
                 // The persist timer fired (RFC 9293 3.8.6.1 zero-window probe, and the
                 // SWS override timeout of 3.8.6.2.1): send what fits, or one byte
                 // beyond a zero window.
@@ -1383,21 +1433,21 @@ impl Conn {
                 // Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only if
                 // it is at least half the largest window the peer offered; and never a
                 // runt just because the congestion window is nearly full.
-                if len < self.max_snd_wnd / 2 || (cwnd_room < room && self.pipe() > 0) {
+                if len < self.snd.max_wnd / 2 || (cwnd_room < room && self.pipe() > 0) {
                     len = 0;
                 }
             } else if len == avail
                 && len < max_payload
                 && !self.nodelay
-                && self.snd_nxt != self.snd_una
-                && !self.fin_queued
+                && self.snd.nxt != self.snd.una
+                && !self.close.fin_queued
             {
                 // Nagle (RFC 896, RFC 9293 3.7.4): hold a small final piece while data
                 // is unacknowledged.
                 len = 0;
             }
             if len > 0 {
-                self.probe_due = false;
+                self.pending.window_probe = false;
                 let out = self.send_new(now, len, scratch);
                 self.arm_after_new_data(now);
                 return Some(out);
@@ -1405,7 +1455,7 @@ impl Conn {
             if self.pipe() == 0 {
                 // Nothing in flight to clock us: the persist timer takes over (or,
                 // with everything in flight SACKed or lost, the retransmission timer).
-                if self.snd_nxt == self.snd_una {
+                if self.snd.nxt == self.snd.una {
                     self.arm_persist(now);
                 } else {
                     self.arm_rtx(now);
@@ -1414,18 +1464,18 @@ impl Conn {
         }
 
         // 3. A FIN on its own.
-        if self.fin_queued && self.fin_seq.is_none() && self.snd_nxt == data_end {
-            let seq = self.snd_nxt;
-            self.fin_seq = Some(seq);
+        if self.close.fin_queued && self.close.fin_seq.is_none() && self.snd.nxt == data_end {
+            let seq = self.snd.nxt;
+            self.close.fin_seq = Some(seq);
             self.push_sent(now, seq, 1, true);
             self.arm_rtx(now);
             return Some(self.segment(now, seq, TcpFlags::FIN | TcpFlags::ACK, 0));
         }
 
         // 4. A keepalive probe (RFC 9293 3.8.4): SEG.SEQ = SND.NXT - 1, no data.
-        if self.ka_due {
-            self.ka_due = false;
-            let seq = self.snd_una - 1;
+        if self.pending.keepalive_probe {
+            self.pending.keepalive_probe = false;
+            let seq = self.snd.una - 1;
             return Some(self.segment(now, seq, TcpFlags::ACK, 0));
         }
 
@@ -1435,7 +1485,7 @@ impl Conn {
     /// Send `len` new bytes at SND.NXT (with the FIN if they are the last and a close
     /// is queued) and put the segment on the scoreboard.
     fn send_new(&mut self, now: Instant, len: usize, scratch: &mut [u8]) -> Outgoing {
-        let seq = self.snd_nxt;
+        let seq = self.snd.nxt;
         let data_end = self.data_end();
         self.tx.copy_out(seq - self.tx_seq0(), len, scratch);
         let mut flags = TcpFlags::ACK;
@@ -1443,11 +1493,11 @@ impl Conn {
         let mut fin = false;
         if seq + len == data_end {
             flags |= TcpFlags::PSH;
-            if self.fin_queued {
+            if self.close.fin_queued {
                 flags |= TcpFlags::FIN;
                 seg_len += 1;
                 fin = true;
-                self.fin_seq = Some(data_end);
+                self.close.fin_seq = Some(data_end);
             }
         }
         self.push_sent(now, seq, seg_len, fin);
@@ -1465,7 +1515,7 @@ impl Conn {
         if e.fin {
             flags |= TcpFlags::FIN;
         }
-        if data > 0 && e.end() >= self.snd_nxt {
+        if data > 0 && e.end() >= self.snd.nxt {
             flags |= TcpFlags::PSH;
         }
         self.segment(now, e.seq, flags, data)
@@ -1473,72 +1523,72 @@ impl Conn {
 
     fn push_sent(&mut self, now: Instant, seq: SeqNum, len: usize, fin: bool) {
         self.sent.push(now, seq, len, fin);
-        self.snd_nxt = seq + len;
+        self.snd.nxt = seq + len;
         self.persist_to_retransmission();
     }
 
     /// Every non-SYN segment: ACK = RCV.NXT, the window, timestamps and (on pure ACKs)
     /// SACK blocks.
     fn segment(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, payload_len: usize) -> Outgoing {
-        self.ack_pending = false;
+        self.pending.ack = false;
         self.timers.stop(Timer::DelayedAck);
-        self.last_ack_sent = self.rcv_nxt;
+        self.rcv.last_ack_sent = self.rcv.nxt;
         let window = self.advertise();
         let mut options = TcpOptions::default();
-        if self.ts_ok {
-            options.timestamps = Some((self.ts_now(now), self.ts_recent));
+        if self.opt.ts {
+            options.timestamps = Some((self.ts_now(now), self.opt.ts_recent));
         }
-        if self.sack_ok && payload_len == 0 && self.rx.has_out_of_order() {
+        if self.opt.sack && payload_len == 0 && self.rx.has_out_of_order() {
             // RFC 2018 4: up to 4 blocks, 3 when timestamps take option space.
-            options.sack = self.rx.sack_blocks(if self.ts_ok { 3 } else { 4 });
+            options.sack = self.rx.sack_blocks(if self.opt.ts { 3 } else { 4 });
         }
-        Outgoing { seq, ack: self.rcv_nxt, flags, window, options, payload_len }
+        Outgoing { seq, ack: self.rcv.nxt, flags, window, options, payload_len }
     }
 
     fn emit_ack_if_pending(&mut self, now: Instant) -> Option<Outgoing> {
-        if !self.ack_pending {
+        if !self.pending.ack {
             return None;
         }
-        let seq = self.snd_nxt;
+        let seq = self.snd.nxt;
         Some(self.segment(now, seq, TcpFlags::ACK, 0))
     }
 
     fn emit_syn(&mut self, now: Instant) -> Outgoing {
         let synack = self.state == TcpState::SynReceived;
-        let mut options = TcpOptions { mss: Some(self.our_mss as u16), ..TcpOptions::default() };
+        let mut options = TcpOptions { mss: Some(self.rcv.mss as u16), ..TcpOptions::default() };
         // RFC 7323 2.2 / 3.2, RFC 2018 2: offer on a SYN; on a SYN-ACK only what the
         // peer offered.
-        if self.peer_ws {
-            options.window_scale = Some(self.rcv_wscale);
+        if self.opt.ws_offer {
+            options.window_scale = Some(self.rcv.wscale);
         }
-        if self.peer_sack {
+        if self.opt.sack_offer {
             options.sack_permitted = true;
         }
-        if self.peer_ts {
-            options.timestamps = Some((self.ts_now(now), if synack { self.ts_recent } else { 0 }));
+        if self.opt.ts_offer {
+            options.timestamps = Some((self.ts_now(now), if synack { self.opt.ts_recent } else { 0 }));
         }
-        if self.syn_tx > 0 {
+        if self.snd.syn_tx > 0 {
             self.retransmits += 1;
         }
-        self.syn_tx = self.syn_tx.saturating_add(1);
-        self.syn_sent_at = now;
-        self.snd_nxt = self.iss + 1;
+        self.snd.syn_tx = self.snd.syn_tx.saturating_add(1);
+        self.snd.syn_sent_at = now;
+        self.snd.nxt = self.snd.iss + 1;
         if self.timers.retransmission().is_none() {
             self.timers.arm_retransmission(Timer::Handshake, now + self.rtt.rto());
         }
-        self.ack_pending = false;
+        self.pending.ack = false;
         let mut flags = TcpFlags::SYN;
         if synack {
             flags |= TcpFlags::ACK;
-            let edge = self.rcv_nxt + self.rx.capacity().min(u16::MAX as usize);
-            if edge > self.rcv_adv {
-                self.rcv_adv = edge;
+            let edge = self.rcv.nxt + self.rx.capacity().min(u16::MAX as usize);
+            if edge > self.rcv.adv {
+                self.rcv.adv = edge;
             }
-            self.last_ack_sent = self.rcv_nxt;
+            self.rcv.last_ack_sent = self.rcv.nxt;
         }
         Outgoing {
-            seq: self.iss,
-            ack: if synack { self.rcv_nxt } else { SeqNum(0) },
+            seq: self.snd.iss,
+            ack: if synack { self.rcv.nxt } else { SeqNum(0) },
             flags,
             // RFC 7323 2.2: the window in a SYN or SYN-ACK is never scaled.
             window: self.rx.capacity().min(u16::MAX as usize) as u16,
@@ -1552,7 +1602,7 @@ impl Conn {
     fn keepalive_deadline(&self) -> Option<Instant> {
         let ka = self.keepalive?;
         if !matches!(self.state, TcpState::Established | TcpState::CloseWait)
-            || self.snd_nxt != self.snd_una
+            || self.snd.nxt != self.snd.una
             || !self.tx.is_empty()
         {
             return None;
@@ -1582,7 +1632,7 @@ impl Conn {
         }
         if self.timers.is_due(Timer::DelayedAck, now) {
             self.timers.stop(Timer::DelayedAck);
-            self.ack_pending = true;
+            self.pending.ack = true;
         }
         if self.keepalive_deadline().is_some_and(|d| now >= d) {
             if let Some(rst) = self.on_keepalive_timer() {
@@ -1621,12 +1671,12 @@ impl Conn {
         if self.ka_probes >= ka.probes {
             // RFC 1122 4.2.3.6: no answer to the probes, the peer is gone.
             self.error = Some(ConnError::TimedOut);
-            let seq = self.snd_nxt;
+            let seq = self.snd.nxt;
             self.state = TcpState::Closed;
             return Some(Reply::Rst { seq, ack: None });
         }
         self.ka_probes += 1;
-        self.ka_due = true;
+        self.pending.keepalive_probe = true;
         None
     }
 
@@ -1639,15 +1689,15 @@ impl Conn {
 
     /// RFC 8985 7.3: the probe timeout fired: send one probe and arm the RTO.
     fn on_tail_loss_probe_timer(&mut self, now: Instant) {
-        self.tlp_due = true;
+        self.pending.tail_loss_probe = true;
         self.timers.arm_retransmission(Timer::Rto, now + self.rtt.rto());
     }
 
     /// Persist timer: probe the peer's window, with backoff but without a retry limit
     /// while the peer keeps answering (RFC 9293 3.8.6.1).
     fn on_persist_timer(&mut self) {
-        if self.data_end() > self.snd_nxt {
-            self.probe_due = true;
+        if self.data_end() > self.snd.nxt {
+            self.pending.window_probe = true;
             self.rtt.back_off();
         }
     }
@@ -1658,7 +1708,7 @@ impl Conn {
     fn timed_out(&mut self, now: Instant, limit: u32) -> bool {
         self.retries += 1;
         let expired = self.user_timeout.is_some_and(|ut| {
-            let since = self.sent.front().map_or(self.syn_sent_at, |e| e.first_tx);
+            let since = self.sent.front().map_or(self.snd.syn_sent_at, |e| e.first_tx);
             now.saturating_duration_since(since) >= ut
         });
         if self.retries > limit || expired {
@@ -1679,7 +1729,7 @@ impl Conn {
         }
         self.rtt.back_off();
         // Rewinding SND.NXT makes `dispatch` emit the SYN again.
-        self.snd_nxt = self.iss;
+        self.snd.nxt = self.snd.iss;
     }
 
     /// The retransmission timeout (RFC 6298 5.4 - 5.7): back off, collapse the window
@@ -1691,21 +1741,21 @@ impl Conn {
         }
         // RFC 6298 5.5: back off the timer; 5.4: retransmit.
         self.rtt.back_off();
-        if self.snd_wnd > 0 {
+        if self.snd.wnd > 0 {
             // RFC 5681 3.1 equation 4 and a loss window of one segment.
-            self.cc.on_rto(now, self.flight_size(), self.mss);
+            self.cc.on_rto(now, self.flight_size(), self.snd.mss);
         } else {
             // Against a zero window the retransmission is a window probe.
-            self.probe_due = true;
+            self.pending.window_probe = true;
         }
         // RFC 6675 5.1: after a timeout everything not SACKed is lost.
         self.sent.mark_lost_on_timeout();
-        self.recovery_point = None;
-        self.rto_point = Some(self.snd_nxt);
-        self.dup_acks = 0;
-        self.rtx_force = true;
-        self.tlp_end = None;
-        self.tlp_due = false;
+        self.rec.recovery_point = None;
+        self.rec.rto_point = Some(self.snd.nxt);
+        self.rec.dup_acks = 0;
+        self.rec.rtx_force = true;
+        self.rec.tlp_end = None;
+        self.pending.tail_loss_probe = false;
         self.timers.stop(Timer::RackReorder);
     }
 
@@ -1731,23 +1781,23 @@ impl Conn {
     pub fn info(&self) -> super::TcpInfo {
         super::TcpInfo {
             state: self.state,
-            iss: self.iss,
-            irs: self.irs,
-            snd_una: self.snd_una,
-            snd_nxt: self.snd_nxt,
-            rcv_nxt: self.rcv_nxt,
-            snd_wnd: self.snd_wnd,
+            iss: self.snd.iss,
+            irs: self.rcv.irs,
+            snd_una: self.snd.una,
+            snd_nxt: self.snd.nxt,
+            rcv_nxt: self.rcv.nxt,
+            snd_wnd: self.snd.wnd,
             rcv_wnd: self.rcv_wnd(),
-            snd_wscale: self.snd_wscale,
-            rcv_wscale: self.rcv_wscale,
-            mss: self.mss,
+            snd_wscale: self.snd.wscale,
+            rcv_wscale: self.rcv.wscale,
+            mss: self.snd.mss,
             cwnd: self.cc.window(),
             ssthresh: self.cc.ssthresh(),
             congestion: self.cc.algorithm(),
-            sack: self.sack_ok,
-            timestamps: self.ts_ok,
-            window_scaling: self.ws_ok,
-            in_recovery: self.recovery_point.is_some(),
+            sack: self.opt.sack,
+            timestamps: self.opt.ts,
+            window_scaling: self.opt.ws,
+            in_recovery: self.rec.recovery_point.is_some(),
             pipe: self.pipe(),
             sacked: self.sent.sacked_out(),
             out_of_order: self.rx.out_of_order_bytes(),
@@ -1761,7 +1811,7 @@ impl Conn {
     /// Used by tests, proptests and fuzz targets after every step.
     pub fn check_invariants(&self) -> Result<(), String> {
         let fail = |what: &str| Err(format!("{what}: {:?}", self.info()));
-        if self.snd_una > self.snd_nxt {
+        if self.snd.una > self.snd.nxt {
             return fail("SND.UNA > SND.NXT");
         }
         if self.tx.len() > self.tx.capacity() {
@@ -1771,21 +1821,21 @@ impl Conn {
             return fail("receive buffer over its bound");
         }
         if self.state != TcpState::Closed && self.is_synchronized() {
-            let fin = self.fin_seq.is_some() as usize;
-            if self.snd_nxt > self.data_end() + fin && !self.fin_was_acked {
+            let fin = self.close.fin_seq.is_some() as usize;
+            if self.snd.nxt > self.data_end() + fin && !self.close.fin_acked {
                 return fail("sent beyond the queued data");
             }
-            if self.rcv_adv < self.rcv_nxt {
+            if self.rcv.adv < self.rcv.nxt {
                 return fail("advertised right edge behind RCV.NXT");
             }
             // The scoreboard covers exactly [SND.UNA, SND.NXT) once past the SYN.
-            if self.snd_una != self.iss {
-                if let Err(e) = self.sent.check(self.snd_una, self.snd_nxt) {
+            if self.snd.una != self.snd.iss {
+                if let Err(e) = self.sent.check(self.snd.una, self.snd.nxt) {
                     return fail(e);
                 }
             }
         }
-        if self.fin_received
+        if self.close.fin_received
             && !matches!(
                 self.state,
                 TcpState::CloseWait | TcpState::Closing | TcpState::LastAck | TcpState::TimeWait | TcpState::Closed
@@ -1793,17 +1843,17 @@ impl Conn {
         {
             return fail("peer FIN received but state does not reflect it");
         }
-        if self.fin_was_acked && !self.fin_queued {
+        if self.close.fin_acked && !self.close.fin_queued {
             return fail("FIN acknowledged but never queued");
         }
-        if self.state == TcpState::SynSent && self.snd_una != self.iss {
+        if self.state == TcpState::SynSent && self.snd.una != self.snd.iss {
             return fail("SYN-SENT with SND.UNA past ISS");
         }
-        if self.mss == 0 || self.cc.window() == 0 {
+        if self.snd.mss == 0 || self.cc.window() == 0 {
             return fail("zero MSS or congestion window");
         }
         // The uses of the retransmission timer match what is outstanding.
-        let outstanding = self.snd_nxt > self.snd_una;
+        let outstanding = self.snd.nxt > self.snd.una;
         match self.timers.retransmission().map(|(t, _)| t) {
             Some(Timer::Handshake) if !matches!(self.state, TcpState::SynSent | TcpState::SynReceived) => {
                 return fail("handshake timer outside the handshake");
