@@ -2,6 +2,9 @@
 
 pub mod congestion;
 pub(crate) mod conn;
+mod input;
+mod output;
+mod recovery;
 pub(crate) mod recv_buf;
 mod reject;
 mod rtt;
