@@ -305,6 +305,7 @@ impl Conn {
         }
         let new_sack = self.opt.sack && self.on_sack_blocks(now, seg);
         self.detect_loss(now, new_sack);
+        self.check_reneging(now);
 
         if self.snd.wnd == 0 && seg.ack == self.snd.una {
             // The peer answers our zero-window probes: it is alive, so the persist

@@ -92,7 +92,9 @@ impl Conn {
     }
 
     /// A tail loss probe (RFC 8985 7.3): new data if the peer's window allows, else the
-    /// last segment again; either way regardless of cwnd.
+    /// last segment not SACKed again; either way regardless of cwnd. If every segment
+    /// in flight is marked SACKed, the receiver reneged (it acknowledges none of them,
+    /// RFC 2018 8): the probe is the segment at SND.UNA, the one it lacks.
     fn emit_tail_loss_probe(&mut self, now: Instant, scratch: &mut [u8]) -> Option<Outgoing> {
         let data_end = self.data_end();
         let wnd_edge = self.snd.una + self.snd.wnd;
@@ -103,7 +105,11 @@ impl Conn {
             self.rec.tlp_end = Some(self.snd.nxt);
             return Some(out);
         }
-        let i = self.sent.last_unsacked()?;
+        let i = match self.sent.last_unsacked() {
+            Some(i) => i,
+            None if !self.sent.is_empty() => 0,
+            None => return None,
+        };
         self.rec.tlp_end = Some(self.snd.nxt);
         Some(self.retransmit(now, i, scratch))
     }

@@ -27,6 +27,9 @@ use super::timer::Timer;
 
 /// RFC 5681 3.2 / RFC 6675 2: DupThresh.
 const DUP_THRESH: u32 = 3;
+/// The least time given to a receiver that seems to have reneged on its SACKs before
+/// the retransmission timeout (Linux: max(SRTT/2, 10 ms)).
+const RENEGING_WAIT_MIN: Duration = Duration::from_millis(10);
 
 /// Loss recovery state besides the scoreboard: fast recovery (RFC 6675, RFC 6582), the
 /// timeout's recovery point, RACK-TLP (RFC 8985).
@@ -253,11 +256,31 @@ impl Conn {
         any
     }
 
+    /// SACK reneging (RFC 2018 8: SACK information is advisory, the receiver may
+    /// discard data it SACKed). After an ACK, the segment at SND.UNA is marked SACKed
+    /// although the cumulative ACK stops there: the receiver no longer holds it. RACK,
+    /// IsLost and fast retransmit never mark a SACKed segment lost, so none of them can
+    /// resend it. Like Linux (tcp_check_sack_reneging), give the receiver
+    /// max(SRTT/2, 10 ms) to send ACKs that set the picture right, then let the
+    /// retransmission timeout resend from SND.UNA (`Scoreboard::mark_lost_on_timeout`
+    /// forgets the SACK marks). The timer is only ever brought forward, so a stream of
+    /// such ACKs cannot postpone it.
+    pub(super) fn check_reneging(&mut self, now: Instant) {
+        if !self.sent.front().is_some_and(|e| e.is_sacked()) {
+            return;
+        }
+        let wait = (self.rtt.srtt().unwrap_or(Duration::ZERO) / 2).max(RENEGING_WAIT_MIN);
+        let at = now + wait;
+        if self.timers.retransmission().is_none_or(|(_, d)| d > at) {
+            self.timers.arm_retransmission(Timer::Rto, at);
+        }
+    }
+
     /// What a retransmission timeout does to recovery (RFC 6675 5.1, RFC 6298 5.4,
-    /// RFC 8985): the flight is lost and is resent from SND.UNA; fast recovery and tail
-    /// loss probes wait until SND.NXT as of now is acknowledged.
+    /// RFC 8985 6.3): the flight is lost and is resent from SND.UNA, SACKed or not (a
+    /// SACKed SND.UNA means the receiver reneged: then every SACK mark is dropped); fast
+    /// recovery and tail loss probes wait until SND.NXT as of now is acknowledged.
     pub(super) fn enter_loss_after_timeout(&mut self) {
-        // RFC 6675 5.1: after a timeout everything not SACKed is lost.
         self.sent.mark_lost_on_timeout();
         self.rec.recovery_point = None;
         self.rec.rto_point = Some(self.snd.nxt);

@@ -13,7 +13,7 @@
 //!        ^                          ^                             |
 //!        |                          +-------(deemed lost again)---+
 //!        +--- every state --(covered by a SACK block)--> Sacked
-//!             Sacked --(receiver reneged, RFC 2018 8)--> Lost
+//!        +-------------(the receiver reneged, RFC 2018 8)----+
 //! ```
 
 use std::collections::VecDeque;
@@ -244,11 +244,32 @@ impl Scoreboard {
         data_acked
     }
 
-    /// The retransmission timer expired (RFC 6675 5.1, RFC 8985 6.3 / 7: an RTO marks the
-    /// unacknowledged segments lost). Every segment not SACKed is lost.
-    pub fn mark_lost_on_timeout(&mut self) {
+    /// The retransmission timer expired: every segment not SACKed is lost (RFC 6675
+    /// 5.1), and so, always, is the one at SND.UNA (RFC 6298 5.4, RFC 8985 6.3). If that
+    /// one is marked SACKed, the receiver reneged on data it had SACKed (had it kept it,
+    /// it would have acknowledged it, RFC 2018 8): then no SACK mark can be trusted,
+    /// all are forgotten and the whole flight is lost (as Linux's
+    /// tcp_timeout_mark_lost does). Returns whether the receiver reneged.
+    pub fn mark_lost_on_timeout(&mut self) -> bool {
+        let reneged = self.segs.front().is_some_and(SentSeg::is_sacked);
+        if reneged {
+            self.forget_sacks();
+        }
         for i in 0..self.segs.len() {
             self.mark_lost(i);
+        }
+        reneged
+    }
+
+    /// The receiver reneged (RFC 2018 8): every SACKed segment is outstanding again.
+    pub fn forget_sacks(&mut self) {
+        if self.sacked_out == 0 {
+            return;
+        }
+        for i in 0..self.segs.len() {
+            if self.segs[i].state == SegState::Sacked {
+                self.set_state(i, SegState::Outstanding);
+            }
         }
     }
 
@@ -358,6 +379,34 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_resends_the_left_edge_and_a_sacked_one_means_reneging() {
+        // Not reneged: the SACKed segments above an un-SACKed SND.UNA stay SACKed.
+        let mut sb = board(3, 100);
+        sb.sack(BASE + 100, BASE + 200, |_| {});
+        assert!(!sb.mark_lost_on_timeout());
+        assert_eq!(states(&sb), vec![Lost, Sacked, Lost]);
+        // SND.UNA itself SACKed: the receiver threw it away; forget every SACK mark.
+        let mut sb = board(4, 100);
+        sb.sack(BASE, BASE + 100, |_| {});
+        sb.sack(BASE + 200, BASE + 300, |_| {});
+        assert!(sb.mark_lost_on_timeout());
+        assert_eq!(states(&sb), vec![Lost, Lost, Lost, Lost]);
+        assert_eq!((sb.sacked_out(), sb.lost_out(), sb.first_lost()), (0, 400, Some(0)));
+        sb.check(BASE, BASE + 400).unwrap();
+        assert!(!Scoreboard::new().mark_lost_on_timeout(), "nothing outstanding");
+    }
+
+    #[test]
+    fn forgetting_sacks_puts_them_back_in_flight() {
+        let mut sb = board(3, 100);
+        sb.mark_lost(0);
+        sb.sack(BASE + 100, BASE + 300, |_| {});
+        sb.forget_sacks();
+        assert_eq!(states(&sb), vec![Lost, Outstanding, Outstanding]);
+        assert_eq!((sb.sacked_out(), sb.lost_out()), (0, 100));
+    }
+
+    #[test]
     fn sack_marks_only_whole_segments_inside_the_block() {
         let mut sb = board(3, 100);
         assert!(!sb.sack(BASE + 50, BASE + 150, |_| {}), "covers no segment wholly");
@@ -451,8 +500,13 @@ mod tests {
                         una = ack;
                     }
                     Op::Timeout => {
-                        sb.mark_lost_on_timeout();
+                        let front_sacked = sb.front().is_some_and(SentSeg::is_sacked);
+                        prop_assert_eq!(sb.mark_lost_on_timeout(), front_sacked);
                         prop_assert!(sb.segs.iter().all(|e| matches!(e.state, Lost | Sacked)));
+                        prop_assert!(sb.front().is_none_or(|e| e.state == Lost), "SND.UNA is always lost");
+                        if front_sacked {
+                            prop_assert!(sb.segs.iter().all(|e| e.state == Lost));
+                        }
                     }
                     _ => {}
                 }
