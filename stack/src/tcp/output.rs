@@ -20,17 +20,6 @@ use super::timer::Timer;
 use super::TcpState;
 
 impl Conn {
-    /// Window field for an outgoing non-SYN segment, recording the advertised edge.
-    fn advertise(&mut self) -> u16 {
-        let wnd = self.rcv_wnd();
-        let field = (wnd >> self.rcv.wscale).min(u16::MAX as usize);
-        let edge = self.rcv.nxt + (field << self.rcv.wscale);
-        if edge > self.rcv.adv {
-            self.rcv.adv = edge;
-        }
-        field as u16
-    }
-
     /// Whether the connection may have a segment to send (a cheap over-approximation;
     /// `dispatch` decides).
     pub fn wants_to_send(&self) -> bool {
@@ -262,6 +251,17 @@ impl Conn {
         Outgoing { seq, ack: self.rcv.nxt, flags, window, options, payload_len }
     }
 
+    /// Window field for an outgoing non-SYN segment, recording the advertised edge.
+    fn advertise(&mut self) -> u16 {
+        let wnd = self.rcv_wnd();
+        let field = (wnd >> self.rcv.wscale).min(u16::MAX as usize);
+        let edge = self.rcv.nxt + (field << self.rcv.wscale);
+        if edge > self.rcv.adv {
+            self.rcv.adv = edge;
+        }
+        field as u16
+    }
+
     fn emit_ack_if_pending(&mut self, now: Instant) -> Option<Outgoing> {
         if !self.pending.ack {
             return None;
@@ -291,7 +291,7 @@ impl Conn {
         self.snd.syn_sent_at = now;
         self.snd.nxt = self.snd.iss + 1;
         if self.timers.retransmission().is_none() {
-            self.timers.arm_retransmission(Timer::Handshake, now + self.rtt.rto());
+            self.timers.set(Timer::Handshake, now + self.rtt.rto());
         }
         self.pending.ack = false;
         let mut flags = TcpFlags::SYN;

@@ -272,7 +272,7 @@ impl Conn {
         let wait = (self.rtt.srtt().unwrap_or(Duration::ZERO) / 2).max(RENEGING_WAIT_MIN);
         let at = now + wait;
         if self.timers.retransmission().is_none_or(|(_, d)| d > at) {
-            self.timers.arm_retransmission(Timer::Rto, at);
+            self.timers.set(Timer::Rto, at);
         }
     }
 

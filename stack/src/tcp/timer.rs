@@ -4,7 +4,7 @@
 //! | timer | armed by | fires | on expiry |
 //! |---|---|---|---|
 //! | `Handshake` | `emit_syn` | RTO after the SYN / SYN-ACK | `on_handshake_timer`: send it again (RFC 6298 5, RFC 9293 3.8.1) |
-//! | `Rto` | `rearm_rtx` and friends | RTO after the last (re)arming (RFC 6298 5.1 - 5.3) | `on_rto`: back off, collapse cwnd, resend from SND.UNA |
+//! | `Rto` | `rearm_rtx`, `arm_rtx`; `check_reneging` brings it in | RTO after the last (re)arming (RFC 6298 5.1 - 5.3) | `on_rto`: back off, collapse cwnd, resend from SND.UNA |
 //! | `TailLossProbe` | `rearm_rtx`, `arm_after_new_data` (see `pto`) | PTO = 2*SRTT, RFC 8985 7.2 | `on_tail_loss_probe_timer`: one probe, then the RTO |
 //! | `Persist` | `arm_persist` | PTO or RTO, backed off | `on_persist_timer`: a window probe (RFC 9293 3.8.6.1) |
 //! | `DelayedAck` | `process_text_and_fin` | `Config::ack_delay` after in-order data | send the ACK (RFC 5681 4.2) |
@@ -26,8 +26,8 @@ use super::conn::{Conn, Reply};
 use super::TcpState;
 
 /// One timer of a connection. The first four are the uses of RFC 6298's retransmission
-/// timer and exclude each other (at most one is armed; see
-/// [`TimerTable::arm_retransmission`]).
+/// timer: they exclude each other, so they share one slot of the table and arming one
+/// replaces whichever was armed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Timer {
     /// SYN or SYN-ACK retransmission (RFC 9293 3.8.1, RFC 6298 applied to the SYN).
@@ -48,17 +48,26 @@ pub(crate) enum Timer {
 }
 
 impl Timer {
-    const COUNT: usize = 7;
-    /// The uses of the retransmission timer, which exclude each other.
-    const RETRANSMISSION: [Timer; 4] = [Timer::Handshake, Timer::Rto, Timer::TailLossProbe, Timer::Persist];
+    /// The table slot: one for the retransmission timer's uses, one for each other.
+    #[inline(always)]
+    fn slot(self) -> usize {
+        match self {
+            Timer::Handshake | Timer::Rto | Timer::TailLossProbe | Timer::Persist => 0,
+            Timer::DelayedAck => 1,
+            Timer::RackReorder => 2,
+            Timer::Close => 3,
+        }
+    }
 }
 
 /// When each [`Timer`] fires, if armed. `earliest` runs for every packet (the stack
 /// re-files the connection's deadline after each event), so the table is a fixed array
-/// of microsecond counts with `u64::MAX` for "not armed" and its minimum is a scan.
+/// of microsecond counts, `u64::MAX` for "not armed", and its minimum is a short scan.
 #[derive(Clone, Debug)]
 pub(crate) struct TimerTable {
-    at: [u64; Timer::COUNT],
+    /// Which use of the retransmission timer slot 0 holds.
+    rtx: Timer,
+    at: [u64; 4],
 }
 
 /// The `at` value of a timer that is not armed.
@@ -66,7 +75,7 @@ const UNARMED: u64 = u64::MAX;
 
 impl Default for TimerTable {
     fn default() -> TimerTable {
-        TimerTable { at: [UNARMED; Timer::COUNT] }
+        TimerTable { rtx: Timer::Rto, at: [UNARMED; 4] }
     }
 }
 
@@ -76,16 +85,29 @@ fn decode(at: u64) -> Option<Instant> {
 }
 
 impl TimerTable {
-    #[inline]
-    pub fn get(&self, t: Timer) -> Option<Instant> {
-        decode(self.at[t as usize])
+    /// Whether `t` is the timer its slot holds (always so outside slot 0).
+    #[inline(always)]
+    fn holds(&self, t: Timer) -> bool {
+        t.slot() != 0 || self.rtx == t
     }
 
-    /// Arm `t` at `at` (a deadline at the very end of time, where `Instant + Duration`
-    /// saturates, is kept one microsecond earlier so it still reads as armed).
+    #[inline]
+    pub fn get(&self, t: Timer) -> Option<Instant> {
+        if !self.holds(t) {
+            return None;
+        }
+        decode(self.at[t.slot()])
+    }
+
+    /// Arm `t` at `at`. A use of the retransmission timer replaces whichever other use
+    /// was armed. (A deadline at the very end of time, where `Instant + Duration`
+    /// saturates, is kept one microsecond earlier so it still reads as armed.)
     #[inline]
     pub fn set(&mut self, t: Timer, at: Instant) {
-        self.at[t as usize] = at.total_micros().min(UNARMED - 1);
+        if t.slot() == 0 {
+            self.rtx = t;
+        }
+        self.at[t.slot()] = at.total_micros().min(UNARMED - 1);
     }
 
     /// Arm `t` at `at`, or stop it if `at` is `None`.
@@ -97,16 +119,18 @@ impl TimerTable {
         }
     }
 
+    /// Stop `t` (nothing happens if another use of the retransmission timer is armed).
     #[inline]
     pub fn stop(&mut self, t: Timer) {
-        self.at[t as usize] = UNARMED;
+        if self.holds(t) {
+            self.at[t.slot()] = UNARMED;
+        }
     }
 
     /// Armed and due at `now`.
     #[inline]
     pub fn is_due(&self, t: Timer, now: Instant) -> bool {
-        let at = self.at[t as usize];
-        at != UNARMED && now.total_micros() >= at
+        self.get(t).is_some_and(|at| now >= at)
     }
 
     /// The earliest armed timer's deadline.
@@ -115,25 +139,16 @@ impl TimerTable {
         decode(self.at.iter().fold(UNARMED, |m, &at| m.min(at)))
     }
 
-    /// The armed use of the retransmission timer, if any.
+    /// The armed use of the retransmission timer, if any, and when it fires.
     #[inline]
     pub fn retransmission(&self) -> Option<(Timer, Instant)> {
-        Timer::RETRANSMISSION.iter().find_map(|&t| self.get(t).map(|at| (t, at)))
-    }
-
-    /// Arm `t`, one of the uses of the retransmission timer, and stop the others.
-    #[inline]
-    pub fn arm_retransmission(&mut self, t: Timer, at: Instant) {
-        self.stop_retransmission();
-        self.set(t, at);
+        decode(self.at[0]).map(|at| (self.rtx, at))
     }
 
     /// Stop whichever use of the retransmission timer is armed.
     #[inline]
     pub fn stop_retransmission(&mut self) {
-        for t in Timer::RETRANSMISSION {
-            self.stop(t);
-        }
+        self.at[0] = UNARMED;
     }
 }
 
@@ -152,6 +167,9 @@ impl Conn {
         }
     }
 
+    /// The keepalive timer (RFC 9293 3.8.4, RFC 1122 4.2.3.6): idle time after the last
+    /// segment received, then one interval per probe sent; only while the connection
+    /// is idle (nothing in flight or queued) in ESTABLISHED or CLOSE-WAIT.
     fn keepalive_deadline(&self) -> Option<Instant> {
         let ka = self.keepalive?;
         if !matches!(self.state, TcpState::Established | TcpState::CloseWait)
@@ -186,9 +204,11 @@ impl Conn {
                 self.timers.stop_retransmission();
                 match t {
                     Timer::Handshake => self.on_handshake_timer(now, cfg),
+                    Timer::Rto => self.on_rto(now, cfg),
                     Timer::TailLossProbe => self.on_tail_loss_probe_timer(now),
                     Timer::Persist => self.on_persist_timer(),
-                    _ => self.on_rto(now, cfg),
+                    // Not uses of the retransmission timer.
+                    Timer::DelayedAck | Timer::RackReorder | Timer::Close => {}
                 }
             }
             _ => {}
@@ -229,7 +249,7 @@ impl Conn {
     /// RFC 8985 7.3: the probe timeout fired: send one probe and arm the RTO.
     fn on_tail_loss_probe_timer(&mut self, now: Instant) {
         self.pending.tail_loss_probe = true;
-        self.timers.arm_retransmission(Timer::Rto, now + self.rtt.rto());
+        self.timers.set(Timer::Rto, now + self.rtt.rto());
     }
 
     /// Persist timer: probe the peer's window, with backoff but without a retry limit
@@ -316,11 +336,12 @@ impl Conn {
     /// help, else the RTO.
     pub(super) fn rearm_rtx(&mut self, now: Instant) {
         match self.pto() {
-            Some(p) => self.timers.arm_retransmission(Timer::TailLossProbe, now + p),
-            None => self.timers.arm_retransmission(Timer::Rto, now + self.rtt.rto()),
+            Some(p) => self.timers.set(Timer::TailLossProbe, now + p),
+            None => self.timers.set(Timer::Rto, now + self.rtt.rto()),
         }
     }
 
+    /// Start the retransmission timer unless it is running (RFC 6298 5.1).
     pub(super) fn arm_rtx(&mut self, now: Instant) {
         if self.timers.retransmission().is_none() {
             self.rearm_rtx(now);
@@ -332,7 +353,7 @@ impl Conn {
     pub(super) fn arm_after_new_data(&mut self, now: Instant) {
         match (self.pto(), self.timers.retransmission()) {
             (Some(p), Some((t, d))) if t == Timer::TailLossProbe || now + p < d => {
-                self.timers.arm_retransmission(Timer::TailLossProbe, now + p);
+                self.timers.set(Timer::TailLossProbe, now + p);
             }
             (_, None) => self.rearm_rtx(now),
             _ => {}
@@ -351,7 +372,7 @@ impl Conn {
         }
         let pto = self.pto();
         self.persist_pto = pto.is_some();
-        self.timers.arm_retransmission(Timer::Persist, now + pto.unwrap_or(self.rtt.rto()));
+        self.timers.set(Timer::Persist, now + pto.unwrap_or(self.rtt.rto()));
     }
 
     /// Data went out at SND.NXT: a persist timer becomes the retransmission timer of
@@ -359,7 +380,7 @@ impl Conn {
     pub(super) fn persist_to_retransmission(&mut self) {
         if let Some((Timer::Persist, at)) = self.timers.retransmission() {
             let t = if self.persist_pto { Timer::TailLossProbe } else { Timer::Rto };
-            self.timers.arm_retransmission(t, at);
+            self.timers.set(t, at);
         }
     }
 
@@ -370,7 +391,7 @@ impl Conn {
         if let Some((Timer::Handshake, at)) = self.timers.retransmission() {
             self.persist_pto = false;
             let t = if self.snd.nxt > self.snd.una { Timer::Rto } else { Timer::Persist };
-            self.timers.arm_retransmission(t, at);
+            self.timers.set(t, at);
         }
     }
 }
@@ -405,11 +426,14 @@ mod tests {
         let mut t = TimerTable::default();
         t.set(Timer::DelayedAck, Instant::from_millis(40));
         assert_eq!(t.retransmission(), None);
-        t.arm_retransmission(Timer::TailLossProbe, Instant::from_millis(20));
+        t.set(Timer::TailLossProbe, Instant::from_millis(20));
         assert_eq!(t.retransmission(), Some((Timer::TailLossProbe, Instant::from_millis(20))));
-        t.arm_retransmission(Timer::Rto, Instant::from_millis(200));
+        t.set(Timer::Rto, Instant::from_millis(200));
         assert_eq!(t.retransmission(), Some((Timer::Rto, Instant::from_millis(200))));
         assert_eq!(t.get(Timer::TailLossProbe), None);
+        assert!(!t.is_due(Timer::TailLossProbe, Instant::from_millis(300)), "replaced");
+        t.stop(Timer::TailLossProbe);
+        assert_eq!(t.get(Timer::Rto), Some(Instant::from_millis(200)), "stopping another use changes nothing");
         assert_eq!(t.earliest(), Some(Instant::from_millis(40)));
         t.stop_retransmission();
         assert_eq!(t.retransmission(), None);
