@@ -1,10 +1,16 @@
-//! One TCP connection: the transmission control block and the RFC 9293 state machine.
+//! One TCP connection: the transmission control block (RFC 9293 3.3.1) and the
+//! connection's life outside segment processing: construction (active open, or a SYN
+//! in LISTEN), the application's calls, accessors, `info` and `check_invariants`.
 //!
-//! Input: [`Conn::process`] runs the segment-arrival rules of RFC 9293 3.10.7.3
-//! (SYN-SENT) and 3.10.7.4 (every other state) on one segment. Output:
-//! [`Conn::dispatch`] builds at most one segment per call (SYN, SYN-ACK, a
-//! retransmission, new data, FIN, a probe, a pure ACK). Timers: [`Conn::deadline`] /
-//! [`Conn::on_timer`].
+//! The state machine is spread by concern, as in Linux (tcp_input / tcp_output /
+//! tcp_timer / tcp_recovery) and quinn-proto:
+//! - `input.rs`: segment arrival, RFC 9293 3.10.7 ([`Conn::process`]);
+//! - `output.rs`: what to send next ([`Conn::dispatch`]);
+//! - `timer.rs`: the timer table and what each timer does ([`Conn::deadline`],
+//!   [`Conn::on_timer`]);
+//! - `recovery.rs`: SACK, loss detection, fast recovery, RACK-TLP;
+//! - `scoreboard.rs`, `send_buf.rs`, `recv_buf.rs`, `rtt.rs`, `congestion/`: the parts
+//!   of the control block that are types of their own.
 //!
 //! Send side (RFC 9293 3.3.1):
 //! ```text
@@ -13,15 +19,14 @@
 //!              |<---------------- tx (unacknowledged bytes) --------->|
 //! ```
 //! `tx` holds every byte not yet acknowledged; `sent` has one entry per transmitted
-//! segment between SND.UNA and SND.NXT with its SACK / lost / retransmitted marks
-//! (the RFC 6675 scoreboard). Loss recovery retransmits only what is marked lost:
-//! holes the peer's SACK blocks reveal, the first segment after three duplicate ACKs
-//! or a NewReno partial ACK (RFC 6582), everything unSACKed after a timeout.
+//! segment between SND.UNA and SND.NXT in one of the states Outstanding, Lost,
+//! Retransmitted, SACKed (the RFC 6675 scoreboard). Loss recovery retransmits only what
+//! is marked lost: holes the peer's SACK blocks reveal, the first segment after three
+//! duplicate ACKs or a NewReno partial ACK (RFC 6582), the flight after a timeout.
 //!
 //! Receive side: [`RecvBuffer`] keeps out-of-order segments inside the window and
 //! reports them as SACK blocks.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -32,9 +37,13 @@ use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
 
 use super::congestion::{CongestionAlgorithm, CongestionControl, Controller};
+use super::recovery::Recovery;
 use super::recv_buf::RecvBuffer;
-use super::reject::TcpReject;
-use super::TcpState;
+use super::rtt::RttEstimator;
+use super::scoreboard::Scoreboard;
+use super::send_buf::SendBuffer;
+use super::timer::{Timer, TimerTable};
+use super::{TcpReject, TcpState};
 
 /// RFC 9293 3.7.1: the MSS to assume when the peer sends no MSS option.
 const DEFAULT_MSS_V4: usize = 536;
@@ -42,12 +51,6 @@ const DEFAULT_MSS_V4: usize = 536;
 const DEFAULT_MSS_V6: usize = 1220;
 /// RFC 7323 2.3: the largest window scale shift.
 const MAX_WINDOW_SCALE: u8 = 14;
-/// RFC 6298 (2.4): clock granularity G used in the RTO formula.
-const CLOCK_GRANULARITY: Duration = Duration::from_millis(1);
-/// RFC 5681 3.2 / RFC 6675 2: DupThresh.
-const DUP_THRESH: u32 = 3;
-/// RFC 7323 5.5: TS.Recent is invalid after 24 days of idleness.
-const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 /// Timestamp option length including the two NOPs that align it (RFC 7323 appendix A).
 const TS_OPTION_LEN: usize = 12;
 
@@ -83,33 +86,102 @@ pub(crate) enum Verdict {
     Rejected(TcpReject),
 }
 
-/// One transmitted segment on the scoreboard.
+/// Send sequence variables (RFC 9293 3.3.1) and what else describes our side of the
+/// sequence space: the MSS we send with, the peer's window scale, our SYN's history.
 #[derive(Clone, Copy, Debug)]
-struct SentSeg {
-    seq: SeqNum,
-    /// Sequence space: payload bytes, plus one if it carries the FIN.
-    len: u32,
-    fin: bool,
-    /// Covered by a SACK block (RFC 6675 "SACKed").
-    sacked: bool,
-    /// Deemed lost (RFC 6675 IsLost, a NewReno partial ACK, or a timeout).
-    lost: bool,
-    /// Retransmitted since it was last deemed lost.
-    retrans: bool,
-    tx_count: u16,
-    first_tx: Instant,
-    last_tx: Instant,
+pub(super) struct SendSeq {
+    /// Initial send sequence number (ISS).
+    pub iss: SeqNum,
+    /// SND.UNA: oldest unacknowledged sequence number.
+    pub una: SeqNum,
+    /// SND.NXT: next new sequence number to send; everything below it has been sent.
+    pub nxt: SeqNum,
+    /// SND.WND: the peer's window, already scaled.
+    pub wnd: usize,
+    /// SND.WL1 / SND.WL2: segment sequence and acknowledgment numbers of the last
+    /// window update.
+    pub wl1: SeqNum,
+    pub wl2: SeqNum,
+    /// Largest window the peer ever offered (for sender SWS avoidance, RFC 9293 3.8.6.2.1).
+    pub max_wnd: usize,
+    /// Shift applied to the peer's window fields (RFC 7323 2.2).
+    pub wscale: u8,
+    /// Peer's MSS (bounded by ours): the largest segment payload without options.
+    pub mss: usize,
+    /// The SYN was sent this many times (Karn: only a single SYN gives an RTT sample).
+    pub syn_tx: u16,
+    pub syn_sent_at: Instant,
 }
 
-impl SentSeg {
-    fn end(&self) -> SeqNum {
-        self.seq + self.len as usize
-    }
-    fn data_len(&self) -> usize {
-        self.len as usize - self.fin as usize
-    }
+/// Receive sequence variables (RFC 9293 3.3.1) and what we told the peer about them.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RecvSeq {
+    /// Initial receive sequence number (IRS).
+    pub irs: SeqNum,
+    /// RCV.NXT: next sequence number expected.
+    pub nxt: SeqNum,
+    /// Shift we apply to the windows we advertise (RFC 7323 2.2).
+    pub wscale: u8,
+    /// Right edge of the window last advertised: RCV.NXT + RCV.WND at that time.
+    /// RFC 9293 3.8.6: the right edge must not move left.
+    pub adv: SeqNum,
+    /// MSS we advertised (MTU-derived).
+    pub mss: usize,
+    /// ACK number of the last segment we sent (RFC 7323 4.3 Last.ACK.sent).
+    pub last_ack_sent: SeqNum,
 }
 
+/// The options of the SYN exchange: what we offer (or will answer), what is in effect
+/// (both SYNs carried it), and the timestamp state of RFC 7323.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Negotiated {
+    /// Window scaling, SACK-permitted, timestamps: offered on our SYN, or willing to
+    /// answer on our SYN-ACK.
+    pub ws_offer: bool,
+    pub sack_offer: bool,
+    pub ts_offer: bool,
+    /// In effect (RFC 7323 2.2 / 3.2, RFC 2018 2).
+    pub ws: bool,
+    pub sack: bool,
+    pub ts: bool,
+    /// RFC 7323 4.3: TS.Recent and when it was set (for the 24-day rule of 5.5).
+    pub ts_recent: u32,
+    pub ts_recent_at: Instant,
+    /// Per-connection random offset of our timestamp clock (RFC 7323 5.4).
+    pub ts_offset: u32,
+}
+
+/// Closing bookkeeping: our FIN, the peer's FIN, the read side.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct CloseState {
+    /// The application asked to send FIN after `tx` (shutdown(Write) or close).
+    pub fin_queued: bool,
+    /// Sequence number of our FIN once sent.
+    pub fin_seq: Option<SeqNum>,
+    pub fin_acked: bool,
+    /// The peer's FIN has been received (in order).
+    pub fin_received: bool,
+    /// shutdown(Read): incoming data is acknowledged and discarded.
+    pub rd_shut: bool,
+}
+
+/// Segments owed to the peer that `dispatch` sends at its next call, whatever the
+/// windows say about data.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Pending {
+    /// An ACK (immediate ACK rules, a window update, a challenge ACK...).
+    pub ack: bool,
+    /// The persist timer fired: a window probe, or a segment despite SWS avoidance.
+    pub window_probe: bool,
+    /// The probe timeout fired: a tail loss probe (RFC 8985 7.3).
+    pub tail_loss_probe: bool,
+    /// The keepalive timer fired: a keepalive probe (RFC 9293 3.8.4).
+    pub keepalive_probe: bool,
+}
+
+/// The transmission control block of one connection (RFC 9293 3.3.1) and its state
+/// machine; the methods are spread over `conn.rs` (construction, application calls,
+/// accessors, invariants), `input.rs`, `output.rs`, `timer.rs` and `recovery.rs`.
 pub(crate) struct Conn {
     pub state: TcpState,
     pub local: SocketAddr,
@@ -117,133 +189,47 @@ pub(crate) struct Conn {
     /// Opened by `connect` (true) or from a listener (false); decides what a RST in
     /// SYN-RECEIVED means (RFC 9293 3.10.7.4, second check).
     pub active: bool,
-
-    // ---- send sequence variables (RFC 9293 3.3.1)
-    iss: SeqNum,
-    snd_una: SeqNum,
-    /// Next new sequence number to send; everything below it has been sent.
-    snd_nxt: SeqNum,
-    /// Peer's window, already scaled.
-    snd_wnd: usize,
-    snd_wl1: SeqNum,
-    snd_wl2: SeqNum,
-    /// Largest window the peer ever offered (for sender SWS avoidance, RFC 9293 3.8.6.2.1).
-    max_snd_wnd: usize,
-    /// Shift applied to the peer's window fields (RFC 7323 2.2).
-    snd_wscale: u8,
-    /// Peer's MSS (bounded by ours): the largest segment payload without options.
-    mss: usize,
-    /// The SYN was sent this many times (Karn: only a single SYN gives an RTT sample).
-    syn_tx: u16,
-    syn_sent_at: Instant,
-
-    // ---- receive sequence variables
-    irs: SeqNum,
-    rcv_nxt: SeqNum,
-    /// Shift we apply to the windows we advertise (RFC 7323 2.2).
-    rcv_wscale: u8,
-    /// Right edge of the window last advertised: RCV.NXT + RCV.WND at that time.
-    /// RFC 9293 3.8.6: the right edge must not move left.
-    rcv_adv: SeqNum,
-    /// MSS we advertised (MTU-derived).
-    our_mss: usize,
-    /// ACK number of the last segment we sent (RFC 7323 4.3 Last.ACK.sent).
-    last_ack_sent: SeqNum,
-
-    // ---- options in effect
-    peer_ws: bool,
-    peer_sack: bool,
-    peer_ts: bool,
-    ws_ok: bool,
-    sack_ok: bool,
-    ts_ok: bool,
-    /// RFC 7323 4.3: TS.Recent and when it was set (for the 24-day rule of 5.5).
-    ts_recent: u32,
-    ts_recent_at: Instant,
-    /// Per-connection random offset of our timestamp clock (RFC 7323 5.4).
-    ts_offset: u32,
-
-    // ---- buffers
-    tx: VecDeque<u8>,
-    tx_cap: usize,
-    rx: RecvBuffer,
-
-    // ---- scoreboard and recovery (RFC 6675, RFC 6582)
-    sent: VecDeque<SentSeg>,
-    /// Bytes of `sent` that are SACKed.
-    sacked_out: usize,
-    /// Bytes of `sent` that are lost and not yet retransmitted (and not SACKed).
-    lost_out: usize,
-    /// In fast recovery until SND.UNA reaches this (RFC 6675 RecoveryPoint).
-    recovery_point: Option<SeqNum>,
-    /// After a timeout: no new fast recovery for losses below this point.
-    rto_point: Option<SeqNum>,
-    dup_acks: u32,
-    /// The first retransmission of a recovery episode goes out regardless of cwnd
-    /// (RFC 6675 5 step 4.2, RFC 5681 3.2 step 2).
-    rtx_force: bool,
-    cc: Controller,
-
-    // ---- RACK-TLP (RFC 8985)
-    /// RACK.xmit_ts / RACK.end_seq / RACK.rtt: the most recently sent segment known
-    /// delivered (6.1).
-    rack_xmit: Option<Instant>,
-    rack_end: SeqNum,
-    rack_rtt: Duration,
-    /// Smallest RTT seen (for the reordering window, 6.2 step 4).
-    min_rtt: Option<Duration>,
-    /// The reordering timer (6.3).
-    rack_deadline: Option<Instant>,
-    /// The armed retransmission timer is a probe timeout (7.2), not an RTO.
-    pto_armed: bool,
-    /// A tail loss probe is due at the next dispatch (7.3).
-    tlp_due: bool,
-    /// Sequence space up to which a probe is outstanding: one probe per episode.
-    tlp_end: Option<SeqNum>,
-    rack_tlp: bool,
-
-    // ---- close bookkeeping
-    /// The application asked to send FIN after `tx` (shutdown(Write) or close).
-    fin_queued: bool,
-    /// Sequence number of our FIN once sent.
-    fin_seq: Option<SeqNum>,
-    fin_was_acked: bool,
-    /// The peer's FIN has been received (in order).
-    fin_received: bool,
-    /// shutdown(Read): incoming data is acknowledged and discarded.
-    rd_shut: bool,
     /// The application released its handle.
     pub orphan: bool,
-    /// Terminal error to report to the application (reset, refused, timed out).
-    error: Option<ConnError>,
-
-    // ---- output decisions
-    ack_pending: bool,
-    ack_delay: Option<Duration>,
-    delack_deadline: Option<Instant>,
-    nodelay: bool,
-
-    // ---- timers (RFC 6298)
-    rto: Duration,
-    rto_initial: Duration,
-    rto_min: Duration,
-    rto_max: Duration,
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    rtx_deadline: Option<Instant>,
-    /// Consecutive timeouts of the oldest outstanding segment.
-    retries: u32,
-    /// Persist timer fired: send a window probe / override SWS avoidance.
-    probe_due: bool,
-    /// TIME-WAIT expiry (2*MSL) or the orphan FIN-WAIT-2 timeout.
-    close_deadline: Option<Instant>,
-    keepalive: Option<Keepalive>,
-    ka_probes: u32,
-    ka_due: bool,
-    last_rx: Instant,
-    user_timeout: Option<Duration>,
     /// Retransmissions performed (for `Stats::tcp_retransmits`).
     pub retransmits: u64,
+
+    pub(super) snd: SendSeq,
+    pub(super) rcv: RecvSeq,
+    pub(super) opt: Negotiated,
+
+    /// Every byte not yet acknowledged, sent or not.
+    pub(super) tx: SendBuffer,
+    pub(super) rx: RecvBuffer,
+    /// One entry per segment in [SND.UNA, SND.NXT).
+    pub(super) sent: Scoreboard,
+    pub(super) rec: Recovery,
+    pub(super) cc: Controller,
+
+    pub(super) close: CloseState,
+    /// Terminal error to report to the application (reset, refused, timed out).
+    pub(super) error: Option<ConnError>,
+
+    // ---- output decisions
+    pub(super) pending: Pending,
+    pub(super) ack_delay: Option<Duration>,
+    pub(super) nodelay: bool,
+
+    // ---- timers
+    /// SRTT, RTTVAR, the RTO and min_rtt (RFC 6298).
+    pub(super) rtt: RttEstimator,
+    /// Every timer of the connection but keepalive (see `timer.rs`).
+    pub(super) timers: TimerTable,
+    /// The armed persist timer was given the probe timeout (see `arm_persist`).
+    pub(super) persist_pto: bool,
+    /// Consecutive timeouts of the oldest outstanding segment.
+    pub(super) retries: u32,
+    pub(super) keepalive: Option<Keepalive>,
+    /// Keepalive probes sent without an answer.
+    pub(super) ka_probes: u32,
+    /// When the last acceptable segment arrived (keepalive, housekeeping).
+    pub(super) last_rx: Instant,
+    pub(super) user_timeout: Option<Duration>,
 }
 
 fn window_shift_for(buf: usize) -> u8 {
@@ -262,79 +248,58 @@ impl Conn {
             local,
             remote,
             active,
-            iss,
-            snd_una: iss,
-            snd_nxt: iss,
-            snd_wnd: 0,
-            snd_wl1: SeqNum(0),
-            snd_wl2: SeqNum(0),
-            max_snd_wnd: 0,
-            snd_wscale: 0,
-            mss: our_mss,
-            syn_tx: 0,
-            syn_sent_at: now,
-            irs: SeqNum(0),
-            rcv_nxt: SeqNum(0),
-            rcv_wscale: 0,
-            rcv_adv: SeqNum(0),
-            our_mss,
-            last_ack_sent: SeqNum(0),
-            peer_ws: false,
-            peer_sack: false,
-            peer_ts: false,
-            ws_ok: false,
-            sack_ok: false,
-            ts_ok: false,
-            ts_recent: 0,
-            ts_recent_at: now,
-            ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
-            tx: VecDeque::new(),
-            tx_cap: cfg.tcp_tx_buffer.max(1),
-            rx: RecvBuffer::new(cfg.tcp_rx_buffer),
-            sent: VecDeque::new(),
-            sacked_out: 0,
-            lost_out: 0,
-            recovery_point: None,
-            rto_point: None,
-            dup_acks: 0,
-            rtx_force: false,
-            cc: Controller::new(cfg.congestion, our_mss),
-            rack_xmit: None,
-            rack_end: iss,
-            rack_rtt: Duration::ZERO,
-            min_rtt: None,
-            rack_deadline: None,
-            pto_armed: false,
-            tlp_due: false,
-            tlp_end: None,
-            rack_tlp: cfg.rack_tlp,
-            fin_queued: false,
-            fin_seq: None,
-            fin_was_acked: false,
-            fin_received: false,
-            rd_shut: false,
             orphan: false,
+            retransmits: 0,
+            snd: SendSeq {
+                iss,
+                una: iss,
+                nxt: iss,
+                wnd: 0,
+                wl1: SeqNum(0),
+                wl2: SeqNum(0),
+                max_wnd: 0,
+                wscale: 0,
+                mss: our_mss,
+                syn_tx: 0,
+                syn_sent_at: now,
+            },
+            rcv: RecvSeq {
+                irs: SeqNum(0),
+                nxt: SeqNum(0),
+                wscale: 0,
+                adv: SeqNum(0),
+                mss: our_mss,
+                last_ack_sent: SeqNum(0),
+            },
+            opt: Negotiated {
+                ws_offer: false,
+                sack_offer: false,
+                ts_offer: false,
+                ws: false,
+                sack: false,
+                ts: false,
+                ts_recent: 0,
+                ts_recent_at: now,
+                ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
+            },
+            tx: SendBuffer::new(cfg.tcp_tx_buffer),
+            rx: RecvBuffer::new(cfg.tcp_rx_buffer),
+            sent: Scoreboard::new(),
+            rec: Recovery::new(iss, cfg.rack_tlp),
+            cc: Controller::new(cfg.congestion, our_mss),
+            close: CloseState::default(),
             error: None,
-            ack_pending: false,
+            pending: Pending::default(),
             ack_delay: cfg.ack_delay,
-            delack_deadline: None,
             nodelay: false,
-            rto: cfg.rto_initial,
-            rto_initial: cfg.rto_initial,
-            rto_min: cfg.rto_min,
-            rto_max: cfg.rto_max,
-            srtt: None,
-            rttvar: Duration::ZERO,
-            rtx_deadline: None,
+            rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
+            timers: TimerTable::default(),
+            persist_pto: false,
             retries: 0,
-            probe_due: false,
-            close_deadline: None,
             keepalive: cfg.keepalive,
             ka_probes: 0,
-            ka_due: false,
             last_rx: now,
             user_timeout: cfg.user_timeout,
-            retransmits: 0,
         }
     }
 
@@ -344,10 +309,10 @@ impl Conn {
         let mut c = Conn::new(cfg, now, local, remote, iss, true);
         // We offer window scaling, SACK and timestamps on an active open; each takes
         // effect only if the SYN-ACK carries it too (RFC 7323 2.2, 3.2; RFC 2018 2).
-        c.peer_ws = cfg.window_scaling;
-        c.peer_sack = cfg.sack;
-        c.peer_ts = cfg.timestamps;
-        c.rcv_wscale = if cfg.window_scaling { window_shift_for(c.rx.capacity()) } else { 0 };
+        c.opt.ws_offer = cfg.window_scaling;
+        c.opt.sack_offer = cfg.sack;
+        c.opt.ts_offer = cfg.timestamps;
+        c.rcv.wscale = if cfg.window_scaling { window_shift_for(c.rx.capacity()) } else { 0 };
         c.state = TcpState::SynSent;
         c
     }
@@ -363,19 +328,19 @@ impl Conn {
         seg: &TcpRepr<'_>,
     ) -> Conn {
         let mut c = Conn::new(cfg, now, local, remote, iss, false);
-        c.irs = seg.seq;
-        c.rcv_nxt = seg.seq + 1;
-        c.last_ack_sent = c.rcv_nxt;
-        c.peer_ws = cfg.window_scaling && seg.options.window_scale.is_some();
-        c.peer_sack = cfg.sack && seg.options.sack_permitted;
-        c.peer_ts = cfg.timestamps && seg.options.timestamps.is_some();
+        c.rcv.irs = seg.seq;
+        c.rcv.nxt = seg.seq + 1;
+        c.rcv.last_ack_sent = c.rcv.nxt;
+        c.opt.ws_offer = cfg.window_scaling && seg.options.window_scale.is_some();
+        c.opt.sack_offer = cfg.sack && seg.options.sack_permitted;
+        c.opt.ts_offer = cfg.timestamps && seg.options.timestamps.is_some();
         c.apply_syn_options(now, &seg.options);
         // RFC 7323 2.2: the window field of a SYN is never scaled.
-        c.snd_wnd = seg.window as usize;
-        c.max_snd_wnd = c.snd_wnd;
-        c.snd_wl1 = seg.seq;
-        c.snd_wl2 = seg.ack;
-        c.rcv_adv = c.rcv_nxt + c.rx.capacity().min(u16::MAX as usize);
+        c.snd.wnd = seg.window as usize;
+        c.snd.max_wnd = c.snd.wnd;
+        c.snd.wl1 = seg.seq;
+        c.snd.wl2 = seg.ack;
+        c.rcv.adv = c.rcv.nxt + c.rx.capacity().min(u16::MAX as usize);
         c.state = TcpState::SynReceived;
         c
     }
@@ -384,7 +349,7 @@ impl Conn {
     /// (RFC 7323 2.2), SACK-permitted (RFC 2018 2), timestamps (RFC 7323 3.2). An option
     /// is in effect only when both SYNs carried it; `peer_*` hold what we offered or
     /// are willing to answer.
-    fn apply_syn_options(&mut self, now: Instant, o: &TcpOptions) {
+    pub(super) fn apply_syn_options(&mut self, now: Instant, o: &TcpOptions) {
         let peer_mss = match o.mss {
             Some(m) => m as usize,
             None => match self.remote {
@@ -392,33 +357,31 @@ impl Conn {
                 SocketAddr::V6(_) => DEFAULT_MSS_V6,
             },
         };
-        self.mss = peer_mss.min(self.our_mss).max(64);
-        self.ws_ok = self.peer_ws && o.window_scale.is_some();
-        if self.ws_ok {
-            self.snd_wscale = o.window_scale.unwrap_or(0).min(MAX_WINDOW_SCALE);
-            self.rcv_wscale = window_shift_for(self.rx.capacity());
+        self.snd.mss = peer_mss.min(self.rcv.mss).max(64);
+        self.opt.ws = self.opt.ws_offer && o.window_scale.is_some();
+        if self.opt.ws {
+            self.snd.wscale = o.window_scale.unwrap_or(0).min(MAX_WINDOW_SCALE);
+            self.rcv.wscale = window_shift_for(self.rx.capacity());
         } else {
-            self.snd_wscale = 0;
-            self.rcv_wscale = 0;
+            self.snd.wscale = 0;
+            self.rcv.wscale = 0;
         }
-        self.peer_ws = self.ws_ok;
-        self.sack_ok = self.peer_sack && o.sack_permitted;
-        self.peer_sack = self.sack_ok;
+        self.opt.ws_offer = self.opt.ws;
+        self.opt.sack = self.opt.sack_offer && o.sack_permitted;
+        self.opt.sack_offer = self.opt.sack;
         match o.timestamps {
-            Some((tsval, _)) if self.peer_ts => {
-                self.ts_ok = true;
-                self.ts_recent = tsval;
-                self.ts_recent_at = now;
+            Some((tsval, _)) if self.opt.ts_offer => {
+                self.opt.ts = true;
+                self.opt.ts_recent = tsval;
+                self.opt.ts_recent_at = now;
             }
             _ => {
-                self.ts_ok = false;
-                self.peer_ts = false;
+                self.opt.ts = false;
+                self.opt.ts_offer = false;
             }
         }
-        self.cc = Controller::new(self.cc.algorithm(), self.mss);
+        self.cc = Controller::new(self.cc.algorithm(), self.snd.mss);
     }
-
-    // ------------------------------------------------------------ accessors
 
     pub fn error(&self) -> Option<ConnError> {
         self.error
@@ -430,7 +393,7 @@ impl Conn {
         self.tx.len()
     }
     pub fn send_capacity(&self) -> usize {
-        self.tx_cap - self.tx.len()
+        self.tx.free()
     }
     pub fn set_nodelay(&mut self, v: bool) {
         self.nodelay = v;
@@ -448,40 +411,40 @@ impl Conn {
     }
     pub fn set_congestion(&mut self, alg: CongestionAlgorithm) {
         if self.cc.algorithm() != alg {
-            self.cc = Controller::new(alg, self.mss);
+            self.cc = Controller::new(alg, self.snd.mss);
         }
     }
     pub fn is_synchronized(&self) -> bool {
         !matches!(self.state, TcpState::Closed | TcpState::Listen | TcpState::SynSent)
     }
     pub fn rcv_nxt(&self) -> SeqNum {
-        self.rcv_nxt
+        self.rcv.nxt
     }
 
     /// Sequence number of `tx[0]`.
-    fn tx_seq0(&self) -> SeqNum {
-        if self.snd_una == self.iss {
-            self.iss + 1
+    pub(super) fn tx_seq0(&self) -> SeqNum {
+        if self.snd.una == self.snd.iss {
+            self.snd.iss + 1
         } else {
-            self.snd_una
+            self.snd.una
         }
     }
 
     /// Sequence number just past the last queued data byte (where the FIN goes).
-    fn data_end(&self) -> SeqNum {
+    pub(super) fn data_end(&self) -> SeqNum {
         self.tx_seq0() + self.tx.len()
     }
 
     /// Bytes in flight by the RFC 6675 pipe estimate: sent and not acknowledged,
     /// minus what the peer SACKed and what is lost and not yet retransmitted.
-    fn pipe(&self) -> usize {
-        let outstanding = if self.snd_nxt > self.snd_una { self.snd_nxt - self.snd_una } else { 0 };
-        outstanding.saturating_sub(self.sacked_out + self.lost_out)
+    pub(super) fn pipe(&self) -> usize {
+        let outstanding = if self.snd.nxt > self.snd.una { self.snd.nxt - self.snd.una } else { 0 };
+        outstanding.saturating_sub(self.sent.sacked_out() + self.sent.lost_out())
     }
 
-    fn flight_size(&self) -> usize {
-        if self.snd_nxt > self.snd_una {
-            self.snd_nxt - self.snd_una
+    pub(super) fn flight_size(&self) -> usize {
+        if self.snd.nxt > self.snd.una {
+            self.snd.nxt - self.snd.una
         } else {
             0
         }
@@ -489,8 +452,8 @@ impl Conn {
 
     /// Largest payload of a data segment: the MSS less the options every segment
     /// carries (RFC 9293 3.7.1: Eff.snd.MSS subtracts the TCP options).
-    fn max_payload(&self) -> usize {
-        self.mss - if self.ts_ok { TS_OPTION_LEN } else { 0 }
+    pub(super) fn max_payload(&self) -> usize {
+        self.snd.mss - if self.opt.ts { TS_OPTION_LEN } else { 0 }
     }
 
     /// TCP header length of a segment carrying data: data segments carry only the
@@ -498,35 +461,33 @@ impl Conn {
     /// right after it so it is copied once.
     pub fn data_header_len(&self) -> usize {
         let mut o = TcpOptions::default();
-        if self.ts_ok {
+        if self.opt.ts {
             o.timestamps = Some((0, 0));
         }
         crate::wire::tcp::TCP_HEADER_LEN + crate::wire::tcp::options_len(&o)
     }
 
     /// Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 5.4).
-    fn ts_now(&self, now: Instant) -> u32 {
-        (now.total_millis() as u32).wrapping_add(self.ts_offset)
+    pub(super) fn ts_now(&self, now: Instant) -> u32 {
+        (now.total_millis() as u32).wrapping_add(self.opt.ts_offset)
     }
 
     /// The receive window we would advertise now (bytes), keeping the right edge from
     /// moving left (RFC 9293 3.8.6).
-    fn rcv_wnd(&self) -> usize {
+    pub(super) fn rcv_wnd(&self) -> usize {
         let free = self.rx.window();
-        let max = (u16::MAX as usize) << self.rcv_wscale;
+        let max = (u16::MAX as usize) << self.rcv.wscale;
         // Round down to what the scaled field can express.
-        let wnd = (free.min(max) >> self.rcv_wscale) << self.rcv_wscale;
-        let committed = if self.rcv_adv > self.rcv_nxt { self.rcv_adv - self.rcv_nxt } else { 0 };
+        let wnd = (free.min(max) >> self.rcv.wscale) << self.rcv.wscale;
+        let committed = if self.rcv.adv > self.rcv.nxt { self.rcv.adv - self.rcv.nxt } else { 0 };
         wnd.max(committed)
     }
-
-    // ------------------------------------------------------------ application calls
 
     pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
         if let Some(e) = self.error {
             return Err(SendError::Conn(e));
         }
-        if self.fin_queued {
+        if self.close.fin_queued {
             return Err(SendError::WriteShutdown);
         }
         match self.state {
@@ -538,13 +499,13 @@ impl Conn {
         if n == 0 {
             return if data.is_empty() { Ok(0) } else { Err(SendError::WouldBlock) };
         }
-        self.tx.extend(&data[..n]);
+        self.tx.write(&data[..n]);
         Ok(n)
     }
 
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         if self.rx.is_empty() {
-            if self.fin_received || self.rd_shut {
+            if self.close.fin_received || self.close.rd_shut {
                 return Ok(0);
             }
             if let Some(e) = self.error {
@@ -558,11 +519,11 @@ impl Conn {
         let n = self.rx.read(buf);
         // Window update (RFC 9293 3.8.6.2.2, receiver SWS avoidance): announce the
         // reopened window once it grew by min(half the buffer, one MSS).
-        if self.is_synchronized() && !self.fin_received {
-            let new_edge = self.rcv_nxt + self.rcv_wnd();
-            let grown = if new_edge > self.rcv_adv { new_edge - self.rcv_adv } else { 0 };
-            if grown >= (self.rx.capacity() / 2).min(self.our_mss) {
-                self.ack_pending = true;
+        if self.is_synchronized() && !self.close.fin_received {
+            let new_edge = self.rcv.nxt + self.rcv_wnd();
+            let grown = if new_edge > self.rcv.adv { new_edge - self.rcv.adv } else { 0 };
+            if grown >= (self.rx.capacity() / 2).min(self.rcv.mss) {
+                self.pending.ack = true;
             }
         }
         Ok(n)
@@ -576,19 +537,20 @@ impl Conn {
                 self.state = TcpState::Closed;
             }
             TcpState::SynReceived | TcpState::Established => {
-                self.fin_queued = true;
+                self.close.fin_queued = true;
                 self.state = TcpState::FinWait1;
             }
             TcpState::CloseWait => {
-                self.fin_queued = true;
+                self.close.fin_queued = true;
                 self.state = TcpState::LastAck;
             }
             _ => {}
         }
+        self.handshake_timer_outlives_handshake();
     }
 
     pub fn shutdown_read(&mut self) {
-        self.rd_shut = true;
+        self.close.rd_shut = true;
         self.rx.clear();
     }
 
@@ -601,7 +563,7 @@ impl Conn {
         }
         self.shutdown_write();
         if self.state == TcpState::FinWait2 {
-            self.close_deadline = Some(now + 2 * cfg.msl);
+            self.timers.set(Timer::Close, now + 2 * cfg.msl);
         }
         false
     }
@@ -609,1180 +571,13 @@ impl Conn {
     /// RST for an abort (RFC 9293 3.10.5): `<SEQ=SND.NXT><CTL=RST>` when synchronized.
     pub fn abort(&mut self) -> Option<Reply> {
         let r = if self.is_synchronized() && self.state != TcpState::TimeWait {
-            Some(Reply::Rst { seq: self.snd_nxt, ack: None })
+            Some(Reply::Rst { seq: self.snd.nxt, ack: None })
         } else {
             None
         };
         self.state = TcpState::Closed;
+        self.handshake_timer_outlives_handshake();
         r
-    }
-
-    // ------------------------------------------------------------ segment arrival
-
-    /// RFC 9293 3.10.7.3 / 3.10.7.4. The caller has found this connection by its
-    /// 4-tuple and verified the checksum.
-    pub fn process(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> (Verdict, Reply) {
-        match self.state {
-            TcpState::Closed | TcpState::Listen => (Verdict::Rejected(TcpReject::Closed), Reply::None),
-            TcpState::SynSent => self.process_syn_sent(now, cfg, seg),
-            _ => self.process_synchronized(now, cfg, seg),
-        }
-    }
-
-    fn process_syn_sent(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> (Verdict, Reply) {
-        let f = seg.flags;
-        let syn_end = self.iss + 1;
-        // First: the ACK bit (RFC 9293 3.10.7.3).
-        let mut ack_ok = false;
-        if f.ack() {
-            if seg.ack <= self.iss || seg.ack > syn_end {
-                if f.rst() {
-                    return (Verdict::Rejected(TcpReject::SynSentBadAckRst), Reply::None);
-                }
-                return (Verdict::Rejected(TcpReject::SynSentBadAck), Reply::Rst { seq: seg.ack, ack: None });
-            }
-            ack_ok = self.syn_tx > 0;
-        }
-        // Second: RST. Only an acceptable ACK makes it credible.
-        if f.rst() {
-            if ack_ok {
-                self.error = Some(ConnError::Refused);
-                self.state = TcpState::Closed;
-                self.rtx_deadline = None;
-                return (Verdict::Accepted, Reply::None);
-            }
-            return (Verdict::Rejected(TcpReject::SynSentRstNoAck), Reply::None);
-        }
-        // Fourth: SYN.
-        if !f.syn() {
-            return (Verdict::Rejected(TcpReject::SynSentNoSyn), Reply::None);
-        }
-        self.irs = seg.seq;
-        self.rcv_nxt = seg.seq + 1;
-        // Nothing acknowledged yet; the ACK we are about to send covers the SYN.
-        self.last_ack_sent = self.rcv_nxt;
-        self.apply_syn_options(now, &seg.options);
-        self.snd_wnd = seg.window as usize; // RFC 7323 2.2: unscaled in a SYN
-        self.max_snd_wnd = self.snd_wnd;
-        self.snd_wl1 = seg.seq;
-        self.snd_wl2 = seg.ack;
-        // Nothing advertised yet: the right edge starts at RCV.NXT (rcv_wnd() would
-        // otherwise honour a stale edge from before IRS was known).
-        self.rcv_adv = self.rcv_nxt;
-        self.rcv_adv = self.rcv_nxt + self.rcv_wnd();
-        self.last_rx = now;
-        if ack_ok {
-            self.ack_syn(now, seg);
-            self.state = TcpState::Established;
-            self.ack_pending = true;
-            // Data or FIN on the SYN-ACK: continue at the sixth step.
-            let text = TcpRepr { seq: seg.seq + 1, flags: TcpFlags(f.0 & !TcpFlags::SYN.0), ..*seg };
-            self.process_text_and_fin(now, cfg, &text);
-            (Verdict::Accepted, Reply::None)
-        } else {
-            // Simultaneous open (RFC 9293 figure 8): SYN-RECEIVED, answer SYN-ACK by
-            // rewinding snd_nxt so dispatch resends our SYN with ACK set.
-            self.state = TcpState::SynReceived;
-            self.snd_nxt = self.iss;
-            self.rtx_deadline = None;
-            (Verdict::Accepted, Reply::None)
-        }
-    }
-
-    /// Our SYN is acknowledged.
-    fn ack_syn(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        if self.syn_tx == 1 {
-            let rtt = match seg.options.timestamps {
-                Some((_, tsecr)) if self.ts_ok && tsecr != 0 => {
-                    Duration::from_millis(self.ts_now(now).wrapping_sub(tsecr) as u64)
-                }
-                _ => now.saturating_duration_since(self.syn_sent_at),
-            };
-            self.rtt_sample(rtt);
-        } else if self.syn_tx > 1 && self.srtt.is_none() {
-            // RFC 6298 5.7: the SYN was retransmitted, so the RTO restarts from 3 s
-            // (here: the configured initial RTO) once data transfer begins.
-            self.rto = self.rto_initial.max(self.rto_min);
-        }
-        self.snd_una = self.iss + 1;
-        if self.snd_nxt < self.snd_una {
-            self.snd_nxt = self.snd_una;
-        }
-        self.retries = 0;
-        self.rtx_deadline = None;
-    }
-
-    /// RFC 9293 3.10.7.4 sequence acceptability test (the table of four cases).
-    fn acceptable(&self, seg: &TcpRepr<'_>) -> bool {
-        let len = seg.seg_len();
-        let wnd = self.rcv_wnd();
-        let start = self.rcv_nxt;
-        let end = self.rcv_nxt + wnd;
-        match (len, wnd) {
-            (0, 0) => seg.seq == self.rcv_nxt,
-            (0, _) => seg.seq.in_range(start, end),
-            (_, 0) => false,
-            // RFC 9293's table tests the first and the last byte; a segment that covers
-            // the whole window (starts before RCV.NXT, ends past the right edge) has
-            // new bytes too, and "only the new parts are processed" (3.10.7.4). Like
-            // Linux, any overlap with the window is acceptable.
-            (_, _) => seg.seq.in_range(start, end) || start.in_range(seg.seq, seg.seq + len),
-        }
-    }
-
-    fn process_synchronized(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> (Verdict, Reply) {
-        let f = seg.flags;
-
-        // A retransmitted SYN in SYN-RECEIVED: our SYN-ACK was lost; send it again.
-        if self.state == TcpState::SynReceived && f.syn() && !f.ack() && !f.rst() && seg.seq == self.irs {
-            self.snd_nxt = self.iss;
-            return (Verdict::Accepted, Reply::None);
-        }
-
-        // PAWS (RFC 7323 5.3 R1): an old timestamp makes the segment unacceptable.
-        if self.ts_ok && !f.rst() {
-            if let Some((tsval, _)) = seg.options.timestamps {
-                let recent_valid = now.saturating_duration_since(self.ts_recent_at) < PAWS_IDLE;
-                if recent_valid && (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
-                    self.ack_pending = true;
-                    return (Verdict::Rejected(TcpReject::Paws), Reply::None);
-                }
-            }
-        }
-
-        // First: sequence number check.
-        if !self.acceptable(seg) {
-            // A zero window still takes valid ACKs and RSTs at RCV.NXT (RFC 9293 3.10.7.4).
-            let zero_wnd_ctl = self.rcv_wnd() == 0 && seg.seq == self.rcv_nxt;
-            if !zero_wnd_ctl {
-                if f.rst() {
-                    return (Verdict::Rejected(TcpReject::RstOutOfWindow), Reply::None);
-                }
-                if self.state == TcpState::TimeWait && f.fin() {
-                    // The peer's FIN again: our ACK was lost. Re-ACK, restart 2*MSL.
-                    self.close_deadline = Some(now + 2 * cfg.msl);
-                }
-                self.ack_pending = true;
-                return (Verdict::Rejected(TcpReject::OutOfWindow), Reply::None);
-            }
-        }
-        self.last_rx = now;
-        self.ka_probes = 0;
-
-        // RFC 7323 4.3 (2): remember the peer's timestamp if the segment covers
-        // Last.ACK.sent.
-        if self.ts_ok {
-            if let Some((tsval, _)) = seg.options.timestamps {
-                if seg.seq <= self.last_ack_sent && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
-                    self.ts_recent = tsval;
-                    self.ts_recent_at = now;
-                }
-            }
-        }
-
-        // Second: RST (RFC 9293 3.10.7.4 with RFC 5961 3.2).
-        if f.rst() {
-            if seg.seq != self.rcv_nxt {
-                // In the window but not exact: challenge ACK.
-                self.ack_pending = true;
-                return (Verdict::Rejected(TcpReject::RstChallenge), Reply::None);
-            }
-            match self.state {
-                TcpState::SynReceived if !self.active => {
-                    // Passive open: back to LISTEN, i.e. this embryo just disappears.
-                    self.state = TcpState::Closed;
-                }
-                TcpState::SynReceived => {
-                    self.error = Some(ConnError::Refused);
-                    self.state = TcpState::Closed;
-                }
-                TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2 | TcpState::CloseWait => {
-                    self.error = Some(ConnError::Reset);
-                    self.tx.clear();
-                    self.state = TcpState::Closed;
-                }
-                _ => {
-                    self.state = TcpState::Closed;
-                }
-            }
-            self.rtx_deadline = None;
-            self.close_deadline = None;
-            self.ack_pending = false;
-            return (Verdict::Accepted, Reply::None);
-        }
-
-        // Fourth: SYN in a synchronized state -> challenge ACK (RFC 5961 4.2, adopted by
-        // RFC 9293 3.10.7.4).
-        if f.syn() {
-            if self.state == TcpState::SynReceived && !self.active {
-                // RFC 9293: a passive SYN-RECEIVED returns to LISTEN.
-                self.state = TcpState::Closed;
-                return (Verdict::Rejected(TcpReject::SynInSynReceived), Reply::None);
-            }
-            self.ack_pending = true;
-            return (Verdict::Rejected(TcpReject::SynChallenge), Reply::None);
-        }
-
-        // Fifth: the ACK field.
-        if !f.ack() {
-            return (Verdict::Rejected(TcpReject::NoAck), Reply::None);
-        }
-        if self.state == TcpState::SynReceived {
-            if self.snd_una < seg.ack && seg.ack <= self.snd_nxt && self.syn_tx > 0 {
-                self.ack_syn(now, seg);
-                self.state = TcpState::Established;
-                self.snd_wnd = (seg.window as usize) << self.snd_wscale;
-                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
-                self.snd_wl1 = seg.seq;
-                self.snd_wl2 = seg.ack;
-            } else {
-                return (Verdict::Rejected(TcpReject::SynReceivedBadAck), Reply::Rst { seq: seg.ack, ack: None });
-            }
-        }
-        if seg.ack > self.snd_nxt {
-            // Acknowledges something not yet sent: ACK and drop (RFC 9293 3.10.7.4).
-            self.ack_pending = true;
-            return (Verdict::Rejected(TcpReject::AckUnsent), Reply::None);
-        }
-        let had_fin_acked = self.fin_was_acked;
-        self.on_ack(now, seg);
-        if !had_fin_acked && self.fin_was_acked {
-            match self.state {
-                TcpState::FinWait1 => {
-                    self.state = TcpState::FinWait2;
-                    if self.orphan {
-                        // An orphan cannot wait forever for the peer's FIN (Linux:
-                        // tcp_fin_timeout); we give it 2*MSL.
-                        self.close_deadline = Some(now + 2 * cfg.msl);
-                    }
-                }
-                TcpState::Closing => self.enter_time_wait(now, cfg),
-                TcpState::LastAck => {
-                    self.state = TcpState::Closed;
-                    self.rtx_deadline = None;
-                    return (Verdict::Accepted, Reply::None);
-                }
-                _ => {}
-            }
-        }
-        if self.state == TcpState::TimeWait {
-            return (Verdict::Accepted, Reply::None);
-        }
-
-        // Sixth (URG) is not acted on: urgent data is delivered inline (RFC 6093).
-        // Seventh and eighth: text and FIN.
-        match self.process_text_and_fin(now, cfg, seg) {
-            Some(r) => (Verdict::Accepted, r),
-            None => (Verdict::Accepted, Reply::None),
-        }
-    }
-
-    /// The ACK field of an acceptable segment in a synchronized state
-    /// (RFC 9293 3.10.7.4 fifth check), with SACK (RFC 2018, RFC 6675), fast
-    /// retransmit / recovery (RFC 5681 3.2, RFC 6582) and RTT measurement
-    /// (RFC 6298, RFC 7323 4).
-    fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        let win = (seg.window as usize) << self.snd_wscale;
-        if seg.ack > self.snd_una {
-            let newly_acked = seg.ack - self.snd_una;
-            let rtt = self.ack_advance(now, seg);
-            if let Some(rp) = self.recovery_point {
-                if seg.ack >= rp {
-                    // Full acknowledgment: recovery is over (RFC 6582 3.2 step 3).
-                    self.recovery_point = None;
-                    self.cc.on_recovery_exit(now, self.flight_size(), self.mss);
-                } else if !self.sack_ok {
-                    // NewReno partial ACK (RFC 6582 3.2 step 4): the next hole is lost.
-                    self.mark_front_lost();
-                    self.rtx_force = true;
-                }
-            } else {
-                let rtt = rtt.or(self.srtt);
-                self.cc.on_ack(now, newly_acked, rtt, self.mss);
-            }
-            if self.rto_point.is_some_and(|p| seg.ack >= p) {
-                self.rto_point = None;
-            }
-            self.dup_acks = 0;
-        } else if seg.ack == self.snd_una
-            && seg.payload.is_empty()
-            && !seg.flags.fin()
-            && !self.sent.is_empty()
-            && win == self.snd_wnd
-        {
-            // RFC 5681 2: a duplicate ACK.
-            self.dup_acks += 1;
-        }
-
-        // SACK blocks (RFC 2018 / RFC 6675 update). A segment sent once and SACKed
-        // now gives an RTT sample (the SACK is its acknowledgment).
-        let mut new_sack = false;
-        if self.sack_ok {
-            let mut newest: Option<Instant> = None;
-            for &(l, r) in seg.options.sack.as_slice() {
-                new_sack |= self.mark_sacked(now, l, r, &mut newest);
-            }
-            if seg.ack <= self.snd_una {
-                if let Some(sent) = newest {
-                    self.rtt_sample(now.saturating_duration_since(sent));
-                }
-            }
-        }
-
-        // Loss detection (RFC 8985 RACK, RFC 6675 5, RFC 5681 3.2).
-        if !self.sent.is_empty() {
-            let mut lost = self.sack_ok && self.rack_tlp && self.rack_detect_loss(now);
-            if new_sack {
-                lost |= self.mark_lost_by_sack();
-            }
-            if self.recovery_point.is_none() && self.rto_point.is_none() && self.dup_acks >= DUP_THRESH {
-                lost |= self.mark_front_lost();
-            }
-            self.maybe_enter_recovery(now, lost);
-        }
-
-        if self.snd_wnd == 0 && seg.ack == self.snd_una {
-            // The peer answers our zero-window probes: it is alive, so the persist
-            // state does not count towards the retransmission limit (RFC 9293 3.8.6.1).
-            self.retries = 0;
-        }
-        // Window update (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
-        if self.snd_una <= seg.ack && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= seg.ack)) {
-            self.snd_wnd = win;
-            self.max_snd_wnd = self.max_snd_wnd.max(win);
-            self.snd_wl1 = seg.seq;
-            self.snd_wl2 = seg.ack;
-        }
-    }
-
-    /// New data acknowledged: `snd_una < ack <= snd_nxt`. Returns an RTT sample.
-    fn ack_advance(&mut self, now: Instant, seg: &TcpRepr<'_>) -> Option<Duration> {
-        let ack = seg.ack;
-        // RTT: Karn's rule on the newest fully acknowledged segment sent exactly once
-        // (RFC 6298 3); the echoed timestamp (RFC 7323 4.1) only when no retransmitted
-        // segment is covered. An ACK of a retransmission can echo the timestamp of an
-        // earlier copy (RFC 7323 4.3 keeps TS.Recent for duplicates), which would
-        // inflate the estimate exactly when losses pile up; Linux prefers the
-        // sequence-based sample for the same reason.
-        let mut karn: Option<Duration> = None;
-        let mut retransmitted = false;
-        let mut data_acked = 0usize;
-        while let Some(front) = self.sent.front_mut() {
-            if front.end() <= ack {
-                let e = *front;
-                self.sent.pop_front();
-                if e.sacked {
-                    self.sacked_out -= e.len as usize;
-                } else if e.lost && !e.retrans {
-                    self.lost_out -= e.len as usize;
-                }
-                let ambiguous =
-                    e.tx_count > 1 && self.min_rtt.is_some_and(|m| now.saturating_duration_since(e.last_tx) < m);
-                if !e.sacked && !ambiguous {
-                    self.rack_update(now, e.last_tx, e.end());
-                }
-                if e.tx_count > 1 {
-                    retransmitted = true;
-                } else if !e.sacked {
-                    // A segment SACKed earlier was timed when its SACK came.
-                    karn = Some(now.saturating_duration_since(e.last_tx));
-                }
-                data_acked += e.data_len();
-                if e.fin {
-                    self.fin_was_acked = true;
-                }
-            } else {
-                if front.seq < ack {
-                    // Partially acknowledged segment: trim its front.
-                    let cut = ack - front.seq;
-                    let cut_data = cut.min(front.data_len());
-                    front.seq = ack;
-                    front.len -= cut as u32;
-                    data_acked += cut_data;
-                    if front.sacked {
-                        self.sacked_out -= cut;
-                    } else if front.lost && !front.retrans {
-                        self.lost_out -= cut;
-                    }
-                }
-                break;
-            }
-        }
-        let data_acked = data_acked.min(self.tx.len());
-        self.tx.drain(..data_acked);
-        self.snd_una = ack;
-        self.retries = 0;
-        self.probe_due = false;
-        // Like Linux (FLAG_RETRANS_DATA_ACKED): an ACK that covers any retransmitted
-        // segment gives no sample at all; the segments above the hole it fills were
-        // held up by the loss, not by the path.
-        if retransmitted {
-            karn = None;
-        }
-        let rtt = match (karn, seg.options.timestamps) {
-            (Some(k), _) => Some(k),
-            (None, Some((_, tsecr))) if self.ts_ok && tsecr != 0 && !retransmitted => {
-                Some(Duration::from_millis(self.ts_now(now).wrapping_sub(tsecr) as u64))
-            }
-            _ => None,
-        };
-        match rtt {
-            Some(r) => self.rtt_sample(r),
-            None => {
-                // Forward progress ends the exponential backoff even without a fresh
-                // sample (what Linux does): otherwise, when every acknowledged segment
-                // had been retransmitted, RFC 6298 5.7's "keep the backed-off RTO"
-                // leaves a lossy path at RTO_max indefinitely.
-                if let Some(srtt) = self.srtt {
-                    self.rto = (srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).clamp(self.rto_min, self.rto_max);
-                }
-            }
-        }
-        if self.tlp_end.is_some_and(|e| self.snd_una >= e) {
-            self.tlp_end = None;
-        }
-        // RFC 6298 5.2 / 5.3: stop the timer when everything is acknowledged, else restart.
-        if self.snd_una == self.snd_nxt {
-            self.rtx_deadline = None;
-            self.pto_armed = false;
-        } else {
-            self.rearm_rtx(now);
-        }
-        rtt
-    }
-
-    /// Mark the scoreboard entries inside a SACK block. Returns whether anything was
-    /// newly SACKed.
-    fn mark_sacked(&mut self, now: Instant, left: SeqNum, right: SeqNum, newest_once: &mut Option<Instant>) -> bool {
-        // RFC 2018 / RFC 6675: ignore blocks outside what is outstanding.
-        if right <= left || left < self.snd_una || right > self.snd_nxt {
-            return false;
-        }
-        let min_rtt = self.min_rtt;
-        let mut best: Option<(Instant, SeqNum)> = None;
-        let mut i = self.sent.partition_point(|e| e.seq < left);
-        let mut any = false;
-        while let Some(e) = self.sent.get_mut(i) {
-            if e.end() > right {
-                break;
-            }
-            if !e.sacked {
-                e.sacked = true;
-                if e.tx_count == 1 {
-                    *newest_once = Some(newest_once.map_or(e.last_tx, |t| t.max(e.last_tx)));
-                }
-                // RFC 8985 6.2 step 2: a retransmitted segment delivered faster than
-                // min_rtt was the original copy: ambiguous, not a RACK sample.
-                let ambiguous = e.tx_count > 1 && min_rtt.is_some_and(|m| now.saturating_duration_since(e.last_tx) < m);
-                if !ambiguous && best.is_none_or(|(t, end)| (e.last_tx, e.end()) > (t, end)) {
-                    best = Some((e.last_tx, e.end()));
-                }
-                self.sacked_out += e.len as usize;
-                if e.lost && !e.retrans {
-                    self.lost_out -= e.len as usize;
-                }
-                any = true;
-            }
-            i += 1;
-        }
-        if let Some((t, end)) = best {
-            self.rack_update(now, t, end);
-        }
-        any
-    }
-
-    /// RFC 6675 4 IsLost: a segment is lost when DupThresh segments, or more than
-    /// (DupThresh - 1) * SMSS bytes, above it are SACKed. Returns whether any segment
-    /// was newly marked.
-    fn mark_lost_by_sack(&mut self) -> bool {
-        let mut sacked_segs = 0u32;
-        let mut sacked_bytes = 0usize;
-        let mut any = false;
-        let limit = (DUP_THRESH as usize - 1) * self.mss;
-        for e in self.sent.iter_mut().rev() {
-            if e.sacked {
-                sacked_segs += 1;
-                sacked_bytes += e.len as usize;
-                continue;
-            }
-            if !e.lost && (sacked_segs >= DUP_THRESH || sacked_bytes > limit) {
-                e.lost = true;
-                e.retrans = false;
-                self.lost_out += e.len as usize;
-                any = true;
-            }
-        }
-        any
-    }
-
-    /// Mark the first unacknowledged segment lost (fast retransmit, NewReno partial
-    /// ACK). Returns whether it was newly marked.
-    fn mark_front_lost(&mut self) -> bool {
-        match self.sent.front_mut() {
-            Some(e) if !e.sacked && (!e.lost || e.retrans) => {
-                e.lost = true;
-                e.retrans = false;
-                self.lost_out += e.len as usize;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// RFC 9293 3.10.7.4, seventh (segment text) and eighth (FIN) checks.
-    fn process_text_and_fin(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> Option<Reply> {
-        let receiving = matches!(self.state, TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2);
-        let occupies = !seg.payload.is_empty() || seg.flags.fin();
-        if !receiving || self.fin_received {
-            if occupies {
-                self.ack_pending = true;
-            }
-            return None;
-        }
-        let mut seq = seg.seq;
-        let mut payload = seg.payload;
-        // FIN position: just after the payload.
-        let fin_at = seg.flags.fin().then(|| seg.seq + seg.payload.len());
-        // Trim what we already have (anything before RCV.NXT is a duplicate).
-        if seq < self.rcv_nxt {
-            let dup = (self.rcv_nxt - seq).min(payload.len());
-            payload = &payload[dup..];
-            seq += dup;
-        }
-        if payload.is_empty() && seq < self.rcv_nxt {
-            seq = self.rcv_nxt;
-        }
-        // Trim to the window.
-        let wnd = self.rcv_wnd();
-        let room = if seq >= self.rcv_nxt { (self.rcv_nxt + wnd).diff(seq).max(0) as usize } else { 0 };
-        if payload.len() > room {
-            payload = &payload[..room];
-        }
-        // The FIN takes one sequence number, which must lie inside the window too
-        // (RFC 9293 3.10.7.4: a zero window accepts no segment text, FIN included).
-        let fin_fits = payload.len() < room;
-        if !payload.is_empty() && self.orphan {
-            // Data for a socket nobody will read (RFC 9293 3.10.4 / RFC 2525 2.17).
-            self.error = Some(ConnError::Aborted);
-            self.state = TcpState::Closed;
-            self.rtx_deadline = None;
-            return Some(Reply::Rst { seq: self.snd_nxt, ack: None });
-        }
-        let had_ooo = self.rx.has_out_of_order();
-        let mut advanced = 0;
-        if !payload.is_empty() {
-            if self.rd_shut {
-                // Read side shut: acknowledge and discard in-order data.
-                if seq == self.rcv_nxt {
-                    advanced = payload.len();
-                }
-            } else {
-                advanced = self.rx.write(self.rcv_nxt, seq, payload);
-            }
-            self.rcv_nxt += advanced;
-        }
-        // ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3): at once for out-of-order data,
-        // for data that fills a hole, for duplicates; otherwise at least every second
-        // full-sized segment, else within the delayed-ACK timeout.
-        if occupies {
-            let immediate = advanced == 0
-                || had_ooo
-                || self.rx.has_out_of_order()
-                || self.ack_delay.is_none()
-                || self.rcv_nxt.diff(self.last_ack_sent) >= 2 * self.our_mss.min(self.mss) as i32;
-            if immediate {
-                self.ack_pending = true;
-            } else if self.delack_deadline.is_none() {
-                self.delack_deadline = self.ack_delay.map(|d| now + d);
-            }
-        }
-        if fin_at == Some(self.rcv_nxt) && fin_fits && !self.rx.has_out_of_order() {
-            self.rcv_nxt += 1;
-            self.fin_received = true;
-            self.ack_pending = true;
-            match self.state {
-                TcpState::Established => self.state = TcpState::CloseWait,
-                TcpState::FinWait1 => {
-                    // Our FIN not yet acknowledged (else we'd be in FIN-WAIT-2):
-                    // simultaneous close.
-                    self.state = TcpState::Closing;
-                }
-                TcpState::FinWait2 => self.enter_time_wait(now, cfg),
-                _ => {}
-            }
-        } else if fin_at.is_some() {
-            self.ack_pending = true;
-        }
-        if self.rcv_adv < self.rcv_nxt {
-            // The peer used room we had but not yet announced (the application read
-            // since our last window): the advertised edge is at least where we are.
-            self.rcv_adv = self.rcv_nxt;
-        }
-        None
-    }
-
-    fn enter_time_wait(&mut self, now: Instant, cfg: &Config) {
-        // RFC 9293 3.10.7.4: TIME-WAIT lasts 2*MSL.
-        self.state = TcpState::TimeWait;
-        self.close_deadline = Some(now + 2 * cfg.msl);
-        self.rtx_deadline = None;
-        self.delack_deadline = None;
-    }
-
-    /// Loss found outside recovery: enter fast recovery (RFC 6675 5 step 4, RFC 6582),
-    /// reduce the window once for the episode, retransmit at once.
-    fn maybe_enter_recovery(&mut self, now: Instant, lost: bool) {
-        if self.recovery_point.is_none() && self.rto_point.is_none() && (lost || self.lost_out > 0) {
-            self.recovery_point = Some(self.snd_nxt);
-            self.cc.on_congestion_event(now, self.flight_size(), self.mss);
-            self.rtx_force = true;
-            self.tlp_end = None;
-        }
-    }
-
-    /// The probe timeout (RFC 8985 7.2) if a tail loss probe may be sent now.
-    fn pto(&self) -> Option<Duration> {
-        let srtt = self.srtt?;
-        let eligible = self.sack_ok
-            && self.rack_tlp
-            && self.recovery_point.is_none()
-            && self.rto_point.is_none()
-            && self.tlp_end.is_none()
-            && matches!(self.state, TcpState::Established | TcpState::CloseWait);
-        if !eligible {
-            return None;
-        }
-        // PTO = 2*SRTT, plus the worst-case delayed ACK when only one segment is in
-        // flight; at least 10 ms; only worth it below the RTO.
-        let mut pto = srtt * 2;
-        if self.sent.len() == 1 {
-            pto += Duration::from_millis(200);
-        }
-        let pto = pto.max(Duration::from_millis(10));
-        (pto < self.rto).then_some(pto)
-    }
-
-    /// Restart the retransmission timer: the probe timeout while a tail loss probe may
-    /// help, else the RTO.
-    fn rearm_rtx(&mut self, now: Instant) {
-        match self.pto() {
-            Some(p) => {
-                self.pto_armed = true;
-                self.rtx_deadline = Some(now + p);
-            }
-            None => {
-                self.pto_armed = false;
-                self.rtx_deadline = Some(now + self.rto);
-            }
-        }
-    }
-
-    /// After sending new data (RFC 8985 7.2: (re)schedule the PTO; RFC 6298 5.1: a
-    /// running RTO is left alone unless the PTO comes earlier).
-    fn arm_after_new_data(&mut self, now: Instant) {
-        match (self.pto(), self.rtx_deadline) {
-            (Some(p), Some(d)) if self.pto_armed || now + p < d => {
-                self.pto_armed = true;
-                self.rtx_deadline = Some(now + p);
-            }
-            (_, None) => self.rearm_rtx(now),
-            _ => {}
-        }
-    }
-
-    /// RFC 8985 6.2 step 2: remember the most recently sent segment known delivered.
-    fn rack_update(&mut self, now: Instant, xmit: Instant, end: SeqNum) {
-        let newer = match self.rack_xmit {
-            None => true,
-            Some(t) => xmit > t || (xmit == t && end > self.rack_end),
-        };
-        if newer {
-            self.rack_xmit = Some(xmit);
-            self.rack_end = end;
-            self.rack_rtt = now.saturating_duration_since(xmit);
-        }
-    }
-
-    /// RFC 8985 6.2 step 5 (RACK_detect_loss): a segment sent before the most recently
-    /// delivered one, and outstanding for longer than RACK.rtt + reo_wnd, is lost; for
-    /// the others the reordering timer is armed. Only segments below RACK.end_seq can
-    /// qualify (first transmissions go out in sequence order), so a clean transfer
-    /// scans nothing. Returns whether anything was newly marked.
-    fn rack_detect_loss(&mut self, now: Instant) -> bool {
-        let Some(xmit) = self.rack_xmit else { return false };
-        // 6.2 step 4: the reordering window, a quarter of min_rtt.
-        let reo_wnd = self.min_rtt.unwrap_or(Duration::ZERO) / 4;
-        let wait = self.rack_rtt + reo_wnd;
-        let mut next: Option<Instant> = None;
-        let mut any = false;
-        for e in self.sent.iter_mut() {
-            if e.seq >= self.rack_end {
-                break;
-            }
-            if e.sacked || (e.lost && !e.retrans) {
-                continue;
-            }
-            let before = e.last_tx < xmit || (e.last_tx == xmit && e.end() <= self.rack_end);
-            if !before {
-                continue;
-            }
-            let due = e.last_tx + wait;
-            if now >= due {
-                e.lost = true;
-                e.retrans = false;
-                self.lost_out += e.len as usize;
-                any = true;
-            } else {
-                next = Some(next.map_or(due, |n: Instant| n.min(due)));
-            }
-        }
-        self.rack_deadline = next;
-        any
-    }
-
-    /// RFC 6298 2.2 / 2.3.
-    fn rtt_sample(&mut self, r: Duration) {
-        self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
-        match self.srtt {
-            None => {
-                self.srtt = Some(r);
-                self.rttvar = r / 2;
-            }
-            Some(srtt) => {
-                let delta = srtt.abs_diff(r);
-                self.rttvar = (self.rttvar * 3 + delta) / 4;
-                self.srtt = Some((srtt * 7 + r) / 8);
-            }
-        }
-        let srtt = self.srtt.unwrap_or(r);
-        self.rto = (srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).clamp(self.rto_min, self.rto_max);
-    }
-
-    // ------------------------------------------------------------ output
-
-    /// Window field for an outgoing non-SYN segment, recording the advertised edge.
-    fn advertise(&mut self) -> u16 {
-        let wnd = self.rcv_wnd();
-        let field = (wnd >> self.rcv_wscale).min(u16::MAX as usize);
-        let edge = self.rcv_nxt + (field << self.rcv_wscale);
-        if edge > self.rcv_adv {
-            self.rcv_adv = edge;
-        }
-        field as u16
-    }
-
-    fn arm_rtx(&mut self, now: Instant) {
-        if self.rtx_deadline.is_none() {
-            self.rearm_rtx(now);
-        }
-    }
-
-    /// Whether the connection may have a segment to send (a cheap over-approximation;
-    /// `dispatch` decides).
-    pub fn wants_to_send(&self) -> bool {
-        match self.state {
-            TcpState::Closed | TcpState::Listen => false,
-            TcpState::SynSent | TcpState::SynReceived => self.snd_nxt == self.iss || self.ack_pending,
-            _ => {
-                self.ack_pending
-                    || self.probe_due
-                    || self.ka_due
-                    || self.tlp_due
-                    || self.lost_out > 0
-                    || self.snd_nxt < self.data_end()
-                    || (self.fin_queued && self.fin_seq.is_none())
-            }
-        }
-    }
-
-    /// Build the next segment, copying its payload into `scratch` (at least one MSS
-    /// long). At most one segment per call; call again while it returns `Some`.
-    pub fn dispatch(&mut self, now: Instant, scratch: &mut [u8]) -> Option<Outgoing> {
-        match self.state {
-            TcpState::Closed | TcpState::Listen => return None,
-            TcpState::SynSent | TcpState::SynReceived if self.snd_nxt == self.iss => {
-                return Some(self.emit_syn(now));
-            }
-            TcpState::SynSent => return None,
-            TcpState::SynReceived | TcpState::TimeWait => {
-                return self.emit_ack_if_pending(now);
-            }
-            _ => {}
-        }
-        let cwnd = self.cc.window();
-
-        // 0. A tail loss probe (RFC 8985 7.3): new data if the peer's window allows,
-        //    else the last segment again; either way regardless of cwnd.
-        if self.tlp_due {
-            self.tlp_due = false;
-            let data_end = self.data_end();
-            let wnd_edge = self.snd_una + self.snd_wnd;
-            let room = if wnd_edge > self.snd_nxt { wnd_edge - self.snd_nxt } else { 0 };
-            if self.snd_nxt < data_end && room > 0 {
-                let len = (data_end - self.snd_nxt).min(self.max_payload()).min(room).min(scratch.len());
-                let out = self.send_new(now, len, scratch);
-                self.tlp_end = Some(self.snd_nxt);
-                return Some(out);
-            }
-            if let Some(i) = self.sent.iter().rposition(|e| !e.sacked) {
-                self.tlp_end = Some(self.snd_nxt);
-                return Some(self.retransmit(now, i, scratch));
-            }
-        }
-
-        // 1. Retransmit what is marked lost (RFC 6675 NextSeg rule 1; after a timeout,
-        //    everything unSACKed).
-        if self.lost_out > 0 {
-            let pipe = self.pipe();
-            if let Some(i) = self.sent.iter().position(|e| e.lost && !e.retrans && !e.sacked) {
-                let e = self.sent[i];
-                if self.rtx_force || pipe + e.len as usize <= cwnd {
-                    self.rtx_force = false;
-                    // Against a zero window this retransmission is the window probe.
-                    self.probe_due = false;
-                    let out = self.retransmit(now, i, scratch);
-                    self.arm_rtx(now);
-                    return Some(out);
-                }
-            }
-        }
-
-        // 2. New data, within the peer's window and the congestion window.
-        let data_end = self.data_end();
-        if self.snd_nxt < data_end {
-            let avail = data_end - self.snd_nxt;
-            let wnd_edge = self.snd_una + self.snd_wnd;
-            let room = if wnd_edge > self.snd_nxt { wnd_edge - self.snd_nxt } else { 0 };
-            let cwnd_room = cwnd.saturating_sub(self.pipe());
-            let max_payload = self.max_payload();
-            let mut len = avail.min(max_payload).min(room).min(cwnd_room).min(scratch.len());
-            if self.probe_due {
-                // The persist timer fired (RFC 9293 3.8.6.1 zero-window probe, and the
-                // SWS override timeout of 3.8.6.2.1): send what fits, or one byte
-                // beyond a zero window.
-                len = len.max(1).min(avail);
-            } else if len < max_payload && len < avail {
-                // Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only if
-                // it is at least half the largest window the peer offered; and never a
-                // runt just because the congestion window is nearly full.
-                if len < self.max_snd_wnd / 2 || (cwnd_room < room && self.pipe() > 0) {
-                    len = 0;
-                }
-            } else if len == avail
-                && len < max_payload
-                && !self.nodelay
-                && self.snd_nxt != self.snd_una
-                && !self.fin_queued
-            {
-                // Nagle (RFC 896, RFC 9293 3.7.4): hold a small final piece while data
-                // is unacknowledged.
-                len = 0;
-            }
-            if len > 0 {
-                self.probe_due = false;
-                let out = self.send_new(now, len, scratch);
-                self.arm_after_new_data(now);
-                return Some(out);
-            }
-            if self.pipe() == 0 {
-                // Nothing in flight to clock us: the persist timer takes over.
-                self.arm_rtx(now);
-            }
-        }
-
-        // 3. A FIN on its own.
-        if self.fin_queued && self.fin_seq.is_none() && self.snd_nxt == data_end {
-            let seq = self.snd_nxt;
-            self.fin_seq = Some(seq);
-            self.push_sent(now, seq, 1, true);
-            self.arm_rtx(now);
-            return Some(self.segment(now, seq, TcpFlags::FIN | TcpFlags::ACK, 0));
-        }
-
-        // 4. A keepalive probe (RFC 9293 3.8.4): SEG.SEQ = SND.NXT - 1, no data.
-        if self.ka_due {
-            self.ka_due = false;
-            let seq = self.snd_una - 1;
-            return Some(self.segment(now, seq, TcpFlags::ACK, 0));
-        }
-
-        self.emit_ack_if_pending(now)
-    }
-
-    /// Send `len` new bytes at SND.NXT (with the FIN if they are the last and a close
-    /// is queued) and put the segment on the scoreboard.
-    fn send_new(&mut self, now: Instant, len: usize, scratch: &mut [u8]) -> Outgoing {
-        let seq = self.snd_nxt;
-        let data_end = self.data_end();
-        self.copy_tx(seq - self.tx_seq0(), len, scratch);
-        let mut flags = TcpFlags::ACK;
-        let mut seg_len = len;
-        let mut fin = false;
-        if seq + len == data_end {
-            flags |= TcpFlags::PSH;
-            if self.fin_queued {
-                flags |= TcpFlags::FIN;
-                seg_len += 1;
-                fin = true;
-                self.fin_seq = Some(data_end);
-            }
-        }
-        self.push_sent(now, seq, seg_len, fin);
-        self.segment(now, seq, flags, len)
-    }
-
-    /// Send scoreboard entry `i` again, with its original boundaries.
-    fn retransmit(&mut self, now: Instant, i: usize, scratch: &mut [u8]) -> Outgoing {
-        let e = self.sent[i];
-        let data = e.data_len().min(scratch.len());
-        self.copy_tx(e.seq - self.tx_seq0(), data, scratch);
-        let s = &mut self.sent[i];
-        s.tx_count = s.tx_count.saturating_add(1);
-        s.last_tx = now;
-        if s.lost && !s.retrans {
-            s.retrans = true;
-            self.lost_out -= e.len as usize;
-        }
-        self.retransmits += 1;
-        let mut flags = TcpFlags::ACK;
-        if e.fin {
-            flags |= TcpFlags::FIN;
-        }
-        if data > 0 && e.end() >= self.snd_nxt {
-            flags |= TcpFlags::PSH;
-        }
-        self.segment(now, e.seq, flags, data)
-    }
-
-    fn push_sent(&mut self, now: Instant, seq: SeqNum, len: usize, fin: bool) {
-        self.sent.push_back(SentSeg {
-            seq,
-            len: len as u32,
-            fin,
-            sacked: false,
-            lost: false,
-            retrans: false,
-            tx_count: 1,
-            first_tx: now,
-            last_tx: now,
-        });
-        self.snd_nxt = seq + len;
-    }
-
-    fn copy_tx(&self, off: usize, len: usize, scratch: &mut [u8]) {
-        let (a, b) = self.tx.as_slices();
-        let mut done = 0;
-        if off < a.len() {
-            let n = len.min(a.len() - off);
-            scratch[..n].copy_from_slice(&a[off..off + n]);
-            done = n;
-        }
-        if done < len {
-            let boff = off + done - a.len();
-            scratch[done..len].copy_from_slice(&b[boff..boff + len - done]);
-        }
-    }
-
-    /// Every non-SYN segment: ACK = RCV.NXT, the window, timestamps and (on pure ACKs)
-    /// SACK blocks.
-    fn segment(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, payload_len: usize) -> Outgoing {
-        self.ack_pending = false;
-        self.delack_deadline = None;
-        self.last_ack_sent = self.rcv_nxt;
-        let window = self.advertise();
-        let mut options = TcpOptions::default();
-        if self.ts_ok {
-            options.timestamps = Some((self.ts_now(now), self.ts_recent));
-        }
-        if self.sack_ok && payload_len == 0 && self.rx.has_out_of_order() {
-            // RFC 2018 4: up to 4 blocks, 3 when timestamps take option space.
-            options.sack = self.rx.sack_blocks(if self.ts_ok { 3 } else { 4 });
-        }
-        Outgoing { seq, ack: self.rcv_nxt, flags, window, options, payload_len }
-    }
-
-    fn emit_ack_if_pending(&mut self, now: Instant) -> Option<Outgoing> {
-        if !self.ack_pending {
-            return None;
-        }
-        let seq = self.snd_nxt;
-        Some(self.segment(now, seq, TcpFlags::ACK, 0))
-    }
-
-    fn emit_syn(&mut self, now: Instant) -> Outgoing {
-        let synack = self.state == TcpState::SynReceived;
-        let mut options = TcpOptions { mss: Some(self.our_mss as u16), ..TcpOptions::default() };
-        // RFC 7323 2.2 / 3.2, RFC 2018 2: offer on a SYN; on a SYN-ACK only what the
-        // peer offered.
-        if self.peer_ws {
-            options.window_scale = Some(self.rcv_wscale);
-        }
-        if self.peer_sack {
-            options.sack_permitted = true;
-        }
-        if self.peer_ts {
-            options.timestamps = Some((self.ts_now(now), if synack { self.ts_recent } else { 0 }));
-        }
-        if self.syn_tx > 0 {
-            self.retransmits += 1;
-        }
-        self.syn_tx = self.syn_tx.saturating_add(1);
-        self.syn_sent_at = now;
-        self.snd_nxt = self.iss + 1;
-        self.arm_rtx(now);
-        self.ack_pending = false;
-        let mut flags = TcpFlags::SYN;
-        if synack {
-            flags |= TcpFlags::ACK;
-            let edge = self.rcv_nxt + self.rx.capacity().min(u16::MAX as usize);
-            if edge > self.rcv_adv {
-                self.rcv_adv = edge;
-            }
-            self.last_ack_sent = self.rcv_nxt;
-        }
-        Outgoing {
-            seq: self.iss,
-            ack: if synack { self.rcv_nxt } else { SeqNum(0) },
-            flags,
-            // RFC 7323 2.2: the window in a SYN or SYN-ACK is never scaled.
-            window: self.rx.capacity().min(u16::MAX as usize) as u16,
-            options,
-            payload_len: 0,
-        }
-    }
-
-    // ------------------------------------------------------------ timers
-
-    fn keepalive_deadline(&self) -> Option<Instant> {
-        let ka = self.keepalive?;
-        if !matches!(self.state, TcpState::Established | TcpState::CloseWait)
-            || self.snd_nxt != self.snd_una
-            || !self.tx.is_empty()
-        {
-            return None;
-        }
-        Some(self.last_rx + ka.idle + ka.interval * self.ka_probes)
-    }
-
-    #[inline]
-    pub fn deadline(&self) -> Option<Instant> {
-        #[inline(always)]
-        fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-            match (a, b) {
-                (Some(x), Some(y)) => Some(x.min(y)),
-                (x, None) => x,
-                (None, y) => y,
-            }
-        }
-        let mut d = earliest(self.rtx_deadline, self.delack_deadline);
-        d = earliest(d, self.close_deadline);
-        d = earliest(d, self.rack_deadline);
-        if self.keepalive.is_some() {
-            d = earliest(d, self.keepalive_deadline());
-        }
-        d
-    }
-
-    /// Run the timers due at `now`. May ask for a RST (keepalive timeout).
-    pub fn on_timer(&mut self, now: Instant, cfg: &Config) -> Reply {
-        if self.close_deadline.is_some_and(|d| now >= d) {
-            // TIME-WAIT (or the orphan FIN-WAIT-2 wait) is over.
-            self.close_deadline = None;
-            self.rtx_deadline = None;
-            self.state = TcpState::Closed;
-            return Reply::None;
-        }
-        if self.delack_deadline.is_some_and(|d| now >= d) {
-            self.delack_deadline = None;
-            self.ack_pending = true;
-        }
-        if let (Some(d), Some(ka)) = (self.keepalive_deadline(), self.keepalive) {
-            if now >= d {
-                if self.ka_probes >= ka.probes {
-                    // RFC 1122 4.2.3.6: no answer to the probes, the peer is gone.
-                    self.error = Some(ConnError::TimedOut);
-                    let seq = self.snd_nxt;
-                    self.state = TcpState::Closed;
-                    return Reply::Rst { seq, ack: None };
-                }
-                self.ka_probes += 1;
-                self.ka_due = true;
-            }
-        }
-        if self.rack_deadline.is_some_and(|d| now >= d) {
-            // RFC 8985 6.3: the reordering window has passed.
-            self.rack_deadline = None;
-            let lost = self.rack_detect_loss(now);
-            self.maybe_enter_recovery(now, lost);
-        }
-        let Some(d) = self.rtx_deadline else { return Reply::None };
-        if now < d {
-            return Reply::None;
-        }
-        self.rtx_deadline = None;
-        let handshake = matches!(self.state, TcpState::SynSent | TcpState::SynReceived);
-        if self.pto_armed && !handshake {
-            // RFC 8985 7.3: the probe timeout fired: send one probe and arm the RTO.
-            self.pto_armed = false;
-            if self.snd_nxt > self.snd_una {
-                self.tlp_due = true;
-                self.rtx_deadline = Some(now + self.rto);
-                return Reply::None;
-            }
-        }
-        if !handshake && self.snd_nxt == self.snd_una {
-            // Persist timer: probe the peer's window, with backoff but without a
-            // retry limit while the peer keeps answering (RFC 9293 3.8.6.1).
-            if self.data_end() > self.snd_nxt {
-                self.probe_due = true;
-                self.rto = (self.rto * 2).min(self.rto_max);
-            }
-            return Reply::None;
-        }
-        self.retries += 1;
-        let limit = if handshake { cfg.syn_retries } else { cfg.max_retries };
-        let expired = self.user_timeout.is_some_and(|ut| {
-            let since = self.sent.front().map_or(self.syn_sent_at, |e| e.first_tx);
-            now.saturating_duration_since(since) >= ut
-        });
-        if self.retries > limit || expired {
-            // RFC 9293 3.8.3: R2 (or the user timeout) exceeded, close the connection.
-            self.error = Some(ConnError::TimedOut);
-            self.state = TcpState::Closed;
-            self.tx.clear();
-            self.sent.clear();
-            return Reply::None;
-        }
-        // RFC 6298 5.5: back off the timer; 5.4: retransmit.
-        self.rto = (self.rto * 2).min(self.rto_max);
-        if handshake {
-            self.snd_nxt = self.iss;
-            return Reply::None;
-        }
-        if self.snd_wnd > 0 {
-            // RFC 5681 3.1 equation 4 and a loss window of one segment.
-            self.cc.on_rto(now, self.flight_size(), self.mss);
-        } else {
-            // Against a zero window the retransmission is a window probe.
-            self.probe_due = true;
-        }
-        // RFC 6675 5.1: after a timeout everything not SACKed is lost.
-        self.lost_out = 0;
-        for e in self.sent.iter_mut() {
-            if !e.sacked {
-                e.lost = true;
-                e.retrans = false;
-                self.lost_out += e.len as usize;
-            }
-        }
-        self.recovery_point = None;
-        self.rto_point = Some(self.snd_nxt);
-        self.dup_acks = 0;
-        self.rtx_force = true;
-        self.tlp_end = None;
-        self.tlp_due = false;
-        self.rack_deadline = None;
-        Reply::None
     }
 
     /// Housekeeping: release the buffer memory of a connection that holds nothing and
@@ -1794,45 +589,41 @@ impl Conn {
             return self.allocated();
         }
         self.rx.release_if_empty();
-        if self.tx.is_empty() && self.tx.capacity() > 0 {
-            self.tx = VecDeque::new();
-        }
-        if self.sent.is_empty() && self.sent.capacity() > 0 {
-            self.sent = VecDeque::new();
-        }
+        self.tx.release_if_empty();
+        self.sent.release_if_empty();
         self.allocated()
     }
 
     fn allocated(&self) -> usize {
-        self.rx.allocated() + self.tx.capacity() + self.sent.capacity() * std::mem::size_of::<SentSeg>()
+        self.rx.allocated() + self.tx.allocated() + self.sent.allocated()
     }
 
     /// A snapshot of the control block (the `TCP_INFO` of this stack).
     pub fn info(&self) -> super::TcpInfo {
         super::TcpInfo {
             state: self.state,
-            iss: self.iss,
-            irs: self.irs,
-            snd_una: self.snd_una,
-            snd_nxt: self.snd_nxt,
-            rcv_nxt: self.rcv_nxt,
-            snd_wnd: self.snd_wnd,
+            iss: self.snd.iss,
+            irs: self.rcv.irs,
+            snd_una: self.snd.una,
+            snd_nxt: self.snd.nxt,
+            rcv_nxt: self.rcv.nxt,
+            snd_wnd: self.snd.wnd,
             rcv_wnd: self.rcv_wnd(),
-            snd_wscale: self.snd_wscale,
-            rcv_wscale: self.rcv_wscale,
-            mss: self.mss,
+            snd_wscale: self.snd.wscale,
+            rcv_wscale: self.rcv.wscale,
+            mss: self.snd.mss,
             cwnd: self.cc.window(),
             ssthresh: self.cc.ssthresh(),
             congestion: self.cc.algorithm(),
-            sack: self.sack_ok,
-            timestamps: self.ts_ok,
-            window_scaling: self.ws_ok,
-            in_recovery: self.recovery_point.is_some(),
+            sack: self.opt.sack,
+            timestamps: self.opt.ts,
+            window_scaling: self.opt.ws,
+            in_recovery: self.rec.recovery_point.is_some(),
             pipe: self.pipe(),
-            sacked: self.sacked_out,
+            sacked: self.sent.sacked_out(),
             out_of_order: self.rx.out_of_order_bytes(),
-            srtt: self.srtt,
-            rto: self.rto,
+            srtt: self.rtt.srtt(),
+            rto: self.rtt.rto(),
             retransmits: self.retransmits,
         }
     }
@@ -1841,47 +632,31 @@ impl Conn {
     /// Used by tests, proptests and fuzz targets after every step.
     pub fn check_invariants(&self) -> Result<(), String> {
         let fail = |what: &str| Err(format!("{what}: {:?}", self.info()));
-        if self.snd_una > self.snd_nxt {
+        if self.snd.una > self.snd.nxt {
             return fail("SND.UNA > SND.NXT");
         }
-        if self.tx.len() > self.tx_cap {
+        if self.tx.len() > self.tx.capacity() {
             return fail("send buffer over its bound");
         }
         if self.rx.readable() > self.rx.capacity() {
             return fail("receive buffer over its bound");
         }
         if self.state != TcpState::Closed && self.is_synchronized() {
-            let fin = self.fin_seq.is_some() as usize;
-            if self.snd_nxt > self.data_end() + fin && !self.fin_was_acked {
+            let fin = self.close.fin_seq.is_some() as usize;
+            if self.snd.nxt > self.data_end() + fin && !self.close.fin_acked {
                 return fail("sent beyond the queued data");
             }
-            if self.rcv_adv < self.rcv_nxt {
+            if self.rcv.adv < self.rcv.nxt {
                 return fail("advertised right edge behind RCV.NXT");
             }
             // The scoreboard covers exactly [SND.UNA, SND.NXT) once past the SYN.
-            if self.snd_una != self.iss {
-                let mut at = self.snd_una;
-                let (mut sacked, mut lost) = (0, 0);
-                for e in &self.sent {
-                    if e.seq != at || e.len == 0 {
-                        return fail("scoreboard has a gap or an empty entry");
-                    }
-                    at = e.end();
-                    if e.sacked {
-                        sacked += e.len as usize;
-                    } else if e.lost && !e.retrans {
-                        lost += e.len as usize;
-                    }
-                }
-                if at != self.snd_nxt {
-                    return fail("scoreboard does not end at SND.NXT");
-                }
-                if sacked != self.sacked_out || lost != self.lost_out {
-                    return fail("scoreboard counters out of step");
+            if self.snd.una != self.snd.iss {
+                if let Err(e) = self.sent.check(self.snd.una, self.snd.nxt) {
+                    return fail(e);
                 }
             }
         }
-        if self.fin_received
+        if self.close.fin_received
             && !matches!(
                 self.state,
                 TcpState::CloseWait | TcpState::Closing | TcpState::LastAck | TcpState::TimeWait | TcpState::Closed
@@ -1889,14 +664,26 @@ impl Conn {
         {
             return fail("peer FIN received but state does not reflect it");
         }
-        if self.fin_was_acked && !self.fin_queued {
+        if self.close.fin_acked && !self.close.fin_queued {
             return fail("FIN acknowledged but never queued");
         }
-        if self.state == TcpState::SynSent && self.snd_una != self.iss {
+        if self.state == TcpState::SynSent && self.snd.una != self.snd.iss {
             return fail("SYN-SENT with SND.UNA past ISS");
         }
-        if self.mss == 0 || self.cc.window() == 0 {
+        if self.snd.mss == 0 || self.cc.window() == 0 {
             return fail("zero MSS or congestion window");
+        }
+        // The uses of the retransmission timer match what is outstanding.
+        let outstanding = self.snd.nxt > self.snd.una;
+        match self.timers.retransmission().map(|(t, _)| t) {
+            Some(Timer::Handshake) if !matches!(self.state, TcpState::SynSent | TcpState::SynReceived) => {
+                return fail("handshake timer outside the handshake");
+            }
+            Some(Timer::Rto | Timer::TailLossProbe) if !outstanding => {
+                return fail("retransmission timer with nothing outstanding");
+            }
+            Some(Timer::Persist) if outstanding => return fail("persist timer with data in flight"),
+            _ => {}
         }
         Ok(())
     }

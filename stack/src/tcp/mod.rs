@@ -2,8 +2,15 @@
 
 pub mod congestion;
 pub(crate) mod conn;
+mod input;
+mod output;
+mod recovery;
 pub(crate) mod recv_buf;
 mod reject;
+mod rtt;
+mod scoreboard;
+mod send_buf;
+mod timer;
 
 pub use reject::TcpReject;
 

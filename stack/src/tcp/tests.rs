@@ -1733,3 +1733,6 @@ fn test_closed_after_last_ack() {
 
 #[path = "tests/ext.rs"]
 mod ext;
+
+#[path = "tests/recovery.rs"]
+mod recovery;
