@@ -34,7 +34,9 @@ pub use error::{
     AcceptError, BindError, ConnError, ConnectError, InvalidHandle, PeerAddrError, RecvError, SendError, ShutdownError,
     UdpConnectError, UdpRecvError, UdpSendError,
 };
-pub use socket::{AnyHandle, ListenerHandle, Owner, Protocol, SocketHandle, SocketInfo, TcpHandle, UdpHandle};
+pub use socket::{
+    AnyHandle, ListenerHandle, Owner, Protocol, Readiness, SocketHandle, SocketInfo, TcpHandle, UdpHandle,
+};
 pub use stack::{Stack, Stats};
 pub use tcp::{TcpInfo, TcpReject, TcpState};
 pub use time::Instant;

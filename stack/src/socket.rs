@@ -52,7 +52,7 @@ macro_rules! typed_handle {
         pub struct $name(pub(crate) SocketHandle);
 
         impl $name {
-            /// The raw handle (`SocketInfo::handle`, `Stack::poll_wakeup`).
+            /// The raw handle (`SocketInfo::handle`, `Stack::poll_readiness`).
             pub fn raw(self) -> SocketHandle {
                 self.0
             }
@@ -178,6 +178,67 @@ impl From<UdpHandle> for AnyHandle {
 impl From<AnyHandle> for SocketHandle {
     fn from(h: AnyHandle) -> SocketHandle {
         h.raw()
+    }
+}
+
+/// What a socket is ready for: the events behind the blocking calls' wake-ups and the
+/// async API's wakers (`Stack::poll_readiness`). A level (`Stack::readiness`) or, from
+/// `poll_readiness`, the bits that became set since they were last reported.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Readiness(u8);
+
+impl Readiness {
+    pub const EMPTY: Readiness = Readiness(0);
+    /// `recv` would not block: data, end of stream, or an error to report.
+    pub const READABLE: Readiness = Readiness(1);
+    /// `send` would not block: buffer room (TCP: a low-water mark of it), connected, or
+    /// an error to report.
+    pub const WRITABLE: Readiness = Readiness(2);
+    /// A listener has a completed connection to accept.
+    pub const ACCEPTABLE: Readiness = Readiness(4);
+    /// The socket reached its end (reset, refused, timed out, or closed normally).
+    pub const CLOSED: Readiness = Readiness(8);
+
+    pub const fn contains(self, other: Readiness) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn intersects(self, other: Readiness) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The bits of `self` that `before` did not have.
+    pub const fn rising_from(self, before: Readiness) -> Readiness {
+        Readiness(self.0 & !before.0)
+    }
+}
+
+impl std::ops::BitOr for Readiness {
+    type Output = Readiness;
+    fn bitor(self, rhs: Readiness) -> Readiness {
+        Readiness(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Readiness {
+    fn bitor_assign(&mut self, rhs: Readiness) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [(1, "READABLE"), (2, "WRITABLE"), (4, "ACCEPTABLE"), (8, "CLOSED")];
+        let set: Vec<&str> = names.iter().filter(|(b, _)| self.0 & b != 0).map(|(_, n)| *n).collect();
+        if set.is_empty() {
+            f.write_str("EMPTY")
+        } else {
+            f.write_str(&set.join("|"))
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! 1. Core only: two `Stack`s joined back to back in memory, driven the way the runtime
 //!    drives them per packet (`input`, `poll_transmit` into one reused buffer,
-//!    `poll_wakeup`, timers, `tcp_send`/`tcp_recv` with the application's own buffers).
+//!    `poll_readiness`, timers, `tcp_send`/`tcp_recv` with the application's own buffers).
 //! 2. Runtime: a kernel client and a `tunstack::net` server through a TUN device in a
 //!    fresh network namespace (needs root; skipped otherwise unless
 //!    `TUNSTACK_REQUIRE_E2E=1`). Counted in every thread of the process.
@@ -233,8 +233,8 @@ impl Pair {
         let now = *now;
         deliver(now, a, b, pkt);
         deliver(now, b, a, pkt);
-        while a.poll_wakeup().is_some() {}
-        while b.poll_wakeup().is_some() {}
+        while a.poll_readiness().is_some() {}
+        while b.poll_readiness().is_some() {}
         self.now = now + STEP;
     }
 

@@ -770,7 +770,7 @@ impl World {
                 self.sniff(SocketAddr::new(p.ip.src, seg.src_port), SocketAddr::new(p.ip.dst, seg.dst_port), &seg);
             }
         }
-        while self.stack.poll_wakeup().is_some() {}
+        while self.stack.poll_readiness().is_some() {}
         self.out = out;
     }
 

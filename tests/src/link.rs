@@ -159,7 +159,7 @@ impl Endpoint for Ours {
         }
         // Wakeups are for a runtime; drain them so they cannot pile up.
         for _ in 0..100_000 {
-            if self.stack.poll_wakeup().is_none() {
+            if self.stack.poll_readiness().is_none() {
                 break;
             }
         }

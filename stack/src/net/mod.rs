@@ -35,7 +35,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::runtime::{RuntimeHandle, WaitMode};
-use crate::socket::{AnyHandle, SocketHandle};
+use crate::socket::{AnyHandle, Readiness, SocketHandle};
 use crate::stack::Stack;
 
 /// One socket of the stack as held by the application, by its typed handle `H`: closed
@@ -77,13 +77,17 @@ impl<H: Copy + Into<AnyHandle>> Sock<H> {
     /// Block (per this socket's mode and read timeout) until `f` stops saying WouldBlock.
     fn wait_read<T, E: Into<io::Error>>(&self, mut f: impl FnMut(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
         let (h, nonblocking, timeout) = (self.raw(), self.is_nonblocking(), self.read_timeout());
-        self.rt.block(h, WaitMode::Shared, nonblocking, timeout, |s, _| f(s, self.h).map_err(Into::into))
+        self.rt.block(h, WaitMode::Shared, Readiness::READABLE, nonblocking, timeout, |s, _| {
+            f(s, self.h).map_err(Into::into)
+        })
     }
 
     /// Same with the write timeout.
     fn wait_write<T, E: Into<io::Error>>(&self, mut f: impl FnMut(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
         let (h, nonblocking, timeout) = (self.raw(), self.is_nonblocking(), self.write_timeout());
-        self.rt.block(h, WaitMode::Shared, nonblocking, timeout, |s, _| f(s, self.h).map_err(Into::into))
+        self.rt.block(h, WaitMode::Shared, Readiness::WRITABLE, nonblocking, timeout, |s, _| {
+            f(s, self.h).map_err(Into::into)
+        })
     }
 
     fn is_nonblocking(&self) -> bool {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{each_addr, Sock};
 use crate::runtime::{RuntimeHandle, WaitMode};
-use crate::socket::{ListenerHandle, SocketHandle, TcpHandle};
+use crate::socket::{ListenerHandle, Readiness, SocketHandle, TcpHandle};
 use crate::tcp::TcpState;
 
 /// Accept-queue length used by [`TcpListener::bind`] (Linux's default `somaxconn` was 128
@@ -47,17 +47,24 @@ impl TcpListener {
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let sock = &*self.sock;
         // Accepting threads wait exclusively: one new connection wakes one of them.
-        let (h, peer) = sock.rt.block(sock.raw(), WaitMode::Exclusive, sock.is_nonblocking(), None, |s, _| {
-            let h = s.tcp_accept(sock.h)?;
-            match s.peer_addr(h) {
-                Ok(peer) => Ok((h, peer)),
-                Err(e) => {
-                    // Cannot fail: `h` was just accepted.
-                    let _ = s.close(h);
-                    Err(e.into())
+        let (h, peer) = sock.rt.block(
+            sock.raw(),
+            WaitMode::Exclusive,
+            Readiness::ACCEPTABLE,
+            sock.is_nonblocking(),
+            None,
+            |s, _| {
+                let h = s.tcp_accept(sock.h)?;
+                match s.peer_addr(h) {
+                    Ok(peer) => Ok((h, peer)),
+                    Err(e) => {
+                        // Cannot fail: `h` was just accepted.
+                        let _ = s.close(h);
+                        Err(e.into())
+                    }
                 }
-            }
-        })?;
+            },
+        )?;
         Ok((TcpStream::from_handle(sock.rt.clone(), h), peer))
     }
 
@@ -152,10 +159,12 @@ impl TcpStream {
         let h = rt.call(|s, now| Ok(s.tcp_connect(now, remote, None)?))?;
         // From here on, dropping `stream` releases the socket on every error path.
         let stream = TcpStream::from_handle(rt.clone(), h);
-        let established = rt.block(h.raw(), WaitMode::Shared, false, timeout, |s, _| match s.tcp_poll_connect(h) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(e) => Err(e.into()),
+        let established = rt.block(h.raw(), WaitMode::Shared, Readiness::WRITABLE, false, timeout, |s, _| {
+            match s.tcp_poll_connect(h) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(e.into()),
+            }
         });
         match established {
             Ok(()) => Ok(stream),

@@ -16,7 +16,7 @@
 //! lock, then wake and write. A blocking call that got `WouldBlock` registers its
 //! thread under the socket before releasing the lock and parks ([`Engine::block`]); an
 //! async poll registers its task's waker instead ([`Engine::poll_op`]). So the blocking
-//! and the async API are two thin consumers of the core's `poll_wakeup`, and on a
+//! and the async API are two thin consumers of the core's `poll_readiness`, and on a
 //! single-threaded tokio runtime a packet is read, processed, answered and written on
 //! one thread without any hand-off.
 
@@ -32,7 +32,7 @@ use super::sys::EventFd;
 use super::tx::{Batch, Role, Tx, Written};
 use super::wait::{LocalUnparks, Unparks, WaitMode, Waiter, Waiters};
 use super::RuntimeCounters;
-use crate::socket::SocketHandle;
+use crate::socket::{Readiness, SocketHandle};
 use crate::stack::Stack;
 use crate::time::Instant;
 
@@ -186,8 +186,8 @@ impl Engine {
         core.flush(now);
         let role = self.tx.enqueue(&mut core.out);
         let before = unparks.len();
-        while let Some(h) = core.stack.poll_wakeup() {
-            core.waiters.wake(h, unparks);
+        while let Some((h, ready)) = core.stack.poll_readiness() {
+            core.waiters.wake(h, ready, unparks);
         }
         core.counters.wakeups += (unparks.len() - before) as u64;
         if from_api {
@@ -216,12 +216,13 @@ impl Engine {
     }
 
     /// The async shape of a call: run `f`; if it says `WouldBlock`, register the task
-    /// under socket `h` (before the lock is released, so no readiness change can slip
-    /// between the attempt and the registration) and return `Pending`.
+    /// under socket `h` for `interest` (before the lock is released, so no readiness
+    /// change can slip between the attempt and the registration) and return `Pending`.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn poll_op<T>(
         &self,
         h: SocketHandle,
+        interest: Readiness,
         cx: &mut Context<'_>,
         f: impl FnOnce(&mut Stack, Instant) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
@@ -236,7 +237,7 @@ impl Engine {
         after.role = self.settle(&mut core, now, true, &mut after.unparks);
         match result {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                core.waiters.register_task(h, WaitMode::Shared, cx.waker());
+                core.waiters.register_task(h, interest, cx.waker());
                 core.counters.waits += 1;
                 Poll::Pending
             }
@@ -248,12 +249,14 @@ impl Engine {
     /// `h`'s readiness to change between attempts. With `nonblocking`, `WouldBlock` is
     /// returned at once; with a `timeout`, `WouldBlock` is returned once it has elapsed
     /// (what std's sockets do on Linux when SO_RCVTIMEO/SO_SNDTIMEO expire). Shutdown
-    /// ends the wait with `NotConnected`. `mode` says whether a readiness change wakes
-    /// this call together with the socket's other waiters or alone (accept).
+    /// ends the wait with `NotConnected`. `interest` is the readiness that can end the
+    /// wait; `mode` says whether it wakes this call together with the socket's other
+    /// waiters or alone (accept).
     pub(crate) fn block<T>(
         &self,
         h: SocketHandle,
         mode: WaitMode,
+        interest: Readiness,
         nonblocking: bool,
         timeout: Option<Duration>,
         mut f: impl FnMut(&mut Stack, Instant) -> io::Result<T>,
@@ -291,7 +294,7 @@ impl Engine {
             // Registered while the lock is still held: a readiness change can only be
             // reported after this point, and then it finds us.
             let waiter = me.get_or_insert_with(Waiter::current);
-            core.waiters.register(h, mode, waiter);
+            core.waiters.register(h, mode, interest, waiter);
             core.counters.waits += 1;
             drop(core);
             after.run();

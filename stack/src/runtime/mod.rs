@@ -16,8 +16,9 @@
 //! waiting. Packets are taken from the core under its lock but written to the device
 //! after the lock is released, by one writer at a time, in order (see `runtime/tx.rs`).
 //! A blocked call or a pending task waits for its own socket only:
-//! `Stack::poll_wakeup` names the sockets whose readiness changed and only what is
-//! registered under those is woken (see `runtime/wait.rs`). The driver is kicked only
+//! `Stack::poll_readiness` names the sockets whose readiness rose (readable, writable,
+//! acceptable, closed) and only what is registered under those for that readiness is
+//! woken (see `runtime/wait.rs`). The driver is kicked only
 //! when a call moved the core's deadline earlier than the one it sleeps towards.
 //!
 //! # Network namespaces
@@ -59,7 +60,7 @@ use std::time::Duration;
 pub use ipnet::IpNet;
 
 use crate::config::Config;
-use crate::socket::{SocketHandle, SocketInfo};
+use crate::socket::{Readiness, SocketHandle, SocketInfo};
 use crate::stack::{Stack, Stats};
 use crate::time::Instant;
 
@@ -230,11 +231,12 @@ impl RuntimeHandle {
         &self,
         h: SocketHandle,
         mode: WaitMode,
+        interest: Readiness,
         nonblocking: bool,
         timeout: Option<Duration>,
         f: impl FnMut(&mut Stack, Instant) -> io::Result<T>,
     ) -> io::Result<T> {
-        self.engine.block(h, mode, nonblocking, timeout, f)
+        self.engine.block(h, mode, interest, nonblocking, timeout, f)
     }
 }
 

@@ -3,13 +3,14 @@
 //!
 //! A blocked call registers its thread, a pending poll its task's `Waker`, under the
 //! socket's handle while it still holds the core's lock, right after the core answered
-//! `WouldBlock`. Whoever drains `Stack::poll_wakeup` (the driver, or an application
-//! call after its own work) wakes only what is registered under the handles it got
-//! back: the two API shapes are two thin consumers of the same readiness.
+//! `WouldBlock`, with what it waits for (readable, writable, acceptable). Whoever drains
+//! `Stack::poll_readiness` (the driver, or an application call after its own work)
+//! wakes only what is registered under the handles it got back for the readiness that
+//! rose: the two API shapes are two thin consumers of the same readiness events.
 //!
 //! ```text
 //!   blocked call, lock held:   f() -> WouldBlock, register(h), unlock, park
-//!   waker, lock held:          poll_wakeup() -> h, take h's waiters, mark them notified
+//!   waker, lock held:          poll_readiness() -> (h, r), take h's waiters for r, mark them
 //!   waker, lock released:      unpark each taken thread
 //! ```
 //!
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::thread::{self, Thread};
 
-use crate::socket::SocketHandle;
+use crate::socket::{Readiness, SocketHandle};
 
 /// How a blocked call wants to be woken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +92,8 @@ impl Who {
 struct Entry {
     h: SocketHandle,
     mode: WaitMode,
+    /// What it waits for (a socket that closed wakes everybody).
+    interest: Readiness,
     who: Who,
 }
 
@@ -107,13 +110,13 @@ pub(crate) struct Waiters {
 
 impl Waiters {
     /// Register `waiter` (of the calling thread) under `h`. Clears its `notified` flag.
-    pub(crate) fn register(&mut self, h: SocketHandle, mode: WaitMode, waiter: &Arc<Waiter>) {
+    pub(crate) fn register(&mut self, h: SocketHandle, mode: WaitMode, interest: Readiness, waiter: &Arc<Waiter>) {
         let idx = h.index() as usize;
         if idx >= self.by_slot.len() {
             self.by_slot.resize_with(idx + 1, Vec::new);
         }
         waiter.notified.store(false, Ordering::Relaxed);
-        self.by_slot[idx].push(Entry { h, mode, who: Who::Thread(Arc::clone(waiter)) });
+        self.by_slot[idx].push(Entry { h, mode, interest, who: Who::Thread(Arc::clone(waiter)) });
         self.len += 1;
     }
 
@@ -121,16 +124,18 @@ impl Waiters {
     /// having been woken does not pile up entries: a waker that would wake the same
     /// task replaces nothing and adds nothing.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn register_task(&mut self, h: SocketHandle, mode: WaitMode, waker: &Waker) {
+    pub(crate) fn register_task(&mut self, h: SocketHandle, interest: Readiness, waker: &Waker) {
         let idx = h.index() as usize;
         if idx >= self.by_slot.len() {
             self.by_slot.resize_with(idx + 1, Vec::new);
         }
         let list = &mut self.by_slot[idx];
-        let known = list.iter().any(|e| e.h == h && matches!(&e.who, Who::Task(w) if w.will_wake(waker)));
-        if !known {
-            list.push(Entry { h, mode, who: Who::Task(waker.clone()) });
-            self.len += 1;
+        match list.iter_mut().find(|e| e.h == h && matches!(&e.who, Who::Task(w) if w.will_wake(waker))) {
+            Some(e) => e.interest |= interest,
+            None => {
+                list.push(Entry { h, mode: WaitMode::Shared, interest, who: Who::Task(waker.clone()) });
+                self.len += 1;
+            }
         }
     }
 
@@ -143,9 +148,10 @@ impl Waiters {
         }
     }
 
-    /// `h`'s readiness may have changed: take every shared waiter of `h` and the first
-    /// exclusive one, mark them notified and add them to `out` for unparking.
-    pub(crate) fn wake(&mut self, h: SocketHandle, out: &mut Unparks) {
+    /// `h` became `ready`: take every shared waiter of `h` that waits for it and the
+    /// first such exclusive one, mark them notified and add them to `out` for waking.
+    /// A socket that closed wakes every waiter.
+    pub(crate) fn wake(&mut self, h: SocketHandle, ready: Readiness, out: &mut Unparks) {
         let Some(list) = self.by_slot.get_mut(h.index() as usize) else { return };
         if list.is_empty() {
             return;
@@ -157,10 +163,12 @@ impl Waiters {
             // Entries of an older socket in the same slot cannot exist (a waiter leaves
             // before its handle is released), but a generation mismatch is no reason
             // to keep anybody asleep: wake them too.
-            let take = match e.mode {
-                WaitMode::Shared => true,
-                WaitMode::Exclusive => !exclusive_taken || e.h != h,
-            };
+            let wanted = e.h != h || ready.contains(Readiness::CLOSED) || e.interest.intersects(ready);
+            let take = wanted
+                && match e.mode {
+                    WaitMode::Shared => true,
+                    WaitMode::Exclusive => !exclusive_taken || e.h != h,
+                };
             if take {
                 if e.mode == WaitMode::Exclusive && e.h == h {
                     exclusive_taken = true;
@@ -295,25 +303,25 @@ mod tests {
     fn wake_takes_only_the_waiters_of_that_socket() {
         let mut reg = Waiters::default();
         let (a, b, c) = (waiter(), waiter(), waiter());
-        reg.register(h(1), WaitMode::Shared, &a);
-        reg.register(h(1), WaitMode::Shared, &b);
-        reg.register(h(7), WaitMode::Shared, &c);
+        reg.register(h(1), WaitMode::Shared, Readiness::READABLE, &a);
+        reg.register(h(1), WaitMode::Shared, Readiness::READABLE, &b);
+        reg.register(h(7), WaitMode::Shared, Readiness::READABLE, &c);
         assert_eq!(reg.len(), 3);
         let mut out = Unparks::default();
-        reg.wake(h(7), &mut out);
+        reg.wake(h(7), Readiness::READABLE, &mut out);
         assert_eq!(out.len(), 1);
         assert!(c.is_notified() && !a.is_notified() && !b.is_notified());
         out.unpark_all();
-        reg.wake(h(3), &mut out);
-        reg.wake(h(100), &mut out);
+        reg.wake(h(3), Readiness::READABLE, &mut out);
+        reg.wake(h(100), Readiness::READABLE, &mut out);
         assert!(out.is_empty());
-        reg.wake(h(1), &mut out);
+        reg.wake(h(1), Readiness::READABLE, &mut out);
         assert_eq!(out.len(), 2);
         assert!(a.is_notified() && b.is_notified());
         assert_eq!(reg.len(), 0);
         out.unpark_all();
         // A second wake finds nobody: each registration is woken once.
-        reg.wake(h(1), &mut out);
+        reg.wake(h(1), Readiness::READABLE, &mut out);
         assert!(out.is_empty());
     }
 
@@ -322,16 +330,16 @@ mod tests {
         let mut reg = Waiters::default();
         let a = waiter();
         let mut out = Unparks::default();
-        reg.register(h(2), WaitMode::Shared, &a);
-        reg.wake(h(2), &mut out);
+        reg.register(h(2), WaitMode::Shared, Readiness::READABLE, &a);
+        reg.wake(h(2), Readiness::READABLE, &mut out);
         assert!(a.is_notified());
-        reg.register(h(2), WaitMode::Shared, &a);
+        reg.register(h(2), WaitMode::Shared, Readiness::READABLE, &a);
         assert!(!a.is_notified());
         reg.unregister(h(2), &a);
         assert_eq!(reg.len(), 0);
         reg.unregister(h(2), &a); // not there any more: nothing happens
         reg.unregister(h(50), &a);
-        reg.wake(h(2), &mut out);
+        reg.wake(h(2), Readiness::READABLE, &mut out);
         assert_eq!(out.len(), 1); // only the first registration's wake
         assert!(!a.is_notified());
     }
@@ -340,12 +348,12 @@ mod tests {
     fn exclusive_waiters_are_woken_one_at_a_time_in_order() {
         let mut reg = Waiters::default();
         let (x, y, z, s) = (waiter(), waiter(), waiter(), waiter());
-        reg.register(h(4), WaitMode::Exclusive, &x);
-        reg.register(h(4), WaitMode::Exclusive, &y);
-        reg.register(h(4), WaitMode::Shared, &s);
-        reg.register(h(4), WaitMode::Exclusive, &z);
+        reg.register(h(4), WaitMode::Exclusive, Readiness::READABLE, &x);
+        reg.register(h(4), WaitMode::Exclusive, Readiness::READABLE, &y);
+        reg.register(h(4), WaitMode::Shared, Readiness::READABLE, &s);
+        reg.register(h(4), WaitMode::Exclusive, Readiness::READABLE, &z);
         let mut out = Unparks::default();
-        reg.wake(h(4), &mut out);
+        reg.wake(h(4), Readiness::READABLE, &mut out);
         // The first exclusive waiter and every shared one.
         assert_eq!(out.len(), 2);
         assert!(x.is_notified() && s.is_notified());
@@ -353,7 +361,7 @@ mod tests {
         out.unpark_all();
         reg.pass_on(h(4), &mut out);
         assert!(y.is_notified() && !z.is_notified());
-        reg.wake(h(4), &mut out);
+        reg.wake(h(4), Readiness::READABLE, &mut out);
         assert!(z.is_notified());
         assert_eq!(reg.len(), 0);
         reg.pass_on(h(4), &mut out); // nobody left
@@ -366,7 +374,7 @@ mod tests {
         let ws: Vec<_> = (0..5).map(|_| waiter()).collect();
         for (i, w) in ws.iter().enumerate() {
             let mode = if i % 2 == 0 { WaitMode::Exclusive } else { WaitMode::Shared };
-            reg.register(h(i as u32 % 2), mode, w);
+            reg.register(h(i as u32 % 2), mode, Readiness::READABLE, w);
         }
         let mut out = Unparks::default();
         reg.wake_all(&mut out);
@@ -375,6 +383,24 @@ mod tests {
         assert_eq!(reg.len(), 0);
         out.unpark_all();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn only_the_interested_are_woken_and_closing_wakes_all() {
+        let mut reg = Waiters::default();
+        let (reader, writer, acceptor) = (waiter(), waiter(), waiter());
+        reg.register(h(3), WaitMode::Shared, Readiness::READABLE, &reader);
+        reg.register(h(3), WaitMode::Shared, Readiness::WRITABLE, &writer);
+        let mut out = Unparks::default();
+        reg.wake(h(3), Readiness::WRITABLE, &mut out);
+        assert!(writer.is_notified() && !reader.is_notified());
+        reg.wake(h(3), Readiness::ACCEPTABLE, &mut out);
+        assert!(!reader.is_notified());
+        reg.register(h(3), WaitMode::Exclusive, Readiness::ACCEPTABLE, &acceptor);
+        reg.wake(h(3), Readiness::CLOSED, &mut out);
+        assert!(reader.is_notified() && acceptor.is_notified());
+        assert_eq!(reg.len(), 0);
+        out.unpark_all();
     }
 
     /// A waker that counts its wakes.
@@ -392,15 +418,15 @@ mod tests {
         let waker = Waker::from(Arc::clone(&count));
         // The same task polling three times registers once.
         for _ in 0..3 {
-            reg.register_task(h(5), WaitMode::Shared, &waker);
+            reg.register_task(h(5), Readiness::READABLE, &waker);
         }
         let other = Arc::new(CountWake(Default::default()));
-        reg.register_task(h(5), WaitMode::Shared, &Waker::from(Arc::clone(&other)));
+        reg.register_task(h(5), Readiness::READABLE, &Waker::from(Arc::clone(&other)));
         let thread_waiter = waiter();
-        reg.register(h(5), WaitMode::Shared, &thread_waiter);
+        reg.register(h(5), WaitMode::Shared, Readiness::READABLE, &thread_waiter);
         assert_eq!(reg.len(), 3);
         let mut out = Unparks::default();
-        reg.wake(h(5), &mut out);
+        reg.wake(h(5), Readiness::READABLE, &mut out);
         assert_eq!(out.len(), 3);
         assert!(thread_waiter.is_notified());
         assert_eq!(count.0.load(Ordering::Relaxed), 0, "woken only once the lock is released");
@@ -425,9 +451,9 @@ mod tests {
             me.is_notified()
         });
         let w = rx.recv().unwrap();
-        reg.register(h(9), WaitMode::Shared, &w);
+        reg.register(h(9), WaitMode::Shared, Readiness::READABLE, &w);
         let mut out = Unparks::default();
-        reg.wake(h(9), &mut out);
+        reg.wake(h(9), Readiness::READABLE, &mut out);
         out.unpark_all();
         assert!(t.join().unwrap());
     }

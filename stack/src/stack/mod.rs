@@ -4,7 +4,7 @@
 //!   input(now, packet) ──> parse ──> demux ──> tcp / udp / icmp
 //!   poll_transmit(now, buf) <── sockets with something to send, control replies
 //!   poll_timeout() / handle_timeout(now)
-//!   poll_wakeup() -> handles whose readiness changed
+//!   poll_readiness() -> (handle, readiness that rose)
 //! ```
 //!
 //! This file holds the [`Stack`] itself and its I/O verbs, each a short dispatcher to
@@ -36,7 +36,7 @@ use crate::demux::Demux;
 use crate::error::{BindError, InvalidHandle, PeerAddrError};
 use crate::ports::PortTable;
 use crate::rand::{Rng, SipKey};
-use crate::socket::{AnyHandle, SocketHandle};
+use crate::socket::{AnyHandle, Readiness, SocketHandle};
 use crate::time::Instant;
 use crate::wire::{self, DropReason, Transport};
 
@@ -143,12 +143,54 @@ impl Stack {
         Ok(())
     }
 
-    fn wake(&mut self, h: SocketHandle) {
-        if let Some(s) = self.slot_mut(h) {
-            if !s.wake {
-                s.wake = true;
+    /// Socket `h`'s readiness now (a level): see `Conn::readiness` for TCP connections;
+    /// a listener is acceptable with a connection in its accept queue; a UDP socket is
+    /// readable with a datagram queued and writable while its send queue has room.
+    pub fn readiness(&self, h: impl Into<AnyHandle>) -> Readiness {
+        self.readiness_at(h.into().raw())
+    }
+
+    fn readiness_at(&self, h: SocketHandle) -> Readiness {
+        match self.slot(h).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Tcp(c)) => c.readiness(),
+            Some(Sock::Listener(l)) => {
+                if l.accept_q.is_empty() {
+                    Readiness::EMPTY
+                } else {
+                    Readiness::ACCEPTABLE
+                }
+            }
+            Some(Sock::Udp(u)) => {
+                let mut r = Readiness::EMPTY;
+                if !u.rxq.is_empty() {
+                    r |= Readiness::READABLE;
+                }
+                if u.txq.len() < self.cfg.udp_tx_queue {
+                    r |= Readiness::WRITABLE;
+                }
+                r
+            }
+            None => Readiness::EMPTY,
+        }
+    }
+
+    /// Recompute socket `h`'s readiness after anything that may have changed it (a
+    /// packet, a timer, an application call). What rose since the last computation is
+    /// queued for `poll_readiness`; a fall is only recorded, so that the next rise is
+    /// seen. Called for sockets the application holds (not for connections still in a
+    /// listener's queues: accepting one computes its readiness).
+    fn update_readiness(&mut self, h: SocketHandle) {
+        let now = self.readiness_at(h);
+        let Some(s) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen && s.sock.is_some()) else {
+            return;
+        };
+        let rising = now.rising_from(s.level);
+        s.level = now;
+        if !rising.is_empty() {
+            if s.pending.is_empty() {
                 self.wakeups.push_back(h);
             }
+            s.pending |= rising;
         }
     }
 
@@ -265,14 +307,15 @@ impl Stack {
         }
     }
 
-    /// A socket whose readiness (readable, writable, connected, closed, acceptable) may
-    /// have changed since the last call. The runtime uses it to wake blocked callers.
-    pub fn poll_wakeup(&mut self) -> Option<SocketHandle> {
+    /// The next socket whose readiness rose (became readable, writable, acceptable or
+    /// closed) since it was last reported, with what rose. The runtime wakes the
+    /// threads and tasks waiting on that socket for that readiness.
+    pub fn poll_readiness(&mut self) -> Option<(SocketHandle, Readiness)> {
         while let Some(h) = self.wakeups.pop_front() {
             if let Some(s) = self.slot_mut(h) {
-                if s.wake {
-                    s.wake = false;
-                    return Some(h);
+                let r = std::mem::take(&mut s.pending);
+                if !r.is_empty() {
+                    return Some((h, r));
                 }
             }
         }

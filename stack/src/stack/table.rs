@@ -12,7 +12,7 @@ use super::udp::UdpSock;
 use super::Stack;
 use crate::demux::Match;
 use crate::error::InvalidHandle;
-use crate::socket::{AnyHandle, ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle, UdpHandle};
+use crate::socket::{AnyHandle, ListenerHandle, Owner, Protocol, Readiness, SocketHandle, TcpHandle, UdpHandle};
 use crate::tcp::conn::Conn;
 use crate::time::Instant;
 
@@ -31,13 +31,24 @@ pub(super) struct Slot {
     pub(super) timer: Option<Instant>,
     /// Queued in `Stack::txq` (scheduled to transmit).
     pub(super) in_txq: bool,
-    /// Queued in `Stack::wakeups`.
-    pub(super) wake: bool,
+    /// The readiness last computed for the socket (a level).
+    pub(super) level: Readiness,
+    /// Readiness that rose since it was last reported; non-empty iff the socket is
+    /// queued in `Stack::wakeups`.
+    pub(super) pending: Readiness,
 }
 
 impl Stack {
     pub(super) fn alloc(&mut self, sock: Sock, owner: Owner) -> SocketHandle {
-        let slot = Slot { gen: 0, sock: Some(sock), owner, timer: None, in_txq: false, wake: false };
+        let slot = Slot {
+            gen: 0,
+            sock: Some(sock),
+            owner,
+            timer: None,
+            in_txq: false,
+            level: Readiness::EMPTY,
+            pending: Readiness::EMPTY,
+        };
         match self.free.pop() {
             Some(idx) => {
                 let s = &mut self.slots[idx as usize];
@@ -114,7 +125,8 @@ impl Stack {
         slot.gen = slot.gen.wrapping_add(1);
         slot.timer = None;
         slot.in_txq = false;
-        slot.wake = false;
+        slot.level = Readiness::EMPTY;
+        slot.pending = Readiness::EMPTY;
         slot.owner = Owner::App;
         self.free.push(h.idx);
         match sock {

@@ -173,7 +173,7 @@ impl Stack {
                     // stop matching segments to it.
                     let (l, r) = (c.local, c.remote);
                     if self.remove_conn_entry(Protocol::Tcp, l, r, h) {
-                        self.wake(h);
+                        self.update_readiness(h);
                     }
                     if let Some(s) = self.slot_mut(h) {
                         s.timer = None;
@@ -189,11 +189,11 @@ impl Stack {
                     l.half_open.retain(|x| *x != h);
                     l.accept_q.push_back(h);
                 }
-                self.wake(lh);
+                self.update_readiness(lh);
             }
         }
         if owner == Owner::App {
-            self.wake(h);
+            self.update_readiness(h);
         }
         self.refresh(h);
     }
@@ -322,13 +322,11 @@ impl Stack {
         if let Some(s) = self.slot_mut(h) {
             s.owner = Owner::App;
         }
-        if matches!(self.slot(listener).and_then(|s| s.sock.as_ref()), Some(Sock::Listener(l)) if !l.accept_q.is_empty())
-        {
-            // More are waiting: another acceptor may take the next one.
-            self.wake(listener);
-        }
+        // Recorded as not acceptable when the queue ran empty, so the next connection
+        // is reported again.
+        self.update_readiness(listener);
         // Anything that arrived before the accept (data, FIN, RST) is a readiness change.
-        self.wake(h);
+        self.update_readiness(h);
         if self.conn_at(h).is_some_and(|c| c.state == TcpState::Closed) {
             self.after_conn_event(h, TcpState::Closed);
         }
@@ -417,6 +415,7 @@ impl Stack {
     pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> Result<usize, SendError> {
         let r = self.conn_mut(h)?.send(data);
         self.refresh(h.0);
+        self.update_readiness(h.0);
         r
     }
 
@@ -425,6 +424,7 @@ impl Stack {
     pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> Result<usize, RecvError> {
         let r = self.conn_mut(h)?.recv(buf);
         self.refresh(h.0);
+        self.update_readiness(h.0);
         r
     }
 

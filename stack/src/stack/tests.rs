@@ -1,7 +1,7 @@
 //! Core-level tests: two stacks wired back to back in memory, UDP, ICMP, ports.
 
 use super::*;
-use crate::socket::TcpHandle;
+use crate::socket::{AnyHandle, Readiness, TcpHandle};
 use crate::tcp::TcpState;
 use crate::wire::{IcmpRepr, IcmpV4Message, UdpRepr};
 use std::io;
@@ -358,4 +358,91 @@ fn udp_datagrams_are_checked_when_queued() {
     assert_eq!(n, 65_535);
     let p = wire::parse(&out[..n]).unwrap();
     assert_eq!(p.ip.src, "10.0.0.1".parse::<IpAddr>().unwrap(), "the wildcard socket's source");
+}
+
+/// Everything `poll_readiness` reports until it is empty, for one socket.
+fn events(s: &mut Stack, h: impl Into<AnyHandle>) -> Vec<Readiness> {
+    let h = h.into().raw();
+    let mut out = Vec::new();
+    while let Some((x, r)) = s.poll_readiness() {
+        if x == h {
+            out.push(r);
+        }
+    }
+    out
+}
+
+#[test]
+fn readiness_events_rise_once_per_change() {
+    let mut p = Pair::new();
+    let l = p.a.tcp_listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
+    let c = p.b.tcp_connect(p.now, "10.0.0.1:80".parse().unwrap(), None).unwrap();
+    assert_eq!(p.b.readiness(c), Readiness::EMPTY, "handshake running");
+    p.settle();
+    // The client became writable (connected); the listener acceptable.
+    assert_eq!(events(&mut p.b, c), [Readiness::WRITABLE]);
+    assert_eq!(events(&mut p.a, l), [Readiness::ACCEPTABLE]);
+    let s = p.a.tcp_accept(l).unwrap();
+    assert_eq!(p.a.readiness(l), Readiness::EMPTY);
+    // Accepting reports the new connection's own readiness (writable).
+    assert_eq!(events(&mut p.a, s), [Readiness::WRITABLE]);
+    // No Nagle: each small write goes out at once (no delayed-ACK wait in `settle`).
+    p.b.tcp_set_nodelay(c, true).unwrap();
+
+    // Data: readable once, not again for more data while unread.
+    p.b.tcp_send(c, b"hello").unwrap();
+    p.settle();
+    assert_eq!(events(&mut p.a, s), [Readiness::READABLE]);
+    p.b.tcp_send(c, b" again").unwrap();
+    p.settle();
+    assert_eq!(events(&mut p.a, s), []);
+    let mut buf = [0u8; 64];
+    assert_eq!(p.a.tcp_recv(s, &mut buf).unwrap(), 11);
+    assert!(!p.a.readiness(s).contains(Readiness::READABLE));
+    // Read dry, it rises again with the next data.
+    p.b.tcp_send(c, b"!").unwrap();
+    p.settle();
+    assert_eq!(events(&mut p.a, s), [Readiness::READABLE]);
+    assert_eq!(p.a.tcp_recv(s, &mut buf).unwrap(), 1);
+
+    // A full send buffer stops being writable; the peer's ACKs of its reads make it
+    // writable again.
+    let big = vec![7u8; 4 * 1024 * 1024];
+    let mut queued = 0;
+    while let Ok(n) = p.b.tcp_send(c, &big[queued..]) {
+        queued += n;
+    }
+    assert!(!p.b.readiness(c).contains(Readiness::WRITABLE));
+    events(&mut p.b, c);
+    let mut sink = vec![0u8; 64 * 1024];
+    for _ in 0..100 {
+        p.settle();
+        while p.a.tcp_recv(s, &mut sink).is_ok() {}
+        if p.b.readiness(c).contains(Readiness::WRITABLE) {
+            break;
+        }
+    }
+    assert_eq!(events(&mut p.b, c), [Readiness::WRITABLE]);
+
+    // A reset closes it: everything rises for its waiters.
+    p.a.tcp_abort(s).unwrap();
+    p.settle();
+    let r = events(&mut p.b, c);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].contains(Readiness::CLOSED) && r[0].contains(Readiness::READABLE), "{r:?}");
+}
+
+#[test]
+fn udp_readiness() {
+    let mut p = Pair::new();
+    let a = p.a.udp_bind("10.0.0.1:53".parse().unwrap()).unwrap();
+    let b = p.b.udp_bind("10.0.0.2:0".parse().unwrap()).unwrap();
+    assert_eq!(p.a.readiness(a), Readiness::WRITABLE);
+    events(&mut p.a, a);
+    p.b.udp_send_to(b, b"q", "10.0.0.1:53".parse().unwrap()).unwrap();
+    p.settle();
+    assert_eq!(events(&mut p.a, a), [Readiness::READABLE]);
+    let mut buf = [0u8; 8];
+    p.a.udp_recv_from(a, &mut buf).unwrap();
+    assert_eq!(p.a.readiness(a), Readiness::WRITABLE);
 }

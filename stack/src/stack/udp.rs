@@ -54,7 +54,7 @@ impl Stack {
                 buf.clear();
                 buf.extend_from_slice(d.payload);
                 u.rxq.push_back((remote, buf));
-                self.wake(h);
+                self.update_readiness(h);
                 return;
             }
         }
@@ -77,7 +77,7 @@ impl Stack {
             slot.in_txq = true;
             self.txq.push_back(h);
         }
-        self.wake(h);
+        self.update_readiness(h);
         Some(n)
     }
 
@@ -102,6 +102,8 @@ impl Stack {
             self.free_socket(h.0);
             return Err(BindError::AddrInUse { addr: bound, held: bound, held_by });
         }
+        // Writable from the start (an empty send queue).
+        self.update_readiness(h.0);
         Ok(h)
     }
 
@@ -156,6 +158,7 @@ impl Stack {
             slot.in_txq = true;
             self.txq.push_back(h.0);
         }
+        self.update_readiness(h.0);
         Ok(data.len())
     }
 
@@ -172,6 +175,7 @@ impl Stack {
         let n = data.len().min(buf.len());
         buf[..n].copy_from_slice(&data[..n]);
         self.pool.push(data);
+        self.update_readiness(h.0);
         Ok((n, src))
     }
 

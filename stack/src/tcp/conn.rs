@@ -33,6 +33,7 @@ use std::time::Duration;
 use crate::config::{Config, Keepalive};
 use crate::error::{ConnError, RecvError, SendError};
 use crate::seq::SeqNum;
+use crate::socket::Readiness;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
 
@@ -414,6 +415,33 @@ impl Conn {
             self.cc = Controller::new(alg, self.snd.mss);
         }
     }
+    /// The socket's readiness as its API sees it (a level, not an event): readable with
+    /// data queued or the read side finished (peer's FIN, shutdown(Read), closed);
+    /// writable once established with at least a low-water mark of buffer free (a
+    /// quarter of the buffer, at most 64 KiB: writers are woken for a useful amount, not
+    /// for every byte an ACK frees); closed when it reached CLOSED (the outcome, reset,
+    /// refusal or timeout, is in `error`).
+    pub fn readiness(&self) -> Readiness {
+        let mut r = Readiness::EMPTY;
+        if self.state == TcpState::Closed {
+            return Readiness::READABLE | Readiness::WRITABLE | Readiness::CLOSED;
+        }
+        if self.rx.readable() > 0 || self.close.fin_received || self.close.rd_shut {
+            r |= Readiness::READABLE;
+        }
+        if matches!(self.state, TcpState::Established | TcpState::CloseWait) {
+            let free = self.send_capacity();
+            let lowat = ((free + self.send_queue()) / 4).clamp(1, 64 * 1024);
+            if free >= lowat || self.close.fin_queued {
+                r |= Readiness::WRITABLE;
+            }
+        } else if !matches!(self.state, TcpState::SynSent | TcpState::SynReceived) {
+            // Closing: writes fail at once (EPIPE), so writers need not wait.
+            r |= Readiness::WRITABLE;
+        }
+        r
+    }
+
     pub fn is_synchronized(&self) -> bool {
         !matches!(self.state, TcpState::Closed | TcpState::Listen | TcpState::SynSent)
     }

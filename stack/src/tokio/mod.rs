@@ -53,7 +53,7 @@ use crate::config::Config;
 use crate::runtime::device::{Device, ImpairHandle};
 use crate::runtime::engine::{Engine, Kick};
 use crate::runtime::{new_stack, tun_device, ImpairmentStats, RuntimeConfig, RuntimeCounters, RuntimeHandle};
-use crate::socket::{AnyHandle, SocketHandle, SocketInfo};
+use crate::socket::{AnyHandle, Readiness, SocketHandle, SocketInfo};
 use crate::stack::Stats;
 
 /// Owns the device and the tokio task that drives it. Create it from inside a tokio
@@ -179,14 +179,15 @@ impl<H: Copy + Into<AnyHandle>> Owned<H> {
         self.rt.call(|s, _| f(s, self.h).map_err(Into::into))
     }
 
-    /// The async shape: `Pending` (with the task registered under the socket) while
-    /// `f` says `WouldBlock`.
+    /// The async shape: `Pending` (with the task registered under the socket for
+    /// `interest`) while `f` says `WouldBlock`.
     fn poll<T, E: Into<io::Error>>(
         &self,
+        interest: Readiness,
         cx: &mut std::task::Context<'_>,
         f: impl FnOnce(&mut crate::Stack, H) -> Result<T, E>,
     ) -> std::task::Poll<io::Result<T>> {
-        self.rt.engine.poll_op(self.raw(), cx, |s, _| f(s, self.h).map_err(Into::into))
+        self.rt.engine.poll_op(self.raw(), interest, cx, |s, _| f(s, self.h).map_err(Into::into))
     }
 }
 

@@ -13,7 +13,7 @@ use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{each_addr, Owned};
 use crate::net::DEFAULT_BACKLOG;
 use crate::runtime::RuntimeHandle;
-use crate::socket::{ListenerHandle, SocketHandle, TcpHandle};
+use crate::socket::{ListenerHandle, Readiness, SocketHandle, TcpHandle};
 use crate::tcp::{TcpInfo, TcpState};
 
 /// A TCP socket listening for connections, like `tokio::net::TcpListener`. Dropping it
@@ -49,7 +49,7 @@ impl TcpListener {
     /// Poll for a completed connection (registers the task when there is none).
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
         self.sock
-            .poll(cx, |s, lh| {
+            .poll(Readiness::ACCEPTABLE, cx, |s, lh| {
                 let h = s.tcp_accept(lh)?;
                 match s.peer_addr(h) {
                     Ok(peer) => Ok((h, peer)),
@@ -115,7 +115,7 @@ impl TcpStream {
         // Dropping `stream` (an error, or the future being cancelled) releases the socket.
         let stream = TcpStream::from_handle(rt.clone(), h);
         poll_fn(|cx| {
-            stream.sock.poll(cx, |s, h| match s.tcp_poll_connect(h) {
+            stream.sock.poll(Readiness::WRITABLE, cx, |s, h| match s.tcp_poll_connect(h) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
                 Err(e) => Err(io::Error::from(e)),
@@ -178,7 +178,7 @@ fn poll_read(sock: &Owned<TcpHandle>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_
         return Poll::Ready(Ok(()));
     }
     let dst = buf.initialize_unfilled();
-    match sock.poll(cx, |s, h| s.tcp_recv(h, dst)) {
+    match sock.poll(Readiness::READABLE, cx, |s, h| s.tcp_recv(h, dst)) {
         Poll::Ready(Ok(n)) => {
             buf.advance(n);
             Poll::Ready(Ok(()))
@@ -192,7 +192,7 @@ fn poll_write(sock: &Owned<TcpHandle>, cx: &mut Context<'_>, data: &[u8]) -> Pol
     if data.is_empty() {
         return Poll::Ready(Ok(0));
     }
-    sock.poll(cx, |s, h| s.tcp_send(h, data))
+    sock.poll(Readiness::WRITABLE, cx, |s, h| s.tcp_send(h, data))
 }
 
 fn shutdown_write(sock: &Owned<TcpHandle>) -> io::Result<()> {

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::{each_addr, Owned};
 use crate::runtime::RuntimeHandle;
-use crate::socket::{SocketHandle, UdpHandle};
+use crate::socket::{Readiness, SocketHandle, UdpHandle};
 
 /// A UDP socket, like `tokio::net::UdpSocket`. Dropping it closes the socket.
 pub struct UdpSocket {
@@ -30,12 +30,13 @@ impl UdpSocket {
         self.sock.call(f)
     }
 
-    /// Wait until `f` stops saying `WouldBlock`.
+    /// Wait (for `interest`) until `f` stops saying `WouldBlock`.
     async fn wait<T, E: Into<io::Error>>(
         &self,
+        interest: Readiness,
         mut f: impl FnMut(&mut crate::Stack, UdpHandle) -> Result<T, E>,
     ) -> io::Result<T> {
-        poll_fn(|cx| self.sock.poll(cx, &mut f)).await
+        poll_fn(|cx| self.sock.poll(interest, cx, &mut f)).await
     }
 
     /// Fix the peer: `send` goes there and only its datagrams are received.
@@ -49,22 +50,22 @@ impl UdpSocket {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to"))?;
-        self.wait(|s, h| s.udp_send_to(h, data, target)).await
+        self.wait(Readiness::WRITABLE, |s, h| s.udp_send_to(h, data, target)).await
     }
 
     /// Send one datagram to the connected peer.
     pub async fn send(&self, data: &[u8]) -> io::Result<usize> {
-        self.wait(|s, h| s.udp_send(h, data)).await
+        self.wait(Readiness::WRITABLE, |s, h| s.udp_send(h, data)).await
     }
 
     /// Receive one datagram (truncated to `buf`, the rest discarded) and its source.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.wait(|s, h| s.udp_recv_from(h, buf)).await
+        self.wait(Readiness::READABLE, |s, h| s.udp_recv_from(h, buf)).await
     }
 
     /// Receive one datagram from the connected peer.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.wait(|s, h| s.udp_recv(h, buf)).await
+        self.wait(Readiness::READABLE, |s, h| s.udp_recv(h, buf)).await
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
