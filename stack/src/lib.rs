@@ -16,6 +16,7 @@ pub mod demux;
 pub mod error;
 #[cfg(feature = "runtime")]
 pub mod net;
+pub mod policy;
 pub mod ports;
 pub mod rand;
 #[cfg(feature = "runtime")]
