@@ -30,6 +30,8 @@ use tunstack::tokio::TcpListener;
 use tunstack::wire::DropReason;
 use tunstack::{Owner, SocketInfo, Stats, TcpReject};
 
+use crate::dashboard::{dashboard_json, Flows, Throughput, DASHBOARD_HTML};
+
 /// Connections served at once; further ones wait in the listener's accept queue (and
 /// beyond its backlog the stack drops their SYNs). Bounds the server's memory.
 pub const MAX_CONNECTIONS: usize = 20_000;
@@ -42,6 +44,30 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub trait Source: Send + Sync {
     fn sockets(&self) -> Vec<SocketInfo>;
     fn stats(&self) -> Stats;
+    /// The live dashboard's data (`/dashboard.json`), when there is a live stack.
+    fn dashboard(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A running stack with the dashboard's own records.
+#[derive(Clone)]
+pub struct Live {
+    pub rt: RuntimeHandle,
+    pub throughput: Throughput,
+    pub flows: Option<Flows>,
+}
+
+impl Source for Live {
+    fn sockets(&self) -> Vec<SocketInfo> {
+        self.rt.sockets()
+    }
+    fn stats(&self) -> Stats {
+        self.rt.stats()
+    }
+    fn dashboard(&self) -> Option<String> {
+        Some(dashboard_json(&self.rt, &self.throughput, self.flows.as_ref()))
+    }
 }
 
 impl Source for RuntimeHandle {
@@ -97,6 +123,11 @@ pub fn route(method: &Method, path: &str, src: &dyn Source) -> Response<Full<Byt
         "/sockets" => response(StatusCode::OK, HTML, sockets_html(&src.sockets())),
         "/sockets.json" => response(StatusCode::OK, JSON, sockets_json(&src.sockets())),
         "/stats.json" => response(StatusCode::OK, JSON, stats_json(&src.stats())),
+        "/dashboard" => response(StatusCode::OK, HTML, DASHBOARD_HTML),
+        "/dashboard.json" => match src.dashboard() {
+            Some(json) => response(StatusCode::OK, JSON, json),
+            None => response(StatusCode::NOT_FOUND, TEXT, "404 Not Found: no live stack\n"),
+        },
         _ => response(StatusCode::NOT_FOUND, TEXT, format!("404 Not Found: {path}\n")),
     }
 }
@@ -138,6 +169,7 @@ fn home_page(stats: &Stats) -> String {
          <li><a href=\"/sockets\">/sockets</a>: the stack's socket table, like <code>netstat</code></li>\n\
          <li><a href=\"/sockets.json\">/sockets.json</a>: the same table as JSON</li>\n\
          <li><a href=\"/stats.json\">/stats.json</a>: packet counters and drops by reason, as JSON</li>\n\
+         <li><a href=\"/dashboard\">/dashboard</a>: a live view of all of it, with TCP details and the packet filter</li>\n\
          </ul>\n\
          <p>Packets so far: {} received, {} sent, {} dropped.</p>\n\
          </body>\n</html>\n",
@@ -329,6 +361,14 @@ impl HttpServer {
     /// runtime (the accept loops and connections are tasks). Binding errors come back
     /// before anything is spawned. Panics outside a tokio runtime.
     pub fn serve(rt: &RuntimeHandle, addrs: &[IpAddr], port: u16) -> io::Result<HttpServer> {
+        let live = Live { rt: rt.clone(), throughput: Throughput::default(), flows: None };
+        HttpServer::serve_live(live, addrs, port)
+    }
+
+    /// [`HttpServer::serve`] with the dashboard's records supplied (the gateway passes
+    /// its flow table); samples the throughput history once a second.
+    pub fn serve_live(live: Live, addrs: &[IpAddr], port: u16) -> io::Result<HttpServer> {
+        let rt = &live.rt;
         if addrs.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"));
         }
@@ -339,7 +379,8 @@ impl HttpServer {
                 .map_err(|e| io::Error::new(e.kind(), format!("binding TCP {addr}: {e}")))?;
             listeners.push(listener);
         }
-        let src: Arc<dyn Source> = Arc::new(rt.clone());
+        tokio::spawn(live.throughput.clone().run(rt.clone()));
+        let src: Arc<dyn Source> = Arc::new(live.clone());
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut bound = Vec::new();
         for listener in listeners {

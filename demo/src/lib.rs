@@ -6,6 +6,7 @@
 //! setup and signal handling.
 
 pub mod apps;
+pub mod dashboard;
 pub mod echo;
 pub mod http;
 pub mod netns;

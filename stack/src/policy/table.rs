@@ -52,19 +52,12 @@ impl<T> SourceTable<T> {
         }
     }
 
-    /// Forget `src`.
-    pub(crate) fn remove(&mut self, src: IpAddr) {
-        let i = self.index(src);
-        if matches!(&self.buckets[i], Some((a, _)) if *a == src) {
-            self.buckets[i] = None;
-        }
-    }
-
     /// Every source held, with its state.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (IpAddr, &T)> + '_ {
         self.buckets.iter().flatten().map(|(a, t)| (*a, t))
     }
 
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.buckets.len()
     }
@@ -85,7 +78,5 @@ mod tests {
         let a: IpAddr = "10.0.0.9".parse().unwrap();
         *t.entry(a, || 5) += 1;
         assert_eq!(t.get(a), Some(&6));
-        t.remove(a);
-        assert_eq!(t.get(a), None);
     }
 }

@@ -204,6 +204,13 @@ impl RuntimeHandle {
         self.engine.lock_any().stack.sockets()
     }
 
+    /// Read anything from the core under its lock (a dashboard, diagnostics): `f` gets
+    /// the stack read-only and should be quick, since every socket waits for it. Still
+    /// answers after shutdown.
+    pub fn inspect<T>(&self, f: impl FnOnce(&Stack) -> T) -> T {
+        f(&self.engine.lock_any().stack)
+    }
+
     /// Snapshot of the core's counters. Still answers after shutdown.
     pub fn stats(&self) -> Stats {
         self.engine.lock_any().stack.stats().clone()

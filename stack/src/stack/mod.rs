@@ -34,6 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::config::Config;
 use crate::demux::Demux;
 use crate::error::{BindError, InvalidHandle, PeerAddrError};
+use crate::policy::Policy;
 use crate::ports::PortTable;
 use crate::rand::{Rng, SipKey};
 use crate::socket::{AnyHandle, Readiness, SocketHandle};
@@ -73,6 +74,9 @@ pub struct Stack {
     /// Next housekeeping pass (buffer trimming), run on activity at most once per
     /// `HOUSEKEEPING_INTERVAL`, so it never wakes an idle stack.
     next_housekeeping: Instant,
+    /// The packet filter, port knocking and scan detection (`policy`); `None`: nothing
+    /// to check, no cost.
+    policy: Option<Box<Policy>>,
 }
 
 fn is_unspecified(ip: IpAddr) -> bool {
@@ -111,12 +115,36 @@ impl Stack {
             now: Instant::ZERO,
             next_housekeeping: Instant::ZERO + diag::HOUSEKEEPING_INTERVAL,
             last_tcp: None,
+            policy: None,
             cfg: config,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The latest time the stack has been given.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// A key for the policy's per-source tables, derived from the ISN key (not drawn from
+    /// the RNG, whose sequence picks ephemeral ports and must not shift).
+    pub fn policy_key(&self) -> SipKey {
+        SipKey(self.isn_key.0.rotate_left(29) ^ 0x706f_6c69_6379_6b65, self.isn_key.1.rotate_left(11))
+    }
+
+    /// Install a packet policy (filter rules, port knocking, scan detection; see
+    /// [`crate::policy`]), replacing the previous one and its counters; `None` removes
+    /// it. Established flows are not affected.
+    pub fn set_policy(&mut self, policy: Option<Policy>) {
+        self.policy = policy.map(Box::new);
+    }
+
+    /// The installed policy, with its counters.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_deref()
     }
 
     pub fn owns_address(&self, addr: IpAddr) -> bool {
