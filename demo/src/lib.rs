@@ -8,6 +8,7 @@
 pub mod apps;
 pub mod dashboard;
 pub mod echo;
+pub mod forward;
 pub mod http;
 pub mod netns;
 mod server;

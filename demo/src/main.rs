@@ -25,6 +25,8 @@ mod impair_opts;
 
 use impair_opts::ImpairOpts;
 
+use demo::dashboard::{Flows, Throughput};
+use demo::http::Live;
 use demo::netns::Netns;
 use demo::signal::{signal_name, ShutdownSignal};
 use demo::{EchoServer, HttpServer};
@@ -52,6 +54,23 @@ enum Command {
     Echo(Opts),
     /// HTTP/1.1 server showing the stack's sockets and counters (default port 80).
     Http(Opts),
+    /// Port forwarding between tunstack and the host's sockets, both ways, TCP and UDP,
+    /// with the dashboard served on --port (default 80).
+    Forward(ForwardOpts),
+}
+
+#[derive(Args, Debug)]
+struct ForwardOpts {
+    #[command(flatten)]
+    opts: Opts,
+    /// Connections/datagrams to the stack's PORT relayed to ADDRESS:PORT with host
+    /// sockets (repeatable), e.g. tcp:8080=192.0.2.10:80.
+    #[arg(long = "in", value_name = "PROTO:PORT=ADDRESS:PORT")]
+    ins: Vec<demo::forward::Inbound>,
+    /// A host listener (in the demo's namespace) carried through tunstack to
+    /// ADDRESS:PORT behind the device (repeatable), e.g. tcp:127.0.0.1:9000=10.0.0.1:22.
+    #[arg(long = "out", value_name = "PROTO:LISTEN=ADDRESS:PORT")]
+    outs: Vec<demo::forward::Outbound>,
 }
 
 #[derive(Args, Debug)]
@@ -172,17 +191,22 @@ fn init_logging(verbose: u8) {
 enum Kind {
     Echo,
     Http,
+    Forward,
 }
 
 fn run(command: Command) -> Result<(), String> {
-    let (kind, opts) = match command {
-        Command::Echo(o) => (Kind::Echo, o),
-        Command::Http(o) => (Kind::Http, o),
+    let (kind, opts, ins, outs) = match command {
+        Command::Echo(o) => (Kind::Echo, o, Vec::new(), Vec::new()),
+        Command::Http(o) => (Kind::Http, o, Vec::new(), Vec::new()),
+        Command::Forward(f) => (Kind::Forward, f.opts, f.ins, f.outs),
     };
     opts.validate()?;
+    if kind == Kind::Forward && ins.is_empty() && outs.is_empty() {
+        return Err("forward: give at least one --in or --out".into());
+    }
     let port = opts.port.unwrap_or(match kind {
         Kind::Echo => 7,
-        Kind::Http => 80,
+        Kind::Http | Kind::Forward => 80,
     });
     for a in &opts.addrs {
         if !opts.host_addrs.iter().any(|h| h.contains(a)) {
@@ -247,8 +271,8 @@ fn run(command: Command) -> Result<(), String> {
             impaired
         }
         // The HTTP server is hyper on the async API: the device, the stack and every
-        // connection run as tasks on this one thread.
-        Kind::Http => {
+        // connection run as tasks on this one thread. So do the forwards.
+        Kind::Http | Kind::Forward => {
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
             let tokio_rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -262,8 +286,17 @@ fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| format!("starting the signal thread: {e}"))?;
             tokio_rt.block_on(async {
                 let rt = AsyncRuntime::new(config).map_err(device_error)?;
-                HttpServer::serve(&rt.handle(), &opts.addrs, port).map_err(|e| e.to_string())?;
+                let flows = Flows::default();
+                demo::forward::start(&rt.handle(), &ins, &outs, &flows).map_err(|e| format!("forward: {e}"))?;
+                let live = Live { rt: rt.handle(), throughput: Throughput::default(), flows: Some(flows) };
+                HttpServer::serve_live(live, &opts.addrs, port).map_err(|e| e.to_string())?;
                 announce(rt.tun_name());
+                for f in &ins {
+                    println!("forwarding {} of the stack to {} (host sockets)", f.proto.as_str(), f);
+                }
+                for f in &outs {
+                    println!("forwarding host {} {} through tunstack to {}", f.proto.as_str(), f.listen, f.target);
+                }
                 let signo = stop_rx
                     .await
                     .map_err(|_| "the signal thread ended".to_string())?
@@ -310,6 +343,7 @@ fn print_hints(kind: Kind, tun: &str, addrs: &[IpAddr], port: u16, netns: Option
     let what = match kind {
         Kind::Echo => "echo (TCP and UDP)",
         Kind::Http => "http",
+        Kind::Forward => "forwarding, dashboard over http",
     };
     out.push_str(&format!("tunstack {what} on port {port}, device {tun}, addresses:"));
     for a in addrs {
@@ -328,11 +362,12 @@ fn print_hints(kind: Kind, tun: &str, addrs: &[IpAddr], port: u16, netns: Option
     };
     for &a in addrs {
         match kind {
-            Kind::Http => {
+            Kind::Http | Kind::Forward => {
                 // curl needs -g for IPv6 literals in brackets.
                 let g = if a.is_ipv6() { "-g " } else { "" };
                 out.push_str(&format!("  {pre}curl {g}http://{}/\n", host_port(a, port, 80)));
                 out.push_str(&format!("  {pre}curl {g}http://{}/sockets.json\n", host_port(a, port, 80)));
+                out.push_str(&format!("  {pre}chromium http://{}/dashboard   # a live view\n", host_port(a, port, 80)));
             }
             Kind::Echo => {
                 out.push_str(&format!("  {pre}nc {a} {port}\n"));
@@ -358,7 +393,19 @@ mod tests {
     fn opts(cli: Cli) -> Opts {
         match cli.command {
             Command::Echo(o) | Command::Http(o) => o,
+            Command::Forward(f) => f.opts,
         }
+    }
+
+    #[test]
+    fn forward_flags() {
+        let cli =
+            parse(&["forward", "--in", "tcp:8080=192.0.2.10:80", "--out", "udp:127.0.0.1:5353=10.0.0.1:53"]).unwrap();
+        let Command::Forward(f) = cli.command else { panic!("not forward") };
+        assert_eq!(f.ins.len(), 1);
+        assert_eq!(f.outs[0].target, "10.0.0.1:53".parse().unwrap());
+        let err = parse(&["forward", "--in", "tcp:8080"]).unwrap_err().to_string();
+        assert!(err.contains("PROTO:PORT=ADDRESS:PORT"), "{err}");
     }
 
     #[test]
