@@ -112,7 +112,8 @@ impl Default for RuntimeConfig {
 
 /// Owns the device and its driver thread. Dropping it (or [`Runtime::shutdown`]) stops
 /// the thread and closes the device, which removes a TUN interface; handles that
-/// outlive it fail with `NotConnected` ("runtime shut down").
+/// outlive it fail with `NotConnected` ("runtime shut down"). It dereferences to its
+/// [`RuntimeHandle`] for the snapshots (`sockets`, `stats`, `counters`...).
 pub struct Runtime {
     handle: RuntimeHandle,
     thread: Option<JoinHandle<()>>,
@@ -259,6 +260,13 @@ impl AsRef<RuntimeHandle> for Runtime {
     }
 }
 
+impl std::ops::Deref for Runtime {
+    type Target = RuntimeHandle;
+    fn deref(&self) -> &RuntimeHandle {
+        &self.handle
+    }
+}
+
 impl fmt::Debug for RuntimeHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RuntimeHandle").field("device", &self.engine.name).field("running", &self.is_running()).finish()
@@ -318,30 +326,6 @@ impl Runtime {
     /// A clonable handle for `net` constructors and for other threads.
     pub fn handle(&self) -> RuntimeHandle {
         self.handle.clone()
-    }
-
-    /// The device's actual name.
-    pub fn tun_name(&self) -> &str {
-        self.handle.tun_name()
-    }
-
-    /// Snapshot of every socket (see `Stack::sockets`).
-    pub fn sockets(&self) -> Vec<SocketInfo> {
-        self.handle.sockets()
-    }
-
-    pub fn stats(&self) -> Stats {
-        self.handle.stats()
-    }
-
-    /// What the impairment layer did in each direction; `None` without one.
-    pub fn impairment_stats(&self) -> Option<ImpairmentStats> {
-        self.handle.impairment_stats()
-    }
-
-    /// The runtime's own counters (turns, kicks, waits, wakeups).
-    pub fn counters(&self) -> RuntimeCounters {
-        self.handle.counters()
     }
 
     /// Stop the thread and remove the device (also done by `Drop`).

@@ -40,26 +40,26 @@ mod udp;
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use ::tokio::sync::Notify;
 use ::tokio::task::JoinHandle;
 
 pub use self::tcp::{OwnedReadHalf, OwnedWriteHalf, TcpListener, TcpStream};
+
 pub use self::udp::UdpSocket;
+use crate::net::{each_addr, first_addr};
 
 use crate::config::Config;
 use crate::runtime::device::{Device, ImpairHandle};
 use crate::runtime::engine::{Engine, Kick};
-use crate::runtime::{new_stack, tun_device, ImpairmentStats, RuntimeConfig, RuntimeCounters, RuntimeHandle};
-use crate::socket::{AnyHandle, Readiness, SocketHandle, SocketInfo};
-use crate::stack::Stats;
+use crate::runtime::{new_stack, tun_device, RuntimeConfig, RuntimeHandle};
+use crate::socket::{AnyHandle, Readiness, SocketHandle};
 
 /// Owns the device and the tokio task that drives it. Create it from inside a tokio
 /// runtime (it spawns the task there). Dropping it stops the driver and closes the
 /// device, which removes a TUN interface; sockets that outlive it fail with
-/// `NotConnected`.
+/// `NotConnected`. It dereferences to its [`RuntimeHandle`] for the snapshots.
 pub struct AsyncRuntime {
     handle: RuntimeHandle,
     task: Option<JoinHandle<()>>,
@@ -105,30 +105,6 @@ impl AsyncRuntime {
         self.handle.clone()
     }
 
-    /// The device's actual name.
-    pub fn tun_name(&self) -> &str {
-        self.handle.tun_name()
-    }
-
-    /// Snapshot of every socket.
-    pub fn sockets(&self) -> Vec<SocketInfo> {
-        self.handle.sockets()
-    }
-
-    pub fn stats(&self) -> Stats {
-        self.handle.stats()
-    }
-
-    /// What the impairment layer did in each direction; `None` without one.
-    pub fn impairment_stats(&self) -> Option<ImpairmentStats> {
-        self.handle.impairment_stats()
-    }
-
-    /// The runtime's own counters.
-    pub fn counters(&self) -> RuntimeCounters {
-        self.handle.counters()
-    }
-
     /// Stop the driver and wait until it has released the device (so that a TUN
     /// interface is gone when this returns).
     pub async fn shutdown(mut self) {
@@ -150,6 +126,13 @@ impl Drop for AsyncRuntime {
 
 impl AsRef<RuntimeHandle> for AsyncRuntime {
     fn as_ref(&self) -> &RuntimeHandle {
+        &self.handle
+    }
+}
+
+impl std::ops::Deref for AsyncRuntime {
+    type Target = RuntimeHandle;
+    fn deref(&self) -> &RuntimeHandle {
         &self.handle
     }
 }
@@ -203,18 +186,4 @@ impl<H: Copy + Into<AnyHandle>> fmt::Debug for Owned<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.raw())
     }
-}
-
-/// Try `f` on every address `addr` resolves to, like tokio: the first success wins,
-/// otherwise the last error. Names are resolved with std's (blocking) resolver; IP
-/// literals need no lookup.
-fn each_addr<T>(addr: impl ToSocketAddrs, mut f: impl FnMut(SocketAddr) -> io::Result<T>) -> io::Result<T> {
-    let mut last = None;
-    for a in addr.to_socket_addrs()? {
-        match f(a) {
-            Ok(v) => return Ok(v),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses")))
 }

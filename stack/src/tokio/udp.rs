@@ -5,7 +5,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use super::{each_addr, Owned};
+use super::{each_addr, first_addr, Owned};
 use crate::runtime::RuntimeHandle;
 use crate::socket::{Readiness, SocketHandle, UdpHandle};
 
@@ -46,10 +46,7 @@ impl UdpSocket {
 
     /// Send one datagram to `target`; waits while the socket's send queue is full.
     pub async fn send_to(&self, data: &[u8], target: impl ToSocketAddrs) -> io::Result<usize> {
-        let target = target
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to"))?;
+        let target = first_addr(target)?;
         self.wait(Readiness::WRITABLE, |s, h| s.udp_send_to(h, data, target)).await
     }
 
