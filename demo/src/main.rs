@@ -111,6 +111,11 @@ struct Opts {
     #[arg(long, value_name = "FILE")]
     pcap: Option<std::path::PathBuf>,
 
+    /// A packet policy file: filter rules, port knocking, scan detection (the format is
+    /// in README.md, "Packet policy").
+    #[arg(long, value_name = "FILE")]
+    rules: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     impair: ImpairOpts,
 }
@@ -184,7 +189,9 @@ fn init_logging(verbose: u8) {
         Ok(v) if !v.trim().is_empty() => EnvFilter::new(v),
         _ => EnvFilter::new(level),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only for a terminal: logs captured to a file or a pipe stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -201,6 +208,16 @@ fn run(command: Command) -> Result<(), String> {
         Command::Forward(f) => (Kind::Forward, f.opts, f.ins, f.outs),
     };
     opts.validate()?;
+    let rules = match &opts.rules {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--rules {}: {e}", path.display()))?;
+            // Checked now, before anything is created.
+            tunstack::policy::text::PolicyConfig::parse(&text)
+                .map_err(|e| format!("--rules {}: {e}", path.display()))?;
+            Some(text)
+        }
+    };
     if kind == Kind::Forward && ins.is_empty() && outs.is_empty() {
         return Err("forward: give at least one --in or --out".into());
     }
@@ -260,6 +277,7 @@ fn run(command: Command) -> Result<(), String> {
         // connection.
         Kind::Echo => {
             let rt = Runtime::new(config).map_err(device_error)?;
+            rt.set_policy(rules.as_deref()).map_err(|e| e.to_string())?;
             EchoServer::start(&rt.handle(), &opts.addrs, port).map_err(|e| e.to_string())?;
             announce(rt.tun_name());
             let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
@@ -286,6 +304,7 @@ fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| format!("starting the signal thread: {e}"))?;
             tokio_rt.block_on(async {
                 let rt = AsyncRuntime::new(config).map_err(device_error)?;
+                rt.set_policy(rules.as_deref()).map_err(|e| e.to_string())?;
                 let flows = Flows::default();
                 demo::forward::start(&rt.handle(), &ins, &outs, &flows).map_err(|e| format!("forward: {e}"))?;
                 let live = Live { rt: rt.handle(), throughput: Throughput::default(), flows: Some(flows) };

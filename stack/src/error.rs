@@ -305,6 +305,9 @@ pub enum ConnectError {
     Failed(ConnError),
     /// The connection is closed and had no error (ENOTCONN).
     Closed,
+    /// The packet policy refuses flows to this destination (EPERM, as Linux's connect
+    /// says when a firewall rule drops the SYN).
+    Filtered,
     /// See [`InvalidHandle`].
     InvalidHandle,
 }
@@ -321,6 +324,7 @@ impl ConnectError {
             ConnectError::TupleInUse { .. } => io::ErrorKind::AddrInUse,
             ConnectError::Failed(e) => e.kind(),
             ConnectError::Closed => io::ErrorKind::NotConnected,
+            ConnectError::Filtered => io::ErrorKind::PermissionDenied,
             ConnectError::InvalidHandle => InvalidHandle.kind(),
         }
     }
@@ -350,6 +354,7 @@ impl fmt::Display for ConnectError {
             }
             ConnectError::Failed(e) => f.write_str(e.as_str()),
             ConnectError::Closed => f.write_str("connection closed"),
+            ConnectError::Filtered => f.write_str("refused by the packet policy"),
             ConnectError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
         }
     }
@@ -371,6 +376,8 @@ pub enum UdpSendError {
     /// The datagram is larger than the MTU allows (`max` bytes of payload): we do not
     /// fragment (RFC 8200 5, RFC 791). Linux says EMSGSIZE; the kind is InvalidInput.
     TooLarge { len: usize, max: usize },
+    /// The packet policy refuses datagrams to this destination (EPERM).
+    Filtered,
     /// See [`InvalidHandle`].
     InvalidHandle,
 }
@@ -384,6 +391,7 @@ impl UdpSendError {
             | UdpSendError::FamilyMismatch { .. }
             | UdpSendError::TooLarge { .. } => io::ErrorKind::InvalidInput,
             UdpSendError::NoAddressOfFamily { .. } => io::ErrorKind::AddrNotAvailable,
+            UdpSendError::Filtered => io::ErrorKind::PermissionDenied,
             UdpSendError::InvalidHandle => InvalidHandle.kind(),
         }
     }
@@ -404,6 +412,7 @@ impl fmt::Display for UdpSendError {
             UdpSendError::TooLarge { len, max } => {
                 write!(f, "datagram of {len} bytes larger than the MTU allows ({max})")
             }
+            UdpSendError::Filtered => f.write_str("refused by the packet policy"),
             UdpSendError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
         }
     }

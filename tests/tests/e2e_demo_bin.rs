@@ -217,3 +217,165 @@ fn demo_echo_binary_echoes_and_stops_on_sigterm() {
     assert!(stdout.contains("nc 10.0.0.2 7007"), "usage hints name the address and port:\n{stdout}");
     assert!(!ns.link_exists("tsecho0"), "the TUN device is gone after exit");
 }
+
+/// Wait until the demo's echo server answers on `port` of 10.0.0.2 (bounded).
+fn wait_for_echo(demo: Demo, ns: &NetNs, port: u16) -> Demo {
+    let addr = SocketAddr::new(STACK_V4, port);
+    let up = ns.run(move || netns::wait_until(Duration::from_secs(30), || kernel_connect(addr).is_ok()));
+    if !up {
+        demo.fail("demo echo did not answer within 30 s");
+    }
+    demo
+}
+
+/// Write a rules file for a test (removed by the caller).
+fn rules_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("ts-rules-{name}-{}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// nmap's SYN, FIN, Xmas, NULL and UDP scans are each detected and logged with the
+/// scanner's address; a client making a thousand connections to one open port is not.
+#[test]
+fn nmap_scans_are_detected_and_a_busy_client_is_not() {
+    if !netns::require_tool("nmap", "nmap") {
+        return;
+    }
+    let Some(ns) = NetNs::new("scan") else { return };
+    let rules = rules_file("scan", "scan-detect threshold 20 window 2s\n");
+    let demo = Demo::start(&ns, &["echo", "--tun", "tsscan0", "--rules", rules.to_str().unwrap()]);
+    let demo = wait_for_echo(demo, &ns, 7);
+    // A busy, honest client: 1000 connections to the open echo port, one after another.
+    let busy = ns.run(|| {
+        for i in 0..1000 {
+            let c = kernel_connect(SocketAddr::new(STACK_V4, 7)).map_err(|e| format!("connection {i}: {e}"))?;
+            drop(c);
+        }
+        Ok::<(), String>(())
+    });
+    if let Err(e) = busy {
+        demo.fail(&e);
+    }
+    for (flag, _) in SCANS {
+        let out = ns
+            .exec(
+                &["nmap", flag, "-p", "1-60", "-T5", "--max-retries", "0", "-n", "10.0.0.2"],
+                Duration::from_secs(120),
+            )
+            .expect("nmap ran");
+        assert!(out.status.success(), "nmap {flag}: {}", String::from_utf8_lossy(&out.stderr));
+        // Let this scan's probes age out of the 2 s window, so the next is a new scan.
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    demo.signal(libc::SIGINT);
+    let (code, _, stderr) = demo.finish();
+    let _ = std::fs::remove_file(&rules);
+    assert_eq!(code, Some(0), "{stderr}");
+    let logs: Vec<&str> = stderr.lines().filter(|l| l.contains("port scan detected")).collect();
+    assert_eq!(logs.len(), SCANS.len(), "one report per scan, none for the busy client:\n{}", logs.join("\n"));
+    for ((flag, kind), line) in SCANS.iter().zip(&logs) {
+        assert!(line.contains("source=10.0.0.1"), "{flag}: {line}");
+        // nmap adds a few probes of its own (host discovery: an ACK to port 80), so
+        // the kinds seen include the scan's kind, maybe with others.
+        let kinds = line.split("kind=").nth(1).and_then(|k| k.split_whitespace().next()).unwrap_or("");
+        assert!(kinds.split('+').any(|k| k == *kind), "{flag} reported as: {line}");
+    }
+}
+
+/// The nmap scans of the test above and the probe kind each is reported as.
+const SCANS: [(&str, &str); 5] = [("-sS", "syn"), ("-sF", "fin"), ("-sX", "xmas"), ("-sN", "null"), ("-sU", "udp")];
+
+/// Port knocking with nc and hping3: the right sequence opens the protected port for the
+/// knocking source only and for a while; the wrong order or too slow opens nothing.
+#[test]
+fn knocking_with_nc_and_hping3_opens_the_port_for_the_knocker() {
+    if !netns::require_tool("nc", "netcat-openbsd") || !netns::require_tool("hping3", "hping3") {
+        return;
+    }
+    let Some(ns) = NetNs::new("knock") else { return };
+    let rules = rules_file("knock", "knock udp:7000,tcp:7001,udp:7002 protect tcp:7 within 4s open 3s closed\n");
+    let demo = Demo::start(&ns, &["echo", "--tun", "tsknock0", "--rules", rules.to_str().unwrap()]);
+    // The echo port is closed until knocked: wait for the demo through its UDP echo.
+    let up = ns.run(|| {
+        netns::wait_until(Duration::from_secs(30), || {
+            // Bound each time: 10.0.0.1 exists only once the demo's device is up.
+            let Ok(udp) = UdpSocket::bind("10.0.0.1:0") else { return false };
+            udp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let _ = udp.send_to(b"?", "10.0.0.2:7");
+            udp.recv(&mut [0u8; 8]).is_ok()
+        })
+    });
+    if !up {
+        demo.fail("demo echo did not answer within 30 s");
+    }
+    // A second kernel address, for "another source".
+    ns.exec(&["ip", "addr", "add", "10.0.0.3/24", "dev", "tsknock0"], Duration::from_secs(10)).unwrap();
+    let knock = |ns: &NetNs, seq: &[(&str, u16)]| {
+        for &(proto, port) in seq {
+            let port = port.to_string();
+            let out = match proto {
+                "udp" => ns.exec(
+                    &["sh", "-c", &format!("echo knock | nc -u -w1 -s 10.0.0.1 10.0.0.2 {port}")],
+                    Duration::from_secs(10),
+                ),
+                _ => ns.exec(
+                    &["hping3", "-S", "-c", "1", "-a", "10.0.0.1", "-p", &port, "10.0.0.2"],
+                    Duration::from_secs(10),
+                ),
+            };
+            out.expect("knock tool ran");
+        }
+    };
+    let right = [("udp", 7000), ("tcp", 7001), ("udp", 7002)];
+    let result = ns.run(|| -> Result<(), String> {
+        let refused = |r: io::Result<()>, what: &str| match r {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+            other => Err(format!("{what}: expected refused, got {other:?}")),
+        };
+        refused(connect_from("10.0.0.1"), "before any knock")?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        demo.fail(&e);
+    }
+    // Wrong order: nothing opens.
+    knock(&ns, &[("udp", 7000), ("udp", 7002), ("tcp", 7001)]);
+    let wrong = ns.run(|| connect_from("10.0.0.1"));
+    // Too slow: the whole sequence takes longer than 4 s.
+    knock(&ns, &[("udp", 7000), ("tcp", 7001)]);
+    std::thread::sleep(Duration::from_secs(5));
+    knock(&ns, &[("udp", 7002)]);
+    let slow = ns.run(|| connect_from("10.0.0.1"));
+    // The right sequence, in time: open for 10.0.0.1, not for 10.0.0.3.
+    knock(&ns, &right);
+    let opened = ns.run(|| connect_from("10.0.0.1"));
+    let other = ns.run(|| connect_from("10.0.0.3"));
+    // And closed again after 3 s.
+    std::thread::sleep(Duration::from_millis(3500));
+    let later = ns.run(|| connect_from("10.0.0.1"));
+    demo.signal(libc::SIGINT);
+    let (code, _, stderr) = demo.finish();
+    let _ = std::fs::remove_file(&rules);
+    assert_eq!(code, Some(0), "{stderr}");
+    let is_refused = |r: &io::Result<()>| matches!(r, Err(e) if e.kind() == io::ErrorKind::ConnectionRefused);
+    assert!(is_refused(&wrong), "wrong order opened the port: {wrong:?}");
+    assert!(is_refused(&slow), "a slow sequence opened the port: {slow:?}");
+    assert!(opened.is_ok(), "the right sequence did not open the port: {opened:?}\n{stderr}");
+    assert!(is_refused(&other), "open for another source: {other:?}");
+    assert!(is_refused(&later), "still open after its time: {later:?}");
+    assert!(stderr.contains("port knock sequence completed"), "{stderr}");
+}
+
+/// Connect from kernel address `src` to the protected echo port (2 s at most).
+fn connect_from(src: &str) -> io::Result<()> {
+    let sock = socket_from(src)?;
+    sock.connect_timeout(&SocketAddr::new(STACK_V4, 7).into(), Duration::from_secs(2))
+}
+
+/// A kernel TCP socket bound to `src` (port 0), ready for `connect_timeout`.
+fn socket_from(src: &str) -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(src.parse().unwrap(), 0).into())?;
+    Ok(s)
+}

@@ -60,6 +60,7 @@ use std::time::Duration;
 pub use ipnet::IpNet;
 
 use crate::config::Config;
+use crate::policy::{Policy, PolicyError};
 use crate::socket::{Readiness, SocketHandle, SocketInfo};
 use crate::stack::{Stack, Stats};
 use crate::time::Instant;
@@ -210,6 +211,16 @@ impl RuntimeHandle {
     /// answers after shutdown.
     pub fn inspect<T>(&self, f: impl FnOnce(&Stack) -> T) -> T {
         f(&self.engine.lock_any().stack)
+    }
+
+    /// Install (or, with `None`, remove) the packet policy from its text form (see
+    /// [`crate::policy::text`]): filter rules, port knocking, scan detection. It replaces
+    /// the previous one, counters included; established flows are not affected.
+    pub fn set_policy(&self, text: Option<&str>) -> Result<(), PolicyError> {
+        let mut core = self.engine.lock_any();
+        let policy = text.map(|t| Policy::parse(t, core.stack.policy_key())).transpose()?;
+        core.stack.set_policy(policy);
+        Ok(())
     }
 
     /// Snapshot of the core's counters. Still answers after shutdown.

@@ -20,6 +20,7 @@
 
 mod diag;
 mod icmp;
+mod policy;
 mod table;
 mod tcp;
 mod timers;
@@ -243,9 +244,9 @@ impl Stack {
             return self.count_drop(DropReason::BadSourceAddress, "source is our own address");
         }
         match p.transport {
-            Transport::Tcp(seg) => self.tcp_input(now, &p.ip, &seg),
+            Transport::Tcp(seg) => self.tcp_input(now, &p.ip, &seg, packet),
             Transport::Udp(d) => self.udp_input(now, &p.ip, &d, packet),
-            Transport::Icmp(m) => self.icmp_input(&p.ip, &m),
+            Transport::Icmp(m) => self.icmp_input(now, &p.ip, &m, packet),
         }
     }
 

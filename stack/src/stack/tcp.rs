@@ -14,10 +14,12 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 
+use super::policy::tcp_probe_kind;
 use super::table::Sock;
 use super::{is_unspecified, same_family, Stack};
 use crate::demux::Match;
 use crate::error::{AcceptError, BindError, ConnectError, InvalidHandle, RecvError, SendError, ShutdownError};
+use crate::policy::rules::{Direction, PacketInfo, RejectWith};
 use crate::ports;
 use crate::seq::SeqNum;
 use crate::socket::{ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle};
@@ -39,7 +41,7 @@ pub(super) struct Listener {
 impl Stack {
     // ---------------------------------------------------------------- input
 
-    pub(super) fn tcp_input(&mut self, now: Instant, ip: &IpHeader, seg: &TcpRepr<'_>) {
+    pub(super) fn tcp_input(&mut self, now: Instant, ip: &IpHeader, seg: &TcpRepr<'_>, raw: &[u8]) {
         let local = SocketAddr::new(ip.dst, seg.dst_port);
         let remote = SocketAddr::new(ip.src, seg.src_port);
         if seg.src_port == 0 || seg.dst_port == 0 {
@@ -52,6 +54,27 @@ impl Stack {
             Some(h) => Some(Match::Connection(h)),
             None => self.demux.lookup(Protocol::Tcp, local, remote),
         };
+        if !matches!(found, Some(Match::Connection(_))) {
+            // Not part of a connection: the policy decides (a SYN can be a knock).
+            let info = PacketInfo {
+                dir: Direction::In,
+                proto: ip.protocol,
+                src: ip.src,
+                dst: ip.dst,
+                sport: seg.src_port,
+                dport: seg.dst_port,
+                icmp_type: None,
+            };
+            let knockable = seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst();
+            let admitted = self.policy_admits(now, &info, knockable, |s, with| match with {
+                RejectWith::TcpReset => s.reset_for(local, remote, seg),
+                RejectWith::PortUnreachable => s.icmp_unreachable(now, ip, raw, false),
+                RejectWith::AdminProhibited => s.icmp_unreachable(now, ip, raw, true),
+            });
+            if !admitted {
+                return;
+            }
+        }
         match found {
             Some(Match::Connection(h)) => {
                 self.last_tcp = Some(h);
@@ -60,7 +83,7 @@ impl Stack {
                 if let Some(c) = self.conn_at(h) {
                     if c.state == TcpState::TimeWait && seg.flags.syn() && !seg.flags.ack() && seg.seq > c.rcv_nxt() {
                         self.free_socket(h);
-                        return self.tcp_input(now, ip, seg);
+                        return self.tcp_input(now, ip, seg, raw);
                     }
                 }
                 self.conn_input(now, h, seg)
@@ -68,6 +91,9 @@ impl Stack {
             Some(Match::Listener(h)) => self.listener_input(now, h, local, remote, seg),
             None => {
                 self.count_drop(DropReason::TcpNoSocket, "no listener or connection");
+                if let Some(kind) = tcp_probe_kind(seg.flags) {
+                    self.policy_probe(now, remote.ip(), local.port(), kind);
+                }
                 self.reset_for(local, remote, seg);
             }
         }
@@ -385,6 +411,18 @@ impl Stack {
             }
         };
         let local = SocketAddr::new(local_ip, port);
+        let info = PacketInfo {
+            dir: Direction::Out,
+            proto: wire::proto::TCP,
+            src: local.ip(),
+            dst: remote.ip(),
+            sport: local.port(),
+            dport: remote.port(),
+            icmp_type: None,
+        };
+        if !self.policy_admits_outbound(&info) {
+            return Err(ConnectError::Filtered);
+        }
         let iss = self.isn(now, local, remote);
         let conn = Conn::connect(&self.cfg, now, local, remote, iss);
         let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::App);

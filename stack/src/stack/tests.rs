@@ -1,10 +1,13 @@
 //! Core-level tests: two stacks wired back to back in memory, UDP, ICMP, ports.
 
 use super::*;
+use crate::error::{ConnectError, UdpSendError};
+use crate::policy::Policy;
 use crate::socket::{AnyHandle, Readiness, TcpHandle};
 use crate::tcp::TcpState;
 use crate::wire::{IcmpRepr, IcmpV4Message, UdpRepr};
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 fn cfg(addr: &str, seed: u64) -> Config {
@@ -445,4 +448,113 @@ fn udp_readiness() {
     let mut buf = [0u8; 8];
     p.a.udp_recv_from(a, &mut buf).unwrap();
     assert_eq!(p.a.readiness(a), Readiness::WRITABLE);
+}
+
+fn policy(p: &Stack, text: &str) -> Policy {
+    Policy::parse(text, p.policy_key()).unwrap()
+}
+
+#[test]
+fn policy_rules_decide_new_flows_only() {
+    let mut p = Pair::new();
+    let l80 = p.a.tcp_listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
+    let _l81 = p.a.tcp_listen("10.0.0.1:81".parse().unwrap(), 8).unwrap();
+    let _l82 = p.a.tcp_listen("10.0.0.1:82".parse().unwrap(), 8).unwrap();
+    // An established connection from before the policy keeps working under drop-all.
+    let old = p.b.tcp_connect(p.now, "10.0.0.1:80".parse().unwrap(), None).unwrap();
+    p.settle();
+    let old_s = p.a.tcp_accept(l80).unwrap();
+    let text = "policy in drop\naccept in tcp dport 80\nreject in tcp dport 81\n";
+    let pol = policy(&p.a, text);
+    p.a.set_policy(Some(pol));
+    // Accepted by the rule.
+    let c = p.b.tcp_connect(p.now, "10.0.0.1:80".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert!(p.b.tcp_poll_connect(c).unwrap());
+    // Rejected: the client is refused at once (RST).
+    let r = p.b.tcp_connect(p.now, "10.0.0.1:81".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert_eq!(p.b.tcp_poll_connect(r).unwrap_err(), ConnectError::Failed(crate::ConnError::Refused));
+    // Dropped by the default: nothing comes back, the client keeps waiting.
+    let d = p.b.tcp_connect(p.now, "10.0.0.1:82".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert!(!p.b.tcp_poll_connect(d).unwrap(), "still trying");
+    assert_eq!(p.b.tcp_state(d).unwrap(), TcpState::SynSent);
+    // The old connection still moves data.
+    p.b.tcp_send(old, b"still here").unwrap();
+    p.settle();
+    let mut buf = [0u8; 32];
+    assert_eq!(p.a.tcp_recv(old_s, &mut buf).unwrap(), 10);
+    let pol = p.a.policy().unwrap();
+    let hits: Vec<u64> = pol.rules().map(|(_, h)| h).collect();
+    assert_eq!(hits, [1, 1]);
+    assert_eq!(pol.default_policy(crate::policy::rules::Direction::In).1, 1);
+    assert_eq!(p.a.stats().dropped(DropReason::Filtered), 2);
+}
+
+#[test]
+fn policy_outbound_rule_fails_connect_and_send() {
+    let mut p = Pair::new();
+    let pol = policy(&p.b, "drop out tcp to 10.0.0.1 dport 22\nreject out udp dport 53\n");
+    p.b.set_policy(Some(pol));
+    let e = p.b.tcp_connect(p.now, "10.0.0.1:22".parse().unwrap(), None).unwrap_err();
+    assert_eq!(e, ConnectError::Filtered);
+    assert_eq!(io::Error::from(e).kind(), io::ErrorKind::PermissionDenied);
+    assert!(p.b.tcp_connect(p.now, "10.0.0.1:23".parse().unwrap(), None).is_ok());
+    let u = p.b.udp_bind("10.0.0.2:0".parse().unwrap()).unwrap();
+    assert_eq!(p.b.udp_send_to(u, b"q", "10.0.0.1:53".parse().unwrap()), Err(UdpSendError::Filtered));
+    assert!(p.b.udp_send_to(u, b"q", "10.0.0.1:54".parse().unwrap()).is_ok());
+}
+
+#[test]
+fn policy_knock_opens_the_protected_port_for_the_knocker() {
+    let mut p = Pair::new();
+    let l = p.a.tcp_listen("10.0.0.1:22".parse().unwrap(), 8).unwrap();
+    let pol = policy(&p.a, "knock udp:7000,tcp:7001 protect tcp:22 within 5s open 20s\n");
+    p.a.set_policy(Some(pol));
+    let c = p.b.tcp_connect(p.now, "10.0.0.1:22".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert!(p.b.tcp_poll_connect(c).is_err(), "closed before the knocks");
+    // Knock: a datagram to 7000, a SYN to 7001 (which goes unanswered).
+    let u = p.b.udp_bind("10.0.0.2:0".parse().unwrap()).unwrap();
+    p.b.udp_send_to(u, b"k", "10.0.0.1:7000".parse().unwrap()).unwrap();
+    p.settle();
+    let k = p.b.tcp_connect(p.now, "10.0.0.1:7001".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert!(!p.b.tcp_poll_connect(k).unwrap(), "a knock is not answered");
+    p.b.tcp_abort(k).unwrap();
+    let c = p.b.tcp_connect(p.now, "10.0.0.1:22".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert!(p.b.tcp_poll_connect(c).unwrap(), "open after the knocks");
+    assert!(p.a.tcp_accept(l).is_ok());
+    assert_eq!(p.a.policy().unwrap().stats().knock_opens, 1);
+}
+
+#[test]
+fn policy_detects_a_port_scan_but_not_a_busy_client() {
+    let mut p = Pair::new();
+    let l = p.a.tcp_listen("10.0.0.1:80".parse().unwrap(), 256).unwrap();
+    let pol = policy(&p.a, "scan-detect threshold 10 window 10s\n");
+    p.a.set_policy(Some(pol));
+    // Many connections to one open port: no scan.
+    for _ in 0..30 {
+        let c = p.b.tcp_connect(p.now, "10.0.0.1:80".parse().unwrap(), None).unwrap();
+        p.settle();
+        let s = p.a.tcp_accept(l).unwrap();
+        p.b.tcp_abort(c).unwrap();
+        p.a.tcp_abort(s).unwrap();
+        p.settle();
+    }
+    assert_eq!(p.a.policy().unwrap().stats().scans_detected, 0);
+    // SYNs to 12 closed ports: one scan.
+    for port in 1000..1012 {
+        let c = p.b.tcp_connect(p.now, SocketAddr::from(([10, 0, 0, 1], port)), None).unwrap();
+        p.settle();
+        let _ = p.b.tcp_abort(c);
+    }
+    let pol = p.a.policy().unwrap();
+    assert_eq!(pol.stats().scans_detected, 1);
+    let ev = pol.recent_scans().next().unwrap();
+    assert_eq!(ev.source, "10.0.0.2".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(ev.kinds.to_string(), "syn");
 }

@@ -14,6 +14,8 @@ use super::table::Sock;
 use super::{is_unspecified, same_family, Stack};
 use crate::demux::Match;
 use crate::error::{BindError, InvalidHandle, UdpConnectError, UdpRecvError, UdpSendError};
+use crate::policy::rules::{Direction, PacketInfo, RejectWith};
+use crate::policy::scan::ProbeKind;
 use crate::socket::{Owner, Protocol, SocketHandle, UdpHandle};
 use crate::time::Instant;
 use crate::wire::{self, DropReason, IpHeader, UdpRepr};
@@ -39,7 +41,26 @@ impl Stack {
     pub(super) fn udp_input(&mut self, now: Instant, ip: &IpHeader, d: &UdpRepr<'_>, raw: &[u8]) {
         let local = SocketAddr::new(ip.dst, d.dst_port);
         let remote = SocketAddr::new(ip.src, d.src_port);
-        let found = match self.demux.lookup(Protocol::Udp, local, remote) {
+        let matched = self.demux.lookup(Protocol::Udp, local, remote);
+        if !matches!(matched, Some(Match::Connection(_))) {
+            // Not to a connected socket: the policy decides (a datagram can be a knock).
+            let info = PacketInfo {
+                dir: Direction::In,
+                proto: ip.protocol,
+                src: ip.src,
+                dst: ip.dst,
+                sport: d.src_port,
+                dport: d.dst_port,
+                icmp_type: None,
+            };
+            let admitted = self.policy_admits(now, &info, true, |s, with| {
+                s.icmp_unreachable(now, ip, raw, with == RejectWith::AdminProhibited)
+            });
+            if !admitted {
+                return;
+            }
+        }
+        let found = match matched {
             Some(Match::Connection(h)) | Some(Match::Listener(h)) => Some(h),
             None => None,
         };
@@ -59,6 +80,7 @@ impl Stack {
             }
         }
         self.count_drop(DropReason::UdpNoSocket, "no socket on port");
+        self.policy_probe(now, remote.ip(), local.port(), ProbeKind::Udp);
         self.icmp_port_unreachable(now, ip, raw);
     }
 
@@ -149,9 +171,23 @@ impl Stack {
         if u.txq.len() >= limit {
             return Err(UdpSendError::WouldBlock);
         }
+        let sport = u.local.port();
+        let info = PacketInfo {
+            dir: Direction::Out,
+            proto: wire::proto::UDP,
+            src,
+            dst: dst.ip(),
+            sport,
+            dport: dst.port(),
+            icmp_type: None,
+        };
+        if !self.policy_admits_outbound(&info) {
+            return Err(UdpSendError::Filtered);
+        }
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(data);
+        let Ok(u) = self.udp_mut(h) else { return Err(UdpSendError::InvalidHandle) };
         u.txq.push_back(Outgoing { src, dst, data: buf });
         let slot = &mut self.slots[h.0.idx as usize];
         if !slot.in_txq {

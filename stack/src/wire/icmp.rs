@@ -71,9 +71,13 @@ pub enum IcmpRepr<'a> {
 /// ICMPv4 destination-unreachable codes (RFC 792).
 pub mod v4_unreach {
     pub const PORT: u8 = 3;
+    /// Communication administratively prohibited (RFC 1812 5.2.7.1).
+    pub const ADMIN_PROHIBITED: u8 = 13;
 }
 /// ICMPv6 destination-unreachable codes (RFC 4443 3.1).
 pub mod v6_unreach {
+    /// Communication with destination administratively prohibited.
+    pub const ADMIN_PROHIBITED: u8 = 1;
     pub const PORT: u8 = 4;
 }
 

@@ -78,10 +78,13 @@ pub enum DropReason {
     IcmpIgnored,
     /// Listener backlog full: SYN dropped.
     ListenOverflow,
+    /// Refused by the packet policy (a filter rule or default, a port knock, a closed
+    /// knock-protected port, a source blocked after a scan; `crate::policy`).
+    Filtered,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::ListenOverflow as usize + 1;
+    pub const COUNT: usize = DropReason::Filtered as usize + 1;
 
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Truncated,
@@ -104,6 +107,7 @@ impl DropReason {
         DropReason::UdpQueueFull,
         DropReason::IcmpIgnored,
         DropReason::ListenOverflow,
+        DropReason::Filtered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +132,7 @@ impl DropReason {
             DropReason::UdpQueueFull => "udp_queue_full",
             DropReason::IcmpIgnored => "icmp_ignored",
             DropReason::ListenOverflow => "listen_overflow",
+            DropReason::Filtered => "filtered",
         }
     }
 }
