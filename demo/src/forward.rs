@@ -140,7 +140,7 @@ pub fn start(rt: &RuntimeHandle, ins: &[Inbound], outs: &[Outbound], flows: &Flo
                 }
                 Proto::Udp => {
                     let s = tunstack::tokio::UdpSocket::bind(rt, local)?;
-                    tokio::spawn(inbound_udp(Arc::new(s), f.target, flows.clone()));
+                    tokio::spawn(inbound_udp(s, f.target, flows.clone()));
                 }
             }
         }
@@ -157,7 +157,7 @@ pub fn start(rt: &RuntimeHandle, ins: &[Inbound], outs: &[Outbound], flows: &Flo
                 let s = std::net::UdpSocket::bind(f.listen)?;
                 s.set_nonblocking(true)?;
                 let s = tokio::net::UdpSocket::from_std(s)?;
-                tokio::spawn(outbound_udp(Arc::new(s), rt.clone(), f.target, flows.clone()));
+                tokio::spawn(outbound_udp(s, rt.clone(), f.target, flows.clone()));
             }
         }
     }
@@ -194,8 +194,9 @@ async fn outbound_tcp(listener: tokio::net::TcpListener, rt: RuntimeHandle, targ
     }
 }
 
-/// The datagram side of both directions: something that sends and receives datagrams.
-trait Datagrams: Send + Sync + 'static {
+/// The back side of a UDP relay: a socket that sends to any target and receives the
+/// answers (a host socket, or one of tunstack's).
+pub(crate) trait Datagrams: Send + Sync + 'static {
     fn send_to(&self, data: &[u8], to: SocketAddr) -> impl std::future::Future<Output = io::Result<usize>> + Send;
     fn recv_from(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<(usize, SocketAddr)>> + Send;
 }
@@ -218,39 +219,75 @@ impl Datagrams for tokio::net::UdpSocket {
     }
 }
 
+/// The front side of a UDP relay: where clients' datagrams arrive, each with the
+/// target it goes to, and where the answers go back.
+pub(crate) trait Front: Send + Sync + 'static {
+    /// One datagram: its length, the client, the target.
+    fn recv(
+        &self,
+        buf: &mut [u8],
+    ) -> impl std::future::Future<Output = io::Result<(usize, SocketAddr, SocketAddr)>> + Send;
+    /// An answer from `from` (the host that answered) to `client`.
+    fn reply(
+        &self,
+        data: &[u8],
+        from: SocketAddr,
+        client: SocketAddr,
+    ) -> impl std::future::Future<Output = io::Result<usize>> + Send;
+}
+
+/// A forward's front: a socket whose datagrams all go to one target.
+pub(crate) struct Fixed<F> {
+    pub(crate) socket: F,
+    pub(crate) target: SocketAddr,
+}
+
+impl<F: Datagrams> Front for Fixed<F> {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+        let (n, client) = self.socket.recv_from(buf).await?;
+        Ok((n, client, self.target))
+    }
+    async fn reply(&self, data: &[u8], _from: SocketAddr, client: SocketAddr) -> io::Result<usize> {
+        self.socket.send_to(data, client).await
+    }
+}
+
 /// One client's mapping: the socket its datagrams leave from, and when it was last used.
 struct Mapping<S> {
     socket: Arc<S>,
     last: Mutex<tokio::time::Instant>,
-    /// Bytes relayed from the client to the target.
+    /// Bytes relayed from the client to its targets.
     up: AtomicU64,
 }
 
-/// Relay datagrams arriving at `front` (from clients) to `target` through one `back`
-/// socket per client (made by `open`), and the target's answers back to the client.
-async fn relay_udp<F, S, O, Fut>(front: Arc<F>, target: SocketAddr, flows: Flows, open: O)
+type Mappings<S> = Arc<Mutex<HashMap<SocketAddr, Arc<Mapping<S>>>>>;
+
+/// Relay the datagrams arriving at `front` through one back socket per client (made by
+/// `open`: endpoint-independent, "full cone", every target of a client shares it), and
+/// the answers back to the client from the host that answered.
+pub(crate) async fn relay_udp<F, S, O, Fut>(front: Arc<F>, flows: Flows, open: O)
 where
-    F: Datagrams,
+    F: Front,
     S: Datagrams,
-    O: Fn() -> Fut,
+    O: Fn(SocketAddr) -> Fut,
     Fut: std::future::Future<Output = io::Result<S>>,
 {
-    let mappings: Arc<Mutex<HashMap<SocketAddr, Arc<Mapping<S>>>>> = Arc::default();
+    let mappings: Mappings<S> = Arc::default();
     let mut buf = vec![0u8; 65535];
     loop {
-        let Ok((n, client)) = front.recv_from(&mut buf).await else { return };
+        let Ok((n, client, target)) = front.recv(&mut buf).await else { return };
         let existing = mappings.lock().unwrap_or_else(PoisonError::into_inner).get(&client).cloned();
         let mapping = match existing {
             Some(m) => m,
             None => {
                 if mappings.lock().unwrap_or_else(PoisonError::into_inner).len() >= MAX_UDP_MAPPINGS {
-                    tracing::debug!(%client, "forward: UDP mapping table full, datagram dropped");
+                    tracing::debug!(%client, "UDP relay: mapping table full, datagram dropped");
                     continue;
                 }
-                let socket = match open().await {
+                let socket = match open(target).await {
                     Ok(s) => Arc::new(s),
                     Err(e) => {
-                        tracing::debug!(%client, error = %e, "forward: no socket for a UDP mapping");
+                        tracing::debug!(%client, error = %e, "UDP relay: no socket for a mapping");
                         continue;
                     }
                 };
@@ -258,14 +295,9 @@ where
                     Arc::new(Mapping { socket, last: Mutex::new(tokio::time::Instant::now()), up: AtomicU64::new(0) });
                 mappings.lock().unwrap_or_else(PoisonError::into_inner).insert(client, Arc::clone(&m));
                 flows.open("udp", client, target);
-                tokio::spawn(udp_back(
-                    Arc::clone(&m),
-                    Arc::clone(&front),
-                    client,
-                    target,
-                    Arc::clone(&mappings),
-                    flows.clone(),
-                ));
+                let back =
+                    answers(Arc::clone(&m), Arc::clone(&front), client, target, Arc::clone(&mappings), flows.clone());
+                tokio::spawn(back);
                 m
             }
         };
@@ -274,18 +306,18 @@ where
             Ok(_) => {
                 mapping.up.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e) => tracing::debug!(%client, %target, error = %e, "forward: UDP send failed"),
+            Err(e) => tracing::debug!(%client, %target, error = %e, "UDP relay: send failed"),
         }
     }
 }
 
-/// The answers of one mapping, back to its client; ends the mapping when idle.
-async fn udp_back<F: Datagrams, S: Datagrams>(
+/// The answers to one mapping, back to its client; ends the mapping when idle.
+async fn answers<F: Front, S: Datagrams>(
     m: Arc<Mapping<S>>,
     front: Arc<F>,
     client: SocketAddr,
     target: SocketAddr,
-    mappings: Arc<Mutex<HashMap<SocketAddr, Arc<Mapping<S>>>>>,
+    mappings: Mappings<S>,
     flows: Flows,
 ) {
     let mut buf = vec![0u8; 65535];
@@ -299,10 +331,18 @@ async fn udp_back<F: Datagrams, S: Datagrams>(
             break;
         }
         match tokio::time::timeout(idle_left, m.socket.recv_from(&mut buf)).await {
-            Ok(Ok((n, _from))) => {
+            Ok(Ok((n, from))) => {
                 *m.last.lock().unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
                 down += n as u64;
-                let _ = front.send_to(&buf[..n], client).await;
+                // An IPv4 answer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+                let from = match from {
+                    SocketAddr::V6(v6) if client.is_ipv4() => match v6.ip().to_ipv4_mapped() {
+                        Some(v4) => SocketAddr::from((v4, v6.port())),
+                        None => continue,
+                    },
+                    other => other,
+                };
+                let _ = front.reply(&buf[..n], from, client).await;
             }
             Ok(Err(_)) => break,
             Err(_) => {} // re-check the idle time: the client may have sent meanwhile
@@ -313,16 +353,21 @@ async fn udp_back<F: Datagrams, S: Datagrams>(
     flows.update(client, target, m.up.load(Ordering::Relaxed), down, false);
 }
 
-async fn inbound_udp(front: Arc<tunstack::tokio::UdpSocket>, target: SocketAddr, flows: Flows) {
-    let unspecified: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-    relay_udp(front, target, flows, move || async move { tokio::net::UdpSocket::bind(unspecified).await }).await
+/// A socket of `target`'s family bound to the unspecified address and any port.
+pub(crate) fn any_for(target: SocketAddr) -> SocketAddr {
+    if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal")
 }
 
-async fn outbound_udp(front: Arc<tokio::net::UdpSocket>, rt: RuntimeHandle, target: SocketAddr, flows: Flows) {
-    let unspecified: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-    relay_udp(front, target, flows, move || {
+async fn inbound_udp(front: tunstack::tokio::UdpSocket, target: SocketAddr, flows: Flows) {
+    let front = Arc::new(Fixed { socket: front, target });
+    relay_udp(front, flows, |t| tokio::net::UdpSocket::bind(any_for(t))).await
+}
+
+async fn outbound_udp(front: tokio::net::UdpSocket, rt: RuntimeHandle, target: SocketAddr, flows: Flows) {
+    let front = Arc::new(Fixed { socket: front, target });
+    relay_udp(front, flows, move |t| {
         let rt = rt.clone();
-        async move { tunstack::tokio::UdpSocket::bind(&rt, unspecified) }
+        async move { tunstack::tokio::UdpSocket::bind(&rt, any_for(t)) }
     })
     .await
 }

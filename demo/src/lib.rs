@@ -9,6 +9,7 @@ pub mod apps;
 pub mod dashboard;
 pub mod echo;
 pub mod forward;
+pub mod gateway;
 pub mod http;
 pub mod netns;
 mod server;

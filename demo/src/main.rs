@@ -57,6 +57,20 @@ enum Command {
     /// Port forwarding between tunstack and the host's sockets, both ways, TCP and UDP,
     /// with the dashboard served on --port (default 80).
     Forward(ForwardOpts),
+    /// tunstack as the default route of another network namespace: every TCP/UDP flow
+    /// it sends is terminated, checked by the policy (--rules) and relayed with host
+    /// sockets from the gateway's own namespace; dashboard on --port (default 80).
+    Gateway(GatewayOpts),
+}
+
+#[derive(Args, Debug)]
+struct GatewayOpts {
+    #[command(flatten)]
+    opts: Opts,
+    /// The namespace whose default routes go through the gateway; created if missing
+    /// (and then deleted at exit). The TUN device is created inside it.
+    #[arg(long, value_name = "NAME")]
+    client_ns: String,
 }
 
 #[derive(Args, Debug)]
@@ -199,13 +213,20 @@ enum Kind {
     Echo,
     Http,
     Forward,
+    Gateway,
 }
 
 fn run(command: Command) -> Result<(), String> {
+    let mut client_ns = None;
     let (kind, opts, ins, outs) = match command {
         Command::Echo(o) => (Kind::Echo, o, Vec::new(), Vec::new()),
         Command::Http(o) => (Kind::Http, o, Vec::new(), Vec::new()),
         Command::Forward(f) => (Kind::Forward, f.opts, f.ins, f.outs),
+        Command::Gateway(g) => {
+            demo::netns::validate_name(&g.client_ns)?;
+            client_ns = Some(g.client_ns);
+            (Kind::Gateway, g.opts, Vec::new(), Vec::new())
+        }
     };
     opts.validate()?;
     let rules = match &opts.rules {
@@ -223,7 +244,7 @@ fn run(command: Command) -> Result<(), String> {
     }
     let port = opts.port.unwrap_or(match kind {
         Kind::Echo => 7,
-        Kind::Http | Kind::Forward => 80,
+        Kind::Http | Kind::Forward | Kind::Gateway => 80,
     });
     for a in &opts.addrs {
         if !opts.host_addrs.iter().any(|h| h.contains(a)) {
@@ -263,7 +284,10 @@ fn run(command: Command) -> Result<(), String> {
         )
     };
     let announce = |tun: &str| {
-        print_hints(kind, tun, &opts.addrs, port, netns.as_ref().map(Netns::name));
+        // The commands to try run where the device's kernel side is: the client's
+        // namespace for the gateway.
+        let device_ns = client_ns.as_deref().or(netns.as_ref().map(Netns::name));
+        print_hints(kind, tun, &opts.addrs, port, device_ns);
         if let Some(imp) = &impairment {
             println!("link impairment, each direction: {imp} (repeat the decisions with --seed {})", imp.seed);
         }
@@ -289,8 +313,8 @@ fn run(command: Command) -> Result<(), String> {
             impaired
         }
         // The HTTP server is hyper on the async API: the device, the stack and every
-        // connection run as tasks on this one thread. So do the forwards.
-        Kind::Http | Kind::Forward => {
+        // connection run as tasks on this one thread. So do the forwards and the gateway.
+        Kind::Http | Kind::Forward | Kind::Gateway => {
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
             let tokio_rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -302,11 +326,28 @@ fn run(command: Command) -> Result<(), String> {
                     let _ = stop_tx.send(signal.wait());
                 })
                 .map_err(|e| format!("starting the signal thread: {e}"))?;
+            // The gateway's device lives in the client's namespace (created there, then
+            // this thread comes back); everything else runs here.
+            let client = client_ns.as_deref().map(Netns::open).transpose()?;
+            let tun = opts.tun.clone();
             tokio_rt.block_on(async {
-                let rt = AsyncRuntime::new(config).map_err(device_error)?;
+                let rt = match &client {
+                    None => AsyncRuntime::new(config).map_err(device_error)?,
+                    Some(ns) => ns.run_in(|| AsyncRuntime::new(config))?.map_err(device_error)?,
+                };
                 rt.set_policy(rules.as_deref()).map_err(|e| e.to_string())?;
                 let flows = Flows::default();
                 demo::forward::start(&rt.handle(), &ins, &outs, &flows).map_err(|e| format!("forward: {e}"))?;
+                if let Some(ns) = &client {
+                    for family in ["-4", "-6"] {
+                        demo::netns::ip(&["-n", ns.name(), family, "route", "replace", "default", "dev", &tun])?;
+                    }
+                    demo::gateway::start(&rt.handle(), &flows).map_err(|e| format!("gateway: {e}"))?;
+                    println!(
+                        "gateway: namespace {0} sends everything through {tun}; try: ip netns exec {0} curl http://HOST/",
+                        ns.name()
+                    );
+                }
                 let live = Live { rt: rt.handle(), throughput: Throughput::default(), flows: Some(flows) };
                 HttpServer::serve_live(live, &opts.addrs, port).map_err(|e| e.to_string())?;
                 announce(rt.tun_name());
@@ -363,6 +404,7 @@ fn print_hints(kind: Kind, tun: &str, addrs: &[IpAddr], port: u16, netns: Option
         Kind::Echo => "echo (TCP and UDP)",
         Kind::Http => "http",
         Kind::Forward => "forwarding, dashboard over http",
+        Kind::Gateway => "gateway, dashboard over http",
     };
     out.push_str(&format!("tunstack {what} on port {port}, device {tun}, addresses:"));
     for a in addrs {
@@ -381,7 +423,7 @@ fn print_hints(kind: Kind, tun: &str, addrs: &[IpAddr], port: u16, netns: Option
     };
     for &a in addrs {
         match kind {
-            Kind::Http | Kind::Forward => {
+            Kind::Http | Kind::Forward | Kind::Gateway => {
                 // curl needs -g for IPv6 literals in brackets.
                 let g = if a.is_ipv6() { "-g " } else { "" };
                 out.push_str(&format!("  {pre}curl {g}http://{}/\n", host_port(a, port, 80)));
@@ -413,6 +455,7 @@ mod tests {
         match cli.command {
             Command::Echo(o) | Command::Http(o) => o,
             Command::Forward(f) => f.opts,
+            Command::Gateway(g) => g.opts,
         }
     }
 

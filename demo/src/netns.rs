@@ -35,7 +35,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// Run `ip ARGS` (iproute2), with its error output in the error.
+pub fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -63,6 +64,36 @@ impl Netns {
             .map_err(|e| format!("entering network namespace {name}: {e} (this needs CAP_SYS_ADMIN: run as root)"))?;
         ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// Create `name` unless it exists (deleting it on drop if created here), without
+    /// entering it; bring its loopback up.
+    pub fn open(name: &str) -> Result<Netns, String> {
+        validate_name(name)?;
+        let path: PathBuf = [NETNS_DIR, name].iter().collect();
+        let created = !path.exists();
+        if created {
+            ip(&["netns", "add", name])?;
+        }
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(Netns { name: name.to_owned(), created })
+    }
+
+    /// Run `f` on the calling thread inside this namespace, then move the thread back
+    /// to the namespace it was in: what `f` creates (a TUN device, say) stays there,
+    /// descriptors keep working from anywhere.
+    pub fn run_in<T>(&self, f: impl FnOnce() -> T) -> Result<T, String> {
+        let home = File::open("/proc/thread-self/ns/net").map_err(|e| format!("opening our own namespace: {e}"))?;
+        let path: PathBuf = [NETNS_DIR, &self.name].iter().collect();
+        let there = File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let enter = |f: &File, what: &str| {
+            move_into_link_name_space(std::os::fd::AsFd::as_fd(f), Some(LinkNameSpaceType::Network))
+                .map_err(|e| format!("entering {what}: {e} (this needs CAP_SYS_ADMIN: run as root)"))
+        };
+        enter(&there, &self.name)?;
+        let out = f();
+        enter(&home, "our own namespace again")?;
+        Ok(out)
     }
 
     pub fn name(&self) -> &str {

@@ -378,6 +378,9 @@ pub enum UdpSendError {
     TooLarge { len: usize, max: usize },
     /// The packet policy refuses datagrams to this destination (EPERM).
     Filtered,
+    /// `udp_send_msg` (a chosen source address) on a socket that is not transparent
+    /// (EINVAL).
+    NotTransparent,
     /// See [`InvalidHandle`].
     InvalidHandle,
 }
@@ -389,7 +392,8 @@ impl UdpSendError {
             UdpSendError::NotConnected => io::ErrorKind::NotConnected,
             UdpSendError::InvalidDestination(_)
             | UdpSendError::FamilyMismatch { .. }
-            | UdpSendError::TooLarge { .. } => io::ErrorKind::InvalidInput,
+            | UdpSendError::TooLarge { .. }
+            | UdpSendError::NotTransparent => io::ErrorKind::InvalidInput,
             UdpSendError::NoAddressOfFamily { .. } => io::ErrorKind::AddrNotAvailable,
             UdpSendError::Filtered => io::ErrorKind::PermissionDenied,
             UdpSendError::InvalidHandle => InvalidHandle.kind(),
@@ -413,6 +417,7 @@ impl fmt::Display for UdpSendError {
                 write!(f, "datagram of {len} bytes larger than the MTU allows ({max})")
             }
             UdpSendError::Filtered => f.write_str("refused by the packet policy"),
+            UdpSendError::NotTransparent => f.write_str("only a transparent socket sends from a chosen address"),
             UdpSendError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
         }
     }

@@ -94,7 +94,7 @@ impl Stack {
                     local: u.local,
                     remote: u.remote,
                     state: if u.remote.is_some() { "CONNECTED" } else { "BOUND" },
-                    recv_queue: u.rxq.iter().map(|(_, d)| d.len()).sum(),
+                    recv_queue: u.rxq.iter().map(|(_, _, d)| d.len()).sum(),
                     send_queue: u.txq.iter().map(|d| d.data.len()).sum(),
                     owner: s.owner,
                 },
@@ -164,7 +164,8 @@ impl Stack {
                     }
                 }
                 Some(Sock::Listener(l)) => {
-                    bound += 1;
+                    // A transparent listener holds no port and no demux entry.
+                    bound += usize::from(!l.transparent);
                     if l.half_open.len() + l.accept_q.len() > l.backlog {
                         return Err(format!("{h:?}: listener queues exceed the backlog"));
                     }
@@ -175,7 +176,7 @@ impl Stack {
                     }
                 }
                 Some(Sock::Udp(u)) => {
-                    bound += 1;
+                    bound += usize::from(!u.transparent);
                     if u.rxq.len() > self.cfg.udp_rx_queue || u.txq.len() > self.cfg.udp_tx_queue {
                         return Err(format!("{h:?}: UDP queue over its bound"));
                     }

@@ -78,6 +78,10 @@ pub struct Stack {
     /// The packet filter, port knocking and scan detection (`policy`); `None`: nothing
     /// to check, no cost.
     policy: Option<Box<Policy>>,
+    /// The transparent TCP listener and UDP socket, which take what no other socket
+    /// takes, for any destination (`tcp_listen_transparent`, `udp_bind_transparent`).
+    transparent_tcp: Option<SocketHandle>,
+    transparent_udp: Option<SocketHandle>,
 }
 
 fn is_unspecified(ip: IpAddr) -> bool {
@@ -117,12 +121,21 @@ impl Stack {
             next_housekeeping: Instant::ZERO + diag::HOUSEKEEPING_INTERVAL,
             last_tcp: None,
             policy: None,
+            transparent_tcp: None,
+            transparent_udp: None,
             cfg: config,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Whether a packet to `dst`, not one of our addresses, is taken anyway: with a
+    /// transparent socket, every unicast destination is (a gateway's traffic).
+    fn takes_any_destination(&self, dst: IpAddr) -> bool {
+        let unicast = !(dst.is_unspecified() || dst.is_multicast() || dst == IpAddr::from([255, 255, 255, 255]));
+        unicast && (self.transparent_tcp.is_some() || self.transparent_udp.is_some())
     }
 
     /// The latest time the stack has been given.
@@ -237,7 +250,7 @@ impl Stack {
             Ok(p) => p,
             Err(reason) => return self.count_drop(reason, "parse"),
         };
-        if !self.owns_address(p.ip.dst) {
+        if !self.owns_address(p.ip.dst) && !self.takes_any_destination(p.ip.dst) {
             return self.count_drop(DropReason::NotForUs, "destination");
         }
         if self.owns_address(p.ip.src) {

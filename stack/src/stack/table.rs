@@ -141,10 +141,12 @@ impl Stack {
                     }
                 }
             }
+            Some(Sock::Listener(l)) if l.transparent => self.transparent_tcp = None,
             Some(Sock::Listener(l)) => {
                 self.demux.remove_listener(Protocol::Tcp, l.local);
                 self.tcp_ports.unbind(l.local.ip(), l.local.port(), h);
             }
+            Some(Sock::Udp(u)) if u.transparent => self.transparent_udp = None,
             Some(Sock::Udp(u)) => {
                 self.demux.remove_listener(Protocol::Udp, u.local);
                 self.udp_ports.unbind(u.local.ip(), u.local.port(), h);

@@ -31,6 +31,9 @@ use crate::wire::{self, DropReason, IpHeader, TcpFlags, TcpOptions, TcpRepr};
 /// A listening socket (RFC 9293 3.10.7.2).
 pub(super) struct Listener {
     pub(super) local: SocketAddr,
+    /// Transparent: takes connections to any address and port that no other socket
+    /// takes (`tcp_listen_transparent`); it holds no port and no demux entry.
+    pub(super) transparent: bool,
     pub(super) backlog: usize,
     /// Embryonic connections (SYN-RECEIVED), RFC 9293 3.10.7.2.
     pub(super) half_open: Vec<SocketHandle>,
@@ -89,6 +92,12 @@ impl Stack {
                 self.conn_input(now, h, seg)
             }
             Some(Match::Listener(h)) => self.listener_input(now, h, local, remote, seg),
+            // A transparent listener takes it, with its original destination as the
+            // connection's local address.
+            None if self.transparent_tcp.is_some() => {
+                let lh = self.transparent_tcp.expect("checked");
+                self.listener_input(now, lh, local, remote, seg)
+            }
             None => {
                 self.count_drop(DropReason::TcpNoSocket, "no listener or connection");
                 if let Some(kind) = tcp_probe_kind(seg.flags) {
@@ -319,7 +328,13 @@ impl Stack {
     /// The backlog bounds the half-open plus accept queue (at least 1).
     pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> Result<ListenerHandle, BindError> {
         self.check_local(local)?;
-        let l = Listener { local, backlog: backlog.max(1), half_open: Vec::new(), accept_q: VecDeque::new() };
+        let l = Listener {
+            local,
+            transparent: false,
+            backlog: backlog.max(1),
+            half_open: Vec::new(),
+            accept_q: VecDeque::new(),
+        };
         let h = self.alloc(Sock::Listener(l), Owner::App);
         let port = match self.tcp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
             Ok(p) => p,
@@ -336,6 +351,30 @@ impl Stack {
             self.free_socket(h);
             return Err(BindError::AddrInUse { addr: bound, held: bound, held_by });
         }
+        Ok(ListenerHandle(h))
+    }
+
+    /// A transparent listener: it takes every TCP connection, to any address and port,
+    /// that no other socket takes (the stack then accepts packets to any unicast
+    /// destination). An accepted connection's local address is the destination the
+    /// client connected to; its packets leave from that address. This is how a gateway
+    /// terminates the flows of a network routed into the device. One at a time:
+    /// `AddrInUse` while another exists. It holds no port, so ordinary listeners and
+    /// connections keep theirs and take precedence.
+    pub fn tcp_listen_transparent(&mut self, backlog: usize) -> Result<ListenerHandle, BindError> {
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        if let Some(held_by) = self.transparent_tcp {
+            return Err(BindError::AddrInUse { addr: any, held: any, held_by });
+        }
+        let l = Listener {
+            local: any,
+            transparent: true,
+            backlog: backlog.max(1),
+            half_open: Vec::new(),
+            accept_q: VecDeque::new(),
+        };
+        let h = self.alloc(Sock::Listener(l), Owner::App);
+        self.transparent_tcp = Some(h);
         Ok(ListenerHandle(h))
     }
 

@@ -558,3 +558,48 @@ fn policy_detects_a_port_scan_but_not_a_busy_client() {
     assert_eq!(ev.source, "10.0.0.2".parse::<std::net::IpAddr>().unwrap());
     assert_eq!(ev.kinds.to_string(), "syn");
 }
+
+#[test]
+fn transparent_listener_and_udp_socket_take_any_destination() {
+    let mut p = Pair::new();
+    let l = p.a.tcp_listen_transparent(8).unwrap();
+    assert!(p.a.tcp_listen_transparent(8).is_err(), "one at a time");
+    // An ordinary listener keeps its port.
+    let ordinary = p.a.tcp_listen("10.0.0.1:22".parse().unwrap(), 8).unwrap();
+    let target: SocketAddr = "192.0.2.55:443".parse().unwrap();
+    let c = p.b.tcp_connect(p.now, target, None).unwrap();
+    p.settle();
+    assert!(p.b.tcp_poll_connect(c).unwrap());
+    let s = p.a.tcp_accept(l).unwrap();
+    assert_eq!(p.a.local_addr(s).unwrap(), target, "the original destination");
+    assert_eq!(p.a.peer_addr(s).unwrap(), p.b.local_addr(c).unwrap());
+    p.a.tcp_send(s, b"from the far side").unwrap();
+    p.settle();
+    let mut buf = [0u8; 64];
+    assert_eq!(p.b.tcp_recv(c, &mut buf).unwrap(), 17);
+    let c2 = p.b.tcp_connect(p.now, "10.0.0.1:22".parse().unwrap(), None).unwrap();
+    p.settle();
+    assert!(p.b.tcp_poll_connect(c2).unwrap());
+    assert!(p.a.tcp_accept(ordinary).is_ok(), "the ordinary listener took its own");
+    assert!(p.a.tcp_accept(l).is_err());
+
+    let u = p.a.udp_bind_transparent().unwrap();
+    let b = p.b.udp_bind("10.0.0.2:0".parse().unwrap()).unwrap();
+    let dns: SocketAddr = "198.51.100.7:53".parse().unwrap();
+    p.b.udp_send_to(b, b"query", dns).unwrap();
+    p.settle();
+    let (n, src, dst) = p.a.udp_recv_msg(u, &mut buf).unwrap();
+    assert_eq!((&buf[..n], src, dst), (&b"query"[..], p.b.local_addr(b).unwrap(), dns));
+    p.a.udp_send_msg(u, b"answer", dns, src).unwrap();
+    p.settle();
+    let (n, from) = p.b.udp_recv_from(b, &mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"answer"[..], dns), "answered from the original destination");
+    let ordinary_udp = p.b.udp_bind("10.0.0.2:0".parse().unwrap()).unwrap();
+    assert_eq!(p.b.udp_send_msg(ordinary_udp, b"x", dns, dns), Err(UdpSendError::NotTransparent));
+    // Closing them gives the stack back its ordinary behaviour.
+    p.a.close(l).unwrap();
+    p.a.close(u).unwrap();
+    p.b.udp_send_to(b, b"lost", dns).unwrap();
+    p.settle();
+    assert_eq!(p.a.stats().dropped(DropReason::NotForUs), 1);
+}

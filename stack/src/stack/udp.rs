@@ -23,8 +23,12 @@ use crate::wire::{self, DropReason, IpHeader, UdpRepr};
 pub(super) struct UdpSock {
     pub(super) local: SocketAddr,
     pub(super) remote: Option<SocketAddr>,
-    /// Received datagrams: source, payload.
-    pub(super) rxq: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Transparent: takes every datagram no other socket takes, whatever its
+    /// destination, and may send from any address (`udp_bind_transparent`).
+    pub(super) transparent: bool,
+    /// Received datagrams: source, destination (the original one, for a transparent
+    /// socket), payload.
+    pub(super) rxq: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// Datagrams to send: source address (chosen when queued), destination, payload.
     pub(super) txq: VecDeque<Outgoing>,
 }
@@ -33,6 +37,8 @@ pub(super) struct UdpSock {
 /// are of one family, so writing it out cannot fail.
 pub(super) struct Outgoing {
     pub(super) src: IpAddr,
+    /// The source port: the socket's own, or any for a transparent socket.
+    pub(super) sport: u16,
     pub(super) dst: SocketAddr,
     pub(super) data: Vec<u8>,
 }
@@ -62,7 +68,7 @@ impl Stack {
         }
         let found = match matched {
             Some(Match::Connection(h)) | Some(Match::Listener(h)) => Some(h),
-            None => None,
+            None => self.transparent_udp,
         };
         let limit = self.cfg.udp_rx_queue;
         let slot = found.and_then(|h| self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen));
@@ -74,7 +80,7 @@ impl Stack {
                 let mut buf = self.pool.pop().unwrap_or_default();
                 buf.clear();
                 buf.extend_from_slice(d.payload);
-                u.rxq.push_back((remote, buf));
+                u.rxq.push_back((remote, local, buf));
                 self.update_readiness(h);
                 return;
             }
@@ -90,8 +96,8 @@ impl Stack {
     pub(super) fn udp_transmit(&mut self, h: SocketHandle, buf: &mut [u8]) -> Option<usize> {
         let slot = &mut self.slots[h.idx as usize];
         let Some(Sock::Udp(u)) = slot.sock.as_mut() else { return None };
-        let Outgoing { src, dst, data } = u.txq.pop_front()?;
-        let repr = UdpRepr { src_port: u.local.port(), dst_port: dst.port(), payload: &data };
+        let Outgoing { src, sport, dst, data } = u.txq.pop_front()?;
+        let repr = UdpRepr { src_port: sport, dst_port: dst.port(), payload: &data };
         let n = wire::emit_udp(buf, src, dst.ip(), &repr).expect("a datagram checked when it was queued");
         let more = !u.txq.is_empty();
         self.pool.push(data);
@@ -107,7 +113,7 @@ impl Stack {
 
     pub fn udp_bind(&mut self, local: SocketAddr) -> Result<UdpHandle, BindError> {
         self.check_local(local)?;
-        let u = UdpSock { local, remote: None, rxq: VecDeque::new(), txq: VecDeque::new() };
+        let u = UdpSock { local, remote: None, transparent: false, rxq: VecDeque::new(), txq: VecDeque::new() };
         let h = UdpHandle(self.alloc(Sock::Udp(u), Owner::App));
         let port = match self.udp_ports.bind(local.ip(), local.port(), h.0, &mut self.rng) {
             Ok(p) => p,
@@ -129,6 +135,38 @@ impl Stack {
         Ok(h)
     }
 
+    /// A transparent UDP socket: it takes every datagram, to any address and port, that
+    /// no other socket takes (the stack then accepts packets to any unicast
+    /// destination); `udp_recv_msg` tells each one's original destination, and
+    /// `udp_send_msg` answers from it. One at a time: `AddrInUse` while another exists.
+    pub fn udp_bind_transparent(&mut self) -> Result<UdpHandle, BindError> {
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        if let Some(held_by) = self.transparent_udp {
+            return Err(BindError::AddrInUse { addr: any, held: any, held_by });
+        }
+        let u = UdpSock { local: any, remote: None, transparent: true, rxq: VecDeque::new(), txq: VecDeque::new() };
+        let h = UdpHandle(self.alloc(Sock::Udp(u), Owner::App));
+        self.transparent_udp = Some(h.0);
+        self.update_readiness(h.0);
+        Ok(h)
+    }
+
+    /// One datagram with its source and its destination (for a transparent socket the
+    /// address the client sent to; for others the socket's own).
+    pub fn udp_recv_msg(
+        &mut self,
+        h: UdpHandle,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr, SocketAddr), UdpRecvError> {
+        let u = self.udp_mut(h)?;
+        let Some((src, dst, data)) = u.rxq.pop_front() else { return Err(UdpRecvError::WouldBlock) };
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        self.pool.push(data);
+        self.update_readiness(h.0);
+        Ok((n, src, dst))
+    }
+
     /// Fix the peer: `send` goes there and only its datagrams are received.
     pub fn udp_connect(&mut self, h: UdpHandle, remote: SocketAddr) -> Result<(), UdpConnectError> {
         let u = self.udp_mut(h)?;
@@ -143,6 +181,31 @@ impl Stack {
     }
 
     pub fn udp_send_to(&mut self, h: UdpHandle, data: &[u8], dst: SocketAddr) -> Result<usize, UdpSendError> {
+        self.udp_queue(h, data, None, dst)
+    }
+
+    /// Send one datagram from `from` to `to` on a transparent socket
+    /// (`udp_bind_transparent`): the answer of a gateway, from the address the client
+    /// sent to. Other sockets get `NotTransparent`.
+    pub fn udp_send_msg(
+        &mut self,
+        h: UdpHandle,
+        data: &[u8],
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<usize, UdpSendError> {
+        self.udp_queue(h, data, Some(from), to)
+    }
+
+    /// Check and queue one datagram to `dst`, from the socket's address or, for a
+    /// transparent socket, from `from`.
+    fn udp_queue(
+        &mut self,
+        h: UdpHandle,
+        data: &[u8],
+        from: Option<SocketAddr>,
+        dst: SocketAddr,
+    ) -> Result<usize, UdpSendError> {
         // The MTU, and the 16-bit UDP length field (RFC 768) for MTUs above 64 KiB.
         let max = self
             .cfg
@@ -153,16 +216,31 @@ impl Stack {
         let first_src = self.first_addr_like(dst.ip());
         let slot = self.slots.get_mut(h.0.idx as usize).filter(|s| s.gen == h.0.gen);
         let Some(Sock::Udp(u)) = slot.and_then(|s| s.sock.as_mut()) else { return Err(UdpSendError::InvalidHandle) };
-        if !same_family(u.local.ip(), dst.ip()) {
-            return Err(UdpSendError::FamilyMismatch { local: u.local.ip(), dst });
-        }
         if is_unspecified(dst.ip()) || dst.port() == 0 {
             return Err(UdpSendError::InvalidDestination(dst));
         }
-        // A wildcard-bound socket sends from the stack's first address of the family.
-        let src = if is_unspecified(u.local.ip()) { first_src } else { Some(u.local.ip()) };
-        let (Some(src), Some(_)) = (src, first_src) else {
-            return Err(UdpSendError::NoAddressOfFamily { ipv6: dst.is_ipv6() });
+        let (src, sport) = match from {
+            Some(from) => {
+                if !u.transparent {
+                    return Err(UdpSendError::NotTransparent);
+                }
+                if !same_family(from.ip(), dst.ip()) {
+                    return Err(UdpSendError::FamilyMismatch { local: from.ip(), dst });
+                }
+                (from.ip(), from.port())
+            }
+            None => {
+                if !same_family(u.local.ip(), dst.ip()) {
+                    return Err(UdpSendError::FamilyMismatch { local: u.local.ip(), dst });
+                }
+                // A wildcard-bound socket sends from the stack's first address of the
+                // family.
+                let src = if is_unspecified(u.local.ip()) { first_src } else { Some(u.local.ip()) };
+                let (Some(src), Some(_)) = (src, first_src) else {
+                    return Err(UdpSendError::NoAddressOfFamily { ipv6: dst.is_ipv6() });
+                };
+                (src, u.local.port())
+            }
         };
         if data.len() > max {
             // We do not fragment (RFC 8200 5 / RFC 791): like EMSGSIZE.
@@ -171,7 +249,6 @@ impl Stack {
         if u.txq.len() >= limit {
             return Err(UdpSendError::WouldBlock);
         }
-        let sport = u.local.port();
         let info = PacketInfo {
             dir: Direction::Out,
             proto: wire::proto::UDP,
@@ -188,7 +265,7 @@ impl Stack {
         buf.clear();
         buf.extend_from_slice(data);
         let Ok(u) = self.udp_mut(h) else { return Err(UdpSendError::InvalidHandle) };
-        u.txq.push_back(Outgoing { src, dst, data: buf });
+        u.txq.push_back(Outgoing { src, sport, dst, data: buf });
         let slot = &mut self.slots[h.0.idx as usize];
         if !slot.in_txq {
             slot.in_txq = true;
@@ -206,13 +283,7 @@ impl Stack {
     /// One datagram; a datagram longer than `buf` is truncated (the rest is discarded,
     /// as with std).
     pub fn udp_recv_from(&mut self, h: UdpHandle, buf: &mut [u8]) -> Result<(usize, SocketAddr), UdpRecvError> {
-        let u = self.udp_mut(h)?;
-        let Some((src, data)) = u.rxq.pop_front() else { return Err(UdpRecvError::WouldBlock) };
-        let n = data.len().min(buf.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        self.pool.push(data);
-        self.update_readiness(h.0);
-        Ok((n, src))
+        self.udp_recv_msg(h, buf).map(|(n, src, _)| (n, src))
     }
 
     /// Like `udp_recv_from` without the source (std allows it on an unconnected

@@ -41,6 +41,16 @@ impl TcpListener {
         Ok(TcpListener { sock: Owned { rt: rt.clone(), h } })
     }
 
+    /// A transparent listener (`Stack::tcp_listen_transparent`): it accepts connections
+    /// to any address and port that no other socket takes; an accepted stream's
+    /// `local_addr` is the destination its client connected to. The building block of
+    /// a gateway.
+    pub fn bind_transparent(rt: &impl AsRef<RuntimeHandle>, backlog: usize) -> io::Result<TcpListener> {
+        let rt = rt.as_ref();
+        let h = rt.call(|s, _| s.tcp_listen_transparent(backlog).map_err(io::Error::from))?;
+        Ok(TcpListener { sock: Owned { rt: rt.clone(), h } })
+    }
+
     /// Wait for a connection that completed its handshake.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         poll_fn(|cx| self.poll_accept(cx)).await

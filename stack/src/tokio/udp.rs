@@ -23,6 +23,25 @@ impl UdpSocket {
         Ok(UdpSocket { sock: Owned { rt: rt.clone(), h } })
     }
 
+    /// A transparent socket (`Stack::udp_bind_transparent`): it receives the datagrams
+    /// to any address and port that no other socket takes; `recv_msg` tells each one's
+    /// original destination and `send_msg` answers from it.
+    pub fn bind_transparent(rt: &impl AsRef<RuntimeHandle>) -> io::Result<UdpSocket> {
+        let rt = rt.as_ref();
+        let h = rt.call(|s, _| s.udp_bind_transparent().map_err(io::Error::from))?;
+        Ok(UdpSocket { sock: Owned { rt: rt.clone(), h } })
+    }
+
+    /// Receive one datagram with its source and its destination.
+    pub async fn recv_msg(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+        self.wait(Readiness::READABLE, |s, h| s.udp_recv_msg(h, buf)).await
+    }
+
+    /// Send one datagram from `from` (a transparent socket only) to `to`.
+    pub async fn send_msg(&self, data: &[u8], from: SocketAddr, to: SocketAddr) -> io::Result<usize> {
+        self.wait(Readiness::WRITABLE, |s, h| s.udp_send_msg(h, data, from, to)).await
+    }
+
     fn call<T, E: Into<io::Error>>(
         &self,
         f: impl FnOnce(&mut crate::Stack, UdpHandle) -> Result<T, E>,
