@@ -204,7 +204,7 @@ impl Plan {
             http_conns: o.http_conns.clamp(1, 1000),
             http_many,
             http_many_secs: Opts::pick(o.http_many_secs, q, 5, 10).max(1),
-            txqueuelen: (2 * http_many).max(1000),
+            txqueuelen: (10 * http_many).max(1000),
             idle,
             scale_size: Opts::pick(o.scale_size, q, 32 << 20, 256 << 20),
             mtus: o.mtu.clone(),

@@ -53,10 +53,11 @@ pub struct Plan {
     /// `txqueuelen` of every TUN device: the packets the kernel may queue towards the
     /// server (the kernel's default for TUN is 500). A user-space stack has no socket
     /// buffers in the kernel: this queue is all the room its link has. With 10k
-    /// connections each sending a request and an ACK while the server is busy, 500
-    /// overflow at once and every drop costs a client a retransmission timeout; so the
-    /// harness gives it two packets per connection of the 10k workload, on every TUN
-    /// setup (tunstack, smoltcp, ceiling) and for every workload.
+    /// connections opened at once, each sending the handshake's last ACK, a request and
+    /// ACKs while the server is still busy with the SYNs, 500 overflow at once (and so
+    /// did 20k and 40k in trials) and every drop costs a client a retransmission
+    /// timeout; so the harness gives it ten packets per connection of the 10k workload,
+    /// on every TUN setup (tunstack, smoltcp, ceiling) and for every workload.
     pub txqueuelen: usize,
     pub idle: usize,
     pub scale_size: u64,
