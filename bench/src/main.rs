@@ -61,7 +61,7 @@ struct Opts {
     /// Round trips per ping-pong measurement [default: 10000; quick: 2000].
     #[arg(long)]
     round_trips: Option<usize>,
-    /// Connections per connection-rate measurement [default: 5000; quick: 1000].
+    /// Connections per connection-rate measurement [default: 5000; quick: 3000].
     #[arg(long)]
     connections: Option<usize>,
     /// Client threads opening connections concurrently.
@@ -198,7 +198,7 @@ impl Plan {
             size: Opts::pick(o.size, q, 64 << 20, 1 << 30),
             iterations: Opts::pick(o.iterations, q, 1, 3).max(1),
             round_trips: Opts::pick(o.round_trips, q, 2000, 10_000).max(1),
-            connections: Opts::pick(o.connections, q, 1000, 5000).max(1),
+            connections: Opts::pick(o.connections, q, 3000, 5000).max(1),
             conn_threads: o.conn_threads.clamp(1, 64),
             http_secs: Opts::pick(o.http_secs, q, 3, 10).max(1),
             http_conns: o.http_conns.clamp(1, 1000),

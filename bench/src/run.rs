@@ -344,12 +344,30 @@ fn latency(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> {
 
 fn connrate(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> {
     let mut rates = Vec::new();
+    let (mut drops, mut rtx) = (0, 0);
     for _ in 0..plan.iterations {
         let addr = env.addr(RR_PORT);
         let (n, t) = (plan.connections, plan.conn_threads);
         let deadline = Instant::now() + plan.run_timeout;
-        let (done, secs) = env.client(client_limit(plan), move || client::connection_rate(addr, n, t, deadline))?;
+        let dev = env.client_dev;
+        let (done, secs, (d, r)) = env.client(client_limit(plan), move || {
+            let l0 = client::Link::now(dev)?;
+            let (done, secs) = client::connection_rate(addr, n, t, deadline)?;
+            Ok((done, secs, client::Link::now(dev)?.losses_since(&l0)))
+        })?;
         rates.push(done as f64 / secs);
+        drops += d;
+        rtx += r;
+    }
+    if drops + rtx > 0 {
+        // One retransmission timeout (200 ms for data, 1 s for a SYN) is a large part
+        // of a short run.
+        report.notes.push(format!(
+            "{}, connection rate: {drops} packets dropped by the device, {rtx} segments retransmitted by the client's \
+             kernel ({} run(s))",
+            env.system.label(),
+            plan.iterations
+        ));
     }
     report.set(key::CONNRATE, env.system, median(&rates).map_or(Cell::Na("no data"), Cell::Val));
     Ok(())
