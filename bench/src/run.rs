@@ -567,7 +567,8 @@ pub fn document(plan: &Plan, report: &Report) -> String {
     if let Some(rev) = git_revision() {
         let _ = writeln!(d, "- tunstack revision: {rev}");
     }
-    let _ = writeln!(d, "- command: `cargo run --release -p bench -- {}`", plan.command);
+    let args = if plan.command.is_empty() { String::new() } else { format!(" -- {}", plan.command) };
+    let _ = writeln!(d, "- command: `cargo run --release -p bench{args}`");
     let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default();
     let _ = writeln!(d, "- kernel TCP congestion control (client, Linux server): {}", cc.trim());
     let buffer = plan.buffer.unwrap_or(tunstack::Config::default().tcp_rx_buffer);
