@@ -154,28 +154,46 @@ pub fn connection_rate(addr: SocketAddr, count: usize, threads: usize, deadline:
     Ok((total, start.elapsed().as_secs_f64()))
 }
 
-/// HTTP keep-alive load without wrk: `conns` connections on their own threads, each
-/// sending one request and reading its response (by Content-Length) in a loop for
-/// `duration`. Returns (responses, seconds, per-request latencies in microseconds).
-pub fn http_load(addr: SocketAddr, conns: usize, duration: Duration) -> io::Result<(u64, f64, Vec<f64>)> {
-    let request = proto::http_request(match addr.ip() {
-        std::net::IpAddr::V4(a) => a,
-        std::net::IpAddr::V6(_) => proto::TUN_PEER,
-    });
+/// HTTP load without wrk: `conns` connections on their own threads, each sending one
+/// request and reading its response (by Content-Length) in a loop for `duration`; with
+/// `close`, every request asks for `Connection: close` on a new connection (and the
+/// server's close is awaited). Returns (responses, seconds, per-request latencies in
+/// microseconds, from connect or send to the end of the response).
+pub fn http_load(addr: SocketAddr, conns: usize, duration: Duration, close: bool) -> io::Result<(u64, f64, Vec<f64>)> {
+    let request = proto::http_request(
+        match addr.ip() {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(_) => proto::TUN_PEER,
+        },
+        close,
+    );
     let start = Instant::now();
     let end = start + duration;
     let workers: Vec<_> = (0..conns.clamp(1, 1024))
         .map(|_| {
             let request = request.clone();
             thread::spawn(move || -> io::Result<Vec<f64>> {
-                let mut s = connect(addr)?;
-                s.set_nodelay(true)?;
                 let mut lat = Vec::new();
                 let mut buf = vec![0u8; 64 * 1024];
+                let mut kept: Option<TcpStream> = None;
                 while Instant::now() < end {
                     let t = Instant::now();
+                    let mut s = match kept.take() {
+                        Some(s) => s,
+                        None => {
+                            let s = connect(addr)?;
+                            s.set_nodelay(true)?;
+                            s
+                        }
+                    };
                     s.write_all(&request)?;
                     read_http_response(&mut s, &mut buf)?;
+                    if close {
+                        // The server closes after its answer.
+                        while s.read(&mut buf)? > 0 {}
+                    } else {
+                        kept = Some(s);
+                    }
                     lat.push(t.elapsed().as_secs_f64() * 1e6);
                 }
                 Ok(lat)
@@ -217,6 +235,84 @@ fn read_http_response(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// HTTP keep-alive load on `conns` connections at once without wrk (for the 10k
+/// workload, where a thread per connection would not do): a task per connection on a
+/// current-thread tokio runtime, each sending a request and reading its response in a
+/// loop for `duration`. Returns (responses, seconds, per-request latencies in
+/// microseconds, connections that failed).
+pub fn http_load_many(addr: SocketAddr, conns: usize, duration: Duration) -> io::Result<(u64, f64, Vec<f64>, u64)> {
+    let host = match addr.ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => proto::TUN_PEER,
+    };
+    let request: std::sync::Arc<[u8]> = proto::http_request(host, false).into();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let start = Instant::now();
+        let end = start + duration;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..conns {
+            tasks.spawn(http_conn_async(addr, request.clone(), end));
+        }
+        let mut all = Vec::new();
+        let mut failed = 0;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(lat)) => all.extend(lat),
+                _ => failed += 1,
+            }
+        }
+        Ok((all.len() as u64, start.elapsed().as_secs_f64(), all, failed))
+    })
+}
+
+/// One keep-alive connection of [`http_load_many`], until `end`.
+async fn http_conn_async(addr: SocketAddr, request: std::sync::Arc<[u8]>, end: Instant) -> io::Result<Vec<f64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::timeout;
+    const LIMIT: Duration = Duration::from_secs(10);
+    let tout = |_| timed_out("http: no answer within 10 s".into());
+    let mut s = timeout(LIMIT, tokio::net::TcpStream::connect(addr)).await.map_err(tout)??;
+    s.set_nodelay(true)?;
+    let mut lat = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while Instant::now() < end {
+        let t = Instant::now();
+        let exchange = async {
+            s.write_all(&request).await?;
+            let mut have = 0;
+            loop {
+                if have == buf.len() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "response head too long"));
+                }
+                let n = s.read(&mut buf[have..]).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                have += n;
+                if let Some(pos) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = pos + 4;
+                    let body = proto::content_length(&buf[..head])
+                        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "response without Content-Length"))?;
+                    let mut left = (head + body).saturating_sub(have);
+                    while left > 0 {
+                        let cap = left.min(buf.len());
+                        let n = s.read(&mut buf[..cap]).await?;
+                        if n == 0 {
+                            return Err(io::ErrorKind::UnexpectedEof.into());
+                        }
+                        left -= n;
+                    }
+                    return Ok(());
+                }
+            }
+        };
+        timeout(LIMIT, exchange).await.map_err(tout)??;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(lat)
 }
 
 /// Open `n` connections and keep them (nothing is sent).

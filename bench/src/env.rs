@@ -3,9 +3,12 @@
 //!
 //! | system | namespaces | link | server |
 //! | --- | --- | --- | --- |
-//! | tunstack | one | TUN `bt0` created by the server's `Runtime` (10.0.0.1/24 kernel side, stack 10.0.0.2) | `bench serve tunstack` |
+//! | tunstack (async) | one | TUN `bt0` created by the server's `AsyncRuntime` (10.0.0.1/24 kernel side, stack 10.0.0.2) | `bench serve tunstack-async` |
+//! | tunstack (blocking) | one | TUN `bt0` created by the server's `Runtime` (same addresses) | `bench serve tunstack` |
 //! | smoltcp | one | TUN `bt0` created with `ip tuntap` and configured with `ip` (same addresses) | `bench serve smoltcp` |
 //! | Linux | two | veth `vb0` (client, 10.0.1.1/24) / `vb1` (server, 10.0.1.2/24) | `bench serve linux` |
+//! | Linux + hyper | two | veth as for Linux | `bench serve linux-hyper` |
+//! | nginx | two | veth as for Linux | `nginx` (one worker, config in a temporary directory) |
 //! | raw TUN ceiling | one | TUN `bt0` as for smoltcp | `bench serve reflector` + `bench serve linux` bound to 0.0.0.0 |
 //!
 //! The client always runs on a thread that joined the client namespace.
@@ -13,7 +16,7 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Mutex;
@@ -27,30 +30,59 @@ use crate::proto::*;
 /// The systems under test, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum System {
-    Tunstack,
+    /// tunstack's async runtime: every service a tokio task on one thread.
+    TunstackAsync,
+    /// tunstack's blocking runtime: a driver thread and a thread per connection.
+    #[value(name = "tunstack-blocking", alias = "tunstack")]
+    TunstackBlocking,
     Smoltcp,
     Linux,
+    /// The demo's hyper service on Linux's TCP (HTTP only).
+    LinuxHyper,
+    /// nginx serving a static file on Linux's TCP (HTTP only).
+    Nginx,
     Ceiling,
 }
 
 impl System {
-    pub const ALL: [System; 4] = [System::Tunstack, System::Smoltcp, System::Linux, System::Ceiling];
+    pub const ALL: [System; 7] = [
+        System::TunstackAsync,
+        System::TunstackBlocking,
+        System::Smoltcp,
+        System::Linux,
+        System::LinuxHyper,
+        System::Nginx,
+        System::Ceiling,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
-            System::Tunstack => "tunstack",
+            System::TunstackAsync => "tunstack (async)",
+            System::TunstackBlocking => "tunstack (blocking)",
             System::Smoltcp => "smoltcp",
             System::Linux => "Linux (veth)",
+            System::LinuxHyper => "Linux + hyper (veth)",
+            System::Nginx => "nginx (veth)",
             System::Ceiling => "raw TUN ceiling",
         }
+    }
+
+    /// Whether the server's sockets are the kernel's (their memory is not the process's).
+    pub fn kernel_tcp(self) -> bool {
+        matches!(self, System::Linux | System::LinuxHyper | System::Nginx | System::Ceiling)
     }
 }
 
 /// Namespaces alive right now, for the signal thread.
 static LIVE_NAMESPACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Temporary directories alive right now (nginx's), for the signal thread.
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Kill what runs in every namespace we created and delete them (Ctrl-C path).
 pub fn emergency_cleanup() {
+    for dir in LIVE_DIRS.lock().map(|v| v.clone()).unwrap_or_default() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let names = LIVE_NAMESPACES.lock().map(|v| v.clone()).unwrap_or_default();
     for name in names {
         if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {
@@ -81,7 +113,8 @@ impl Ns {
         let ns = Ns { inner: Some(ns) };
         // No IPv6 on any link (no router solicitations, MLD or DAD traffic in the
         // measurements); a wide local port range and TIME-WAIT reuse for the
-        // connection-rate and idle-connection workloads. The kernel's congestion
+        // connection-rate and idle-connection workloads; room for 10k pending
+        // connections on the kernel's listeners. The kernel's congestion
         // control stays the host's default (a namespace may only pick one from the
         // host's `tcp_allowed_congestion_control`); the report names it.
         ns.sysctl(&[
@@ -89,6 +122,9 @@ impl Ns {
             "net.ipv6.conf.default.disable_ipv6=1",
             "net.ipv4.ip_local_port_range=10000 65535",
             "net.ipv4.tcp_tw_reuse=1",
+            // Listen backlogs for the 10k workload (the kernel caps `listen`'s at these).
+            "net.core.somaxconn=65535",
+            "net.ipv4.tcp_max_syn_backlog=65535",
         ])?;
         Ok(ns)
     }
@@ -255,6 +291,8 @@ pub struct Env {
     pub mtu: usize,
     /// Servers first (killed before the namespaces go), then namespaces.
     servers: Vec<ServerProc>,
+    /// nginx, for that system (killed before the namespaces go, like the servers).
+    nginx: Option<Nginx>,
     client_ns: Ns,
     _server_ns: Option<Ns>,
     /// Where the client connects.
@@ -264,22 +302,32 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn start(system: System, mtu: usize, buffer: Option<usize>) -> io::Result<Env> {
+    /// Set `system` up at `mtu`; `txqueuelen`: packets the kernel may queue towards the
+    /// server on a TUN device (see `Plan::txqueuelen`).
+    pub fn start(system: System, mtu: usize, buffer: Option<usize>, txqueuelen: usize) -> io::Result<Env> {
+        let qlen = txqueuelen.to_string();
         let mut extra: Vec<String> = vec!["--mtu".into(), mtu.to_string()];
         if let Some(b) = buffer {
             extra.extend(["--buffer".into(), b.to_string()]);
         }
         match system {
-            System::Tunstack => {
-                let ns = Ns::new("bench-tunstack")?;
-                let mut args = vec!["tunstack".to_string()];
+            System::TunstackAsync | System::TunstackBlocking => {
+                let (tag, kind) = if system == System::TunstackAsync {
+                    ("bench-tsasync", "tunstack-async")
+                } else {
+                    ("bench-tunstack", "tunstack")
+                };
+                let ns = Ns::new(tag)?;
+                let mut args = vec![kind.to_string()];
                 args.extend(extra);
-                let server = ServerProc::spawn(&ns, "tunstack", &args)?;
+                let server = ServerProc::spawn(&ns, kind, &args)?;
+                // The server created the device: give it the same queue as the others.
+                ns.ip(&["link", "set", "dev", TUN_DEV, "txqueuelen", &qlen])?;
                 Ok(Env::one_ns(system, mtu, ns, vec![server]))
             }
             System::Smoltcp => {
                 let ns = Ns::new("bench-smoltcp")?;
-                tun_device(&ns, mtu)?;
+                tun_device(&ns, mtu, &qlen)?;
                 let mut args = vec!["smoltcp".to_string()];
                 args.extend(extra);
                 let server = ServerProc::spawn(&ns, "smoltcp", &args)?;
@@ -287,50 +335,73 @@ impl Env {
             }
             System::Ceiling => {
                 let ns = Ns::new("bench-ceiling")?;
-                tun_device(&ns, mtu)?;
+                tun_device(&ns, mtu, &qlen)?;
                 let reflector = ServerProc::spawn(&ns, "reflector", &["reflector".to_string()])?;
                 let linux = ServerProc::spawn(&ns, "linux", &["linux".into(), "--addr".into(), "0.0.0.0".into()])?;
                 Ok(Env::one_ns(system, mtu, ns, vec![reflector, linux]))
             }
-            System::Linux => {
-                let cli = Ns::new("bench-cli")?;
-                let srv = Ns::new("bench-srv")?;
-                cli.ip(&[
-                    "link",
-                    "add",
-                    VETH_CLIENT_DEV,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    VETH_SERVER_DEV,
-                    "netns",
-                    srv.name(),
-                ])?;
-                let m = mtu.to_string();
-                cli.ip(&["link", "set", "dev", VETH_CLIENT_DEV, "mtu", &m])?;
-                srv.ip(&["link", "set", "dev", VETH_SERVER_DEV, "mtu", &m])?;
-                cli.ip(&["addr", "add", &format!("{VETH_CLIENT}/24"), "dev", VETH_CLIENT_DEV])?;
-                srv.ip(&["addr", "add", &format!("{VETH_SERVER}/24"), "dev", VETH_SERVER_DEV])?;
-                cli.ip(&["link", "set", "dev", VETH_CLIENT_DEV, "up"])?;
-                srv.ip(&["link", "set", "dev", VETH_SERVER_DEV, "up"])?;
-                let server =
-                    ServerProc::spawn(&srv, "linux", &["linux".into(), "--addr".into(), VETH_SERVER.to_string()])?;
-                Ok(Env {
-                    system,
-                    mtu,
-                    servers: vec![server],
-                    client_ns: cli,
-                    _server_ns: Some(srv),
-                    target: VETH_SERVER,
-                    client_dev: VETH_CLIENT_DEV,
-                })
+            System::Linux | System::LinuxHyper => {
+                let (cli, srv) = veth_pair(mtu)?;
+                let kind = if system == System::Linux { "linux" } else { "linux-hyper" };
+                let server = ServerProc::spawn(&srv, kind, &[kind.into(), "--addr".into(), VETH_SERVER.to_string()])?;
+                Ok(Env::two_ns(system, mtu, cli, srv, vec![server], None))
+            }
+            System::Nginx => {
+                let (cli, srv) = veth_pair(mtu)?;
+                let nginx = Nginx::start(&srv, VETH_SERVER)?;
+                let env = Env::two_ns(system, mtu, cli, srv, Vec::new(), Some(nginx));
+                env.wait_listening(HTTP_PORT, Duration::from_secs(10))?;
+                Ok(env)
             }
         }
     }
 
+    fn two_ns(system: System, mtu: usize, cli: Ns, srv: Ns, servers: Vec<ServerProc>, nginx: Option<Nginx>) -> Env {
+        Env {
+            system,
+            mtu,
+            servers,
+            nginx,
+            client_ns: cli,
+            _server_ns: Some(srv),
+            target: VETH_SERVER,
+            client_dev: VETH_CLIENT_DEV,
+        }
+    }
+
+    /// Wait (bounded) until `port` on the target accepts connections from the client's
+    /// namespace; fails at once when nginx has exited.
+    fn wait_listening(&self, port: u16, timeout: Duration) -> io::Result<()> {
+        let addr = self.addr(port);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self.client(timeout, move || {
+                Ok(std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())
+            })?;
+            if ok {
+                return Ok(());
+            }
+            if let Some(n) = &self.nginx {
+                n.check_running()?;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("nothing listens on {addr}")));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn one_ns(system: System, mtu: usize, ns: Ns, servers: Vec<ServerProc>) -> Env {
-        Env { system, mtu, servers, client_ns: ns, _server_ns: None, target: TUN_PEER, client_dev: TUN_DEV }
+        Env {
+            system,
+            mtu,
+            servers,
+            nginx: None,
+            client_ns: ns,
+            _server_ns: None,
+            target: TUN_PEER,
+            client_dev: TUN_DEV,
+        }
     }
 
     pub fn addr(&self, port: u16) -> SocketAddr {
@@ -339,20 +410,28 @@ impl Env {
 
     /// The process whose CPU time is reported: the stack (tunstack, smoltcp), the
     /// Linux server process, or the reflector.
-    pub fn measured(&mut self) -> &mut ServerProc {
-        &mut self.servers[0]
+    pub fn measured(&mut self) -> io::Result<&mut ServerProc> {
+        self.servers.first_mut().ok_or_else(no_server)
     }
 
     /// The server process whose TCP serves the client (the Linux listener behind the
     /// reflector in the ceiling setup).
-    pub fn tcp_server(&mut self) -> &mut ServerProc {
-        self.servers.last_mut().expect("a server")
+    pub fn tcp_server(&mut self) -> io::Result<&mut ServerProc> {
+        self.servers.last_mut().ok_or_else(no_server)
     }
 
     /// The process that holds the idle connections (the Linux server behind the
     /// reflector in the ceiling setup).
-    pub fn holder(&mut self) -> &mut ServerProc {
-        self.servers.last_mut().expect("a server")
+    pub fn holder(&mut self) -> io::Result<&mut ServerProc> {
+        self.servers.last_mut().ok_or_else(no_server)
+    }
+
+    /// The processes that serve HTTP (nginx: its master and workers).
+    pub fn http_pids(&self) -> Vec<u32> {
+        match &self.nginx {
+            Some(n) => n.pids(),
+            None => self.servers.last().map(|s| vec![s.pid()]).unwrap_or_default(),
+        }
     }
 
     /// Run `f` on a new thread inside the client namespace; `TimedOut` when it has not
@@ -378,11 +457,167 @@ impl Env {
     }
 }
 
+fn no_server() -> io::Error {
+    io::Error::other("this system has no bench server process")
+}
+
+/// Client and server namespaces joined by a veth pair (the Linux setups).
+fn veth_pair(mtu: usize) -> io::Result<(Ns, Ns)> {
+    let cli = Ns::new("bench-cli")?;
+    let srv = Ns::new("bench-srv")?;
+    cli.ip(&["link", "add", VETH_CLIENT_DEV, "type", "veth", "peer", "name", VETH_SERVER_DEV, "netns", srv.name()])?;
+    let m = mtu.to_string();
+    cli.ip(&["link", "set", "dev", VETH_CLIENT_DEV, "mtu", &m])?;
+    srv.ip(&["link", "set", "dev", VETH_SERVER_DEV, "mtu", &m])?;
+    cli.ip(&["addr", "add", &format!("{VETH_CLIENT}/24"), "dev", VETH_CLIENT_DEV])?;
+    srv.ip(&["addr", "add", &format!("{VETH_SERVER}/24"), "dev", VETH_SERVER_DEV])?;
+    cli.ip(&["link", "set", "dev", VETH_CLIENT_DEV, "up"])?;
+    srv.ip(&["link", "set", "dev", VETH_SERVER_DEV, "up"])?;
+    Ok((cli, srv))
+}
+
+/// Whether nginx can be started (Debian package `nginx-light`).
+pub fn nginx_available() -> bool {
+    Command::new("nginx").arg("-v").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// nginx's configuration: one worker process, keep-alive on (and not limited to a
+/// number of requests per connection: the other servers have no such limit), no access
+/// log, `index.html` from `dir/www` on ports 80 and 8080 of `addr`; everything it
+/// writes goes under `dir`.
+pub fn nginx_conf(dir: &Path, addr: Ipv4Addr) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{
+    worker_connections {conns};
+}}
+http {{
+    types {{ text/html html; }}
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000000;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen {addr}:{HTTP_PORT} backlog=1024;
+        listen {addr}:{HTTP_MANY_PORT} backlog={HTTP_MANY_BACKLOG};
+        root {d}/www;
+        index index.html;
+    }}
+}}
+",
+        conns = HTTP_MANY_BACKLOG + 1024,
+    )
+}
+
+/// An nginx master process (and its worker) in a namespace, and its directory.
+pub struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start(ns: &Ns, addr: Ipv4Addr) -> io::Result<Nginx> {
+        if !nginx_available() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "nginx is not installed (Debian package nginx-light)"));
+        }
+        let dir = std::env::temp_dir().join(format!("bench-nginx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("www"))?;
+        if let Ok(mut v) = LIVE_DIRS.lock() {
+            v.push(dir.clone());
+        }
+        let cleanup = |e: io::Error| {
+            remove_dir(&dir);
+            e
+        };
+        std::fs::write(dir.join("www/index.html"), demo_home_body()).map_err(cleanup)?;
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(&dir, addr)).map_err(cleanup)?;
+        let (conf_s, dir_s) = (conf.display().to_string(), dir.display().to_string());
+        // `ip netns exec` execs nginx: the child's pid is the master's.
+        let child = ns
+            .get()
+            .command(&["nginx", "-c", &conf_s, "-p", &dir_s, "-e", &format!("{dir_s}/error.log")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(cleanup)?;
+        Ok(Nginx { child, dir })
+    }
+
+    /// An error (with nginx's error log) when the master has exited.
+    fn check_running(&self) -> io::Result<()> {
+        let mut pid_alive = std::fs::metadata(format!("/proc/{}", self.child.id())).is_ok();
+        if pid_alive {
+            // A zombie (exited, not yet reaped) is not running.
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+            pid_alive = !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        }
+        if pid_alive {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        Err(io::Error::other(format!("nginx exited: {}", log.trim())))
+    }
+
+    /// The master and its workers.
+    fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let mut v = vec![master];
+        v.extend(crate::sys::children_of(master));
+        v
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let workers = crate::sys::children_of(self.child.id());
+        // Fast shutdown (SIGTERM): the master stops its workers and exits.
+        // SAFETY: kill(2) has no memory effects; the pid is our child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in workers {
+            if crate::sys::process_name(pid).is_some_and(|n| n == "nginx") {
+                // SAFETY: as above; the worker we saw under our master, still nginx.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        remove_dir(&self.dir);
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Ok(mut v) = LIVE_DIRS.lock() {
+        v.retain(|d| d != dir);
+    }
+}
+
 /// A persistent TUN device `bt0` with the kernel's side configured, for the servers
 /// that attach to an existing device (smoltcp, reflector).
-fn tun_device(ns: &Ns, mtu: usize) -> io::Result<()> {
+fn tun_device(ns: &Ns, mtu: usize, qlen: &str) -> io::Result<()> {
     ns.ip(&["tuntap", "add", "dev", TUN_DEV, "mode", "tun"])?;
     ns.ip(&["link", "set", "dev", TUN_DEV, "mtu", &mtu.to_string()])?;
+    ns.ip(&["link", "set", "dev", TUN_DEV, "txqueuelen", qlen])?;
     ns.ip(&["addr", "add", &format!("{TUN_HOST}/{TUN_PREFIX}"), "dev", TUN_DEV])?;
     ns.ip(&["link", "set", "dev", TUN_DEV, "up"])
 }

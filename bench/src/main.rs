@@ -48,7 +48,7 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct Opts {
-    /// Small sizes and counts: finishes in under two minutes.
+    /// Small sizes and counts: finishes in about three minutes.
     #[arg(long)]
     quick: bool,
     /// Bytes per bulk transfer [default: 1G; quick: 64M].
@@ -61,18 +61,24 @@ struct Opts {
     /// Round trips per ping-pong measurement [default: 10000; quick: 2000].
     #[arg(long)]
     round_trips: Option<usize>,
-    /// Connections per connection-rate measurement [default: 5000; quick: 1000].
+    /// Connections per connection-rate measurement [default: 5000; quick: 3000].
     #[arg(long)]
     connections: Option<usize>,
     /// Client threads opening connections concurrently.
     #[arg(long, default_value_t = 4)]
     conn_threads: usize,
-    /// Seconds of HTTP keep-alive load per system [default: 10; quick: 3].
+    /// Seconds of HTTP load per system and kind (keep-alive, close) [default: 10; quick: 3].
     #[arg(long)]
     http_secs: Option<u64>,
-    /// Concurrent HTTP keep-alive connections.
+    /// Concurrent HTTP connections (keep-alive and Connection: close).
     #[arg(long, default_value_t = 32)]
     http_conns: usize,
+    /// Concurrent keep-alive connections of the http10k workload.
+    #[arg(long, default_value_t = 10_000)]
+    http_many: usize,
+    /// Seconds of load with --http-many connections [default: 10; quick: 5].
+    #[arg(long)]
+    http_many_secs: Option<u64>,
     /// Idle connections held open in the scale workload [default: 10000].
     #[arg(long)]
     idle: Option<usize>,
@@ -171,6 +177,12 @@ impl Plan {
         if (idle as u64) + 1000 > nofile {
             return Err(format!("--idle {idle} needs more file descriptors than RLIMIT_NOFILE allows ({nofile})"));
         }
+        let http_many = o.http_many.clamp(1, 50_000);
+        if (http_many as u64) + 1000 > nofile {
+            return Err(format!(
+                "--http-many {http_many} needs more file descriptors than RLIMIT_NOFILE allows ({nofile})"
+            ));
+        }
         if o.mtu.is_empty() || o.mtu.iter().any(|&m| !(576..=65535).contains(&m)) {
             return Err("--mtu takes values from 576 to 65535".into());
         }
@@ -186,10 +198,13 @@ impl Plan {
             size: Opts::pick(o.size, q, 64 << 20, 1 << 30),
             iterations: Opts::pick(o.iterations, q, 1, 3).max(1),
             round_trips: Opts::pick(o.round_trips, q, 2000, 10_000).max(1),
-            connections: Opts::pick(o.connections, q, 1000, 5000).max(1),
+            connections: Opts::pick(o.connections, q, 3000, 5000).max(1),
             conn_threads: o.conn_threads.clamp(1, 64),
             http_secs: Opts::pick(o.http_secs, q, 3, 10).max(1),
             http_conns: o.http_conns.clamp(1, 1000),
+            http_many,
+            http_many_secs: Opts::pick(o.http_many_secs, q, 5, 10).max(1),
+            txqueuelen: (10 * http_many).max(1000),
             idle,
             scale_size: Opts::pick(o.scale_size, q, 32 << 20, 256 << 20),
             mtus: o.mtu.clone(),

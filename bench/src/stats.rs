@@ -157,9 +157,52 @@ pub fn parse_statm_rss(text: &str, page_size: u64) -> Option<u64> {
     Some(pages * page_size)
 }
 
+/// The parent pid from the text of `/proc/PID/stat` (the field after the state, which
+/// follows the command name in parentheses; the name may hold spaces and parentheses).
+pub fn parse_stat_ppid(text: &str) -> Option<u32> {
+    let (_, rest) = text.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Connections in ESTABLISHED whose remote port is `port`, from the text of
+/// `/proc/net/tcp` or `/proc/net/tcp6` (addresses as `HEX:PORT`, the state as hex
+/// `01`).
+pub fn count_established_to(text: &str, port: u16) -> usize {
+    let want = format!(":{port:04X}");
+    text.lines()
+        .skip(1)
+        .filter(|line| {
+            let mut f = line.split_whitespace();
+            let remote = f.nth(2);
+            let state = f.next();
+            state == Some("01") && remote.is_some_and(|r| r.ends_with(&want))
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_parent() {
+        assert_eq!(parse_stat_ppid("42 (nginx) S 41 42 42 0 -1 4194560 ..."), Some(41));
+        assert_eq!(parse_stat_ppid("7 (a (b) c) R 1 7 7"), Some(1));
+        assert_eq!(parse_stat_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn established_connections_by_remote_port() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0101000A:C350 0201000A:1F90 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 20 4 30 10 -1
+   1: 0101000A:C351 0201000A:1F90 06 00000000:00000000 03:00000123 00000000     0        0 0 3 0000000000000000
+   2: 0101000A:C352 0201000A:0050 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+   3: 0101000A:C353 0201000A:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(count_established_to(text, 8080), 2);
+        assert_eq!(count_established_to(text, 80), 1);
+        assert_eq!(count_established_to(text, 5001), 0);
+    }
 
     #[test]
     fn sizes() {

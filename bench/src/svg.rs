@@ -23,9 +23,12 @@ const MARGIN_B: f64 = 45.0;
 
 fn colour(s: System) -> &'static str {
     match s {
-        System::Tunstack => "#d95f02",
+        System::TunstackAsync => "#d95f02",
+        System::TunstackBlocking => "#fdae6b",
         System::Smoltcp => "#1b9e77",
         System::Linux => "#7570b3",
+        System::LinuxHyper => "#e7298a",
+        System::Nginx => "#66a61e",
         System::Ceiling => "#888888",
     }
 }
@@ -62,7 +65,7 @@ pub fn chart(report: &Report, panels: &[Panel], systems: &[System], caption: &st
         .collect();
     let rows = panels.len().div_ceil(COLUMNS).max(1);
     let width = PANEL_W * COLUMNS as f64;
-    let legend_h = 50.0;
+    let legend_h = 65.0;
     let height = legend_h + PANEL_H * rows as f64 + 30.0;
     let mut out = String::new();
     let _ = writeln!(
@@ -77,7 +80,8 @@ pub fn chart(report: &Report, panels: &[Panel], systems: &[System], caption: &st
         let _ = writeln!(out, "<text x=\"{}\" y=\"27\">{}</text>", x + 20.0, esc(s.label()));
         x += 30.0 + 8.0 * s.label().len() as f64;
     }
-    let _ = writeln!(out, "<text x=\"{}\" y=\"27\" fill=\"#555\">{}</text>", x + 10.0, esc(caption));
+    // The caption on a line of its own: seven systems fill the first.
+    let _ = writeln!(out, "<text x=\"20\" y=\"48\" fill=\"#555\">{}</text>", esc(caption));
     for (i, p) in panels.iter().enumerate() {
         let ox = PANEL_W * (i % COLUMNS) as f64;
         let oy = legend_h + PANEL_H * (i / COLUMNS) as f64;
@@ -193,7 +197,7 @@ mod tests {
         let mut r = Report::default();
         r.add_row("a", "A", true, false);
         r.add_row("b", "B", true, false);
-        r.set("a", System::Tunstack, Cell::Val(2.5));
+        r.set("a", System::TunstackAsync, Cell::Val(2.5));
         r.set("a", System::Smoltcp, Cell::Val(1.0));
         let panels = vec![
             Panel { title: "Has <data>".into(), groups: vec![("a".into(), "a".into())] },
@@ -204,9 +208,9 @@ mod tests {
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("Has &lt;data&gt;"));
         assert!(!svg.contains("Empty"));
-        assert!(svg.contains("<title>tunstack: 2.50</title>"));
+        assert!(svg.contains("<title>tunstack (async): 2.50</title>"));
         assert!(svg.contains("<title>smoltcp: 1.00</title>"));
         assert!(svg.contains("caption &amp; more"));
-        assert_eq!(svg.matches("<rect x=").count(), 4 + 2, "legend squares plus two bars");
+        assert_eq!(svg.matches("<rect x=").count(), System::ALL.len() + 2, "legend squares plus two bars");
     }
 }

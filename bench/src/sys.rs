@@ -126,3 +126,21 @@ pub fn wait_signal(set: &libc::sigset_t) -> i32 {
     unsafe { libc::sigwait(set, &mut sig) };
     sig
 }
+
+/// Processes whose parent is `pid` (from /proc/N/stat).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| crate::stats::parse_stat_ppid(&s))
+                .is_some_and(|pp| pp == pid)
+        })
+        .collect()
+}
+
+/// The command name of process `pid` (/proc/N/comm).
+pub fn process_name(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+}

@@ -1,4 +1,5 @@
-//! Running wrk (HTTP keep-alive load) and reading its report.
+//! Running wrk (HTTP load: keep-alive, or a new connection per request) and reading its
+//! report.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -26,18 +27,31 @@ pub fn available() -> bool {
         .is_ok()
 }
 
-/// The wrk command line for `url`.
-pub fn args(url: &str, threads: usize, conns: usize, duration: Duration) -> Vec<String> {
-    vec![
+/// The wrk command line for `url`: `conns` connections on `threads` threads for
+/// `duration`, a request counted as failed after `timeout`; with `close`, every request
+/// asks for `Connection: close` (so every request is a new connection).
+pub fn args(
+    url: &str,
+    threads: usize,
+    conns: usize,
+    duration: Duration,
+    timeout: Duration,
+    close: bool,
+) -> Vec<String> {
+    let mut v = vec![
         "wrk".into(),
         format!("-t{threads}"),
         format!("-c{conns}"),
         format!("-d{}s", duration.as_secs().max(1)),
         "--latency".into(),
         "--timeout".into(),
-        "5s".into(),
-        url.into(),
-    ]
+        format!("{}s", timeout.as_secs().max(1)),
+    ];
+    if close {
+        v.extend(["-H".into(), "Connection: close".into()]);
+    }
+    v.push(url.into());
+    v
 }
 
 /// Parse a wrk duration such as `310.00us`, `1.20ms`, `2.00s`, `1.00m` into microseconds.
@@ -137,7 +151,13 @@ Transfer/sec:     50.00MB
 
     #[test]
     fn command_line() {
-        let a = args("http://10.0.0.2:80/", 2, 32, Duration::from_secs(3));
-        assert_eq!(a, ["wrk", "-t2", "-c32", "-d3s", "--latency", "--timeout", "5s", "http://10.0.0.2:80/"]);
+        let url = "http://10.0.0.2:80/";
+        let a = args(url, 2, 32, Duration::from_secs(3), Duration::from_secs(5), false);
+        assert_eq!(a, ["wrk", "-t2", "-c32", "-d3s", "--latency", "--timeout", "5s", url]);
+        let a = args(url, 2, 10_000, Duration::from_secs(5), Duration::from_secs(10), true);
+        assert_eq!(
+            a,
+            ["wrk", "-t2", "-c10000", "-d5s", "--latency", "--timeout", "10s", "-H", "Connection: close", url]
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! tunstack (`tunstack::net`) and on Linux (`std::net`). A thread per connection for
 //! the bulk and echo services, a fixed pool of accepting workers for the
 //! connection-rate service (no thread start per connection), one acceptor that keeps
-//! idle connections in a vector. HTTP: `demo http`'s server on tunstack, the fixed
-//! baseline response on Linux.
+//! idle connections in a vector. HTTP: the demo's hyper server (`HttpServer::start`,
+//! its own thread) on tunstack, the fixed baseline response on Linux.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -77,32 +77,44 @@ impl Listener for tunstack::net::TcpListener {
     }
 }
 
-/// tunstack: create the TUN device (IPv4 only: no router solicitations or MLD reports
-/// on the link) and serve.
-pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
+/// The runtime configuration of both tunstack servers: the TUN device (IPv4 only: no
+/// router solicitations or MLD reports on the link), the address and the buffers.
+pub fn runtime_config(args: &ServeArgs) -> RuntimeConfig {
     let mut stack = tunstack::Config { addrs: vec![IpAddr::V4(args.addr)], ..tunstack::Config::default() };
     if let Some(b) = args.buffer {
         stack.tcp_rx_buffer = b;
         stack.tcp_tx_buffer = b;
     }
-    let config = RuntimeConfig {
+    RuntimeConfig {
         tun_name: args.dev.clone(),
         mtu: args.mtu,
         host_addrs: vec![tunstack::runtime::IpNet::new(IpAddr::V4(args.host), TUN_PREFIX).expect("prefix fits IPv4")],
         stack,
         impair: None,
         pcap: None,
-    };
-    let rt = Runtime::new(config)?;
+    }
+}
+
+/// tunstack on the blocking runtime (a driver thread): create the TUN device and serve.
+pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
+    let rt = Runtime::new(runtime_config(args))?;
     let h = rt.handle();
     let bind = |port: u16, backlog: usize| {
         tunstack::net::TcpListener::bind_with_backlog(&h, SocketAddr::new(IpAddr::V4(args.addr), port), backlog)
     };
     let ctl = Arc::new(Control::default());
     let held = start_services(bind, &ctl)?;
-    // The demo's own HTTP server, exactly what `demo http` runs.
+    // The demo's own HTTP server on its own thread (a current-thread tokio runtime on top
+    // of this runtime's driver thread): `HttpServer::start`.
     demo::HttpServer::start(&h, &[IpAddr::V4(args.addr)], HTTP_PORT)?;
     control_loop(ctl.clone(), release_fn(held, ctl), move || Some(h.stats().tcp_retransmits))
+}
+
+/// Segments retransmitted by the kernel's TCP in the calling process's namespace
+/// (`ip netns exec` put the server there).
+pub fn kernel_retransmits() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/self/net/snmp").ok()?;
+    crate::stats::parse_snmp_tcp(&snmp, "RetransSegs")
 }
 
 /// Linux: std::net sockets bound to `--addr`.
@@ -112,18 +124,14 @@ pub fn serve_linux(args: &ServeArgs) -> io::Result<()> {
     let ctl = Arc::new(Control::default());
     let held = start_services(bind, &ctl)?;
     let http = Arc::new(bind_std(SocketAddr::new(IpAddr::V4(addr), HTTP_PORT), 1024)?);
-    let response: Arc<[u8]> = baseline_http_response().into();
-    spawn_accept_loop("http", http, move |s| http_conn(s, &response))?;
-    // The kernel's counter for the server's namespace (`ip netns exec` put us there).
-    let retransmits = || {
-        let snmp = std::fs::read_to_string("/proc/self/net/snmp").ok()?;
-        crate::stats::parse_snmp_tcp(&snmp, "RetransSegs")
-    };
-    control_loop(ctl.clone(), release_fn(held, ctl), retransmits)
+    let keep: Arc<[u8]> = baseline_http_response(false).into();
+    let close: Arc<[u8]> = baseline_http_response(true).into();
+    spawn_accept_loop("http", http, move |s| http_conn(s, &keep, &close))?;
+    control_loop(ctl.clone(), release_fn(held, ctl), kernel_retransmits)
 }
 
 /// A std listener with an explicit backlog (std's `bind` uses 128).
-fn bind_std(addr: SocketAddr, backlog: usize) -> io::Result<std::net::TcpListener> {
+pub fn bind_std(addr: SocketAddr, backlog: usize) -> io::Result<std::net::TcpListener> {
     use std::os::fd::{FromRawFd, OwnedFd};
     // SAFETY: socket/setsockopt/bind/listen on a descriptor we own; the sockaddr is a
     // local sockaddr_in of the right size.
@@ -295,8 +303,9 @@ fn rr_conn<S: Stream>(mut s: S) -> io::Result<()> {
     Ok(())
 }
 
-/// The baseline HTTP keep-alive responder: one fixed response per request head.
-fn http_conn<S: Stream>(mut s: S, response: &[u8]) -> io::Result<()> {
+/// The baseline HTTP responder: one fixed response per request head; after a request
+/// with `Connection: close`, its response (which says so) and the end of the connection.
+fn http_conn<S: Stream>(mut s: S, keep: &[u8], close: &[u8]) -> io::Result<()> {
     s.set_timeouts(IO_TIMEOUT)?;
     s.set_nodelay()?;
     let mut buf = vec![0u8; 16 * 1024];
@@ -311,15 +320,18 @@ fn http_conn<S: Stream>(mut s: S, response: &[u8]) -> io::Result<()> {
             return Ok(());
         }
         have += n;
-        let (count, used) = split_requests(&buf[..have]);
-        if count > 0 {
+        let r = split_requests(&buf[..have]);
+        if r.count > 0 {
             out.clear();
-            for _ in 0..count {
-                out.extend_from_slice(response);
+            for i in 0..r.count {
+                out.extend_from_slice(if r.close && i + 1 == r.count { close } else { keep });
             }
             s.write_all(&out)?;
-            buf.copy_within(used..have, 0);
-            have -= used;
+            if r.close {
+                return s.shutdown_write();
+            }
+            buf.copy_within(r.consumed..have, 0);
+            have -= r.consumed;
         }
     }
 }

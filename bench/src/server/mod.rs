@@ -19,6 +19,7 @@
 pub mod blocking;
 pub mod reflector;
 pub mod smol;
+pub mod tasks;
 
 use std::io::{self, BufRead, Write};
 use std::net::Ipv4Addr;
@@ -30,6 +31,11 @@ use std::sync::Arc;
 pub enum ServerKind {
     /// tunstack on a TUN device it creates (tunstack::runtime::Runtime + tunstack::net).
     Tunstack,
+    /// tunstack's async runtime (tunstack::tokio::AsyncRuntime), every service a tokio
+    /// task on one thread.
+    TunstackAsync,
+    /// The demo's hyper service on Linux's TCP (tokio::net), one thread.
+    LinuxHyper,
     /// smoltcp on an existing TUN device (phy::TunTapInterface, Medium::Ip).
     Smoltcp,
     /// Linux's own TCP (std::net), on whatever interface routes to --bind.
@@ -74,6 +80,8 @@ pub fn serve(args: ServeArgs) -> io::Result<()> {
     crate::sys::raise_nofile_limit();
     match args.kind {
         ServerKind::Tunstack => blocking::serve_tunstack(&args),
+        ServerKind::TunstackAsync => tasks::serve_tunstack(&args),
+        ServerKind::LinuxHyper => tasks::serve_linux_hyper(&args),
         ServerKind::Linux => blocking::serve_linux(&args),
         ServerKind::Smoltcp => smol::serve(&args),
         ServerKind::Reflector => reflector::serve(&args),

@@ -92,6 +92,8 @@ enum Conn {
         buf: Vec<u8>,
         out: Vec<u8>,
         sent: usize,
+        /// A request asked to close: close once `out` is sent.
+        closing: bool,
     },
     /// A released idle connection, closing.
     Closing,
@@ -104,6 +106,7 @@ struct Server {
     held: Vec<SocketHandle>,
     big_buffer: usize,
     http_response: Vec<u8>,
+    http_close_response: Vec<u8>,
     scratch: Vec<u8>,
     source_chunk: Vec<u8>,
 }
@@ -126,7 +129,8 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
         conns: HashMap::new(),
         held: Vec::new(),
         big_buffer,
-        http_response: baseline_http_response(),
+        http_response: baseline_http_response(false),
+        http_close_response: baseline_http_response(true),
         scratch: vec![0; 64 * 1024],
         source_chunk: {
             let mut v = vec![0; super::CHUNK];
@@ -204,7 +208,7 @@ impl Server {
                 Service::Source => Conn::Source { req: LenRequest::default(), left: None, offset: 0 },
                 Service::Echo => Conn::Echo,
                 Service::Rr => Conn::Rr { got: 0, answered: false },
-                Service::Http => Conn::Http { buf: Vec::new(), out: Vec::new(), sent: 0 },
+                Service::Http => Conn::Http { buf: Vec::new(), out: Vec::new(), sent: 0, closing: false },
                 Service::Hold => {
                     self.held.push(h);
                     continue;
@@ -240,7 +244,8 @@ impl Server {
         let mut done = Vec::new();
         for (&h, conn) in self.conns.iter_mut() {
             let s = self.sockets.get_mut::<Socket>(h);
-            progress |= step(s, conn, &mut self.scratch, &self.source_chunk, &self.http_response);
+            let http = [&self.http_response[..], &self.http_close_response[..]];
+            progress |= step(s, conn, &mut self.scratch, &self.source_chunk, http);
             if matches!(s.state(), State::Closed | State::TimeWait) {
                 done.push(h);
             }
@@ -254,7 +259,8 @@ impl Server {
 }
 
 /// One service step on one socket.
-fn step(s: &mut Socket, conn: &mut Conn, scratch: &mut [u8], chunk: &[u8], http_response: &[u8]) -> bool {
+/// `http`: the keep-alive and the `Connection: close` response.
+fn step(s: &mut Socket, conn: &mut Conn, scratch: &mut [u8], chunk: &[u8], http: [&[u8]; 2]) -> bool {
     let mut progress = false;
     match conn {
         Conn::Sink { total, answered } => {
@@ -351,7 +357,7 @@ fn step(s: &mut Socket, conn: &mut Conn, scratch: &mut [u8], chunk: &[u8], http_
                 progress = true;
             }
         }
-        Conn::Http { buf, out, sent } => {
+        Conn::Http { buf, out, sent, closing } => {
             while let Ok(n) = s.recv(|b| {
                 buf.extend_from_slice(b);
                 (b.len(), b.len())
@@ -361,11 +367,14 @@ fn step(s: &mut Socket, conn: &mut Conn, scratch: &mut [u8], chunk: &[u8], http_
                 }
                 progress = true;
             }
-            let (count, used) = split_requests(buf);
-            if count > 0 {
-                buf.drain(..used);
-                for _ in 0..count {
-                    out.extend_from_slice(http_response);
+            if !*closing {
+                let r = split_requests(buf);
+                if r.count > 0 {
+                    buf.drain(..r.consumed);
+                    for i in 0..r.count {
+                        out.extend_from_slice(http[usize::from(r.close && i + 1 == r.count)]);
+                    }
+                    *closing = r.close;
                 }
             }
             if *sent < out.len() {
@@ -380,7 +389,8 @@ fn step(s: &mut Socket, conn: &mut Conn, scratch: &mut [u8], chunk: &[u8], http_
             }
             if buf.len() > 64 * 1024 {
                 s.abort();
-            } else if s.state() == State::CloseWait && out.is_empty() {
+            } else if out.is_empty() && (*closing || s.state() == State::CloseWait) && s.may_send() {
+                // FIN after the last response (smoltcp sends it once the queue is empty).
                 s.close();
                 progress = true;
             }
