@@ -5,10 +5,10 @@
 //!   +--------------------------+          +-------------------------------------+
 //!   | apps -> default route    |   TUN    | tunstack (transparent sockets)      |
 //!   |         via the device --+--------->|  policy: filter, knocking, scans    |
-//!   | 100.64.0.2, fd64::2      |          |  TCP: copy_bidirectional  --------->+--> host sockets,
+//!   | 10.0.0.1, fd00::1        |          |  TCP: copy_bidirectional  --------->+--> host sockets,
 //!   +--------------------------+          |  UDP: one mapping per client ------>+    the gateway's routes
 //!                                         |  ICMP echo: answered                |
-//!                                         |  dashboard: http://100.64.0.1/      |
+//!                                         |  dashboard: http://10.0.0.2/        |
 //!                                         +-------------------------------------+
 //! ```
 //!
@@ -20,7 +20,8 @@
 //! `copy_bidirectional`; for UDP, one host socket per client address and port
 //! (endpoint-independent, "full cone": any host may answer through it), answered from
 //! the address the client sent to, dropped after [`crate::forward::UDP_IDLE`] without
-//! traffic. The stack's own addresses (100.64.0.1, fd64::1) serve the dashboard.
+//! traffic. The stack's own addresses (`--addr`, by default 10.0.0.2 and fd00::2) are
+//! not relayed: they serve the dashboard and answer pings.
 
 use std::io;
 use std::net::SocketAddr;
@@ -55,9 +56,10 @@ async fn relay_tcp(listener: TcpListener, flows: Flows) {
             match tokio::net::TcpStream::connect(target).await {
                 Ok(outside) => relay(inside, outside, flows, client, target).await,
                 Err(e) => {
-                    // The client sees its connection reset, as a router's "unreachable"
-                    // would make its connect fail.
+                    // The handshake with the client is done already; a reset is the
+                    // closest to what the target said (refused, unreachable, timed out).
                     tracing::debug!(%client, %target, error = %e, "gateway: target unreachable");
+                    let _ = inside.abort();
                 }
             }
         });

@@ -379,3 +379,185 @@ fn socket_from(src: &str) -> io::Result<socket2::Socket> {
     s.bind(&SocketAddr::new(src.parse().unwrap(), 0).into())?;
     Ok(s)
 }
+
+/// `demo gateway` between three namespaces: the client's (default routes into the TUN
+/// device), the gateway's own (where the demo runs and its host sockets live) and a
+/// server's, joined to the gateway's by a veth pair. Whatever the client sends reaches
+/// the server through the gateway: curl (IPv4 and IPv6), 64 MiB each way with equal
+/// SHA-256, DNS-like UDP queries answered from the address they were sent to; the
+/// server sees the gateway's address. A `reject` rule makes the client's connect fail
+/// with "refused", a `drop` rule makes it time out.
+#[test]
+fn gateway_relays_a_client_namespace_through_the_policy() {
+    if !netns::require_tool("curl", "curl") {
+        return;
+    }
+    let Some(gw) = NetNs::new("gw") else { return };
+    let Some(srv) = NetNs::new("gwsrv") else { return };
+    let Some(cli) = NetNs::new("gwcli") else { return };
+    let ip = |args: &[&str]| {
+        let out = netns::exec_here(args, Duration::from_secs(10)).expect("ip ran");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The link between the gateway's namespace and the server's (both ends are created
+    // inside their namespaces; nothing is configured in the root namespace).
+    ip(&[
+        "ip",
+        "link",
+        "add",
+        "tsgwa0",
+        "netns",
+        gw.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "tsgwb0",
+        "netns",
+        srv.name(),
+    ]);
+    for (ns, dev, v4, v6) in
+        [(&gw, "tsgwa0", "192.168.77.1/24", "fd77::1/64"), (&srv, "tsgwb0", "192.168.77.2/24", "fd77::2/64")]
+    {
+        ip(&["ip", "-n", ns.name(), "addr", "add", v4, "dev", dev]);
+        ip(&["ip", "-n", ns.name(), "addr", "add", v6, "dev", dev, "nodad"]);
+        ip(&["ip", "-n", ns.name(), "link", "set", dev, "up"]);
+    }
+
+    // The server's sockets are opened inside its namespace and served from here.
+    const BODY: &str = "hello from the server namespace\n";
+    let (http4, http6, bulk, dns) = srv.run(|| {
+        let http4 = std::net::TcpListener::bind("192.168.77.2:8080").unwrap();
+        let http6 = std::net::TcpListener::bind("[fd77::2]:8080").unwrap();
+        let bulk = std::net::TcpListener::bind("192.168.77.2:9000").unwrap();
+        let dns = UdpSocket::bind("192.168.77.2:5353").unwrap();
+        for blocked in [9001, 9002] {
+            // Listening, so that only the gateway's policy can make these fail.
+            std::mem::forget(std::net::TcpListener::bind(("192.168.77.2", blocked)).unwrap());
+        }
+        (http4, http6, bulk, dns)
+    });
+    for l in [http4, http6] {
+        std::thread::spawn(move || {
+            for s in l.incoming().take(2) {
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match io::Read::read(&mut s, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let peer = s.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                let body = format!("{BODY}peer {peer}\n");
+                let reply =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = io::Write::write_all(&mut s, reply.as_bytes());
+            }
+        });
+    }
+    let down = pattern(31, 64 << 20);
+    let up = pattern(32, 64 << 20);
+    let bulk_server = {
+        let down = down.clone();
+        std::thread::spawn(move || {
+            let (s, peer) = bulk.accept().unwrap();
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let sender = std::thread::spawn(move || {
+                io::Write::write_all(&mut w, &down).unwrap();
+                w.shutdown(std::net::Shutdown::Write).unwrap();
+            });
+            let mut got = Vec::new();
+            io::Read::read_to_end(&mut &s, &mut got).unwrap();
+            sender.join().unwrap();
+            (peer, sha256(&got), got.len())
+        })
+    };
+    dns.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let dns_server = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        for _ in 0..20 {
+            let Ok((n, from)) = dns.recv_from(&mut buf) else { return };
+            // A DNS-like answer: the query's id and question, then an answer.
+            let mut answer = buf[..n].to_vec();
+            answer.extend_from_slice(b" -> 192.168.77.2");
+            dns.send_to(&answer, from).unwrap();
+        }
+    });
+
+    let rules = rules_file("gw", "reject in tcp dport 9001\ndrop in tcp dport 9002\n");
+    let mut demo =
+        Demo::start(&gw, &["gateway", "--tun", "tsgw0", "--client-ns", cli.name(), "--rules", rules.to_str().unwrap()]);
+    let mut exited = false;
+    let url = "http://192.168.77.2:8080/";
+    let ready = netns::wait_until(Duration::from_secs(30), || {
+        exited = demo.exited();
+        exited || matches!(curl(&cli, &[url]), Ok((true, _)))
+    });
+    if exited || !ready {
+        demo.fail(if exited { "demo gateway exited early" } else { "the server was not reachable within 30 s" });
+    }
+    // curl, v4 and v6 (the first successful curl above was the v4 listener's first).
+    let (ok, page) = curl(&cli, &[url]).unwrap();
+    assert!(ok && page == format!("{BODY}peer 192.168.77.1\n"), "the server sees the gateway's address: {page}");
+    let (ok, page6) = curl(&cli, &["-g", "http://[fd77::2]:8080/"]).unwrap();
+    assert!(ok && page6 == format!("{BODY}peer fd77::1\n"), "{page6}");
+
+    // 64 MiB each way.
+    let back = cli.run_timeout(Duration::from_secs(300), {
+        let up = up.clone();
+        move || {
+            let c = kernel_connect("192.168.77.2:9000".parse().unwrap()).unwrap();
+            echo_through(&c, &up)
+        }
+    });
+    assert_same("64 MiB server -> client through the gateway", &back, &down);
+    let (peer, got_hash, got_len) = bulk_server.join().unwrap();
+    assert_eq!((got_len, got_hash), (up.len(), sha256(&up)), "64 MiB client -> server through the gateway");
+    assert_eq!(peer.ip().to_string(), "192.168.77.1");
+
+    // DNS-like UDP, answered from the address the query went to.
+    cli.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let server: SocketAddr = "192.168.77.2:5353".parse().unwrap();
+        let mut buf = [0u8; 512];
+        for id in 0..20u16 {
+            let query = format!("{id:04x} A example.test");
+            s.send_to(query.as_bytes(), server).unwrap();
+            let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("query {id}: {e}"));
+            assert_eq!(from, server, "query {id}: the answer's source");
+            assert_eq!(&buf[..n], format!("{query} -> 192.168.77.2").as_bytes(), "query {id}");
+        }
+    });
+    dns_server.join().unwrap();
+
+    // The rules: reject -> refused at once, drop -> no answer at all.
+    let (refused, dropped) = cli.run(|| {
+        let t = std::time::Instant::now();
+        let r = std::net::TcpStream::connect_timeout(&"192.168.77.2:9001".parse().unwrap(), Duration::from_secs(3));
+        let refused = (r.map(drop).map_err(|e| e.kind()), t.elapsed());
+        let d = std::net::TcpStream::connect_timeout(&"192.168.77.2:9002".parse().unwrap(), Duration::from_secs(3));
+        (refused, d.map(drop).map_err(|e| e.kind()))
+    });
+    assert_eq!(refused.0, Err(io::ErrorKind::ConnectionRefused), "reject rule");
+    assert!(refused.1 < Duration::from_secs(2), "refused at once, took {:?}", refused.1);
+    assert_eq!(dropped, Err(io::ErrorKind::TimedOut), "drop rule");
+
+    // Pings to anything beyond the gateway are answered by it.
+    let out = cli.exec(&["ping", "-c", "1", "-W", "5", "192.168.77.2"], Duration::from_secs(20)).unwrap();
+    assert!(out.status.success(), "ping: {}", String::from_utf8_lossy(&out.stdout));
+    // The dashboard, on the stack's own address, lists the relayed flows.
+    let (ok, dash) = curl(&cli, &["http://10.0.0.2/dashboard.json"]).unwrap();
+    assert!(ok && dash.contains("192.168.77.2:9000"), "{dash}");
+
+    demo.signal(libc::SIGINT);
+    let (code, stdout, stderr) = demo.finish();
+    let _ = std::fs::remove_file(&rules);
+    assert_eq!(code, Some(0), "exit status\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains(&format!("gateway: namespace {} sends everything through tsgw0", cli.name())), "{stdout}");
+    assert!(!cli.link_exists("tsgw0"), "the device is gone with the demo");
+}

@@ -174,6 +174,13 @@ impl TcpStream {
         self.sock.raw()
     }
 
+    /// Reset the connection (RFC 9293 3.10.7.1, ABORT): queued data is discarded, a
+    /// RST goes out if the connection was synchronized, and the peer's next call fails
+    /// with `ConnectionReset` (what `SO_LINGER` 0 and `close` do on Linux).
+    pub fn abort(self) -> io::Result<()> {
+        self.call(|s, h| s.tcp_abort(h))
+    }
+
     /// Split into halves that can move to different tasks. Dropping the write half
     /// shuts the write side down (FIN), as tokio's does; the connection closes when
     /// both are gone.
