@@ -259,6 +259,15 @@ impl fmt::Display for Rule {
 
 /// An ordered list of rules with a hit counter each, and a default action per
 /// direction for packets no rule matches.
+///
+/// Deciding is "first match wins" over the list, but only over the rules that can
+/// apply to the packet's direction and destination port: rules naming a destination
+/// port (or a range of at most [`INDEXED_RANGE`] ports) are indexed under each of
+/// their ports, the others are kept in one list per direction, and a packet reads the
+/// merge of its port's list and that list, in file order. A thousand rules for a
+/// thousand services cost a new flow what a handful do (see `bench --bin
+/// policy_cost`); only rules without a port (or with wide ranges) are read by every
+/// new flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSet {
     rules: Vec<Rule>,
@@ -266,6 +275,39 @@ pub struct RuleSet {
     default_in: Action,
     default_out: Action,
     default_hits: [u64; 2],
+    index: [PortIndex; 2],
+}
+
+/// Port ranges up to this many ports are indexed port by port (so the index holds at
+/// most this many entries per rule); wider ones are read by every packet.
+pub const INDEXED_RANGE: u32 = 64;
+
+/// The rules of one direction by destination port (see [`RuleSet`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct PortIndex {
+    /// Rule numbers, ascending, for each port that indexed rules name. A `BTreeMap`:
+    /// the core has no randomness, hence no `RandomState` hash maps.
+    by_port: std::collections::BTreeMap<u16, Vec<u32>>,
+    /// Rule numbers, ascending, of the rules without a (narrow) destination port.
+    any_port: Vec<u32>,
+}
+
+impl PortIndex {
+    fn build(rules: &[Rule], dir: Direction) -> PortIndex {
+        let mut index = PortIndex::default();
+        for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.dir == dir) {
+            let i = u32::try_from(i).expect("fewer than 2^32 rules");
+            match r.dport {
+                Some(range) if u32::from(range.last) - u32::from(range.first) < INDEXED_RANGE => {
+                    for port in range.first..=range.last {
+                        index.by_port.entry(port).or_default().push(i);
+                    }
+                }
+                _ => index.any_port.push(i),
+            }
+        }
+        index
+    }
 }
 
 impl Default for RuleSet {
@@ -287,7 +329,8 @@ pub enum Matched {
 impl RuleSet {
     pub fn new(rules: Vec<Rule>, default_in: Action, default_out: Action) -> RuleSet {
         let hits = vec![0; rules.len()];
-        RuleSet { rules, hits, default_in, default_out, default_hits: [0; 2] }
+        let index = [PortIndex::build(&rules, Direction::In), PortIndex::build(&rules, Direction::Out)];
+        RuleSet { rules, hits, default_in, default_out, default_hits: [0; 2], index }
     }
 
     /// Whether the set can ever refuse anything (no rules and accepting defaults: the
@@ -319,7 +362,28 @@ impl RuleSet {
 
     /// The first matching rule's action (counting the hit), else the default.
     pub fn decide(&mut self, p: &PacketInfo) -> (Action, Option<RejectWith>, Matched) {
-        for (i, r) in self.rules.iter().enumerate() {
+        let index = &self.index[p.dir as usize];
+        let port = index.by_port.get(&p.dport).map_or(&[][..], Vec::as_slice);
+        let any = index.any_port.as_slice();
+        // Merge the two ascending lists: file order decides, as if all were read.
+        let (mut a, mut b) = (0, 0);
+        while a < port.len() || b < any.len() {
+            let i = match (port.get(a), any.get(b)) {
+                (Some(&x), Some(&y)) if x < y => {
+                    a += 1;
+                    x
+                }
+                (Some(&x), None) => {
+                    a += 1;
+                    x
+                }
+                (_, Some(&y)) => {
+                    b += 1;
+                    y
+                }
+                (None, None) => unreachable!("the loop condition"),
+            } as usize;
+            let r = &self.rules[i];
             if r.matches(p) {
                 self.hits[i] += 1;
                 return (r.action, r.with, Matched::Rule(i));
@@ -327,6 +391,15 @@ impl RuleSet {
         }
         self.default_hits[p.dir as usize] += 1;
         (self.default_action(p.dir), None, Matched::Default)
+    }
+
+    /// [`RuleSet::decide`] without the index or the counters: every rule in order.
+    #[cfg(test)]
+    fn decide_linear(&self, p: &PacketInfo) -> (Action, Option<RejectWith>, Matched) {
+        match self.rules.iter().position(|r| r.matches(p)) {
+            Some(i) => (self.rules[i].action, self.rules[i].with, Matched::Rule(i)),
+            None => (self.default_action(p.dir), None, Matched::Default),
+        }
     }
 }
 
@@ -389,5 +462,70 @@ mod tests {
         v6.icmp_type = Some(8);
         assert!(!echo.matches(&v6));
         assert_eq!(echo.to_string(), "drop in icmp type echo-request", "printed in the text format");
+    }
+
+    #[test]
+    fn the_port_index_keeps_file_order_across_its_lists() {
+        let port = |first, last| Some(PortRange { first, last });
+        let rules = vec![
+            Rule { dport: port(80, 80), ..rule(Action::Drop) },
+            Rule { src: Some("10.0.0.0/8".parse().unwrap()), ..rule(Action::Reject) },
+            Rule { dport: port(70, 90), ..rule(Action::Accept) },
+            Rule { dport: port(1, 60000), ..rule(Action::Accept) },
+        ];
+        let mut set = RuleSet::new(rules, Action::Drop, Action::Accept);
+        assert_eq!(set.index[0].any_port, vec![1, 3], "no port and the wide range");
+        assert_eq!(set.index[0].by_port.get(&80), Some(&vec![0, 2]));
+        assert_eq!(set.decide(&pkt(proto::TCP, "10.1.1.1", 1, "10.0.0.2", 80)).2, Matched::Rule(0));
+        assert_eq!(set.decide(&pkt(proto::TCP, "10.1.1.1", 1, "10.0.0.2", 85)).2, Matched::Rule(1));
+        assert_eq!(set.decide(&pkt(proto::TCP, "192.0.2.1", 1, "10.0.0.2", 85)).2, Matched::Rule(2));
+        assert_eq!(set.decide(&pkt(proto::TCP, "192.0.2.1", 1, "10.0.0.2", 5000)).2, Matched::Rule(3));
+        assert_eq!(set.decide(&pkt(proto::TCP, "192.0.2.1", 1, "10.0.0.2", 0)).2, Matched::Default);
+        assert_eq!((set.hits(0), set.hits(1), set.hits(2), set.hits(3)), (1, 1, 1, 1));
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn range() -> impl Strategy<Value = Option<PortRange>> {
+            // Narrow and wide ranges around a few ports, so that rules and packets meet.
+            proptest::option::of((0u16..8, 0u16..3, 0u16..100).prop_map(|(base, kind, len)| {
+                let first = base * 10;
+                let len = [0, len, len.saturating_mul(600)][kind as usize];
+                PortRange { first, last: first.saturating_add(len) }
+            }))
+        }
+
+        fn a_rule() -> impl Strategy<Value = Rule> {
+            let action = prop_oneof![Just(Action::Accept), Just(Action::Drop), Just(Action::Reject)];
+            let dir = prop_oneof![Just(Direction::In), Just(Direction::Out)];
+            let proto = prop_oneof![Just(ProtoMatch::Any), Just(ProtoMatch::Tcp), Just(ProtoMatch::Udp)];
+            let src = proptest::option::of((0u8..4).prop_map(|b| IpNet::new([10, b, 0, 0].into(), 16).unwrap()));
+            (action, dir, proto, src, range()).prop_map(|(action, dir, proto, src, dport)| Rule {
+                action,
+                dir,
+                proto,
+                src,
+                dport,
+                ..rule(Action::Accept)
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn the_index_decides_as_reading_every_rule_in_order(
+                rules in proptest::collection::vec(a_rule(), 0..40),
+                packets in proptest::collection::vec((any::<bool>(), any::<bool>(), 0u8..4, 0u16..1000), 1..50),
+            ) {
+                let mut set = RuleSet::new(rules, Action::Drop, Action::Reject);
+                for (out, udp, b, dport) in packets {
+                    let mut p = pkt(if udp { proto::UDP } else { proto::TCP }, &format!("10.{b}.0.1"), 1, "10.9.0.2", dport);
+                    p.dir = if out { Direction::Out } else { Direction::In };
+                    let want = set.decide_linear(&p);
+                    prop_assert_eq!(set.decide(&p), want, "{:?}", p);
+                }
+            }
+        }
     }
 }
