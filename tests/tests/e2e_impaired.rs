@@ -1,5 +1,5 @@
 //! TCP through an impaired TUN link (the runtime's own impairment layer, see
-//! `tunstack::runtime::impair`), each test in its own network namespace: the kernel's
+//! `tunstack::link`), each test in its own network namespace: the kernel's
 //! TCP moves data through the demo echo server while packets are lost, reordered,
 //! duplicated or corrupted in both directions, and every byte must come back intact.
 //!
