@@ -1,5 +1,5 @@
-//! The simulator itself (`tunstack_tests::sim`): its PRNG, the path model (bandwidth,
-//! queue, loss, reordering, duplication, corruption), its guard rails (a run that
+//! The simulator itself (`tunstack_tests::sim`): its seeds, its conditions (the path
+//! model is the core's `tunstack::link`, tested in the core), its guard rails (a run that
 //! cannot finish fails with a diagnostic instead of hanging), determinism (same seed,
 //! same run), and that our stack catches every corrupted bit the checksums cover.
 
@@ -10,148 +10,44 @@ use tunstack::Instant;
 use tunstack_tests::link::{v4, v6, Endpoint, Ours};
 use tunstack_tests::sim::*;
 
-// ---------------------------------------------------------------------------- the PRNG
+// ---------------------------------------------------------------------------- randomness
 
+/// The simulator's seeds and payloads come from the core's PRNG (`tunstack::rand::Rng`,
+/// whose own tests are in the core): same seed, same bytes.
 #[test]
 fn rng_same_seed_same_stream() {
-    let (mut x, mut y, mut z) = (Rng::new(42), Rng::new(42), Rng::new(43));
-    let xs: Vec<u64> = (0..1000).map(|_| x.next_u64()).collect();
-    let ys: Vec<u64> = (0..1000).map(|_| y.next_u64()).collect();
-    let zs: Vec<u64> = (0..1000).map(|_| z.next_u64()).collect();
-    assert_eq!(xs, ys);
-    assert_ne!(xs, zs);
+    let (mut x, mut y) = (Rng::new(42), Rng::new(42));
+    assert_eq!((0..100).map(|_| x.next_u64()).collect::<Vec<_>>(), (0..100).map(|_| y.next_u64()).collect::<Vec<_>>());
     assert_eq!(payload(7, 1000), payload(7, 1000));
     assert_ne!(payload(7, 1000), payload(8, 1000));
+    assert_eq!(payload(7, 1000)[..999], payload(7, 999)[..]);
     assert_ne!(derive_seed(1, 2), derive_seed(1, 3));
+    assert_ne!(derive_seed(1, 2), derive_seed(2, 2));
 }
+
+// ---------------------------------------------------------------------------- the paths
+//
+// The model itself (queue, rate, loss, delay, reordering, duplication, corruption) is
+// the core's `tunstack::link`, tested there; here: the simulator's conditions.
 
 #[test]
-fn rng_chance_and_below_are_fair() {
-    let mut rng = Rng::new(2024);
-    let hits = (0..200_000).filter(|_| rng.chance(5 * PPM_PER_PERCENT)).count();
-    // 10_000 expected; the standard deviation is about 97.
-    assert!((9_500..10_500).contains(&hits), "5% of 200000 draws: {hits}");
-    assert_eq!((0..1000).filter(|_| rng.chance(0)).count(), 0);
-    assert_eq!((0..1000).filter(|_| rng.chance(1_000_000)).count(), 1000);
-    let mut seen = [0usize; 10];
-    for _ in 0..10_000 {
-        seen[rng.below(10) as usize] += 1;
+fn standard_conditions_are_valid_and_described() {
+    for c in Condition::matrix() {
+        c.forward.validate().unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        c.reverse.validate().unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        assert_eq!(c.forward, c.reverse);
+        assert_eq!(c.forward.corruption, Corruption::AnyByte);
     }
-    assert!(seen.iter().all(|&n| (800..1200).contains(&n)), "{seen:?}");
-    for _ in 0..1000 {
-        let d = rng.between(Duration::from_millis(1), Duration::from_millis(3));
-        assert!(d >= Duration::from_millis(1) && d <= Duration::from_millis(3));
-    }
-}
-
-// ---------------------------------------------------------------------------- the path
-
-fn ideal(rate_bps: u64, delay: Duration) -> PathConfig {
-    PathConfig { rate_bps, delay, queue_packets: 1000, queue_bytes: 1 << 30, ..PathConfig::standard() }
-}
-
-fn arrivals(fate: Fate) -> Vec<Instant> {
-    match fate {
-        Fate::Sent(copies) => copies.iter().map(|c| c.arrival).collect(),
-        other => panic!("expected delivery, got {other:?}"),
-    }
-}
-
-#[test]
-fn path_serializes_at_the_bottleneck_rate_then_delays() {
-    let mut path = Path::new(ideal(100_000_000, Duration::from_millis(10)));
-    let mut rng = Rng::new(1);
-    // 1500 bytes at 100 Mbit/s take 120 us on the wire; back to back they queue.
-    let t0 = Instant::ZERO;
-    assert_eq!(arrivals(path.send(t0, vec![0; 1500], &mut rng)), [Instant::from_micros(10_120)]);
-    assert_eq!(arrivals(path.send(t0, vec![0; 1500], &mut rng)), [Instant::from_micros(10_240)]);
-    assert_eq!(arrivals(path.send(t0, vec![0; 1500], &mut rng)), [Instant::from_micros(10_360)]);
-    assert_eq!(path.queued(t0), (3, 4500));
-    assert_eq!(path.queued(Instant::from_micros(240)), (1, 1500));
-    // 40 bytes take 3.2 us, behind the queue.
-    assert_eq!(arrivals(path.send(t0, vec![0; 40], &mut rng)), [Instant::from_micros(10_364)]);
-    // An idle path: serialization starts at once.
-    let t1 = Instant::from_secs(1);
-    assert_eq!(path.queued(t1), (0, 0));
-    assert_eq!(arrivals(path.send(t1, vec![0; 1500], &mut rng)), [Instant::from_micros(1_010_120)]);
-    // An infinitely fast path only delays.
-    let mut fast = Path::new(ideal(0, Duration::from_millis(3)));
-    for _ in 0..100 {
-        assert_eq!(arrivals(fast.send(t0, vec![0; 1500], &mut rng)), [Instant::from_millis(3)]);
-    }
-    assert_eq!(path.counters.packets, 5);
-    assert_eq!(path.counters.bytes, 4 * 1500 + 40);
-}
-
-#[test]
-fn path_tail_drops_when_the_queue_is_full() {
-    // 1 Mbit/s: a 1000-byte packet takes 8 ms.
-    let config = PathConfig { queue_packets: 8, ..ideal(1_000_000, Duration::from_millis(1)) };
-    let mut path = Path::new(config);
-    let mut rng = Rng::new(1);
-    let fates: Vec<Fate> = (0..12).map(|_| path.send(Instant::ZERO, vec![0; 1000], &mut rng)).collect();
-    let dropped = fates.iter().filter(|f| matches!(f, Fate::TailDrop)).count();
-    assert_eq!(dropped, 4);
-    assert!(fates[..8].iter().all(|f| matches!(f, Fate::Sent(_))));
-    assert_eq!(path.counters.tail_dropped, 4);
-    // After 16 ms two packets have left: two more fit, the third does not.
-    let t = Instant::from_millis(16);
-    assert!(matches!(path.send(t, vec![0; 1000], &mut rng), Fate::Sent(_)));
-    assert!(matches!(path.send(t, vec![0; 1000], &mut rng), Fate::Sent(_)));
-    assert!(matches!(path.send(t, vec![0; 1000], &mut rng), Fate::TailDrop));
-
-    // The byte limit: 2500 bytes hold two 1000-byte packets, and a small one still fits.
-    let config = PathConfig { queue_packets: 100, queue_bytes: 2500, ..ideal(1_000_000, Duration::from_millis(1)) };
-    let mut path = Path::new(config);
-    assert!(matches!(path.send(Instant::ZERO, vec![0; 1000], &mut rng), Fate::Sent(_)));
-    assert!(matches!(path.send(Instant::ZERO, vec![0; 1000], &mut rng), Fate::Sent(_)));
-    assert!(matches!(path.send(Instant::ZERO, vec![0; 1000], &mut rng), Fate::TailDrop));
-    assert!(matches!(path.send(Instant::ZERO, vec![0; 500], &mut rng), Fate::Sent(_)));
-}
-
-#[test]
-fn path_random_loss_rate() {
-    let config = PathConfig { loss_ppm: 10 * PPM_PER_PERCENT, ..ideal(0, Duration::from_millis(1)) };
-    let mut path = Path::new(config);
-    let mut rng = Rng::new(99);
-    let lost = (0..20_000).filter(|_| matches!(path.send(Instant::ZERO, vec![0; 100], &mut rng), Fate::Lost)).count();
-    // 2000 expected; the standard deviation is about 42.
-    assert!((1800..2200).contains(&lost), "{lost}");
-    assert_eq!(path.counters.lost, lost as u64);
-}
-
-#[test]
-fn path_reorders_and_duplicates() {
-    let config = PathConfig {
-        reorder_ppm: 20 * PPM_PER_PERCENT,
-        duplicate_ppm: 10 * PPM_PER_PERCENT,
-        ..ideal(100_000_000, Duration::from_millis(10))
-    };
-    let mut path = Path::new(config.clone());
-    let mut rng = Rng::new(5);
-    let mut firsts = Vec::new();
-    let mut copies = 0;
-    for i in 0..2000u64 {
-        let now = Instant::from_micros(i * 200);
-        let Fate::Sent(c) = path.send(now, vec![0; 1500], &mut rng) else { panic!("no loss configured") };
-        assert!(c[0].arrival >= now + config.delay);
-        if c[0].reordered {
-            assert!(c[0].arrival >= now + config.delay + config.reorder_extra.0);
-        }
-        if c.len() == 2 {
-            assert!(c[1].duplicate && c[1].arrival >= c[0].arrival);
-            assert!(c[1].arrival <= c[0].arrival + config.duplicate_extra.1);
-            assert_eq!(c[0].packet, c[1].packet);
-        }
-        copies += c.len();
-        firsts.push(c[0].arrival);
-    }
-    let overtaken = firsts.windows(2).filter(|w| w[1] < w[0]).count();
-    let k = path.counters;
-    assert!(overtaken > 100, "held-back packets must be overtaken by later ones: {overtaken}");
-    assert!((300..500).contains(&k.reordered), "{k:?}");
-    assert!((120..280).contains(&k.duplicated), "{k:?}");
-    assert_eq!(copies as u64, 2000 + k.duplicated);
+    assert_eq!(Condition::clean().describe(), "clean: each way 100 Mbit/s, queue 256 pkts / 384 KiB, 10ms one-way");
+    assert_eq!(
+        Condition::mixed().describe(),
+        "mixed 5/5/1/1: each way 100 Mbit/s, queue 256 pkts / 384 KiB, 10ms one-way, loss 5%, reorder 5% (+500µs..5ms), dup 1%, corrupt 1%"
+    );
+    assert_eq!(
+        Condition::congested().describe(),
+        "congested 10M/q32: each way 10 Mbit/s, queue 32 pkts / 48 KiB, 10ms one-way"
+    );
+    assert_eq!(Condition::loss(20).forward.loss, 0.2);
 }
 
 /// A SYN of our stack, as a sample of a real packet.
@@ -170,20 +66,25 @@ fn a_syn(ipv6: bool) -> (Vec<u8>, SocketAddr) {
 fn path_corrupts_one_bit_or_byte_and_inspect_sees_it() {
     let (syn, _) = a_syn(false);
     inspect(&syn).expect("the sample is valid");
-    let config = PathConfig { corrupt_ppm: 1_000_000, ..ideal(0, Duration::from_millis(1)) };
-    let mut path = Path::new(config);
-    let mut rng = Rng::new(11);
+    let config = Impairment { corrupt: 1.0, ..standard_path() };
+    let mut path = Impairer::new(config, 11, 1500);
+    let mut now = Instant::ZERO;
+    let mut seen = 0;
     for _ in 0..500 {
-        let Fate::Sent(c) = path.send(Instant::ZERO, syn.clone(), &mut rng) else { panic!() };
-        let bad = &c[0].packet;
-        let differing = bad.iter().zip(&syn).filter(|(x, y)| x != y).count();
-        assert_eq!(differing, 1, "exactly one byte changed");
-        // Over IPv4 every field is under a checksum: nothing corrupted is valid.
-        assert_eq!(c[0].corrupted, Some(true));
-        assert!(inspect(bad).is_err());
+        let Fate::Held { first, second: None } = path.push(now, &syn) else { panic!("one copy") };
+        assert!(first.corrupted);
+        now = first.due;
+        path.release(now, |bad, info| {
+            assert!(info.corrupted);
+            let differing = bad.iter().zip(&syn).filter(|(x, y)| x != y).count();
+            assert_eq!(differing, 1, "exactly one byte changed");
+            // Over IPv4 every field is under a checksum: nothing corrupted is valid.
+            assert!(inspect(bad).is_err());
+            seen += 1;
+        });
     }
-    assert_eq!(path.counters.corrupted, 500);
-    assert_eq!(path.counters.corrupted_undetectable, 0);
+    assert_eq!(seen, 500);
+    assert_eq!(path.counters().corrupted, 500);
 }
 
 /// Every single-bit flip of a SYN is dropped (and counted) by our stack when a checksum
@@ -261,7 +162,7 @@ fn event_limit_fails_with_a_diagnostic() {
 /// it; smoltcp retries forever and the no-progress guard ends the run.
 #[test]
 fn black_hole_ends_the_run() {
-    let hole = Condition::symmetric("black hole", PathConfig { loss_ppm: 1_000_000, ..PathConfig::standard() });
+    let hole = Condition::symmetric("black hole", Impairment { loss: 1.0, ..standard_path() });
     let e = run(&Scenario::new(Peer::Ours, Peer::Smoltcp, hole.clone())).expect_err("nothing crosses");
     println!("{e}");
     assert_eq!(e.kind, FailKind::Aborted);
