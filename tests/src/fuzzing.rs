@@ -1,6 +1,6 @@
 //! Entry points of the fuzz targets, shared by the cargo-fuzz crate (`../fuzz`, nightly)
 //! and the stable replay test (`tests/fuzz_replay.rs`), plus the harness the property
-//! tests (`tests/prop_*.rs`) drive.
+//! tests (`tests/prop/`) drive.
 //!
 //! - [`parse`]: arbitrary bytes through `tunstack::wire::parse`. It must never panic, and
 //!   whenever it accepts a packet two independent implementations must agree with it:

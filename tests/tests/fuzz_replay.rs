@@ -125,7 +125,7 @@ mod found {
     use tunstack::TcpState;
     use tunstack_tests::fuzzing::{World, PEER_V4, STACK_V4};
 
-    /// Found by `prop_state_machine::events_keep_invariants` (minimal case: RST|ACK,
+    /// Found by `prop`'s `state_machine::events_keep_invariants` (minimal case: RST|ACK,
     /// SYN, Close). A connection reset by the peer stays as a CLOSED handle the
     /// application still holds (not in the demux any more). A new SYN on the same 4-tuple
     /// then reaches the listener, which creates a SYN-RECEIVED child for that 4-tuple.

@@ -7,8 +7,6 @@
 //! after [`TRANSFER_LIMIT`]) and print the throughput they reached and the impairment
 //! counters.
 
-mod e2e_util;
-
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +14,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::e2e_util::*;
 use demo::EchoServer;
-use e2e_util::*;
 use sha2::{Digest, Sha256};
 use tunstack::runtime::{Impairment, Runtime, RuntimeConfig};
 use tunstack::wire::DropReason;

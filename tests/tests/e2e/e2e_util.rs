@@ -1,7 +1,6 @@
-//! Helpers shared by the TUN end-to-end tests (`e2e_*.rs`). Every function here is
+//! Helpers shared by the TUN end-to-end tests (the modules of this binary). Every function here is
 //! meant to be called from inside `NetNs::run`, i.e. on a thread in the test's
 //! network namespace.
-#![allow(dead_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
