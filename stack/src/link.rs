@@ -34,7 +34,7 @@
 //! 5. **duplicate**: with probability `duplicate`, a second copy arrives after the first,
 //!    later by a gap drawn uniformly from `duplicate_gap` (by default none);
 //! 6. **corrupt**: each copy, independently, with probability `corrupt`, is damaged as
-//!    `corruption` says ([`Corruption`]).
+//!    `corruption` says ([`Corruption`]); an empty packet is left alone.
 //!
 //! A copy is due at the microsecond its last bit arrives (rounded up); copies due at the
 //! same microsecond leave in the order they were made. No randomness is drawn for a
@@ -464,7 +464,7 @@ impl Impairer {
         if hi_us <= lo_us {
             return lo;
         }
-        Duration::from_micros(lo_us + self.rng.below_u64(hi_us - lo_us + 1))
+        Duration::from_micros(lo_us + self.rng.below_u64((hi_us - lo_us).saturating_add(1)))
     }
 
     /// Offer one packet at `now` and say what became of it. Copies due at once are
@@ -540,7 +540,7 @@ impl Impairer {
             }
         };
         buf[..packet.len()].copy_from_slice(packet);
-        if self.rng.chance(self.cfg.corrupt) {
+        if !packet.is_empty() && self.rng.chance(self.cfg.corrupt) {
             self.damage(&mut buf[..packet.len()]);
             info.corrupted = true;
             self.counters.corrupted += 1;
@@ -551,11 +551,8 @@ impl Impairer {
         info
     }
 
-    /// Damage one copy as `corruption` says (an empty packet stays as it is).
+    /// Damage one (non-empty) copy as `corruption` says.
     fn damage(&mut self, packet: &mut [u8]) {
-        if packet.is_empty() {
-            return;
-        }
         match self.cfg.corruption {
             Corruption::TransportBit => {
                 let header = match packet[0] >> 4 {
@@ -615,6 +612,7 @@ impl Impairer {
         }
         self.queue.clear();
         self.queued_bytes = 0;
+        self.busy_until_ns = 0;
     }
 }
 
@@ -1171,6 +1169,36 @@ mod tests {
         assert!(hit.iter().all(|&h| h), "every byte can be hit, the first ones too");
         assert!(multi_bit > 500, "about half are byte replacements: {multi_bit}");
         assert_eq!(imp.counters().corrupted, 2000);
+    }
+
+    /// `Impairer` never panics on a configuration `validate` would refuse.
+    #[test]
+    fn unvalidated_extremes_do_not_panic() {
+        let c = Impairment {
+            loss: f64::NAN,
+            reorder: 2.0,
+            duplicate: -1.0,
+            corrupt: f64::INFINITY,
+            delay: Duration::MAX,
+            rate_bps: Some(0),
+            queue_packets: 0,
+            queue_bytes: Some(0),
+            reorder_hold: Some((Duration::MAX, Duration::ZERO)),
+            duplicate_gap: (Duration::ZERO, Duration::MAX),
+            ..cfg()
+        };
+        assert!(c.validate().is_err());
+        let mut imp = Impairer::new(c.clone(), 1, 0);
+        // A zero queue limit tail-drops everything.
+        assert_eq!(imp.push(Instant::from_secs(u64::MAX / 2_000_000), &[1, 2, 3]), Fate::TailDropped);
+        let mut imp = Impairer::new(Impairment { rate_bps: None, ..c }, 1, 0);
+        for len in [0, 1, 100] {
+            let Fate::Held { first, .. } = imp.push(Instant::from_secs(1), &vec![0x45; len]) else { panic!() };
+            assert!(first.reordered && first.corrupted == (len > 0));
+        }
+        imp.release(Instant::from_micros(u64::MAX), |_, _| {});
+        imp.clear();
+        assert_eq!(imp.held(), 0);
     }
 
     #[test]
