@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::Args;
 use tunstack::runtime::Impairment;
 
-/// Longest `--delay`, in milliseconds (the runtime's limit).
-const MAX_DELAY_MS: u64 = tunstack::runtime::impair::MAX_DELAY.as_millis() as u64;
+/// Longest `--delay`, in milliseconds (the link model's limit).
+const MAX_DELAY_MS: u64 = tunstack::link::MAX_DELAY.as_millis() as u64;
 
 /// Slowest and fastest `--rate`, in Mbit/s.
 const MIN_RATE_MBIT: f64 = 0.001;
@@ -74,6 +74,7 @@ impl ImpairOpts {
             delay: Duration::from_millis(self.delay.unwrap_or(0)),
             rate_bps: self.rate.map(|mbit| ((mbit * 1e6).round() as u64).max(1)),
             seed: self.seed.unwrap_or_else(random_seed),
+            ..Impairment::default()
         })
     }
 }

@@ -9,7 +9,7 @@
 //! `demo echo` runs on the blocking API (a thread per connection), `demo http` on the
 //! async one (hyper on tunstack's tokio API, one thread for everything). The impairment
 //! flags make the runtime degrade the TUN link in both directions (see
-//! `tunstack::runtime::impair`); `--pcap` captures what the stack sends and receives.
+//! `tunstack::link`); `--pcap` captures what the stack sends and receives.
 //! Creating a TUN device needs CAP_NET_ADMIN; run it inside a network namespace:
 //! `--netns NAME` creates one, enters it and removes it at the end (see README.md).
 //! SIGINT / SIGTERM stop it cleanly: the device is removed and it exits 0.

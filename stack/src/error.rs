@@ -8,6 +8,7 @@
 use core::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use crate::socket::SocketHandle;
 
@@ -457,6 +458,52 @@ impl fmt::Display for UdpConnectError {
     }
 }
 
+/// Why a link model configuration ([`crate::link::Impairment`]) was refused. Every case
+/// is `InvalidInput` at the `io::Error` boundary (the runtime's `Impaired` device).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ImpairmentError {
+    /// A probability (`what`: loss, reorder, duplicate, corrupt) outside 0..=1, or NaN.
+    Probability { what: &'static str, value: f64 },
+    /// A duration (`what`: the delay, a bound of the reordering hold or of the
+    /// duplicate gap) longer than `max`.
+    TooLong { what: &'static str, value: Duration, max: Duration },
+    /// A range (`what`) whose lower bound is above its upper bound.
+    Range { what: &'static str, lo: Duration, hi: Duration },
+    /// A rate of 0 bit/s would pass nothing.
+    ZeroRate,
+    /// A queue limit of zero packets, or more than the link holds at all (`max`).
+    QueuePackets { value: usize, max: usize },
+    /// A queue limit of zero bytes would pass nothing.
+    ZeroQueueBytes,
+}
+
+impl ImpairmentError {
+    pub fn kind(self) -> io::ErrorKind {
+        io::ErrorKind::InvalidInput
+    }
+}
+
+impl fmt::Display for ImpairmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ImpairmentError::Probability { what, value } => {
+                write!(f, "impairment {what} probability {value} is outside 0..=1")
+            }
+            ImpairmentError::TooLong { what, value, max } => {
+                write!(f, "impairment {what} {value:?} is longer than {max:?}")
+            }
+            ImpairmentError::Range { what, lo, hi } => {
+                write!(f, "impairment {what} range {lo:?}..={hi:?} is empty")
+            }
+            ImpairmentError::ZeroRate => f.write_str("impairment rate 0 bit/s would pass nothing"),
+            ImpairmentError::QueuePackets { value, max } => {
+                write!(f, "impairment queue limit of {value} packets is outside 1..={max}")
+            }
+            ImpairmentError::ZeroQueueBytes => f.write_str("impairment queue limit of 0 bytes would pass nothing"),
+        }
+    }
+}
+
 /// `InvalidHandle` into every error that has the case, for `?`.
 macro_rules! from_invalid_handle {
     ($($t:ident),*) => {$(
@@ -532,7 +579,8 @@ io_conversions!(
     BindError,
     ConnectError,
     UdpSendError,
-    UdpConnectError
+    UdpConnectError,
+    ImpairmentError
 );
 
 #[cfg(test)]
@@ -555,7 +603,7 @@ mod tests {
     fn every_error_has_a_kind_and_a_message() {
         let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let ip = a.ip();
-        let cases: [(io::Error, io::ErrorKind); 16] = [
+        let cases: [(io::Error, io::ErrorKind); 17] = [
             (InvalidHandle.into(), io::ErrorKind::NotFound),
             (SendError::InvalidHandle.into(), io::ErrorKind::NotFound),
             (AcceptError::WouldBlock.into(), io::ErrorKind::WouldBlock),
@@ -575,6 +623,7 @@ mod tests {
             (UdpSendError::TooLarge { len: 2000, max: 1472 }.into(), io::ErrorKind::InvalidInput),
             (UdpSendError::NoAddressOfFamily { ipv6: true }.into(), io::ErrorKind::AddrNotAvailable),
             (UdpConnectError::InvalidRemote(a).into(), io::ErrorKind::InvalidInput),
+            (ImpairmentError::ZeroRate.into(), io::ErrorKind::InvalidInput),
         ];
         for (e, kind) in cases {
             assert_eq!(e.kind(), kind, "{e}");

@@ -1,7 +1,9 @@
 //! tunstack: a userspace TCP/UDP stack for Linux TUN devices.
 //!
 //! The core ([`Stack`]) is sans-IO and deterministic: hand it IP packets with the
-//! current time, take packets out, ask when it next needs a timer. The
+//! current time, take packets out, ask when it next needs a timer. [`link`] is the link
+//! model (loss, delay, rate, reordering...), as pure as the core, that the runtime's
+//! impairment and the tests' simulator share. The
 //! [`runtime`] owns a TUN device and a thread that drives the core; [`net`] has blocking
 //! `TcpListener` / `TcpStream` / `UdpSocket` handles shaped like `std::net`'s.
 
@@ -14,6 +16,7 @@
 pub mod config;
 pub mod demux;
 pub mod error;
+pub mod link;
 #[cfg(feature = "runtime")]
 pub mod net;
 pub mod policy;
@@ -32,8 +35,8 @@ pub mod wire;
 
 pub use config::{Config, CongestionAlgorithm, Keepalive};
 pub use error::{
-    AcceptError, BindError, ConnError, ConnectError, InvalidHandle, PeerAddrError, RecvError, SendError, ShutdownError,
-    UdpConnectError, UdpRecvError, UdpSendError,
+    AcceptError, BindError, ConnError, ConnectError, ImpairmentError, InvalidHandle, PeerAddrError, RecvError,
+    SendError, ShutdownError, UdpConnectError, UdpRecvError, UdpSendError,
 };
 pub use socket::{
     AnyHandle, ListenerHandle, Owner, Protocol, Readiness, SocketHandle, SocketInfo, TcpHandle, UdpHandle,

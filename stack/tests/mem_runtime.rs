@@ -26,17 +26,11 @@ fn config(addr: Ipv4Addr, seed: u64) -> Config {
     Config { addrs: vec![IpAddr::V4(addr)], seed, ..Config::default() }
 }
 
-/// Deterministic, non-repeating test data.
+/// Deterministic, non-repeating test data (the core's PRNG).
 fn pattern(len: usize, salt: u64) -> Vec<u8> {
-    let mut x = salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut data = vec![0u8; len];
+    tunstack::rand::Rng::new(salt).fill(&mut data);
+    data
 }
 
 fn sha(data: &[u8]) -> [u8; 32] {

@@ -1,6 +1,6 @@
 //! Entry points of the fuzz targets, shared by the cargo-fuzz crate (`../fuzz`, nightly)
 //! and the stable replay test (`tests/fuzz_replay.rs`), plus the harness the property
-//! tests (`tests/prop_*.rs`) drive.
+//! tests (`tests/prop/`) drive.
 //!
 //! - [`parse`]: arbitrary bytes through `tunstack::wire::parse`. It must never panic, and
 //!   whenever it accepts a packet two independent implementations must agree with it:
@@ -494,44 +494,6 @@ pub const PEER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 pub const PEER2_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
 pub const PEER2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
 
-/// Known core bugs the harness can step around while they are open, so that fuzzing and
-/// the properties keep finding new things instead of the same one. All four below are
-/// fixed now (regression tests in `tests/fuzz_replay.rs`, module `found`, and inputs
-/// `fuzz/regressions/ingress/fixed-*`), so the avoidance is off; the switch stays for
-/// the next one.
-///
-/// - `close_of_reset_handle_keeps_new_connection_on_same_tuple`: releasing (close or
-///   abort) a CLOSED handle while a newer connection uses the same 4-tuple removes the
-///   newer connection's demux entry. The harness then does not release such a handle
-///   until the newer connection is gone (`World::release_hits_known_bug`).
-/// - `close_in_syn_received_then_rto`: close or shutdown(Write) in SYN-RECEIVED (after a
-///   simultaneous open), then a retransmission timeout, panics in `Conn::dispatch`. The
-///   harness does not close or shut down a SYN-RECEIVED connection
-///   (`World::shutdown_hits_known_bug`); `finish` lets it time out first.
-/// - `rto_retransmission_held_by_sws_leaves_no_timer`: with a peer window below half the
-///   largest it offered and below the MSS, a retransmission timeout can leave unsent data
-///   and no timer. `finish` tolerates leftover connections in exactly that state
-///   (`World::stalled_by_known_bug`).
-/// - `active_open_window_bounded_by_buffer`: a SYN (or SYN-ACK) whose IRS+1 lies in the
-///   upper half of the sequence space, arriving in SYN-SENT, gives a receive window
-///   beyond the buffer. The harness does not deliver such a segment to a SYN-SENT
-///   connection (`World::input_hits_known_bug`).
-pub const AVOID_KNOWN_BUGS: bool = false;
-
-thread_local! {
-    static AVOIDING: std::cell::Cell<bool> = const { std::cell::Cell::new(AVOID_KNOWN_BUGS) };
-}
-
-/// Turn the known-bug avoidance on or off for this thread (the replay of open-bug
-/// reproducers turns it off, so that they still reproduce).
-pub fn set_avoid_known_bugs(on: bool) {
-    AVOIDING.with(|a| a.set(on));
-}
-
-fn avoiding() -> bool {
-    AVOIDING.with(|a| a.get())
-}
-
 /// Most steps one input runs (inputs are bounded in length anyway; this bounds time).
 pub const MAX_STEPS: usize = 400;
 /// Largest payload a structured segment carries.
@@ -1012,58 +974,9 @@ impl World {
         ti
     }
 
-    /// Whether releasing `h` would trigger the open bug described at [`AVOID_KNOWN_BUGS`]:
-    /// `h` is a CLOSED connection and another socket uses the same 4-tuple.
-    pub fn release_hits_known_bug(&self, h: impl Into<AnyHandle>) -> bool {
-        let AnyHandle::Tcp(h) = h.into() else { return false };
-        if !avoiding() || self.stack.tcp_state(h).ok() != Some(TcpState::Closed) {
-            return false;
-        }
-        let (Ok(l), Ok(r)) = (self.stack.local_addr(h), self.stack.peer_addr(h)) else { return false };
-        self.stack.sockets().iter().any(|s| s.handle != h.raw() && s.local == l && s.remote == Some(r))
-    }
-
-    /// Whether close or shutdown(Write) of `h` would trigger the open bug described at
-    /// [`AVOID_KNOWN_BUGS`]: `h` is in SYN-RECEIVED.
-    pub fn shutdown_hits_known_bug(&self, h: impl Into<AnyHandle>) -> bool {
-        let AnyHandle::Tcp(h) = h.into() else { return false };
-        avoiding() && self.stack.tcp_state(h).ok() == Some(TcpState::SynReceived)
-    }
-
-    /// Whether delivering `packet` would trigger the open bug described at
-    /// [`AVOID_KNOWN_BUGS`]: a SYN whose IRS+1 is "behind" sequence number 0, toward a
-    /// connection in SYN-SENT.
-    pub fn input_hits_known_bug(&self, packet: &[u8]) -> bool {
-        if !avoiding() {
-            return false;
-        }
-        let Ok(p) = wire::parse(packet) else { return false };
-        let Transport::Tcp(seg) = p.transport else { return false };
-        if !seg.flags.syn() || SeqNum(0) <= seg.seq + 1 {
-            return false;
-        }
-        let (local, remote) = (SocketAddr::new(p.ip.dst, seg.dst_port), SocketAddr::new(p.ip.src, seg.src_port));
-        self.stack.sockets().iter().any(|s| s.local == local && s.remote == Some(remote) && s.state == "SYN-SENT")
-    }
-
-    /// Hand a packet to the stack (unless it would hit an open bug, see
-    /// [`AVOID_KNOWN_BUGS`]).
+    /// Hand a packet to the stack.
     fn deliver(&mut self, packet: &[u8]) {
-        if !self.input_hits_known_bug(packet) {
-            self.stack.input(self.now, packet);
-        }
-    }
-
-    /// Whether `h` is stuck as described at [`AVOID_KNOWN_BUGS`]: unacknowledged data, a
-    /// peer window below the MSS, and no timer anywhere.
-    pub fn stalled_by_known_bug(&mut self, h: AnyHandle) -> bool {
-        let AnyHandle::Tcp(h) = h else { return false };
-        let Ok(info) = self.stack.tcp_info(h) else { return false };
-        avoiding()
-            && info.state != TcpState::Closed
-            && info.snd_wnd < info.mss
-            && self.stack.tcp_send_capacity(h).is_ok_and(|c| c < self.stack.config().tcp_tx_buffer)
-            && self.stack.poll_timeout().is_none()
+        self.stack.input(self.now, packet);
     }
 
     /// Run every timer until none is left (bounded), draining and checking as it goes.
@@ -1088,31 +1001,18 @@ impl World {
     /// (2*MSL, every retransmission limit) with no peer answering. Afterwards no socket
     /// may remain: anything left is a leak.
     pub fn finish(mut self) {
-        let mut deferred = Vec::new();
         for info in self.stack.sockets() {
             if info.owner == Owner::App {
                 // It may be gone already (a listener's close takes its children along).
                 let Some(h) = self.stack.resolve(info.handle) else { continue };
-                if self.release_hits_known_bug(h) || self.shutdown_hits_known_bug(h) {
-                    deferred.push(h);
-                    continue;
-                }
                 let _ = self.stack.close(h);
                 self.check();
             }
         }
         self.drain();
         self.run_all_timers();
-        for h in deferred {
-            let _ = self.stack.close(h);
-            self.check();
-        }
-        self.run_all_timers();
-        let stalled: Vec<AnyHandle> =
-            self.stack.sockets().iter().filter_map(|s| self.stack.resolve(s.handle)).collect();
-        let stalled = stalled.into_iter().filter(|&h| self.stalled_by_known_bug(h)).count();
         assert_eq!(
-            self.stack.socket_count() - stalled,
+            self.stack.socket_count(),
             0,
             "sockets left after close and every timeout ({:?}): {:#?}",
             self.now,
@@ -1839,20 +1739,18 @@ impl World {
                 }
             }
             Api::Shutdown { h: s, how } => {
-                if let Some(h) = tcp(self, s).filter(|&h| how % 3 == 0 || !self.shutdown_hits_known_bug(h)) {
+                if let Some(h) = tcp(self, s) {
                     let how = [Shutdown::Read, Shutdown::Write, Shutdown::Both][usize::from(how % 3)];
                     let _ = self.stack.tcp_shutdown(h, how);
                 }
             }
             Api::Close { h: s } => {
-                if let Some(h) =
-                    h(self, s).filter(|&h| !self.release_hits_known_bug(h) && !self.shutdown_hits_known_bug(h))
-                {
+                if let Some(h) = h(self, s) {
                     let _ = self.stack.close(h);
                 }
             }
             Api::Abort { h: s } => {
-                if let Some(h) = tcp(self, s).filter(|&h| !self.release_hits_known_bug(h)) {
+                if let Some(h) = tcp(self, s) {
                     let _ = self.stack.tcp_abort(h);
                 }
             }
@@ -2050,19 +1948,13 @@ impl ConnHarness {
             ConnEvent::Read(n) => w.app_recv(h, usize::from(*n)),
             ConnEvent::Time(t) => w.time_step(*t),
             ConnEvent::Shutdown(how) => {
-                if *how == Shutdown::Read || !w.shutdown_hits_known_bug(h) {
-                    let _ = w.stack.tcp_shutdown(h, *how);
-                }
+                let _ = w.stack.tcp_shutdown(h, *how);
             }
             ConnEvent::Close => {
-                if !w.release_hits_known_bug(h) && !w.shutdown_hits_known_bug(h) {
-                    let _ = w.stack.close(h);
-                }
+                let _ = w.stack.close(h);
             }
             ConnEvent::Abort => {
-                if !w.release_hits_known_bug(h) {
-                    let _ = w.stack.tcp_abort(h);
-                }
+                let _ = w.stack.tcp_abort(h);
             }
             ConnEvent::NoDelay(on) => {
                 let _ = w.stack.tcp_set_nodelay(h, *on);

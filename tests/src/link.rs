@@ -1,8 +1,9 @@
 //! A deterministic in-memory link between two TCP endpoints, driven by a virtual clock.
 //!
 //! No device, no threads, no wall clock: two [`Endpoint`]s (our [`tunstack::Stack`] or a
-//! smoltcp 0.14 interface) exchange IP packets through a FIFO queue each way with a fixed
-//! one-way delay. The pump ([`Link::run_until`]) moves packets, runs due timers, lets the
+//! smoltcp 0.14 interface) exchange IP packets through the core's link model
+//! ([`tunstack::link`]) each way: by default an impairment with only a fixed one-way
+//! delay, i.e. a lossless FIFO. The pump ([`Link::run_until`]) moves packets, runs due timers, lets the
 //! test's "application" act, and when nothing is left to do at the current instant jumps
 //! the clock to the next event: the earliest packet arrival or endpoint deadline. It is
 //! bounded in virtual time and in steps, and fails with a description instead of hanging.
@@ -23,6 +24,7 @@ use smoltcp::iface::{Config as SmolIfaceConfig, Interface, SocketHandle as SmolH
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp::{self as smol_tcp, State as SmolState};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use tunstack::link::{Fate, Impairer, Impairment};
 use tunstack::{AcceptError, Config, Instant, ListenerHandle, Protocol, Stack, TcpHandle};
 
 pub const FIN: u8 = 0x01;
@@ -485,7 +487,8 @@ impl TcpInfo {
     }
 }
 
-/// What crossed the link (or was dropped on it).
+/// What crossed the link (or was dropped on it: by the hook, or by the link's
+/// impairment).
 #[derive(Clone, Debug)]
 pub struct PacketRecord {
     pub index: usize,
@@ -549,6 +552,14 @@ pub enum Side {
     B,
 }
 
+/// The index of the path that carries what `from` sends.
+fn path(from: Side) -> usize {
+    match from {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
 impl Side {
     pub fn other(self) -> Side {
         match self {
@@ -570,44 +581,52 @@ pub type EndpointObj = dyn Endpoint + 'static;
 
 pub type Hook = Box<dyn FnMut(&PacketRecord) -> Verdict>;
 
-struct InFlight {
-    arrival: Instant,
-    to: Side,
-    packet: Vec<u8>,
-}
-
-/// Two endpoints, a lossless FIFO link each way with a fixed one-way delay, a virtual
-/// clock. By convention A is the client and B the server.
+/// Two endpoints, a link each way (by default lossless, with a fixed one-way delay of
+/// 1 ms), a virtual clock. By convention A is the client and B the server.
 pub struct Link {
     pub a: Box<EndpointObj>,
     pub b: Box<EndpointObj>,
     pub now: Instant,
-    /// One-way delay (default 1 ms).
-    pub delay: Duration,
     /// The pump refuses to move the clock past this instant.
     pub max_time: Instant,
     /// Total pump iterations allowed over the life of the link.
     pub max_steps: u64,
     pub steps: u64,
     pub log: Vec<PacketRecord>,
-    in_flight: VecDeque<InFlight>,
+    /// `paths[0]` carries A -> B, `paths[1]` B -> A; they hold the packets in flight.
+    paths: [Impairer; 2],
     hook: Option<Hook>,
 }
 
+/// The default one-way delay.
+pub const LINK_DELAY: Duration = Duration::from_millis(1);
+
 impl Link {
+    /// A lossless link with a one-way delay of [`LINK_DELAY`].
     pub fn new(a: Box<EndpointObj>, b: Box<EndpointObj>) -> Link {
+        Link::with_impairment(a, b, Impairment::delay(LINK_DELAY))
+    }
+
+    /// A link that impairs both directions as `impairment` says (each with its own
+    /// random stream from its seed; see [`Impairment::rx`]).
+    pub fn with_impairment(a: Box<EndpointObj>, b: Box<EndpointObj>, impairment: Impairment) -> Link {
+        // Buffers for 1500-byte packets; a larger packet gets one of its own size.
+        let mtu = 1500;
         Link {
             a,
             b,
             now: Instant::ZERO,
-            delay: Duration::from_millis(1),
             max_time: Instant::from_secs(600),
             max_steps: 5_000_000,
             steps: 0,
             log: Vec::new(),
-            in_flight: VecDeque::new(),
+            paths: [impairment.tx(mtu), impairment.rx(mtu)],
             hook: None,
         }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.paths[0].held() + self.paths[1].held()
     }
 
     /// Decide the fate of every packet from now on (after parsing and logging).
@@ -643,11 +662,11 @@ impl Link {
         if let Some(hook) = self.hook.as_mut() {
             record.dropped = hook(&record) == Verdict::Drop;
         }
-        let dropped = record.dropped;
-        self.log.push(record);
-        if !dropped {
-            self.in_flight.push_back(InFlight { arrival: self.now + self.delay, to: from.other(), packet });
+        if !record.dropped {
+            let fate = self.paths[path(from)].push(self.now, &packet);
+            record.dropped = matches!(fate, Fate::Lost | Fate::TailDropped);
         }
+        self.log.push(record);
     }
 
     fn describe(&mut self) -> String {
@@ -657,7 +676,7 @@ impl Link {
         let mut s = format!(
             "now={now:?} steps={} in_flight={}\n  A {}: {sa}, deadline {da:?}\n  B {}: {sb}, deadline {db:?}\n  last packets:",
             self.steps,
-            self.in_flight.len(),
+            self.in_flight(),
             self.a.name(),
             self.b.name()
         );
@@ -702,19 +721,27 @@ impl Link {
             }
             // Deliver what has arrived by now.
             let mut delivered = false;
-            while self.in_flight.front().is_some_and(|p| p.arrival <= now) {
-                let p = self.in_flight.pop_front().unwrap();
-                self.endpoint(p.to).input(now, &p.packet);
-                delivered = true;
+            for from in [Side::A, Side::B] {
+                let mut due = Vec::new();
+                self.paths[path(from)].release(now, |p, _| due.push(p.to_vec()));
+                for p in due {
+                    self.endpoint(from.other()).input(now, &p);
+                    delivered = true;
+                }
             }
             if delivered {
                 continue;
             }
             // Idle at this instant: jump to the next event.
-            let next = [self.in_flight.front().map(|p| p.arrival), self.a.deadline(now), self.b.deadline(now)]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = [
+                self.paths[0].next_release(),
+                self.paths[1].next_release(),
+                self.a.deadline(now),
+                self.b.deadline(now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let Some(next) = next else {
                 panic!("{what}: stalled, no packet in flight and no timer pending\n{}", self.describe());
             };
@@ -970,18 +997,9 @@ impl fmt::Display for CloseReport {
     }
 }
 
-/// `len` pseudo-random bytes from `seed` (xorshift64*), the same on every run.
+/// `len` pseudo-random bytes from `seed` (the core's PRNG), the same on every run.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    crate::sim::payload(seed, len)
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {

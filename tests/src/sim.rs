@@ -1,7 +1,8 @@
 //! A deterministic network simulator for whole TCP transfers on a virtual clock.
 //!
 //! Two endpoints from [`crate::link`] (our [`tunstack::Stack`] or smoltcp 0.14) talk
-//! through two one-way [`Path`]s. Each path models, in this order:
+//! through two one-way paths. Each path is the core's link model, [`tunstack::link`]
+//! (the one the runtime's impairment uses too), which applies, in this order:
 //!
 //! 1. a bottleneck of `rate_bps` that serializes packets one after the other, fed by a
 //!    bounded FIFO queue: a packet that would make the queue hold more than
@@ -10,15 +11,15 @@
 //! 3. the propagation delay `delay`;
 //! 4. reordering: a packet is held back by an extra random delay so later ones overtake it;
 //! 5. duplication: a second copy arrives a little after the first;
-//! 6. corruption: a copy gets one random bit flipped or one random byte replaced. The
-//!    receiver's checksums must catch it; for our stack the simulator checks that every
-//!    corrupted packet an independent parser (etherparse) rejects also shows up in the
-//!    stack's drop counters.
+//! 6. corruption ([`Corruption::AnyByte`]): a copy gets one random bit flipped or one
+//!    random byte replaced. The receiver's checksums must catch it; for our stack the
+//!    simulator checks that every corrupted packet an independent parser (etherparse)
+//!    rejects also shows up in the stack's drop counters.
 //!
-//! Every random choice comes from one seeded [`Rng`] (SplitMix64), and both stacks are
-//! seeded from the same master seed, so a run is a pure function of its [`Scenario`]:
-//! the seed printed with every result and failure reproduces it exactly
-//! (`SIM_SEED=<seed> cargo test ...`).
+//! Every random choice comes from the core's seeded [`Rng`] (SplitMix64): each path has
+//! its own stream and both stacks are seeded, all derived from one master seed, so a run
+//! is a pure function of its [`Scenario`]: the seed printed with every result and
+//! failure reproduces it exactly (`SIM_SEED=<seed> cargo test ...`).
 //!
 //! The pump is event driven: at each instant it fires due endpoint timers
 //! (`poll_timeout` / smoltcp's `poll_at`), delivers the packets due, lets the
@@ -35,8 +36,7 @@
 //! bottleneck to 10 Mbit/s with a 32-packet queue, so the senders' windows (256 KiB)
 //! overflow it and tail drop does the losing.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
@@ -44,60 +44,13 @@ use std::time::Duration;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use sha2::{Digest, Sha256};
+pub use tunstack::link::{Corruption, Fate, ImpairCounters, Impairer, Impairment};
+pub use tunstack::rand::Rng;
 use tunstack::Instant;
 
 use crate::link::{self, ConnState, EndpointObj, Ours, Side, Smol, TcpInfo, ACK, FIN, PSH, RST, SYN};
 
 // ============================================================================ randomness
-
-/// SplitMix64 (Steele, Lea, Flood, "Fast splittable pseudorandom number generators",
-/// 2014): one 64-bit word of state, good statistical quality, trivially reproducible.
-#[derive(Clone, Debug)]
-pub struct Rng {
-    state: u64,
-}
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (multiply-shift; the bias is below 2^-40 for the ranges used here).
-    pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0, "Rng::below(0)");
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-
-    /// True with probability `ppm` parts per million. Draws nothing when `ppm` is 0, so
-    /// a condition without some impairment does not consume randomness for it.
-    pub fn chance(&mut self, ppm: u32) -> bool {
-        ppm > 0 && self.below(1_000_000) < u64::from(ppm)
-    }
-
-    /// Uniform in `[lo, hi]`, at microsecond resolution.
-    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let (lo, hi) = (lo.as_micros() as u64, hi.as_micros() as u64);
-        if hi <= lo {
-            return Duration::from_micros(lo);
-        }
-        Duration::from_micros(lo + self.below(hi - lo + 1))
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let x = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&x[..chunk.len()]);
-        }
-    }
-}
 
 /// An independent seed for one consumer (`tag`) of a master seed.
 pub fn derive_seed(master: u64, tag: u64) -> u64 {
@@ -113,228 +66,56 @@ pub fn payload(seed: u64, len: usize) -> Vec<u8> {
 
 // ============================================================================ one direction
 
-/// Parts per million in one percent.
-pub const PPM_PER_PERCENT: u32 = 10_000;
-
-/// The properties of one direction of the network.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathConfig {
-    /// Bottleneck rate in bits per second; 0 means infinitely fast (no serialization, no
-    /// queue).
-    pub rate_bps: u64,
-    /// One-way propagation delay.
-    pub delay: Duration,
-    /// Tail drop once the queue (including the packet on the wire) would exceed this many
-    /// packets...
-    pub queue_packets: usize,
-    /// ... or this many bytes.
-    pub queue_bytes: usize,
-    /// Random loss after the bottleneck, parts per million.
-    pub loss_ppm: u32,
-    /// Probability that a packet is held back by an extra delay drawn from `reorder_extra`.
-    pub reorder_ppm: u32,
-    pub reorder_extra: (Duration, Duration),
-    /// Probability that a second copy arrives, `duplicate_extra` after the first.
-    pub duplicate_ppm: u32,
-    pub duplicate_extra: (Duration, Duration),
-    /// Probability that a copy is corrupted (one bit flipped or one byte replaced).
-    pub corrupt_ppm: u32,
-}
-
 /// 100 Mbit/s.
 pub const RATE_BPS: u64 = 100_000_000;
 /// One-way delay of the standard conditions: RTT 20 ms.
 pub const ONE_WAY_DELAY: Duration = Duration::from_millis(10);
+/// Largest packet the endpoints send (their MTU): the paths' buffer size.
+const MAX_PACKET: usize = 1500;
 
-impl PathConfig {
-    /// 100 Mbit/s, 10 ms, a 256-packet / 384 KiB queue (about 1.5 bandwidth-delay
-    /// products), no impairments.
-    pub fn standard() -> PathConfig {
-        PathConfig {
-            rate_bps: RATE_BPS,
-            delay: ONE_WAY_DELAY,
-            queue_packets: 256,
-            queue_bytes: 384 * 1024,
-            loss_ppm: 0,
-            reorder_ppm: 0,
-            reorder_extra: (Duration::from_micros(500), Duration::from_millis(5)),
-            duplicate_ppm: 0,
-            duplicate_extra: (Duration::ZERO, Duration::from_millis(1)),
-            corrupt_ppm: 0,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        let pct = |ppm: u32| format!("{}%", f64::from(ppm) / f64::from(PPM_PER_PERCENT));
-        let mut parts = Vec::new();
-        if self.rate_bps > 0 {
-            parts.push(format!(
-                "{} Mbit/s, queue {} pkts / {} KiB",
-                self.rate_bps / 1_000_000,
-                self.queue_packets,
-                self.queue_bytes / 1024
-            ));
-        }
-        parts.push(format!("{:?} one-way", self.delay));
-        if self.loss_ppm > 0 {
-            parts.push(format!("loss {}", pct(self.loss_ppm)));
-        }
-        if self.reorder_ppm > 0 {
-            parts.push(format!(
-                "reorder {} (+{:?}..{:?})",
-                pct(self.reorder_ppm),
-                self.reorder_extra.0,
-                self.reorder_extra.1
-            ));
-        }
-        if self.duplicate_ppm > 0 {
-            parts.push(format!("dup {}", pct(self.duplicate_ppm)));
-        }
-        if self.corrupt_ppm > 0 {
-            parts.push(format!("corrupt {}", pct(self.corrupt_ppm)));
-        }
-        parts.join(", ")
+/// The standard path: 100 Mbit/s, 10 ms, a 256-packet / 384 KiB queue (about 1.5
+/// bandwidth-delay products), no impairments yet; a reordered packet is held back 0.5 to
+/// 5 ms, a duplicate follows within 1 ms, corruption hits any byte.
+pub fn standard_path() -> Impairment {
+    Impairment {
+        rate_bps: Some(RATE_BPS),
+        delay: ONE_WAY_DELAY,
+        queue_packets: 256,
+        queue_bytes: Some(384 * 1024),
+        reorder_hold: Some((Duration::from_micros(500), Duration::from_millis(5))),
+        duplicate_gap: (Duration::ZERO, Duration::from_millis(1)),
+        corruption: Corruption::AnyByte,
+        ..Impairment::default()
     }
 }
 
-/// What happened to the packets offered to one path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PathCounters {
-    /// Packets and bytes the sender put on the path.
-    pub packets: u64,
-    pub bytes: u64,
-    /// Dropped because the queue was full.
-    pub tail_dropped: u64,
-    /// Lost at random on the wire.
-    pub lost: u64,
-    pub reordered: u64,
-    pub duplicated: u64,
-    /// Copies corrupted, and among them those no checksum covers (IPv6 traffic class,
-    /// flow label, hop limit): such copies are valid packets and are delivered as such.
-    pub corrupted: u64,
-    pub corrupted_undetectable: u64,
-    /// Copies handed to the receiving endpoint.
-    pub delivered: u64,
-}
-
-/// One copy of a packet on its way to the receiver.
-#[derive(Clone, Debug)]
-pub struct Copy {
-    pub arrival: Instant,
-    pub packet: Vec<u8>,
-    pub reordered: bool,
-    pub duplicate: bool,
-    /// `Some(detectable)` when corrupted: whether an independent parser rejects it.
-    pub corrupted: Option<bool>,
-}
-
-#[derive(Clone, Debug)]
-pub enum Fate {
-    TailDrop,
-    Lost,
-    /// One copy, or two when duplicated.
-    Sent(Vec<Copy>),
-}
-
-/// One direction of the network; see the module documentation for the model.
-#[derive(Clone, Debug)]
-pub struct Path {
-    pub config: PathConfig,
-    /// When the bottleneck finishes serializing the last queued packet (nanoseconds).
-    busy_until_ns: u64,
-    /// (end of serialization in ns, length) of every packet queued or on the wire.
-    queue: VecDeque<(u64, usize)>,
-    queued_bytes: usize,
-    pub counters: PathCounters,
-}
-
-impl Path {
-    pub fn new(config: PathConfig) -> Path {
-        Path { config, busy_until_ns: 0, queue: VecDeque::new(), queued_bytes: 0, counters: PathCounters::default() }
+/// One line about a path, for the tables and the tests' output.
+pub fn describe_path(path: &Impairment) -> String {
+    let pct = |p: f64| format!("{}%", (p * 1e6).round() / 1e4);
+    let mut parts = Vec::new();
+    if let Some(rate) = path.rate_bps {
+        parts.push(format!(
+            "{} Mbit/s, queue {} pkts / {} KiB",
+            rate / 1_000_000,
+            path.queue_packets,
+            path.queue_bytes_at(rate) / 1024
+        ));
     }
-
-    /// (packets, bytes) waiting for or in serialization at `now`.
-    pub fn queued(&mut self, now: Instant) -> (usize, usize) {
-        self.drain(now.total_micros() * 1000);
-        (self.queue.len(), self.queued_bytes)
+    parts.push(format!("{:?} one-way", path.delay));
+    if path.loss > 0.0 {
+        parts.push(format!("loss {}", pct(path.loss)));
     }
-
-    fn drain(&mut self, now_ns: u64) {
-        while let Some(&(end, len)) = self.queue.front() {
-            if end > now_ns {
-                break;
-            }
-            self.queue.pop_front();
-            self.queued_bytes -= len;
-        }
+    if path.reorder > 0.0 {
+        let (lo, hi) = path.reorder_hold_range();
+        parts.push(format!("reorder {} (+{lo:?}..{hi:?})", pct(path.reorder)));
     }
-
-    /// Offer `packet` to the path at `now`.
-    pub fn send(&mut self, now: Instant, packet: Vec<u8>, rng: &mut Rng) -> Fate {
-        let c = self.config.clone();
-        let len = packet.len();
-        self.counters.packets += 1;
-        self.counters.bytes += len as u64;
-        let now_ns = now.total_micros() * 1000;
-        let leaves_ns = if c.rate_bps == 0 {
-            now_ns
-        } else {
-            self.drain(now_ns);
-            if self.queue.len() >= c.queue_packets || self.queued_bytes + len > c.queue_bytes {
-                self.counters.tail_dropped += 1;
-                return Fate::TailDrop;
-            }
-            let serialize = (len as u128 * 8 * 1_000_000_000 / u128::from(c.rate_bps)) as u64;
-            let end = self.busy_until_ns.max(now_ns) + serialize;
-            self.busy_until_ns = end;
-            self.queue.push_back((end, len));
-            self.queued_bytes += len;
-            end
-        };
-        if rng.chance(c.loss_ppm) {
-            self.counters.lost += 1;
-            return Fate::Lost;
-        }
-        let mut arrival_ns = leaves_ns + c.delay.as_nanos() as u64;
-        let reordered = rng.chance(c.reorder_ppm);
-        if reordered {
-            self.counters.reordered += 1;
-            arrival_ns += rng.between(c.reorder_extra.0, c.reorder_extra.1).as_nanos() as u64;
-        }
-        let at = |ns: u64| Instant::from_micros(ns.div_ceil(1000));
-        let mut copies = vec![Copy { arrival: at(arrival_ns), packet, reordered, duplicate: false, corrupted: None }];
-        if rng.chance(c.duplicate_ppm) {
-            self.counters.duplicated += 1;
-            let extra = rng.between(c.duplicate_extra.0, c.duplicate_extra.1).as_nanos() as u64;
-            let packet = copies[0].packet.clone();
-            copies.push(Copy { arrival: at(arrival_ns + extra), packet, reordered, duplicate: true, corrupted: None });
-        }
-        for copy in &mut copies {
-            if rng.chance(c.corrupt_ppm) {
-                corrupt(&mut copy.packet, rng);
-                let detectable = inspect(&copy.packet).is_err();
-                self.counters.corrupted += 1;
-                if !detectable {
-                    self.counters.corrupted_undetectable += 1;
-                }
-                copy.corrupted = Some(detectable);
-            }
-        }
-        Fate::Sent(copies)
+    if path.duplicate > 0.0 {
+        parts.push(format!("dup {}", pct(path.duplicate)));
     }
-}
-
-/// Flip one random bit, or replace one random byte with a different random value.
-pub fn corrupt(packet: &mut [u8], rng: &mut Rng) {
-    if packet.is_empty() {
-        return;
+    if path.corrupt > 0.0 {
+        parts.push(format!("corrupt {}", pct(path.corrupt)));
     }
-    let at = rng.below(packet.len() as u64) as usize;
-    if rng.below(2) == 0 {
-        packet[at] ^= 1 << rng.below(8);
-    } else {
-        packet[at] ^= 1 + rng.below(255) as u8;
-    }
+    parts.join(", ")
 }
 
 // ============================================================================ packet checks
@@ -470,49 +251,48 @@ pub fn ones_complement_sum(data: &[u8]) -> u16 {
 // ============================================================================ conditions
 
 /// The network for one run: one path each way.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Condition {
     pub name: String,
-    /// A -> B (the data direction in [`run`]).
-    pub forward: PathConfig,
+    /// A -> B (the data direction in [`run`]). Its `seed` is not used: the simulator
+    /// derives each path's stream from the scenario's seed.
+    pub forward: Impairment,
     /// B -> A (the ACK direction).
-    pub reverse: PathConfig,
+    pub reverse: Impairment,
 }
 
 impl Condition {
     /// The same path config both ways.
-    pub fn symmetric(name: impl Into<String>, path: PathConfig) -> Condition {
+    pub fn symmetric(name: impl Into<String>, path: Impairment) -> Condition {
         Condition { name: name.into(), forward: path.clone(), reverse: path }
     }
 
     /// 100 Mbit/s, RTT 20 ms, nothing lost.
     pub fn clean() -> Condition {
-        Condition::symmetric("clean", PathConfig::standard())
+        Condition::symmetric("clean", standard_path())
     }
 
     /// `percent`% random loss each way.
     pub fn loss(percent: u32) -> Condition {
-        let path = PathConfig { loss_ppm: percent * PPM_PER_PERCENT, ..PathConfig::standard() };
+        let path = Impairment { loss: f64::from(percent) / 100.0, ..standard_path() };
         Condition::symmetric(format!("loss {percent}%"), path)
     }
 
     /// 5% loss, 5% reordering (+0.5..5 ms), 1% duplication, 1% corruption, each way.
     pub fn mixed() -> Condition {
-        let path = PathConfig {
-            loss_ppm: 5 * PPM_PER_PERCENT,
-            reorder_ppm: 5 * PPM_PER_PERCENT,
-            duplicate_ppm: PPM_PER_PERCENT,
-            corrupt_ppm: PPM_PER_PERCENT,
-            ..PathConfig::standard()
-        };
+        let path = Impairment { loss: 0.05, reorder: 0.05, duplicate: 0.01, corrupt: 0.01, ..standard_path() };
         Condition::symmetric("mixed 5/5/1/1", path)
     }
 
     /// A 10 Mbit/s bottleneck with a 32-packet queue (BDP 25 kB, about 17 packets): the
     /// senders' windows overflow it, tail drop does the losing.
     pub fn congested() -> Condition {
-        let path =
-            PathConfig { rate_bps: 10_000_000, queue_packets: 32, queue_bytes: 48 * 1024, ..PathConfig::standard() };
+        let path = Impairment {
+            rate_bps: Some(10_000_000),
+            queue_packets: 32,
+            queue_bytes: Some(48 * 1024),
+            ..standard_path()
+        };
         Condition::symmetric("congested 10M/q32", path)
     }
 
@@ -531,40 +311,14 @@ impl Condition {
 
     pub fn describe(&self) -> String {
         if self.forward == self.reverse {
-            format!("{}: each way {}", self.name, self.forward.describe())
+            format!("{}: each way {}", self.name, describe_path(&self.forward))
         } else {
-            format!("{}: A->B {}; B->A {}", self.name, self.forward.describe(), self.reverse.describe())
+            format!("{}: A->B {}; B->A {}", self.name, describe_path(&self.forward), describe_path(&self.reverse))
         }
     }
 }
 
 // ============================================================================ the simulator
-
-/// A packet in flight, ordered by arrival then by the order it was put on the path.
-struct Pending {
-    arrival: Instant,
-    order: u64,
-    to: Side,
-    packet: Vec<u8>,
-    corrupted: Option<bool>,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        (self.arrival, self.order) == (other.arrival, other.order)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.arrival, self.order).cmp(&(other.arrival, other.order))
-    }
-}
 
 /// One packet as it entered the network, for diagnostics.
 #[derive(Clone, Debug)]
@@ -708,14 +462,13 @@ pub trait App {
 /// How many recent packets a failure report shows.
 const RECENT: usize = 24;
 
-/// Two endpoints, two paths, one PRNG, one virtual clock.
+/// Two endpoints, two paths (each with its own random stream), one virtual clock.
 pub struct Sim {
     pub a: Box<EndpointObj>,
     pub b: Box<EndpointObj>,
-    /// `paths[0]` carries A -> B, `paths[1]` B -> A.
-    pub paths: [Path; 2],
+    /// `paths[0]` carries A -> B, `paths[1]` B -> A; they hold the packets in flight.
+    pub paths: [Impairer; 2],
     pub now: Instant,
-    pub rng: Rng,
     /// Refuse to move the clock past this instant.
     pub max_time: Instant,
     /// Refuse to run more pump iterations than this.
@@ -724,8 +477,6 @@ pub struct Sim {
     /// For failure reports.
     pub label: String,
     pub seed: u64,
-    in_flight: BinaryHeap<Reverse<Pending>>,
-    order: u64,
     recent: VecDeque<Record>,
     retrans: [RetransCounter; 2],
     trace: u64,
@@ -733,6 +484,10 @@ pub struct Sim {
     /// counts its drops (ours), and how many of them it counted as dropped.
     pub corrupt_delivered: [u64; 2],
     pub corrupt_caught: [u64; 2],
+    /// Corrupted copies delivered from each path (A -> B, B -> A) that are still valid
+    /// packets: the damage hit a field no checksum covers (IPv6 traffic class, flow
+    /// label, hop limit), so they are delivered and taken as such.
+    pub corrupt_undetectable: [u64; 2],
     /// Corrupted copies an endpoint that counts drops took in without counting a drop
     /// (the first 16; `corrupt_delivered - corrupt_caught` counts them all).
     pub corrupt_missed: Vec<String>,
@@ -752,21 +507,22 @@ impl Sim {
         Sim {
             a,
             b,
-            paths: [Path::new(condition.forward.clone()), Path::new(condition.reverse.clone())],
+            paths: [
+                Impairer::new(condition.forward.clone(), derive_seed(seed, 1), MAX_PACKET),
+                Impairer::new(condition.reverse.clone(), derive_seed(seed, 5), MAX_PACKET),
+            ],
             now: Instant::ZERO,
-            rng: Rng::new(derive_seed(seed, 1)),
             max_time: Instant::from_secs(3 * 3600),
             max_events: 20_000_000,
             events: 0,
             label: String::new(),
             seed,
-            in_flight: BinaryHeap::new(),
-            order: 0,
             recent: VecDeque::new(),
             retrans: [RetransCounter::default(); 2],
             trace: 0xcbf2_9ce4_8422_2325,
             corrupt_delivered: [0; 2],
             corrupt_caught: [0; 2],
+            corrupt_undetectable: [0; 2],
             corrupt_missed: Vec::new(),
             trace_from: std::env::var("SIM_TRACE")
                 .ok()
@@ -818,36 +574,26 @@ impl Sim {
         let now = self.now;
         let len = packet.len();
         let head = packet[..len.min(64)].to_vec();
-        let fate = self.paths[idx(from)].send(now, packet, &mut self.rng);
+        let fate = self.paths[idx(from)].push(now, &packet);
         let (code, text) = match fate {
-            Fate::TailDrop => (1u8, "tail-dropped (queue full)".to_string()),
+            Fate::TailDropped => (1u8, "tail-dropped (queue full)".to_string()),
             Fate::Lost => (2, "lost".to_string()),
-            Fate::Sent(copies) => {
+            Fate::Held { first, second } => {
                 let mut text = Vec::new();
-                for c in copies {
-                    let mut t = format!("arrives {:?}", c.arrival);
+                for c in std::iter::once(first).chain(second) {
+                    let mut t = format!("arrives {:?}", c.due);
                     if c.reordered {
                         t.push_str(" (held back)");
                     }
                     if c.duplicate {
                         t.push_str(" (duplicate)");
                     }
-                    match c.corrupted {
-                        Some(true) => t.push_str(" CORRUPTED"),
-                        Some(false) => t.push_str(" CORRUPTED in an unchecked field"),
-                        None => {}
+                    if c.corrupted {
+                        t.push_str(" CORRUPTED");
                     }
-                    self.trace = fnv(self.trace, &c.arrival.total_micros().to_le_bytes());
-                    self.trace = fnv(self.trace, &[u8::from(c.corrupted.is_some())]);
+                    self.trace = fnv(self.trace, &c.due.total_micros().to_le_bytes());
+                    self.trace = fnv(self.trace, &[u8::from(c.corrupted)]);
                     text.push(t);
-                    self.order += 1;
-                    self.in_flight.push(Reverse(Pending {
-                        arrival: c.arrival,
-                        order: self.order,
-                        to: from.other(),
-                        packet: c.packet,
-                        corrupted: c.corrupted,
-                    }));
                 }
                 (3, text.join(", "))
             }
@@ -856,29 +602,44 @@ impl Sim {
         self.trace = fnv(self.trace, &[idx(from) as u8, code]);
         self.trace = fnv(self.trace, &(len as u64).to_le_bytes());
         self.trace = fnv(self.trace, &head);
-        let index = self.paths[0].counters.packets + self.paths[1].counters.packets;
+        let index = self.paths[0].counters().packets + self.paths[1].counters().packets;
         self.record(Record { index, time: now, from, len, tcp: info.tcp, fate: text });
         Ok(())
     }
 
-    fn deliver(&mut self, p: Pending) {
+    /// Hand the packets due at `now` on each path to the endpoint at its far end.
+    fn deliver_due(&mut self) {
         let now = self.now;
-        let to = idx(p.to);
-        self.paths[1 - to].counters.delivered += 1;
-        let ep = self.endpoint(p.to);
-        let before = if p.corrupted == Some(true) { ep.drops() } else { None };
-        ep.input(now, &p.packet);
+        for from in [Side::A, Side::B] {
+            let mut due = Vec::new();
+            self.paths[idx(from)].release(now, |p, info| due.push((p.to_vec(), info.corrupted)));
+            for (packet, corrupted) in due {
+                self.deliver(from.other(), &packet, corrupted);
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: Side, packet: &[u8], corrupted: bool) {
+        let now = self.now;
+        // A corrupted copy the independent parser still takes is a valid packet (the
+        // damage hit a field no checksum covers): nothing to catch.
+        let detectable = corrupted && inspect(packet).is_err();
+        if corrupted && !detectable {
+            self.corrupt_undetectable[idx(to.other())] += 1;
+        }
+        let to_i = idx(to);
+        let ep = self.endpoint(to);
+        let before = if detectable { ep.drops() } else { None };
+        ep.input(now, packet);
         if let Some(before) = before {
-            self.corrupt_delivered[to] += 1;
-            let after = self.endpoint(p.to).drops().unwrap_or(before);
+            self.corrupt_delivered[to_i] += 1;
+            let after = self.endpoint(to).drops().unwrap_or(before);
             if after > before {
-                self.corrupt_caught[to] += 1;
+                self.corrupt_caught[to_i] += 1;
             } else if self.corrupt_missed.len() < 16 {
-                let name = self.endpoint(p.to).name();
-                self.corrupt_missed.push(format!(
-                    "{name} took a corrupted packet at {now:?} without counting a drop: {:02x?}",
-                    p.packet
-                ));
+                let name = self.endpoint(to).name();
+                self.corrupt_missed
+                    .push(format!("{name} took a corrupted packet at {now:?} without counting a drop: {packet:02x?}"));
             }
         }
     }
@@ -889,7 +650,7 @@ impl Sim {
         let mut s = format!(
             "  progress: {progress}\n  now {now:?}, {} events, {} packets in flight",
             self.events,
-            self.in_flight.len()
+            self.paths[0].held() + self.paths[1].held()
         );
         for side in [Side::A, Side::B] {
             let ep = self.endpoint(side);
@@ -897,15 +658,17 @@ impl Sim {
             s.push_str(&format!("\n  {side:?} {name}: {state}, next timer {deadline:?}\n      {diag}"));
         }
         for (i, dir) in ["A->B", "B->A"].iter().enumerate() {
-            let (qp, qb) = self.paths[i].queued(now);
-            s.push_str(&format!("\n  {dir}: {:?}, queued {qp} pkts / {qb} B", self.paths[i].counters));
+            let (qp, qb) = self.paths[i].queue(now);
+            let (held, k) = (self.paths[i].held(), self.paths[i].counters());
+            s.push_str(&format!("\n  {dir}: {k}; in the queue {qp} pkts / {qb} B, in flight {held}"));
         }
         s.push_str(&format!(
-            "\n  retransmitted data segments: A {} B {}; corrupted delivered {:?}, caught {:?}",
+            "\n  retransmitted data segments: A {} B {}; corrupted delivered {:?}, caught {:?}, undetectable {:?}",
             self.retransmitted(Side::A),
             self.retransmitted(Side::B),
             self.corrupt_delivered,
-            self.corrupt_caught
+            self.corrupt_caught,
+            self.corrupt_undetectable
         ));
         for m in &self.corrupt_missed {
             s.push_str(&format!("\n  {m}"));
@@ -946,10 +709,7 @@ impl Sim {
                     ep.on_timeout(now);
                 }
             }
-            while self.in_flight.peek().is_some_and(|p| p.0.arrival <= now) {
-                let Reverse(p) = self.in_flight.pop().unwrap();
-                self.deliver(p);
-            }
+            self.deliver_due();
             match app.step(&mut *self.a, &mut *self.b, now) {
                 Ok(true) => return Ok(now),
                 Ok(false) => {}
@@ -964,10 +724,15 @@ impl Sim {
                     }
                 }
             }
-            let next = [self.in_flight.peek().map(|p| p.0.arrival), self.a.deadline(now), self.b.deadline(now)]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = [
+                self.paths[0].next_release(),
+                self.paths[1].next_release(),
+                self.a.deadline(now),
+                self.b.deadline(now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let Some(next) = next else {
                 let m = "no packet in flight and no timer pending".to_string();
                 return Err(self.fail(FailKind::Stall, what, m, app));
@@ -1115,7 +880,9 @@ pub struct RunReport {
     /// Data segments the sender retransmitted (seen on the wire).
     pub retransmitted: u64,
     /// A -> B and B -> A.
-    pub paths: [PathCounters; 2],
+    pub paths: [ImpairCounters; 2],
+    /// Corrupted copies from each path that were still valid packets.
+    pub corrupt_undetectable: [u64; 2],
     pub corrupt_delivered: [u64; 2],
     pub corrupt_caught: [u64; 2],
     pub corrupt_missed: Vec<String>,
@@ -1400,7 +1167,8 @@ pub fn run(scenario: &Scenario) -> Result<RunReport, SimError> {
         received_sha256: app.received_hash.clone().finalize().into(),
         first_mismatch: app.first_mismatch,
         retransmitted: sim.retransmitted(Side::A),
-        paths: [sim.paths[0].counters, sim.paths[1].counters],
+        paths: [sim.paths[0].counters(), sim.paths[1].counters()],
+        corrupt_undetectable: sim.corrupt_undetectable,
         corrupt_delivered: sim.corrupt_delivered,
         corrupt_caught: sim.corrupt_caught,
         corrupt_missed: sim.corrupt_missed.clone(),

@@ -21,9 +21,9 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Files named `open-*` under `fuzz/regressions/<target>/` reproduce core bugs that are
-/// not fixed yet: `replay_regressions` skips them and `replay_open_bugs` runs them with
-/// the harness's avoidance off (mark it ignored while one is open). Once a bug is fixed,
-/// rename the file `fixed-*`.
+/// not fixed yet: `replay_regressions` skips them and `replay_open_bugs` runs them (mark
+/// it `#[ignore]` while one is open, so the suite stays green and the input stays a
+/// test). Once a bug is fixed, rename the file `fixed-*`.
 fn is_open_bug(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("open-"))
 }
@@ -59,11 +59,10 @@ fn replay_regressions() {
     }
 }
 
-/// Open-bug reproducers (`open-*`), with the harness's bug avoidance off; none are
-/// open today (the fixed ones are `fixed-*` and run in `replay_regressions`).
+/// Open-bug reproducers (`open-*`); none are open today (the fixed ones are `fixed-*`
+/// and run in `replay_regressions`).
 #[test]
 fn replay_open_bugs() {
-    fuzzing::set_avoid_known_bugs(false);
     for (target, entry) in TARGETS {
         replay_filtered(target, entry, "regressions", is_open_bug);
     }
@@ -124,9 +123,9 @@ mod found {
     use tunstack::seq::SeqNum;
     use tunstack::wire::{TcpFlags, TcpOptions, TcpRepr};
     use tunstack::TcpState;
-    use tunstack_tests::fuzzing::{self, World, PEER_V4, STACK_V4};
+    use tunstack_tests::fuzzing::{World, PEER_V4, STACK_V4};
 
-    /// Found by `prop_state_machine::events_keep_invariants` (minimal case: RST|ACK,
+    /// Found by `prop`'s `state_machine::events_keep_invariants` (minimal case: RST|ACK,
     /// SYN, Close). A connection reset by the peer stays as a CLOSED handle the
     /// application still holds (not in the demux any more). A new SYN on the same 4-tuple
     /// then reaches the listener, which creates a SYN-RECEIVED child for that 4-tuple.
@@ -137,7 +136,6 @@ mod found {
     /// its 4-tuple". `tcp_abort` on the old handle does the same.
     #[test]
     fn close_of_reset_handle_keeps_new_connection_on_same_tuple() {
-        fuzzing::set_avoid_known_bugs(false); // reproduce, do not step around
         let mut w = World::new(1);
         let local = SocketAddr::new(IpAddr::V4(STACK_V4), 80);
         let l = w.stack.tcp_listen(local, 4).unwrap();
@@ -184,7 +182,6 @@ mod found {
     /// ESTABLISHED, or at least the SYN must be resent with it.
     #[test]
     fn close_in_syn_received_then_rto() {
-        fuzzing::set_avoid_known_bugs(false); // reproduce, do not step around
         let mut w = World::new(1);
         let remote = SocketAddr::new(IpAddr::V4(PEER_V4), 8080);
         let h = w.stack.tcp_connect(w.now, remote, None).unwrap();
@@ -224,7 +221,6 @@ mod found {
     /// earliest unacknowledged segment and restart the timer.
     #[test]
     fn rto_retransmission_held_by_sws_leaves_no_timer() {
-        fuzzing::set_avoid_known_bugs(false); // reproduce, do not step around
         let mut w = World::new(1);
         let local = SocketAddr::new(IpAddr::V4(STACK_V4), 80);
         let l = w.stack.tcp_listen(local, 4).unwrap();
@@ -263,7 +259,6 @@ mod found {
     /// `rcv_wnd` underflows). Plain active opens (SYN-ACK) are affected as well, as below.
     #[test]
     fn active_open_window_bounded_by_buffer() {
-        fuzzing::set_avoid_known_bugs(false); // reproduce, do not step around
         let mut w = World::new(1);
         let remote = SocketAddr::new(IpAddr::V4(PEER_V4), 8080);
         let h = w.stack.tcp_connect(w.now, remote, None).unwrap();

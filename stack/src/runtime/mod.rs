@@ -34,14 +34,13 @@
 //! # Impairment and capture
 //!
 //! With [`RuntimeConfig::impair`] set, the TUN device is wrapped in
-//! [`device::Impaired`] (loss, reordering, duplication, corruption, delay, rate; see
-//! [`impair`]); with [`RuntimeConfig::pcap`], in [`device::Pcap`], which writes every
+//! [`device::Impaired`] (loss, reordering, duplication, corruption, delay, rate; the
+//! link model of [`crate::link`]); with [`RuntimeConfig::pcap`], in [`device::Pcap`], which writes every
 //! packet the stack reads or writes to a capture file. Any [`device::Device`] can be
 //! wrapped the same way and given to [`Runtime::with_device`].
 
 pub mod device;
 pub mod ifconfig;
-pub mod impair;
 
 pub(crate) mod driver;
 pub(crate) mod engine;
@@ -65,12 +64,14 @@ use crate::socket::{Readiness, SocketHandle, SocketInfo};
 use crate::stack::{Stack, Stats};
 use crate::time::Instant;
 
+pub use self::device::ImpairmentStats;
 use self::device::{Device, ImpairHandle, Impaired, Pcap, TunDevice};
 use self::engine::{Engine, Kick};
 use self::sys::EventFd;
 pub(crate) use self::wait::WaitMode;
 
-pub use self::impair::{ImpairCounters, Impairer, Impairment, ImpairmentStats};
+/// The link model the impairment applies, re-exported from the core ([`crate::link`]).
+pub use crate::link::{ImpairCounters, Impairer, Impairment};
 
 /// What the runtime needs to create and configure the TUN device.
 #[derive(Clone, Debug)]
@@ -89,7 +90,7 @@ pub struct RuntimeConfig {
     /// `stack.mtu` is overwritten with `mtu`. A zero `stack.seed` is replaced with one
     /// read from the OS entropy source.
     pub stack: Config,
-    /// Impair the link in both directions (see [`impair`]); `None` (the default) passes
+    /// Impair the link in both directions (see [`crate::link`]); `None` (the default) passes
     /// every packet straight through.
     pub impair: Option<Impairment>,
     /// Write every packet the stack reads or writes to this pcap file (LINKTYPE_RAW;

@@ -1,5 +1,5 @@
-//! An impairment middleware: [`Impaired`] puts the link model of
-//! [`crate::runtime::impair`] (loss, corruption, rate, delay, reordering, duplication)
+//! An impairment middleware: [`Impaired`] puts the link model of [`crate::link`]
+//! (rate with a bounded queue, loss, delay, reordering, duplication, corruption)
 //! between a device and the stack, one [`Impairer`] per direction, each with its own
 //! random sequence from the one seed:
 //!
@@ -12,13 +12,29 @@
 //! (the runtime wakes up at [`Device::poll_at`] and reads), towards the device below
 //! through `send` and [`Device::poll`].
 
+use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::Device;
-use crate::runtime::impair::{Impairer, Impairment, ImpairmentStats};
+use crate::link::{ImpairCounters, Impairer, Impairment};
 use crate::time::Instant;
+
+/// Both directions' counters ([`crate::runtime::Runtime::impairment_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImpairmentStats {
+    /// Packets read from the device, on their way to the core.
+    pub rx: ImpairCounters,
+    /// Packets from the core, on their way to the device.
+    pub tx: ImpairCounters,
+}
+
+impl fmt::Display for ImpairmentStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "device->stack: {}; stack->device: {}", self.rx, self.tx)
+    }
+}
 
 /// A device behind an impaired link; see the module documentation.
 pub struct Impaired<D> {
@@ -60,7 +76,8 @@ impl ImpairHandle {
 }
 
 impl<D: Device> Impaired<D> {
-    /// Impair `inner`'s link in both directions as `cfg` says (validated first).
+    /// Impair `inner`'s link in both directions as `cfg` says (validated first: an
+    /// invalid configuration is `InvalidInput`).
     pub fn new(inner: D, cfg: Impairment) -> io::Result<Impaired<D>> {
         cfg.validate()?;
         let mtu = inner.mtu();
@@ -76,7 +93,7 @@ impl<D: Device> Impaired<D> {
     /// Write the tx packets due at `now` to the device below.
     fn release_tx(&self, now: Instant) {
         let mut tx = lock(&self.dirs.tx);
-        tx.release(now, |pkt| {
+        tx.release(now, |pkt, _| {
             if let Err(e) = self.inner.send(now, pkt) {
                 tracing::debug!(len = pkt.len(), error = %e, "device write failed, packet dropped");
             }

@@ -9,7 +9,7 @@
 //!   Impaired<MemDevice>            a lossy in-memory link between two stacks
 //! ```
 //!
-//! - [`Impaired`] applies the link model of [`crate::runtime::impair`] (loss,
+//! - [`Impaired`] applies the link model of [`crate::link`] (loss,
 //!   reordering, duplication, corruption, delay, rate) to each direction;
 //! - [`Pcap`] writes every packet to a capture file (LINKTYPE_RAW) that tshark and
 //!   Wireshark read.
@@ -30,7 +30,7 @@ use std::os::fd::BorrowedFd;
 
 use crate::time::Instant;
 
-pub use self::impair::{ImpairHandle, Impaired};
+pub use self::impair::{ImpairHandle, Impaired, ImpairmentStats};
 pub use self::mem::{MemDevice, MemStats, MEM_QUEUE_PACKETS};
 pub use self::pcap::{Pcap, PcapWriter, LINKTYPE_RAW};
 #[cfg(test)]

@@ -1,12 +1,10 @@
 //! curl against the demo HTTP server through a TUN device (in a network namespace):
 //! status codes, bodies, one connection reused for two URLs, IPv6.
 
-mod e2e_util;
-
 use std::time::Duration;
 
+use crate::e2e_util::*;
 use demo::HttpServer;
-use e2e_util::*;
 use tunstack_tests::netns::{self, NetNs};
 
 const CURL_TIMEOUT: Duration = Duration::from_secs(40);

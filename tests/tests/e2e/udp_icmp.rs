@@ -2,14 +2,12 @@
 //! ping (ICMP and ICMPv6 echo), the kernel's UDP talking to the demo echo server, and
 //! port unreachable for a closed UDP port.
 
-mod e2e_util;
-
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use crate::e2e_util::*;
 use demo::EchoServer;
-use e2e_util::*;
 use tunstack_tests::netns::{self, NetNs};
 
 const ECHO_PORT: u16 = 7;

@@ -2,8 +2,6 @@
 //! the kernel's TCP as client of the demo echo server, refused connections, our stack
 //! as client of a kernel listener, and 100 concurrent connections.
 
-mod e2e_util;
-
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -11,8 +9,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::e2e_util::*;
 use demo::EchoServer;
-use e2e_util::*;
 use tunstack::wire::DropReason;
 use tunstack_tests::netns::{self, NetNs};
 

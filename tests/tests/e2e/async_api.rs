@@ -3,14 +3,12 @@
 //! with curl, and `tokio::io::copy_bidirectional` forwarding 64 MiB each way between a
 //! tunstack connection and a kernel one, hashes checked.
 
-mod e2e_util;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener as KernelListener};
 use std::thread;
 use std::time::Duration;
 
-use e2e_util::*;
+use crate::e2e_util::*;
 use tunstack::runtime::RuntimeConfig;
 use tunstack::tokio::{AsyncRuntime, TcpListener};
 use tunstack_tests::netns::{self, NetNs};

@@ -8,16 +8,14 @@
 //! device, byte for byte. They are built by hand here, independently of the stack's
 //! own wire code.
 
-mod e2e_util;
-
 use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use crate::e2e_util::*;
 use demo::EchoServer;
-use e2e_util::*;
 use tunstack::wire::DropReason;
 use tunstack::Stats;
 use tunstack_tests::netns::{self, NetNs};

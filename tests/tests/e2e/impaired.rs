@@ -1,13 +1,11 @@
 //! TCP through an impaired TUN link (the runtime's own impairment layer, see
-//! `tunstack::runtime::impair`), each test in its own network namespace: the kernel's
+//! `tunstack::link`), each test in its own network namespace: the kernel's
 //! TCP moves data through the demo echo server while packets are lost, reordered,
 //! duplicated or corrupted in both directions, and every byte must come back intact.
 //!
 //! Nothing here asserts on time: the transfers are bounded (they fail with a diagnostic
 //! after [`TRANSFER_LIMIT`]) and print the throughput they reached and the impairment
 //! counters.
-
-mod e2e_util;
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
@@ -16,8 +14,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::e2e_util::*;
 use demo::EchoServer;
-use e2e_util::*;
 use sha2::{Digest, Sha256};
 use tunstack::runtime::{Impairment, Runtime, RuntimeConfig};
 use tunstack::wire::DropReason;

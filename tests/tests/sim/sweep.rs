@@ -10,21 +10,15 @@ const BYTES: usize = 1_000_000;
 
 /// 10% loss, 10% reordering, 5% duplication, 5% corruption each way.
 fn harsh() -> Condition {
-    let path = PathConfig {
-        loss_ppm: 10 * PPM_PER_PERCENT,
-        reorder_ppm: 10 * PPM_PER_PERCENT,
-        duplicate_ppm: 5 * PPM_PER_PERCENT,
-        corrupt_ppm: 5 * PPM_PER_PERCENT,
-        ..PathConfig::standard()
-    };
+    let path = Impairment { loss: 0.10, reorder: 0.10, duplicate: 0.05, corrupt: 0.05, ..standard_path() };
     Condition::symmetric("harsh 10/10/5/5", path)
 }
 
 /// The congested bottleneck plus 2% random loss and 2% reordering.
 fn congested_lossy() -> Condition {
     let mut c = Condition::congested();
-    c.forward.loss_ppm = 2 * PPM_PER_PERCENT;
-    c.forward.reorder_ppm = 2 * PPM_PER_PERCENT;
+    c.forward.loss = 0.02;
+    c.forward.reorder = 0.02;
     c.reverse = c.forward.clone();
     c.name = "congested+2% loss/reorder".into();
     c

@@ -1,7 +1,6 @@
-//! Helpers shared by the TUN end-to-end tests (`e2e_*.rs`). Every function here is
+//! Helpers shared by the TUN end-to-end tests (the modules of this binary). Every function here is
 //! meant to be called from inside `NetNs::run`, i.e. on a thread in the test's
 //! network namespace.
-#![allow(dead_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
@@ -30,19 +29,10 @@ pub fn start_runtime() -> Runtime {
     rt
 }
 
-/// Deterministic, seed-dependent bytes (xorshift64*), so that data of different
+/// Deterministic, seed-dependent bytes (the core's PRNG), so that data of different
 /// connections differs.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    tunstack_tests::sim::payload(seed, len)
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {

@@ -154,7 +154,7 @@ fn setup() -> impl Strategy<Value = ConnSetup> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(crate::config(300))]
 
     /// Any events: invariants after each, no panic, no leak.
     #[test]

@@ -3,12 +3,10 @@
 //! ends up with has the tables filled in from `/dashboard.json`), and a capture written
 //! by the `Pcap` middleware, read back by tshark.
 
-mod e2e_util;
-
 use std::time::Duration;
 
+use crate::e2e_util::*;
 use demo::{EchoServer, HttpServer};
-use e2e_util::*;
 use tunstack::runtime::{Runtime, RuntimeConfig};
 use tunstack_tests::netns::{self, NetNs};
 

@@ -5,8 +5,6 @@
 //! `cargo build -p demo` (the same profile as the tests; .ci/run does this). The test
 //! fails with that advice when the binary is missing or older than its sources.
 
-mod e2e_util;
-
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -14,7 +12,7 @@ use std::process::Child;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use e2e_util::*;
+use crate::e2e_util::*;
 use tunstack_tests::netns::{self, NetNs};
 
 /// target/<profile>/demo, next to the deps/ directory holding this test binary.

@@ -8,16 +8,14 @@
 //!   tunstack to a kernel server behind the device (10.0.0.1:9102), and a host UDP
 //!   socket on 127.0.0.1:9001 to 10.0.0.1:9103.
 
-mod e2e_util;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
+use crate::e2e_util::*;
 use demo::dashboard::Flows;
 use demo::forward::{Inbound, Outbound};
-use e2e_util::*;
 use tunstack::runtime::RuntimeConfig;
 use tunstack::tokio::AsyncRuntime;
 use tunstack_tests::netns::{self, NetNs};

@@ -1,0 +1,12 @@
+//! The network simulator (`tunstack_tests::sim`, over the core's link model
+//! `tunstack::link`): whole transfers through a bottleneck with loss, reordering,
+//! duplication and corruption, deterministic and seeded. No root.
+
+/// tunstack against tunstack under each standard condition.
+mod against_self;
+/// tunstack against smoltcp, each direction, under each standard condition.
+mod against_smoltcp;
+/// The simulator itself: seeds, conditions, guard rails, determinism, bit flips.
+mod model;
+/// Many seeds, smaller transfers, harsher conditions.
+mod sweep;
