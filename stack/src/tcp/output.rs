@@ -266,8 +266,25 @@ impl Conn {
         if !self.pending.ack {
             return None;
         }
-        let seq = self.snd.nxt;
+        let seq = self.pure_ack_seq();
         Some(self.segment(now, seq, TcpFlags::ACK, 0))
+    }
+
+    /// SEG.SEQ of a segment without data: SND.NXT, unless SND.NXT lies past the right
+    /// edge of the peer's window (a zero-window probe's octet, or a window the peer
+    /// shrank), and then that edge. The receiver's acceptability test (RFC 9293
+    /// 3.10.7.4) rejects an empty segment beyond its window, ACK field included, and a
+    /// zero window accepts only SEG.SEQ = RCV.NXT; with SND.NXT one past a probe's
+    /// octet both ends could stall, each waiting for the other's ACK. Linux does the
+    /// same (`tcp_acceptable_seq`).
+    pub(super) fn pure_ack_seq(&self) -> SeqNum {
+        let edge = self.snd.una + self.snd.wnd;
+        // Before our SYN is acknowledged SND.WND means nothing yet.
+        if self.snd.una > self.snd.iss && self.snd.nxt > edge {
+            edge
+        } else {
+            self.snd.nxt
+        }
     }
 
     fn emit_syn(&mut self, now: Instant) -> Outgoing {

@@ -293,6 +293,28 @@ fn test_zero_window_probe_and_reopening() {
     assert!(h.stack.poll_timeout().is_none(), "no timer left");
 }
 
+/// With a zero-window probe's octet outstanding, our ACKs carry SEG.SEQ = SND.UNA (the
+/// peer's RCV.NXT, the only sequence number its zero window accepts, RFC 9293
+/// 3.10.7.4), not SND.NXT one past it: otherwise the peer drops them, ACK field and
+/// all, and both ends can wait for each other (seen as a 30 s stall between two of our
+/// stacks on a lossy link).
+#[test]
+fn test_acks_stay_acceptable_while_a_probe_is_outstanding() {
+    let mut h = established_irs_with(config());
+    let iss = h.iss;
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(0) => []);
+    h.stack.tcp_send(h.conn(), b"abc").unwrap();
+    h.expect_nothing();
+    let t1 = h.stack.poll_timeout().expect("persist timer armed");
+    h.timers_at(t1);
+    h.expect(&[h.reply(ACK, iss + 1, X + 1).data(b"a").psh_any()]);
+    // The peer, window still closed, sends data: the ACK is at SND.UNA.
+    send!(h, h.seg(PSH | ACK, X + 1, iss + 1).win(0).data(b"xyz") => [h.reply(ACK, iss + 1, X + 4).win(4093)]);
+    // Once the window opens, SND.NXT is back in it.
+    send!(h, h.seg(ACK, X + 4, iss + 2).win(1000) => [h.reply(PSH | ACK, iss + 2, X + 4).win(4093).data(b"bc")]);
+    assert_eq!(h.read_all(), b"xyz");
+}
+
 // ------------------------------------------------------------------ RFC 7323
 
 /// PAWS (RFC 7323 5.3): a segment whose timestamp is older than TS.Recent is dropped and
