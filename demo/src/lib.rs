@@ -9,6 +9,7 @@ pub mod apps;
 pub mod echo;
 pub mod http;
 pub mod netns;
+pub mod script_linux;
 mod server;
 pub mod signal;
 

@@ -5,6 +5,7 @@
 //!           [--mtu N] [--pcap FILE] [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
 //!           [--delay MS] [--rate MBIT] [--seed N]
 //! demo http [same options]
+//! demo script [--linux | --both] [-q] FILE|DIR...
 //! ```
 //! `demo echo` runs on the blocking API (a thread per connection), `demo http` on the
 //! async one (hyper on tunstack's tokio API, one thread for everything). The impairment
@@ -22,6 +23,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod impair_opts;
+mod script_cmd;
 
 use impair_opts::ImpairOpts;
 
@@ -52,6 +54,8 @@ enum Command {
     Echo(Opts),
     /// HTTP/1.1 server showing the stack's sockets and counters (default port 80).
     Http(Opts),
+    /// Run packetdrill-style scripts against the core (virtual time), or Linux (--linux).
+    Script(script_cmd::ScriptArgs),
 }
 
 #[derive(Args, Debug)]
@@ -178,6 +182,7 @@ fn run(command: Command) -> Result<(), String> {
     let (kind, opts) = match command {
         Command::Echo(o) => (Kind::Echo, o),
         Command::Http(o) => (Kind::Http, o),
+        Command::Script(a) => return script_cmd::run(a),
     };
     opts.validate()?;
     let port = opts.port.unwrap_or(match kind {
@@ -358,6 +363,7 @@ mod tests {
     fn opts(cli: Cli) -> Opts {
         match cli.command {
             Command::Echo(o) | Command::Http(o) => o,
+            Command::Script(_) => panic!("not a server subcommand"),
         }
     }
 
