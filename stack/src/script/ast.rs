@@ -58,6 +58,10 @@ pub struct Settings {
     /// order and with their NOP/EOL padding, as packetdrill does. By default the
     /// options and their values are compared but not their layout.
     pub strict_option_layout: bool,
+    /// `--psh_any` (tunstack's addition): outbound PSH flags are not compared. Where a
+    /// stack sets PSH inside a burst (every segment, the last of a write, when the
+    /// window stops it) is its choice.
+    pub psh_any: bool,
 }
 
 pub const DEFAULT_LOCAL_V4: [u8; 4] = [192, 168, 0, 1];
@@ -80,6 +84,7 @@ impl Default for Settings {
             tcp_ts_ecr_scaled: false,
             strict_segments: false,
             strict_option_layout: false,
+            psh_any: false,
         }
     }
 }

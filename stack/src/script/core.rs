@@ -897,8 +897,14 @@ impl Target for CoreTarget {
                 };
                 true
             }
+            // RACK (bit 0 of tcp_recovery) and the tail loss probe (tcp_early_retrans 3
+            // or 4) are one switch in the core: turning either off turns off both.
             "net.ipv4.tcp_recovery" => {
-                cfg.rack_tlp = int()? & 1 != 0;
+                cfg.rack_tlp = cfg.rack_tlp && int()? & 1 != 0;
+                true
+            }
+            "net.ipv4.tcp_early_retrans" => {
+                cfg.rack_tlp = cfg.rack_tlp && int()? >= 3;
                 true
             }
             "net.ipv4.tcp_rto_min_us" => {

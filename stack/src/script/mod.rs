@@ -33,7 +33,8 @@
 //! `--remote_ip=IP` (the script's host, default 192.0.2.1 / 2001:db8::1),
 //! `--bind_port=N` and `--connect_port=N` (default 8080), `--mtu=N` (default 1500),
 //! `--tcp_ts_tick_usecs=N`, `--tcp_ts_ecr_scaled`, `--strict_segments`, and
-//! tunstack's `--strict_option_layout`.
+//! tunstack's `--strict_option_layout` and `--psh_any` (PSH of outbound segments is
+//! not compared: where a stack sets it within a burst is its choice).
 //!
 //! **Times**: `0` or `1.5` (seconds since the start), `+0.1` (after the previous event),
 //! and for outbound packets only `*` (any time) and ranges `0.1~0.2` / `+0.1~+0.2`. An
@@ -84,7 +85,8 @@
 //! `net.ipv6.*`, namespace-local); other shell commands are not supported. The core
 //! maps the sysctls it has an equivalent of to its [`crate::Config`] (timestamps, sack,
 //! window_scaling, syn/synack_retries, retries2, rmem/wmem maximum, congestion_control,
-//! recovery, rto_min_us, keepalive_time/intvl/probes); the others have no effect on it.
+//! recovery and early_retrans (RACK-TLP: off if either turns its part off), rto_min_us,
+//! keepalive_time/intvl/probes); the others have no effect on it.
 //!
 //! Not supported: `%{ }%` Python blocks, `sendmsg`/`recvmsg`/`poll`/`epoll`/`ioctl`,
 //! explicit addresses and buffers, IP header fields (tos, ecn, ttl, flowlabel),
@@ -180,3 +182,6 @@ pub fn verdict(script: &Script, report: &Report) -> Verdict {
         (Some(why), true) => Verdict::UnexpectedPass(why.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -157,7 +157,7 @@ fn parse_options(src: &str) -> Result<(Settings, String)> {
 }
 
 const SUPPORTED_OPTIONS: &str = "ip_version, tolerance_usecs, tolerance_percent, local_ip, remote_ip, bind_port, \
-     connect_port, mtu, tcp_ts_tick_usecs, tcp_ts_ecr_scaled, strict_segments, strict_option_layout";
+     connect_port, mtu, tcp_ts_tick_usecs, tcp_ts_ecr_scaled, strict_segments, strict_option_layout, psh_any";
 
 fn apply_option(
     s: &mut Settings,
@@ -247,6 +247,7 @@ fn apply_option(
         "tcp_ts_ecr_scaled" => s.tcp_ts_ecr_scaled = flag(value)?,
         "strict_segments" => s.strict_segments = flag(value)?,
         "strict_option_layout" => s.strict_option_layout = flag(value)?,
+        "psh_any" => s.psh_any = flag(value)?,
         _ => return error(line, format!("option --{name} is not supported (supported: {SUPPORTED_OPTIONS})")),
     }
     Ok(())

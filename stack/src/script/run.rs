@@ -15,14 +15,16 @@
 //! - **sequence numbers**: inbound packets use the script's numbers as they are (the
 //!   script's host starts at its own ISN); the system under test's ISN is learned from
 //!   its first SYN or SYN-ACK and its sequence numbers, and the `ack` and SACK blocks
-//!   of inbound packets, are shifted by it.
+//!   of inbound packets, are shifted by it. (A new inbound SYN on a passively opened
+//!   connection lets the next SYN-ACK teach it again: a new connection on the same
+//!   ports, after a RST or in TIME-WAIT.)
 //! - **timestamps**: inbound TS val are used as written; an inbound TS ecr must echo an
 //!   outbound TS val the script wrote, and is mapped to the value the system under test
 //!   really sent. Outbound TS val are not compared unless `--tcp_ts_tick_usecs` is set;
 //!   outbound TS ecr are compared exactly (they echo values the script chose).
 //! - **outbound packets**: flags, sequence number and length, ack (with ACK), window
 //!   (when the script gives `win`), options (unless `<...>`; their layout only with
-//!   `--strict_option_layout`), payload. Several consecutive segments may make up one
+//!   `--strict_option_layout`), payload; PSH too unless `--psh_any`. Several consecutive segments may make up one
 //!   script line (TSO/GSO, unless `--strict_segments`). Packets between other
 //!   addresses are ignored. Packets still queued when the script ends are listed, not
 //!   checked.
@@ -570,6 +572,12 @@ impl Runner<'_, '_> {
                 }
                 let scaled = self.s.tcp_ts_ecr_scaled;
                 let flow = self.flow.as_mut().expect("set above");
+                // A new SYN from the script's host on a passively opened connection
+                // may open a new one on the same ports (after a RST, in TIME-WAIT): the
+                // SYN-ACK that answers it teaches the ISN again.
+                if flow.kind == FlowKind::Passive && t.flags & (flag::SYN | flag::ACK) == flag::SYN {
+                    flow.isn_known = false;
+                }
                 if flow.kind == FlowKind::Udp {
                     return fail(line, "a TCP packet, but the socket under test is a UDP socket");
                 }
@@ -842,7 +850,14 @@ impl Runner<'_, '_> {
                     (want_sp, want_dp) != (seg.src_port, seg.dst_port),
                     &mut diffs,
                 );
-                row("flags", flags_str(spec.flags), flags_str(seg.flags), spec.flags != seg.flags, &mut diffs);
+                let mask = if self.s.psh_any { !flag::PSH } else { !0 };
+                row(
+                    "flags",
+                    flags_str(spec.flags),
+                    flags_str(seg.flags),
+                    spec.flags & mask != seg.flags & mask,
+                    &mut diffs,
+                );
                 let seq = seg.seq.wrapping_sub(flow.local_off);
                 let len = seg.payload.len();
                 row(
