@@ -12,6 +12,7 @@ pub mod forward;
 pub mod gateway;
 pub mod http;
 pub mod netns;
+pub mod script_linux;
 mod server;
 pub mod signal;
 

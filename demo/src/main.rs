@@ -5,6 +5,7 @@
 //!           [--mtu N] [--pcap FILE] [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
 //!           [--delay MS] [--rate MBIT] [--seed N]
 //! demo http [same options]
+//! demo script [--linux | --both] [-q] FILE|DIR...
 //! ```
 //! `demo echo` runs on the blocking API (a thread per connection), `demo http` on the
 //! async one (hyper on tunstack's tokio API, one thread for everything). The impairment
@@ -22,6 +23,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod impair_opts;
+mod script_cmd;
 
 use impair_opts::ImpairOpts;
 
@@ -61,6 +63,8 @@ enum Command {
     /// it sends is terminated, checked by the policy (--rules) and relayed with host
     /// sockets from the gateway's own namespace; dashboard on --port (default 80).
     Gateway(GatewayOpts),
+    /// Run packetdrill-style scripts against the core (virtual time), or Linux (--linux).
+    Script(script_cmd::ScriptArgs),
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +226,7 @@ fn run(command: Command) -> Result<(), String> {
         Command::Echo(o) => (Kind::Echo, o, Vec::new(), Vec::new()),
         Command::Http(o) => (Kind::Http, o, Vec::new(), Vec::new()),
         Command::Forward(f) => (Kind::Forward, f.opts, f.ins, f.outs),
+        Command::Script(a) => return script_cmd::run(a),
         Command::Gateway(g) => {
             demo::netns::validate_name(&g.client_ns)?;
             client_ns = Some(g.client_ns);
@@ -456,6 +461,7 @@ mod tests {
             Command::Echo(o) | Command::Http(o) => o,
             Command::Forward(f) => f.opts,
             Command::Gateway(g) => g.opts,
+            Command::Script(_) => panic!("not a server subcommand"),
         }
     }
 

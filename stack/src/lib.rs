@@ -24,6 +24,8 @@ pub mod ports;
 pub mod rand;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "script")]
+pub mod script;
 pub mod seq;
 pub mod socket;
 pub mod stack;
