@@ -146,7 +146,8 @@ fn stack_json(s: &Stack, now: Instant) -> Value {
                         "cwnd": i.cwnd, "ssthresh": i.ssthresh, "mss": i.mss,
                         "srtt_ms": i.srtt.map(|d| d.as_secs_f64() * 1000.0),
                         "rto_ms": i.rto.as_secs_f64() * 1000.0,
-                        "retransmits": i.retransmits, "snd_wnd": i.snd_wnd, "rcv_wnd": i.rcv_wnd,
+                        "retransmits": i.retransmits, "bytes_acked": i.bytes_acked,
+                        "bytes_received": i.bytes_received, "snd_wnd": i.snd_wnd, "rcv_wnd": i.rcv_wnd,
                         "in_recovery": i.in_recovery, "congestion": format!("{:?}", i.congestion),
                     })
                 }),

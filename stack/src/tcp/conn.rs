@@ -194,6 +194,10 @@ pub(crate) struct Conn {
     pub orphan: bool,
     /// Retransmissions performed (for `Stats::tcp_retransmits`).
     pub retransmits: u64,
+    /// Data octets the peer acknowledged, and data octets received in order (RFC 4898's
+    /// HCThruOctetsAcked / HCThruOctetsReceived, Linux's tcpi_bytes_acked/_received).
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
 
     pub(super) snd: SendSeq,
     pub(super) rcv: RecvSeq,
@@ -251,6 +255,8 @@ impl Conn {
             active,
             orphan: false,
             retransmits: 0,
+            bytes_acked: 0,
+            bytes_received: 0,
             snd: SendSeq {
                 iss,
                 una: iss,
@@ -653,6 +659,8 @@ impl Conn {
             srtt: self.rtt.srtt(),
             rto: self.rtt.rto(),
             retransmits: self.retransmits,
+            bytes_acked: self.bytes_acked,
+            bytes_received: self.bytes_received,
         }
     }
 

@@ -350,6 +350,7 @@ impl Conn {
             self.close.fin_acked = true;
         }
         self.tx.drain_acked(data_acked);
+        self.bytes_acked += data_acked as u64;
         self.snd.una = ack;
         self.retries = 0;
         self.pending.window_probe = false;
@@ -439,6 +440,7 @@ impl Conn {
                 advanced = self.rx.write(self.rcv.nxt, seq, payload);
             }
             self.rcv.nxt += advanced;
+            self.bytes_received += advanced as u64;
         }
         // ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3): at once for out-of-order data,
         // for data that fills a hole, for duplicates; otherwise at least every second

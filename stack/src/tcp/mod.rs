@@ -56,6 +56,10 @@ pub struct TcpInfo {
     pub srtt: Option<Duration>,
     pub rto: Duration,
     pub retransmits: u64,
+    /// Data octets the peer acknowledged (SYN and FIN not counted).
+    pub bytes_acked: u64,
+    /// Data octets received in order (handed to the receive buffer).
+    pub bytes_received: u64,
 }
 
 /// The connection states of RFC 9293 3.3.2 (figure 6), all eleven.

@@ -291,6 +291,8 @@ fn test_zero_window_probe_and_reopening() {
     send!(h, h.seg(ACK, X + 1, iss + 2).win(1000) => [h.reply(PSH | ACK, iss + 2, X + 1).data(b"bcdef")]);
     send!(h, h.seg(ACK, X + 1, iss + 7).win(1000) => []);
     assert!(h.stack.poll_timeout().is_none(), "no timer left");
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert_eq!((info.bytes_acked, info.bytes_received), (6, 0), "probes are counted once, when acknowledged");
 }
 
 /// With a zero-window probe's octet outstanding, our ACKs carry SEG.SEQ = SND.UNA (the
@@ -313,6 +315,8 @@ fn test_acks_stay_acceptable_while_a_probe_is_outstanding() {
     // Once the window opens, SND.NXT is back in it.
     send!(h, h.seg(ACK, X + 4, iss + 2).win(1000) => [h.reply(PSH | ACK, iss + 2, X + 4).win(4093).data(b"bc")]);
     assert_eq!(h.read_all(), b"xyz");
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert_eq!((info.bytes_acked, info.bytes_received), (1, 3));
 }
 
 // ------------------------------------------------------------------ RFC 7323
