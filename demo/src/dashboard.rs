@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,18 +79,37 @@ pub struct Flow {
     pub open: bool,
 }
 
+/// Bytes relayed so far by one flow, counted by the relay as they pass (so the
+/// dashboard shows them live).
+#[derive(Debug, Default)]
+pub struct FlowBytes {
+    /// Client to target.
+    pub up: AtomicU64,
+    /// Target to client.
+    pub down: AtomicU64,
+}
+
+#[derive(Debug)]
+struct FlowEntry {
+    proto: &'static str,
+    client: SocketAddr,
+    target: SocketAddr,
+    bytes: Arc<FlowBytes>,
+    open: bool,
+}
+
 /// Flows a forwarder or the gateway relays (the last [`Flows::KEEP`] closed ones are
 /// kept for display).
 #[derive(Clone, Default)]
 pub struct Flows {
-    inner: Arc<Mutex<Vec<Flow>>>,
+    inner: Arc<Mutex<Vec<FlowEntry>>>,
 }
 
 impl Flows {
     pub const KEEP: usize = 64;
 
-    /// Record a new flow; returns its index for [`Flows::update`].
-    pub fn open(&self, proto: &'static str, client: SocketAddr, target: SocketAddr) -> usize {
+    /// Record a new flow; the relay counts its bytes into what this returns.
+    pub fn open(&self, proto: &'static str, client: SocketAddr, target: SocketAddr) -> Arc<FlowBytes> {
         let mut v = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let closed = v.iter().filter(|f| !f.open).count();
         if closed >= Flows::KEEP {
@@ -97,20 +117,31 @@ impl Flows {
                 v.remove(i);
             }
         }
-        v.push(Flow { proto, client, target, up_bytes: 0, down_bytes: 0, open: true });
-        v.len() - 1
+        let bytes = Arc::new(FlowBytes::default());
+        v.push(FlowEntry { proto, client, target, bytes: Arc::clone(&bytes), open: true });
+        bytes
     }
 
-    /// Update the flow of `client` -> `target`.
-    pub fn update(&self, client: SocketAddr, target: SocketAddr, up: u64, down: u64, open: bool) {
+    /// The flow of `client` -> `target` has ended.
+    pub fn close(&self, client: SocketAddr, target: SocketAddr) {
         let mut v = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(f) = v.iter_mut().rev().find(|f| f.client == client && f.target == target) {
-            (f.up_bytes, f.down_bytes, f.open) = (up, down, open);
+        if let Some(f) = v.iter_mut().rev().find(|f| f.client == client && f.target == target && f.open) {
+            f.open = false;
         }
     }
 
     pub fn snapshot(&self) -> Vec<Flow> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        let v = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        v.iter()
+            .map(|f| Flow {
+                proto: f.proto,
+                client: f.client,
+                target: f.target,
+                up_bytes: f.bytes.up.load(Ordering::Relaxed),
+                down_bytes: f.bytes.down.load(Ordering::Relaxed),
+                open: f.open,
+            })
+            .collect()
     }
 
     fn json(&self) -> Value {

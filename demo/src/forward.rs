@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tunstack::runtime::RuntimeHandle;
 
-use crate::dashboard::Flows;
+use crate::dashboard::{FlowBytes, Flows};
 
 /// A UDP mapping without traffic either way for this long is removed.
 pub const UDP_IDLE: Duration = Duration::from_secs(60);
@@ -116,13 +116,53 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    flows.open("tcp", client, target);
-    match tokio::io::copy_bidirectional(&mut a, &mut b).await {
-        Ok((up, down)) => flows.update(client, target, up, down, false),
-        Err(e) => {
-            tracing::debug!(%client, %target, error = %e, "relay ended");
-            flows.update(client, target, 0, 0, false);
-        }
+    let bytes = flows.open("tcp", client, target);
+    let mut a = Counted { inner: &mut a, bytes: &bytes.up };
+    let mut b = Counted { inner: &mut b, bytes: &bytes.down };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+        tracing::debug!(%client, %target, error = %e, "relay ended");
+    }
+    flows.close(client, target);
+}
+
+/// A stream whose reads are counted as they happen (for the dashboard's live flows).
+struct Counted<'a, S> {
+    inner: &'a mut S,
+    bytes: &'a AtomicU64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        self.bytes.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 
@@ -256,8 +296,8 @@ impl<F: Datagrams> Front for Fixed<F> {
 struct Mapping<S> {
     socket: Arc<S>,
     last: Mutex<tokio::time::Instant>,
-    /// Bytes relayed from the client to its targets.
-    up: AtomicU64,
+    /// Bytes relayed each way (shared with the dashboard's flow).
+    bytes: Arc<FlowBytes>,
 }
 
 type Mappings<S> = Arc<Mutex<HashMap<SocketAddr, Arc<Mapping<S>>>>>;
@@ -291,10 +331,9 @@ where
                         continue;
                     }
                 };
-                let m =
-                    Arc::new(Mapping { socket, last: Mutex::new(tokio::time::Instant::now()), up: AtomicU64::new(0) });
+                let bytes = flows.open("udp", client, target);
+                let m = Arc::new(Mapping { socket, last: Mutex::new(tokio::time::Instant::now()), bytes });
                 mappings.lock().unwrap_or_else(PoisonError::into_inner).insert(client, Arc::clone(&m));
-                flows.open("udp", client, target);
                 let back =
                     answers(Arc::clone(&m), Arc::clone(&front), client, target, Arc::clone(&mappings), flows.clone());
                 tokio::spawn(back);
@@ -304,7 +343,7 @@ where
         *mapping.last.lock().unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
         match mapping.socket.send_to(&buf[..n], target).await {
             Ok(_) => {
-                mapping.up.fetch_add(n as u64, Ordering::Relaxed);
+                mapping.bytes.up.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(e) => tracing::debug!(%client, %target, error = %e, "UDP relay: send failed"),
         }
@@ -321,7 +360,6 @@ async fn answers<F: Front, S: Datagrams>(
     flows: Flows,
 ) {
     let mut buf = vec![0u8; 65535];
-    let mut down = 0u64;
     loop {
         let idle_left = {
             let last = *m.last.lock().unwrap_or_else(PoisonError::into_inner);
@@ -333,7 +371,7 @@ async fn answers<F: Front, S: Datagrams>(
         match tokio::time::timeout(idle_left, m.socket.recv_from(&mut buf)).await {
             Ok(Ok((n, from))) => {
                 *m.last.lock().unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
-                down += n as u64;
+                m.bytes.down.fetch_add(n as u64, Ordering::Relaxed);
                 // An IPv4 answer on a dual-stack socket arrives as ::ffff:a.b.c.d.
                 let from = match from {
                     SocketAddr::V6(v6) if client.is_ipv4() => match v6.ip().to_ipv4_mapped() {
@@ -347,10 +385,9 @@ async fn answers<F: Front, S: Datagrams>(
             Ok(Err(_)) => break,
             Err(_) => {} // re-check the idle time: the client may have sent meanwhile
         }
-        flows.update(client, target, m.up.load(Ordering::Relaxed), down, true);
     }
     mappings.lock().unwrap_or_else(PoisonError::into_inner).remove(&client);
-    flows.update(client, target, m.up.load(Ordering::Relaxed), down, false);
+    flows.close(client, target);
 }
 
 /// A socket of `target`'s family bound to the unspecified address and any port.

@@ -22,11 +22,20 @@
 //! the address the client sent to, dropped after [`crate::forward::UDP_IDLE`] without
 //! traffic. The stack's own addresses (`--addr`, by default 10.0.0.2 and fd00::2) are
 //! not relayed: they serve the dashboard and answer pings.
+//!
+//! The stack completes the client's handshake before the gateway connects to the
+//! target (as tun2socks and slirp do): a target that refuses or cannot be reached makes
+//! the client's connection reset right after it opened, not refused, and a port scan
+//! through the gateway finds every port open. Such refusals still count as probes for
+//! the scan detector (`RuntimeHandle::report_probe`). The policy's own `reject` and
+//! `drop` act before the handshake and behave exactly as written. Pings to any address
+//! are answered by the stack itself.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tunstack::policy::scan::ProbeKind;
 use tunstack::runtime::RuntimeHandle;
 use tunstack::tokio::{TcpListener, UdpSocket};
 
@@ -41,17 +50,18 @@ const BACKLOG: usize = 1024;
 pub fn start(rt: &RuntimeHandle, flows: &Flows) -> io::Result<()> {
     let tcp = TcpListener::bind_transparent(rt, BACKLOG)?;
     let udp = UdpSocket::bind_transparent(rt)?;
-    tokio::spawn(relay_tcp(tcp, flows.clone()));
+    tokio::spawn(relay_tcp(rt.clone(), tcp, flows.clone()));
     let front = Arc::new(Transparent(udp));
     tokio::spawn(relay_udp(front, flows.clone(), |t| tokio::net::UdpSocket::bind(any_for(t))));
     Ok(())
 }
 
-async fn relay_tcp(listener: TcpListener, flows: Flows) {
+async fn relay_tcp(rt: RuntimeHandle, listener: TcpListener, flows: Flows) {
     loop {
         let Ok((inside, client)) = listener.accept().await else { return };
         let Ok(target) = inside.local_addr() else { continue };
         let flows = flows.clone();
+        let rt = rt.clone();
         tokio::spawn(async move {
             match tokio::net::TcpStream::connect(target).await {
                 Ok(outside) => relay(inside, outside, flows, client, target).await,
@@ -60,6 +70,10 @@ async fn relay_tcp(listener: TcpListener, flows: Flows) {
                     // closest to what the target said (refused, unreachable, timed out).
                     tracing::debug!(%client, %target, error = %e, "gateway: target unreachable");
                     let _ = inside.abort();
+                    // Nothing answered there: a probe, as far as scan detection goes.
+                    if e.kind() == io::ErrorKind::ConnectionRefused {
+                        rt.report_probe(client.ip(), target.port(), ProbeKind::Syn);
+                    }
                 }
             }
         });

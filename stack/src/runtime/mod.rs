@@ -224,6 +224,12 @@ impl RuntimeHandle {
         Ok(())
     }
 
+    /// See [`Stack::report_probe`]: for a gateway, a relayed connection refused beyond
+    /// the stack.
+    pub fn report_probe(&self, src: std::net::IpAddr, port: u16, kind: crate::policy::scan::ProbeKind) {
+        self.engine.lock_any().stack.report_probe(src, port, kind);
+    }
+
     /// Snapshot of the core's counters. Still answers after shutdown.
     pub fn stats(&self) -> Stats {
         self.engine.lock_any().stack.stats().clone()

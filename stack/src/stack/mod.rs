@@ -161,6 +161,15 @@ impl Stack {
         self.policy.as_deref()
     }
 
+    /// Tell the scan detector that `src` probed `port` and found nothing there, for
+    /// what the stack cannot see by itself: a gateway whose relayed connection was
+    /// refused beyond the stack (the transparent listener itself takes every port).
+    /// Does nothing without a policy that detects scans.
+    pub fn report_probe(&mut self, src: IpAddr, port: u16, kind: crate::policy::scan::ProbeKind) {
+        let now = self.now;
+        self.policy_probe(now, src, port, kind);
+    }
+
     pub fn owns_address(&self, addr: IpAddr) -> bool {
         self.cfg.addrs.contains(&addr)
     }

@@ -20,6 +20,7 @@ use super::{is_unspecified, same_family, Stack};
 use crate::demux::Match;
 use crate::error::{AcceptError, BindError, ConnectError, InvalidHandle, RecvError, SendError, ShutdownError};
 use crate::policy::rules::{Direction, PacketInfo, RejectWith};
+use crate::policy::scan::ProbeKind;
 use crate::ports;
 use crate::seq::SeqNum;
 use crate::socket::{ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle};
@@ -183,7 +184,7 @@ impl Stack {
     fn conn_input(&mut self, now: Instant, h: SocketHandle, seg: &TcpRepr<'_>) {
         let cfg = &self.cfg;
         let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
-        let prev = c.state;
+        let (prev, passive) = (c.state, !c.active);
         let (verdict, reply) = c.process(now, cfg, seg);
         let (local, remote) = (c.local, c.remote);
         if let Verdict::Rejected(why) = verdict {
@@ -191,6 +192,12 @@ impl Stack {
         }
         if let Reply::Rst { seq, ack } = reply {
             self.queue_rst(local, remote, seq, ack);
+        }
+        // A handshake the peer reset after our SYN-ACK is a half-open probe (nmap -sS
+        // finding an open port): no client does that. It matters most behind a
+        // transparent listener, which answers every port.
+        if passive && prev == TcpState::SynReceived && seg.flags.rst() && matches!(verdict, Verdict::Accepted) {
+            self.policy_probe(now, remote.ip(), local.port(), ProbeKind::Syn);
         }
         self.after_conn_event(h, prev);
     }

@@ -559,6 +559,32 @@ fn policy_detects_a_port_scan_but_not_a_busy_client() {
     assert_eq!(ev.kinds.to_string(), "syn");
 }
 
+/// nmap -sS through a transparent listener (which answers every port): SYN, our
+/// SYN-ACK, the scanner's RST. Each reset handshake is a probe.
+#[test]
+fn policy_counts_handshakes_reset_after_the_syn_ack_as_probes() {
+    let mut p = Pair::new();
+    let _l = p.a.tcp_listen_transparent(64).unwrap();
+    let pol = policy(&p.a, "scan-detect threshold 4 window 10s\n");
+    p.a.set_policy(Some(pol));
+    let mut buf = vec![0u8; 1500];
+    for port in [21, 22, 23, 25, 80] {
+        let c = p.b.tcp_connect(p.now, SocketAddr::from(([192, 0, 2, 9], port)), None).unwrap();
+        let n = p.b.poll_transmit(p.now, &mut buf).expect("SYN");
+        p.a.input(p.now, &buf[..n]);
+        let n = p.a.poll_transmit(p.now, &mut buf).expect("SYN-ACK");
+        p.b.input(p.now, &buf[..n]);
+        // The scanner's ACK never leaves; its RST does.
+        assert!(p.b.poll_transmit(p.now, &mut buf).is_some());
+        p.b.tcp_abort(c).unwrap();
+        let n = p.b.poll_transmit(p.now, &mut buf).expect("RST");
+        p.a.input(p.now, &buf[..n]);
+    }
+    let pol = p.a.policy().unwrap();
+    assert_eq!(pol.stats().scans_detected, 1);
+    assert_eq!(pol.recent_scans().next().unwrap().kinds.to_string(), "syn");
+}
+
 #[test]
 fn transparent_listener_and_udp_socket_take_any_destination() {
     let mut p = Pair::new();
