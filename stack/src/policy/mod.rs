@@ -16,7 +16,7 @@
 //!
 //! Every table that input can grow is bounded: the per-source tables of the knocker,
 //! the scan detector and the block list have a fixed number of buckets
-//! ([`table::SourceTable`]), the recent-scan list keeps [`RECENT_SCANS`] events. With
+//! (`table::SourceTable`), the recent-scan list keeps [`RECENT_SCANS`] events. With
 //! no policy set (the default) the stack skips all of this.
 
 pub mod knock;

@@ -7,7 +7,7 @@
 //! When a source has probed `threshold` distinct ports within `window`, the detector
 //! reports it once (until its probes age out): a structured `tracing` event, a counter,
 //! an entry in the recent-events list, and, if configured, a temporary block of the
-//! source. State is bounded: a fixed [`SourceTable`] of sources, each remembering at
+//! source. State is bounded: a fixed `SourceTable` of sources, each remembering at
 //! most [`MAX_THRESHOLD`] ports.
 
 use std::fmt;

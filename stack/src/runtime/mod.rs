@@ -77,7 +77,7 @@ pub use crate::link::{ImpairCounters, Impairer, Impairment};
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     /// Interface name (default "tun0"). At most 15 bytes; `%d` lets the kernel pick a
-    /// number (see [`Runtime::tun_name`] for the result).
+    /// number (see [`RuntimeHandle::tun_name`] for the result).
     pub tun_name: String,
     /// MTU set on the device and used by the stack.
     pub mtu: usize,

@@ -21,7 +21,7 @@ use super::Device;
 use crate::link::{ImpairCounters, Impairer, Impairment};
 use crate::time::Instant;
 
-/// Both directions' counters ([`crate::runtime::Runtime::impairment_stats`]).
+/// Both directions' counters ([`crate::runtime::RuntimeHandle::impairment_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImpairmentStats {
     /// Packets read from the device, on their way to the core.
