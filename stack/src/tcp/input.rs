@@ -137,13 +137,43 @@ impl Conn {
     }
 
     fn process_synchronized(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> (Verdict, Reply) {
-        let f = seg.flags;
+        let mut f = seg.flags;
+        // The peer's window; RFC 7323 2.2: the window field of a SYN is never scaled.
+        let win = (seg.window as usize) << if f.syn() { 0 } else { self.snd.wscale };
 
         // A retransmitted SYN in SYN-RECEIVED: our SYN-ACK was lost; send it again.
         if self.state == TcpState::SynReceived && f.syn() && !f.ack() && !f.rst() && seg.seq == self.rcv.irs {
             self.snd.nxt = self.snd.iss;
             return (Verdict::Accepted, Reply::None);
         }
+
+        // Simultaneous open (RFC 9293 3.5, figure 8 line 6): SYN-RECEIVED from
+        // SYN-SENT, and the peer's SYN-ACK repeats its SYN (SEG.SEQ = IRS, below
+        // RCV.NXT: the sequence test would fail) and acknowledges ours. The SYN was
+        // processed when it first came; "only the new parts are processed"
+        // (3.10.7.4), and without it the segment starts at RCV.NXT: its ACK
+        // establishes the connection (fifth check), its text, if any, is text. The
+        // repeated SYN is a duplicate and is acknowledged. Linux does the same
+        // (tcp_validate_incoming, "tcp: Don't drop SYN+ACK for simultaneous
+        // connect()"); without it the connection waited for our SYN-ACK's
+        // retransmission to draw the peer's ACK.
+        let without_syn;
+        let seg = if self.state == TcpState::SynReceived
+            && self.active
+            && f.syn()
+            && f.ack()
+            && !f.rst()
+            && seg.seq == self.rcv.irs
+            && seg.ack == self.snd.nxt
+            && self.snd.nxt == self.snd.iss + 1
+        {
+            f = TcpFlags(f.0 & !TcpFlags::SYN.0);
+            without_syn = TcpRepr { seq: seg.seq + 1, flags: f, ..*seg };
+            self.pending.ack = true;
+            &without_syn
+        } else {
+            seg
+        };
 
         // PAWS (RFC 7323 5.3 R1): an old timestamp makes the segment unacceptable.
         if self.opt.ts && !f.rst() {
@@ -238,7 +268,7 @@ impl Conn {
             if self.snd.una < seg.ack && seg.ack <= self.snd.nxt && self.snd.syn_tx > 0 {
                 self.ack_syn(now, seg);
                 self.state = TcpState::Established;
-                self.snd.wnd = (seg.window as usize) << self.snd.wscale;
+                self.snd.wnd = win;
                 self.snd.max_wnd = self.snd.max_wnd.max(self.snd.wnd);
                 self.snd.wl1 = seg.seq;
                 self.snd.wl2 = seg.ack;
@@ -252,7 +282,7 @@ impl Conn {
             return (Verdict::Rejected(TcpReject::AckUnsent), Reply::None);
         }
         let had_fin_acked = self.close.fin_acked;
-        self.on_ack(now, seg);
+        self.on_ack(now, seg, win);
         if !had_fin_acked && self.close.fin_acked {
             match self.state {
                 TcpState::FinWait1 => {
@@ -287,9 +317,8 @@ impl Conn {
     /// The ACK field of an acceptable segment in a synchronized state
     /// (RFC 9293 3.10.7.4 fifth check), with SACK (RFC 2018, RFC 6675), fast
     /// retransmit / recovery (RFC 5681 3.2, RFC 6582) and RTT measurement
-    /// (RFC 6298, RFC 7323 4).
-    fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        let win = (seg.window as usize) << self.snd.wscale;
+    /// (RFC 6298, RFC 7323 4). `win` is the segment's window, scaled.
+    fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, win: usize) {
         if seg.ack > self.snd.una {
             let newly_acked = seg.ack - self.snd.una;
             let rtt = self.ack_advance(now, seg);

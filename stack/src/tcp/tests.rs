@@ -1583,6 +1583,30 @@ fn test_syn_sent_syn_simultaneous() {
     assert!(h.stack.tcp_poll_connect(h.conn()).unwrap());
 }
 
+/// Simultaneous open as in RFC 9293 figure 8: in SYN-RECEIVED, the peer's SYN-ACK (its
+/// SYN again, SEG.SEQ = IRS, below RCV.NXT, and the ACK of ours) establishes the
+/// connection; the repeated SYN is acknowledged, and the window of a segment with SYN
+/// is not scaled (RFC 7323 2.2).
+#[test]
+fn test_syn_received_simultaneous_syn_ack() {
+    let mut h = syn_sent();
+    let iss = h.iss;
+    send!(h, h.seg(SYN, X, 0).opts(&[mss(1460), ws(7)])
+        => [h.reply(SYN | ACK, iss, X + 1).opts(&[mss(MSS), ws(0)])]);
+    h.assert_state(TcpState::SynReceived);
+    send!(h, h.seg(SYN | ACK, X, iss + 1).win(100).opts(&[mss(1460), ws(7)]) => [h.reply(ACK, iss + 1, X + 1)]);
+    h.assert_state(TcpState::Established);
+    assert!(h.stack.tcp_poll_connect(h.conn()).unwrap());
+    assert_eq!(h.stack.tcp_info(h.conn()).unwrap().snd_wnd, 100, "the SYN-ACK's window, unscaled");
+    // Data flows.
+    let data = payload(100, 7);
+    h.stack.tcp_send(h.conn(), &data).unwrap();
+    h.expect(&[h.reply(PSH | ACK, iss + 1, X + 1).data(&data)]);
+    // The window of a segment without SYN is scaled: 2 << 7.
+    send!(h, h.seg(ACK, X + 1, iss + 101).win(2) => []);
+    assert_eq!(h.stack.tcp_info(h.conn()).unwrap().snd_wnd, 256);
+}
+
 /// The unanswered SYN is resent after 1 s, then 2 s, then 4 s (RFC 6298 2.1 and 5.5).
 #[test]
 fn test_syn_sent_retransmit() {

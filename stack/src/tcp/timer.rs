@@ -4,7 +4,7 @@
 //! | timer | armed by | fires | on expiry |
 //! |---|---|---|---|
 //! | `Handshake` | `emit_syn` | RTO after the SYN / SYN-ACK | `on_handshake_timer`: send it again (RFC 6298 5, RFC 9293 3.8.1) |
-//! | `Rto` | `rearm_rtx`, `arm_rtx`; `check_reneging` brings it in | RTO after the last (re)arming (RFC 6298 5.1 - 5.3) | `on_rto`: back off, collapse cwnd, resend from SND.UNA |
+//! | `Rto` | `rearm_rtx`, `arm_rtx`; `check_reneging` brings it in | RTO after the last (re)arming (RFC 6298 5.1 - 5.3), at the latest when the user timeout ends (RFC 5482) | `on_rto`: back off, collapse cwnd, resend from SND.UNA |
 //! | `TailLossProbe` | `rearm_rtx`, `arm_after_new_data` (see `pto`) | PTO = 2*SRTT, RFC 8985 7.2 | `on_tail_loss_probe_timer`: one probe, then the RTO |
 //! | `Persist` | `arm_persist` | PTO or RTO, backed off | `on_persist_timer`: a window probe (RFC 9293 3.8.6.1) |
 //! | `DelayedAck` | `process_text_and_fin` | `Config::ack_delay` after in-order data | send the ACK (RFC 5681 4.2) |
@@ -249,7 +249,7 @@ impl Conn {
     /// RFC 8985 7.3: the probe timeout fired: send one probe and arm the RTO.
     fn on_tail_loss_probe_timer(&mut self, now: Instant) {
         self.pending.tail_loss_probe = true;
-        self.timers.set(Timer::Rto, now + self.rtt.rto());
+        self.timers.set(Timer::Rto, self.rto_deadline(now));
     }
 
     /// Persist timer: probe the peer's window, with backoff but without a retry limit
@@ -337,8 +337,28 @@ impl Conn {
     pub(super) fn rearm_rtx(&mut self, now: Instant) {
         match self.pto() {
             Some(p) => self.timers.set(Timer::TailLossProbe, now + p),
-            None => self.timers.set(Timer::Rto, now + self.rtt.rto()),
+            None => self.timers.set(Timer::Rto, self.rto_deadline(now)),
         }
+    }
+
+    /// When the retransmission timer armed at `now` fires: after the RTO, or at the
+    /// user timeout's deadline if that comes first. The user timeout (RFC 5482, RFC
+    /// 9293 3.8.3) bounds how long data may stay unacknowledged, counted from the first
+    /// transmission of the oldest unacknowledged segment; it is checked when the timer
+    /// fires (`timed_out`), so without the cut a backed-off RTO could overshoot it by
+    /// up to a whole RTO. Linux cuts the RTO the same way
+    /// (`tcp_clamp_rto_to_user_timeout`).
+    fn rto_deadline(&self, now: Instant) -> Instant {
+        let at = now + self.rtt.rto();
+        match self.user_timeout_deadline() {
+            Some(d) => at.min(d.max(now)),
+            None => at,
+        }
+    }
+
+    /// When the user timeout ends the connection, if one is set and data is in flight.
+    fn user_timeout_deadline(&self) -> Option<Instant> {
+        Some(self.sent.front()?.first_tx + self.user_timeout?)
     }
 
     /// Start the retransmission timer unless it is running (RFC 6298 5.1).
@@ -379,8 +399,11 @@ impl Conn {
     /// what is now in flight (the probe timeout if it was armed with it).
     pub(super) fn persist_to_retransmission(&mut self) {
         if let Some((Timer::Persist, at)) = self.timers.retransmission() {
-            let t = if self.persist_pto { Timer::TailLossProbe } else { Timer::Rto };
-            self.timers.set(t, at);
+            if self.persist_pto {
+                self.timers.set(Timer::TailLossProbe, at);
+            } else {
+                self.timers.set(Timer::Rto, self.user_timeout_deadline().map_or(at, |d| at.min(d)));
+            }
         }
     }
 

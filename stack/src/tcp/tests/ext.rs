@@ -103,6 +103,36 @@ fn test_rto_backoff_timeline() {
     assert_eq!(h.stack.tcp_state(h.conn()).unwrap(), TcpState::Closed);
 }
 
+/// RFC 5482: data may stay unacknowledged for the user timeout, 1.1 s here: the
+/// retransmission timer is cut short so the connection ends 1.1 s after the segment
+/// was first sent, not at the backed-off timer's next expiry (1.4 s).
+#[test]
+fn test_user_timeout_cuts_the_backed_off_rto_short() {
+    let mut h = established_irs_with(config());
+    let iss = h.iss;
+    h.stack.tcp_set_user_timeout(h.conn(), Some(ms(1100))).unwrap();
+    h.stack.tcp_send(h.conn(), b"hello").unwrap();
+    let sent_at = h.now;
+    h.expect(&[h.reply(PSH | ACK, iss + 1, X + 1).data(b"hello")]);
+    // RTO 200 ms, then 400 ms (RFC 6298 5.5): resent at 200 and 600 ms.
+    for after in [200, 600] {
+        let at = sent_at + ms(after);
+        assert_eq!(h.stack.poll_timeout(), Some(at));
+        h.timers_at(at);
+        h.expect(&[h.reply(PSH | ACK, iss + 1, X + 1).data(b"hello")]);
+    }
+    // The next expiry, 800 ms later, would be at 1400 ms.
+    let deadline = sent_at + ms(1100);
+    assert_eq!(h.stack.poll_timeout(), Some(deadline), "the RTO ends at the user timeout");
+    h.timers_at(just_before(deadline));
+    h.expect_nothing();
+    h.assert_state(TcpState::Established);
+    h.timers_at(deadline);
+    h.expect_nothing();
+    assert_kind(h.stack.tcp_send(h.conn(), b"x"), ErrorKind::TimedOut);
+    assert_eq!(h.stack.tcp_state(h.conn()).unwrap(), TcpState::Closed);
+}
+
 fn established_irs_with(cfg: Config) -> TestStack {
     established_with(cfg, &[mss(1460)], &[]).0
 }
