@@ -433,6 +433,7 @@ pub fn check_parse(data: &[u8]) -> bool {
                     assert_eq!(mtu, u32::from_be_bytes(w));
                 }
                 IcmpV6Message::DestUnreachable { code, .. } => assert_eq!((e.type_u8(), e.code_u8()), (1, code)),
+                IcmpV6Message::TimeExceeded { code, .. } => assert_eq!((e.type_u8(), e.code_u8()), (3, code)),
                 IcmpV6Message::Other { icmp_type, code } => assert_eq!((e.type_u8(), e.code_u8()), (icmp_type, code)),
             }
         }
@@ -448,8 +449,12 @@ fn check_icmp_fields_v4(m: &IcmpV4Message<'_>, transport: &[u8], w: &[u8; 4], wh
             assert_eq!((ident, seq), (word(0), word(2)), "ICMPv4 echo words\n{}", what());
             assert_eq!(data, &transport[8..]);
         }
-        IcmpV4Message::DestUnreachable { code, invoking } => {
-            assert_eq!((transport[0], transport[1]), (3, code));
+        IcmpV4Message::DestUnreachable { code, invoking } | IcmpV4Message::TimeExceeded { code, invoking } => {
+            assert!(matches!((transport[0], transport[1]), (3, c) | (11, c) if c == code));
+            assert_eq!(invoking, &transport[8..]);
+        }
+        IcmpV4Message::FragNeeded { mtu, invoking } => {
+            assert_eq!((transport[0], transport[1], mtu), (3, 4, word(2)));
             assert_eq!(invoking, &transport[8..]);
         }
         IcmpV4Message::Other { icmp_type, code } => assert_eq!((transport[0], transport[1]), (icmp_type, code)),
