@@ -40,6 +40,12 @@ pub enum ConnError {
     /// Data arrived for a handle the application had closed, so we reset it
     /// (RFC 9293 3.10.4 / RFC 2525 2.17; ECONNABORTED).
     Aborted,
+    /// An ICMP destination unreachable (host codes, administrative prohibitions) or
+    /// time exceeded ended a connection attempt, or explains a timeout (EHOSTUNREACH).
+    HostUnreachable,
+    /// An ICMP network unreachable ended a connection attempt, or explains a timeout
+    /// (ENETUNREACH).
+    NetworkUnreachable,
 }
 
 impl ConnError {
@@ -49,6 +55,8 @@ impl ConnError {
             ConnError::Reset => io::ErrorKind::ConnectionReset,
             ConnError::TimedOut => io::ErrorKind::TimedOut,
             ConnError::Aborted => io::ErrorKind::ConnectionAborted,
+            ConnError::HostUnreachable => io::ErrorKind::HostUnreachable,
+            ConnError::NetworkUnreachable => io::ErrorKind::NetworkUnreachable,
         }
     }
 
@@ -58,6 +66,8 @@ impl ConnError {
             ConnError::Reset => "connection reset by peer",
             ConnError::TimedOut => "connection timed out",
             ConnError::Aborted => "connection aborted",
+            ConnError::HostUnreachable => "no route to host",
+            ConnError::NetworkUnreachable => "network is unreachable",
         }
     }
 }
@@ -207,6 +217,10 @@ impl PeerAddrError {
 pub enum UdpRecvError {
     /// No datagram queued.
     WouldBlock,
+    /// A connected socket's earlier datagram drew a hard ICMP error (a port unreachable
+    /// is `ConnError::Refused`: ECONNREFUSED). Reported once, by the next receive or
+    /// send, like Linux's `SO_ERROR` (RFC 1122 4.1.3.3).
+    Icmp(ConnError),
     /// See [`InvalidHandle`].
     InvalidHandle,
 }
@@ -215,6 +229,7 @@ impl UdpRecvError {
     pub fn kind(self) -> io::ErrorKind {
         match self {
             UdpRecvError::WouldBlock => io::ErrorKind::WouldBlock,
+            UdpRecvError::Icmp(e) => e.kind(),
             UdpRecvError::InvalidHandle => InvalidHandle.kind(),
         }
     }
@@ -222,6 +237,7 @@ impl UdpRecvError {
     pub fn as_str(self) -> &'static str {
         match self {
             UdpRecvError::WouldBlock => "no datagram received yet",
+            UdpRecvError::Icmp(e) => e.as_str(),
             UdpRecvError::InvalidHandle => InvalidHandle.as_str(),
         }
     }
@@ -250,6 +266,9 @@ pub enum BindError {
     /// Port 0 asked for an ephemeral port and every port of `range` conflicts
     /// (EADDRINUSE, as Linux's bind says).
     NoFreePort { ip: IpAddr, range: (u16, u16) },
+    /// `Config::max_sockets` sockets exist already (like EMFILE; the kind is
+    /// `OutOfMemory`).
+    TooManySockets { max: usize },
 }
 
 impl BindError {
@@ -258,6 +277,7 @@ impl BindError {
             BindError::NoAddressOfFamily { .. } | BindError::NotOwned(_) => io::ErrorKind::AddrNotAvailable,
             BindError::Privileged { .. } => io::ErrorKind::PermissionDenied,
             BindError::AddrInUse { .. } | BindError::NoFreePort { .. } => io::ErrorKind::AddrInUse,
+            BindError::TooManySockets { .. } => io::ErrorKind::OutOfMemory,
         }
     }
 }
@@ -278,6 +298,7 @@ impl fmt::Display for BindError {
             BindError::NoFreePort { ip, range } => {
                 write!(f, "no free ephemeral port in {}-{} for {ip}", range.0, range.1)
             }
+            BindError::TooManySockets { max } => write!(f, "too many sockets (the stack's limit is {max})"),
         }
     }
 }
@@ -301,8 +322,12 @@ pub enum ConnectError {
     NoFreePort { local: IpAddr, remote: SocketAddr, range: (u16, u16) },
     /// A connection with this 4-tuple exists (EADDRINUSE).
     TupleInUse { local: SocketAddr, remote: SocketAddr },
-    /// The handshake failed: refused, timed out, reset.
+    /// The handshake failed: refused, timed out, reset, unreachable.
     Failed(ConnError),
+    /// No room for another connection: `Config::max_sockets` sockets exist, or the
+    /// stack is under memory pressure (`Config::buffer_memory`); like ENOBUFS (the kind
+    /// is `OutOfMemory`).
+    ResourceLimit,
     /// The connection is closed and had no error (ENOTCONN).
     Closed,
     /// See [`InvalidHandle`].
@@ -320,6 +345,7 @@ impl ConnectError {
             }
             ConnectError::TupleInUse { .. } => io::ErrorKind::AddrInUse,
             ConnectError::Failed(e) => e.kind(),
+            ConnectError::ResourceLimit => io::ErrorKind::OutOfMemory,
             ConnectError::Closed => io::ErrorKind::NotConnected,
             ConnectError::InvalidHandle => InvalidHandle.kind(),
         }
@@ -349,6 +375,7 @@ impl fmt::Display for ConnectError {
                 write!(f, "a connection from {local} to {remote} exists already")
             }
             ConnectError::Failed(e) => f.write_str(e.as_str()),
+            ConnectError::ResourceLimit => f.write_str("no room for another connection (socket or memory limit)"),
             ConnectError::Closed => f.write_str("connection closed"),
             ConnectError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
         }
@@ -368,9 +395,13 @@ pub enum UdpSendError {
     FamilyMismatch { local: IpAddr, dst: SocketAddr },
     /// The stack has no address of the destination's family (EADDRNOTAVAIL).
     NoAddressOfFamily { ipv6: bool },
-    /// The datagram is larger than the MTU allows (`max` bytes of payload): we do not
-    /// fragment (RFC 8200 5, RFC 791). Linux says EMSGSIZE; the kind is InvalidInput.
+    /// The datagram is larger than an IP datagram can be (`max` bytes of payload:
+    /// 65507 over IPv4, 65527 over IPv6; larger than the path MTU is fine, it is sent
+    /// as fragments). Linux says EMSGSIZE; the kind is InvalidInput.
     TooLarge { len: usize, max: usize },
+    /// A connected socket's earlier datagram drew a hard ICMP error (see
+    /// [`UdpRecvError::Icmp`]); reported once.
+    Icmp(ConnError),
     /// See [`InvalidHandle`].
     InvalidHandle,
 }
@@ -384,6 +415,7 @@ impl UdpSendError {
             | UdpSendError::FamilyMismatch { .. }
             | UdpSendError::TooLarge { .. } => io::ErrorKind::InvalidInput,
             UdpSendError::NoAddressOfFamily { .. } => io::ErrorKind::AddrNotAvailable,
+            UdpSendError::Icmp(e) => e.kind(),
             UdpSendError::InvalidHandle => InvalidHandle.kind(),
         }
     }
@@ -402,8 +434,9 @@ impl fmt::Display for UdpSendError {
             }
             UdpSendError::NoAddressOfFamily { ipv6 } => write!(f, "the stack has no {} address", family(ipv6)),
             UdpSendError::TooLarge { len, max } => {
-                write!(f, "datagram of {len} bytes larger than the MTU allows ({max})")
+                write!(f, "datagram of {len} bytes larger than an IP datagram allows ({max})")
             }
+            UdpSendError::Icmp(e) => f.write_str(e.as_str()),
             UdpSendError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
         }
     }

@@ -35,11 +35,23 @@ pub(crate) struct RecvBuffer {
     /// Distance from RCV.NXT to the end of the furthest out-of-order range.
     ooo_span: usize,
     clock: u64,
+    /// How many more bytes of storage it may allocate (the stack's remaining buffer
+    /// memory budget; `usize::MAX`: no limit).
+    grow_limit: usize,
 }
 
 impl RecvBuffer {
     pub fn new(cap: usize) -> RecvBuffer {
-        RecvBuffer { ring: Vec::new(), head: 0, len: 0, cap: cap.max(1), ooo: Vec::new(), ooo_span: 0, clock: 0 }
+        RecvBuffer {
+            ring: Vec::new(),
+            head: 0,
+            len: 0,
+            cap: cap.max(1),
+            ooo: Vec::new(),
+            ooo_span: 0,
+            clock: 0,
+            grow_limit: usize::MAX,
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -55,9 +67,23 @@ impl RecvBuffer {
         self.len == 0
     }
 
-    /// The window: room after the readable bytes (out-of-order bytes sit inside it).
+    /// The window: room after the readable bytes (out-of-order bytes sit inside it),
+    /// within the storage it may have (what it holds plus `grow_limit`, at least
+    /// `MIN_ALLOC`).
+    #[inline]
     pub fn window(&self) -> usize {
-        self.cap - self.len
+        self.storage_limit().saturating_sub(self.len)
+    }
+
+    #[inline]
+    fn storage_limit(&self) -> usize {
+        self.cap.min(self.ring.len().saturating_add(self.grow_limit).max(MIN_ALLOC))
+    }
+
+    /// At most `bytes` more storage may be allocated (the stack's memory budget).
+    #[inline]
+    pub fn set_growth(&mut self, bytes: usize) {
+        self.grow_limit = bytes;
     }
 
     pub fn has_out_of_order(&self) -> bool {
@@ -78,7 +104,7 @@ impl RecvBuffer {
         while size < upto {
             size *= 2;
         }
-        let size = size.min(self.cap.max(upto));
+        let size = size.min(self.storage_limit().max(upto));
         let mut fresh = vec![0u8; size];
         let old = self.ring.len();
         if old > 0 {

@@ -17,12 +17,18 @@ use std::collections::VecDeque;
 pub(crate) struct SendBuffer {
     bytes: VecDeque<u8>,
     cap: usize,
+    /// How many more bytes of storage it may allocate (the stack's remaining buffer
+    /// memory budget; `usize::MAX`: no limit).
+    grow_limit: usize,
 }
+
+/// Whatever the budget, a send buffer may hold this much (it may allocate it).
+const MIN_ALLOC: usize = 2048;
 
 impl SendBuffer {
     /// An empty buffer that holds at most `cap` bytes (at least one).
     pub fn new(cap: usize) -> SendBuffer {
-        SendBuffer { bytes: VecDeque::new(), cap: cap.max(1) }
+        SendBuffer { bytes: VecDeque::new(), cap: cap.max(1), grow_limit: usize::MAX }
     }
 
     /// The bound: the most bytes the buffer may hold.
@@ -39,14 +45,31 @@ impl SendBuffer {
         self.bytes.is_empty()
     }
 
-    /// Room for more application data.
+    /// Room for more application data: up to the bound, within the storage it may
+    /// have (what it holds plus `grow_limit`, at least `MIN_ALLOC`).
     pub fn free(&self) -> usize {
-        self.cap - self.bytes.len()
+        self.storage_limit().saturating_sub(self.bytes.len())
+    }
+
+    fn storage_limit(&self) -> usize {
+        self.cap.min(self.bytes.capacity().saturating_add(self.grow_limit).max(MIN_ALLOC))
+    }
+
+    /// At most `bytes` more storage may be allocated (the stack's memory budget).
+    pub fn set_growth(&mut self, bytes: usize) {
+        self.grow_limit = bytes;
     }
 
     /// Append as much of `data` as fits; returns how much did.
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
+        let need = self.bytes.len() + n;
+        if need > self.bytes.capacity() {
+            // Grow by doubling, within the bound and the storage allowed, exactly (so
+            // the allocation stays what the budget allows).
+            let target = (self.bytes.capacity() * 2).clamp(need, self.storage_limit().max(need));
+            self.bytes.reserve_exact(target - self.bytes.len());
+        }
         self.bytes.extend(&data[..n]);
         n
     }
