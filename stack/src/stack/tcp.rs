@@ -181,6 +181,13 @@ impl Stack {
         self.refresh(h);
     }
 
+    fn accept_queue_full(&self, lh: SocketHandle) -> bool {
+        match self.slot(lh).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Listener(l)) => l.accept_q.len() >= l.backlog,
+            _ => false,
+        }
+    }
+
     /// Whether listener `lh` sent a cookie recently enough that one may come back.
     fn cookies_recent(&self, lh: SocketHandle, now: Instant) -> bool {
         match self.slot(lh).and_then(|s| s.sock.as_ref()) {
@@ -290,8 +297,21 @@ impl Stack {
     fn conn_input(&mut self, now: Instant, h: SocketHandle, seg: &TcpRepr<'_>) {
         let cfg = &self.cfg;
         let grow = self.buffer_room();
-        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
+        let slot = &mut self.slots[h.idx as usize];
+        let owner = slot.owner;
+        let Some(Sock::Tcp(c)) = slot.sock.as_mut() else { return };
         let prev = c.state;
+        if prev == TcpState::SynReceived && seg.flags.ack() && !seg.flags.rst() {
+            if let Owner::Listener(lh) = owner {
+                if self.accept_queue_full(lh) {
+                    // The handshake would complete into a full accept queue: drop the
+                    // ACK, the embryo stays and its peer will send again (Linux does
+                    // the same without tcp_abort_on_overflow).
+                    return self.count_drop(DropReason::ListenOverflow, "accept queue full: final ACK dropped");
+                }
+            }
+        }
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
         c.set_buffer_growth(grow);
         let limited = c.acks_rate_limited;
         let (verdict, reply) = c.process(now, cfg, seg);

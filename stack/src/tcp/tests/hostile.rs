@@ -179,6 +179,34 @@ fn test_listen_syn_cookie_accept_queue_full() {
     assert!(h.stack.tcp_accept(h.listener()).is_ok());
 }
 
+/// An embryo whose handshake would complete into a full accept queue: its ACK is
+/// dropped (as Linux does), it stays in SYN-RECEIVED, and completes once there is room.
+#[test]
+fn test_syn_received_accept_queue_full() {
+    let mut h = listen_with(2);
+    let mut isss = Vec::new();
+    for (port, seq) in [(30000, X), (30001, 20_000)] {
+        h.send(h.seg(SYN, seq, 0).from_port(port).opts(&[mss(1460)]));
+        isss.push(Sq(h.recv_one().seq));
+    }
+    send!(h, h.seg(ACK, X + 1, isss[0] + 1).from_port(30000) => []);
+    // Room in the half-open queue again: a third embryo.
+    h.send(h.seg(SYN, 30_000, 0).from_port(30002).opts(&[mss(1460)]));
+    isss.push(Sq(h.recv_one().seq));
+    send!(h, h.seg(ACK, 20_001, isss[1] + 1).from_port(30001) => []);
+    // Two established and not accepted: the third handshake waits.
+    let overflow = drops(&h, DropReason::ListenOverflow);
+    send!(h, h.seg(ACK, 30_001, isss[2] + 1).from_port(30002) => []);
+    assert_eq!(drops(&h, DropReason::ListenOverflow), overflow + 1);
+    h.stack.check_invariants().unwrap();
+    h.peer.set_port(30002);
+    assert_eq!(h.row_state(), Some("SYN-RECEIVED"));
+    h.stack.tcp_accept(h.listener()).unwrap();
+    send!(h, h.seg(ACK, 30_001, isss[2] + 1).from_port(30002) => []);
+    assert_eq!(h.row_state(), Some("ESTABLISHED"));
+    h.stack.check_invariants().unwrap();
+}
+
 /// A flood of SYNs against a full half-open queue costs no memory: each gets a cookie
 /// and nothing else; a real client among them connects with its cookie.
 #[test]
