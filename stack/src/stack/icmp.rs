@@ -82,18 +82,13 @@ fn v6_unreachable(code: u8) -> Option<(ConnError, bool)> {
     })
 }
 
-/// An error message's news for the socket, before validation.
-enum Received<'a> {
-    Error { error: ConnError, hard: bool, invoking: &'a [u8] },
-    TooBig { mtu: usize, invoking: &'a [u8] },
-}
-
 impl Stack {
     pub(super) fn icmp_input(&mut self, now: Instant, ip: &IpHeader, m: &IcmpRepr<'_>) {
         let (src, dst) = (ip.dst, ip.src);
         // RFC 792 (echo) and RFC 4443 4.2: reply with the same identifier, sequence
         // number and data.
-        let received = match *m {
+        // What an error says, and the packet it quotes.
+        let (news, invoking) = match *m {
             IcmpRepr::V4(IcmpV4Message::EchoRequest { ident, seq, data }) => {
                 let reply = IcmpRepr::V4(IcmpV4Message::EchoReply { ident, seq, data });
                 return self.echo_reply(src, dst, &reply);
@@ -103,37 +98,33 @@ impl Stack {
                 return self.echo_reply(src, dst, &reply);
             }
             IcmpRepr::V4(IcmpV4Message::DestUnreachable { code, invoking }) => match v4_unreachable(code) {
-                Some((error, hard)) => Received::Error { error, hard, invoking },
+                Some((error, hard)) => (IcmpNews::Error { error, hard }, invoking),
                 None => return self.count_drop(DropReason::IcmpIgnored, "unknown unreachable code"),
             },
             IcmpRepr::V6(IcmpV6Message::DestUnreachable { code, invoking }) => match v6_unreachable(code) {
-                Some((error, hard)) => Received::Error { error, hard, invoking },
+                Some((error, hard)) => (IcmpNews::Error { error, hard }, invoking),
                 None => return self.count_drop(DropReason::IcmpIgnored, "unknown unreachable code"),
             },
             // RFC 1122 4.2.3.9: time exceeded is a soft error (Linux: EHOSTUNREACH).
             IcmpRepr::V4(IcmpV4Message::TimeExceeded { invoking, .. })
             | IcmpRepr::V6(IcmpV6Message::TimeExceeded { invoking, .. }) => {
-                Received::Error { error: ConnError::HostUnreachable, hard: false, invoking }
+                (IcmpNews::Error { error: ConnError::HostUnreachable, hard: false }, invoking)
             }
             IcmpRepr::V4(IcmpV4Message::FragNeeded { mtu, invoking }) => {
                 // RFC 1191 7: a router that predates RFC 1191 reports 0; guess from the
                 // quoted packet's total length.
                 let quoted_len = invoking.get(2..4).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
                 match pmtu::usable_mtu(false, usize::from(mtu), quoted_len, &self.cfg) {
-                    Some(mtu) => Received::TooBig { mtu, invoking },
+                    Some(mtu) => (IcmpNews::PathMtu(mtu), invoking),
                     None => return self.count_drop(DropReason::IcmpErrorBadMtu, "fragmentation needed: MTU below 68"),
                 }
             }
             IcmpRepr::V6(IcmpV6Message::PacketTooBig { mtu, invoking }) => {
                 let mtu = pmtu::usable_mtu(true, usize::try_from(mtu).unwrap_or(usize::MAX), 0, &self.cfg)
                     .unwrap_or(pmtu::IPV6_MIN_MTU);
-                Received::TooBig { mtu, invoking }
+                (IcmpNews::PathMtu(mtu), invoking)
             }
             _ => return self.count_drop(DropReason::IcmpIgnored, "not an echo request or an error we act on"),
-        };
-        let (news, invoking) = match received {
-            Received::Error { error, hard, invoking } => (IcmpNews::Error { error, hard }, invoking),
-            Received::TooBig { mtu, invoking } => (IcmpNews::PathMtu(mtu), invoking),
         };
         // The quote must be one of our packets, sent from the address this came to.
         let Some(q) = icmp::parse_quoted(invoking).filter(|q| q.src == ip.dst) else {

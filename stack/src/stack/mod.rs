@@ -247,17 +247,18 @@ impl Stack {
         }
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += packet.len() as u64;
-        let p = match wire::parse(packet) {
-            Ok(p) => p,
+        // Matched by reference: the parsed packet is not moved (copied) out.
+        let parsed = wire::parse(packet);
+        match &parsed {
+            Ok(p) => self.deliver(now, p, packet),
             // Held for reassembly (RFC 791 3.2, RFC 8200 4.5): `frag`.
-            Err(DropReason::Fragment) => return self.fragment_input(now, packet),
-            Err(reason) => return self.count_drop(reason, "parse"),
-        };
-        self.deliver(now, &p, packet)
+            Err(DropReason::Fragment) => self.fragment_input(now, packet),
+            Err(reason) => self.count_drop(*reason, "parse"),
+        }
     }
 
     /// A whole datagram (received, or reassembled), parsed: to its protocol.
-    #[inline]
+    #[inline(always)]
     fn deliver(&mut self, now: Instant, p: &Packet<'_>, packet: &[u8]) {
         if !self.owns_address(p.ip.dst) {
             return self.count_drop(DropReason::NotForUs, "destination");
@@ -265,10 +266,10 @@ impl Stack {
         if self.owns_address(p.ip.src) {
             return self.count_drop(DropReason::BadSourceAddress, "source is our own address");
         }
-        match p.transport {
-            Transport::Tcp(seg) => self.tcp_input(now, &p.ip, &seg),
-            Transport::Udp(d) => self.udp_input(now, &p.ip, &d, packet),
-            Transport::Icmp(m) => self.icmp_input(now, &p.ip, &m),
+        match &p.transport {
+            Transport::Tcp(seg) => self.tcp_input(now, &p.ip, seg),
+            Transport::Udp(d) => self.udp_input(now, &p.ip, d, packet),
+            Transport::Icmp(m) => self.icmp_input(now, &p.ip, m),
         }
     }
 

@@ -181,11 +181,24 @@ impl Stack {
         self.refresh(h);
     }
 
-    fn accept_queue_full(&self, lh: SocketHandle) -> bool {
-        match self.slot(lh).and_then(|s| s.sock.as_ref()) {
+    /// An ACK that would complete embryo `h`'s handshake while its listener's accept
+    /// queue is full: dropped (and counted), the embryo stays and its peer will send
+    /// again (Linux does the same without tcp_abort_on_overflow).
+    #[cold]
+    #[inline(never)]
+    fn final_ack_into_full_queue(&mut self, h: SocketHandle, seg: &TcpRepr<'_>) -> bool {
+        let Some(Owner::Listener(lh)) = self.slot(h).map(|s| s.owner) else { return false };
+        if !seg.flags.ack() || seg.flags.rst() {
+            return false;
+        }
+        let full = match self.slot(lh).and_then(|s| s.sock.as_ref()) {
             Some(Sock::Listener(l)) => l.accept_q.len() >= l.backlog,
             _ => false,
+        };
+        if full {
+            self.count_drop(DropReason::ListenOverflow, "accept queue full: final ACK dropped");
         }
+        full
     }
 
     /// Whether listener `lh` sent a cookie recently enough that one may come back.
@@ -294,30 +307,22 @@ impl Stack {
         }
     }
 
+    #[inline]
     fn conn_input(&mut self, now: Instant, h: SocketHandle, seg: &TcpRepr<'_>) {
-        let cfg = &self.cfg;
         let grow = self.buffer_room();
-        let slot = &mut self.slots[h.idx as usize];
-        let owner = slot.owner;
-        let Some(Sock::Tcp(c)) = slot.sock.as_mut() else { return };
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
         let prev = c.state;
-        if prev == TcpState::SynReceived && seg.flags.ack() && !seg.flags.rst() {
-            if let Owner::Listener(lh) = owner {
-                if self.accept_queue_full(lh) {
-                    // The handshake would complete into a full accept queue: drop the
-                    // ACK, the embryo stays and its peer will send again (Linux does
-                    // the same without tcp_abort_on_overflow).
-                    return self.count_drop(DropReason::ListenOverflow, "accept queue full: final ACK dropped");
-                }
-            }
+        if prev == TcpState::SynReceived && self.final_ack_into_full_queue(h, seg) {
+            return;
         }
+        let cfg = &self.cfg;
         let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
         c.set_buffer_growth(grow);
-        let limited = c.acks_rate_limited;
         let (verdict, reply) = c.process(now, cfg, seg);
-        self.stats.tcp_acks_rate_limited += c.acks_rate_limited - limited;
         let (local, remote) = (c.local, c.remote);
         if let Verdict::Rejected(why) = verdict {
+            // Only a rejected segment's ACK can have been held back (RFC 5961 7).
+            self.stats.tcp_acks_rate_limited += std::mem::take(&mut c.acks_rate_limited);
             self.count_reject(why);
         }
         if let Reply::Rst { seq, ack } = reply {

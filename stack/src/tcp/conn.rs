@@ -247,7 +247,8 @@ pub(crate) struct Conn {
     pub(super) pmtu: usize,
     /// When the last ACK answering a rejected segment went out (RFC 5961 7 rate limit).
     pub(super) last_oow_ack: Option<Instant>,
-    /// ACKs for rejected segments the rate limit suppressed (for `Stats`).
+    /// ACKs for rejected segments the rate limit suppressed, not yet added to `Stats`
+    /// (the stack takes them after a rejected segment).
     pub acks_rate_limited: u64,
 }
 

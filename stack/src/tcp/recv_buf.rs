@@ -38,6 +38,10 @@ pub(crate) struct RecvBuffer {
     /// How many more bytes of storage it may allocate (the stack's remaining buffer
     /// memory budget; `usize::MAX`: no limit).
     grow_limit: usize,
+    /// The storage it may have: `cap`, or less within the budget (kept up to date by
+    /// `update_limit`, so that `window`, asked several times per segment, is one
+    /// subtraction).
+    limit: usize,
 }
 
 impl RecvBuffer {
@@ -51,6 +55,7 @@ impl RecvBuffer {
             ooo_span: 0,
             clock: 0,
             grow_limit: usize::MAX,
+            limit: cap.max(1),
         }
     }
 
@@ -72,18 +77,20 @@ impl RecvBuffer {
     /// `MIN_ALLOC`).
     #[inline]
     pub fn window(&self) -> usize {
-        self.storage_limit().saturating_sub(self.len)
+        self.limit.saturating_sub(self.len)
     }
 
-    #[inline]
-    fn storage_limit(&self) -> usize {
-        self.cap.min(self.ring.len().saturating_add(self.grow_limit).max(MIN_ALLOC))
+    fn update_limit(&mut self) {
+        self.limit = self.cap.min(self.ring.len().saturating_add(self.grow_limit).max(MIN_ALLOC));
     }
 
     /// At most `bytes` more storage may be allocated (the stack's memory budget).
     #[inline]
     pub fn set_growth(&mut self, bytes: usize) {
-        self.grow_limit = bytes;
+        if bytes != self.grow_limit {
+            self.grow_limit = bytes;
+            self.update_limit();
+        }
     }
 
     pub fn has_out_of_order(&self) -> bool {
@@ -104,9 +111,11 @@ impl RecvBuffer {
         while size < upto {
             size *= 2;
         }
-        let size = size.min(self.storage_limit().max(upto));
+        let size = size.min(self.limit.max(upto));
         let mut fresh = vec![0u8; size];
         let old = self.ring.len();
+        // What it took comes off what it may still take.
+        self.grow_limit = self.grow_limit.saturating_sub(size - old);
         if old > 0 {
             // Keep everything from head to the furthest byte held, in order.
             let used = (self.len + self.ooo_span).min(old);
@@ -118,6 +127,7 @@ impl RecvBuffer {
         }
         self.ring = fresh;
         self.head = 0;
+        self.update_limit();
     }
 
     /// Store `data` with sequence number `seq`, where `rcv_nxt` is the current RCV.NXT.
@@ -210,6 +220,7 @@ impl RecvBuffer {
         if self.len == 0 && self.ooo.is_empty() && !self.ring.is_empty() {
             self.ring = Vec::new();
             self.head = 0;
+            self.update_limit();
         }
     }
 

@@ -20,6 +20,9 @@ pub(crate) struct SendBuffer {
     /// How many more bytes of storage it may allocate (the stack's remaining buffer
     /// memory budget; `usize::MAX`: no limit).
     grow_limit: usize,
+    /// The storage it may have: `cap`, or less within the budget (kept up to date by
+    /// `update_limit`; `free` runs for every readiness check).
+    limit: usize,
 }
 
 /// Whatever the budget, a send buffer may hold this much (it may allocate it).
@@ -28,7 +31,7 @@ const MIN_ALLOC: usize = 2048;
 impl SendBuffer {
     /// An empty buffer that holds at most `cap` bytes (at least one).
     pub fn new(cap: usize) -> SendBuffer {
-        SendBuffer { bytes: VecDeque::new(), cap: cap.max(1), grow_limit: usize::MAX }
+        SendBuffer { bytes: VecDeque::new(), cap: cap.max(1), grow_limit: usize::MAX, limit: cap.max(1) }
     }
 
     /// The bound: the most bytes the buffer may hold.
@@ -47,17 +50,22 @@ impl SendBuffer {
 
     /// Room for more application data: up to the bound, within the storage it may
     /// have (what it holds plus `grow_limit`, at least `MIN_ALLOC`).
+    #[inline]
     pub fn free(&self) -> usize {
-        self.storage_limit().saturating_sub(self.bytes.len())
+        self.limit.saturating_sub(self.bytes.len())
     }
 
-    fn storage_limit(&self) -> usize {
-        self.cap.min(self.bytes.capacity().saturating_add(self.grow_limit).max(MIN_ALLOC))
+    fn update_limit(&mut self) {
+        self.limit = self.cap.min(self.bytes.capacity().saturating_add(self.grow_limit).max(MIN_ALLOC));
     }
 
     /// At most `bytes` more storage may be allocated (the stack's memory budget).
+    #[inline]
     pub fn set_growth(&mut self, bytes: usize) {
-        self.grow_limit = bytes;
+        if bytes != self.grow_limit {
+            self.grow_limit = bytes;
+            self.update_limit();
+        }
     }
 
     /// Append as much of `data` as fits; returns how much did.
@@ -67,8 +75,12 @@ impl SendBuffer {
         if need > self.bytes.capacity() {
             // Grow by doubling, within the bound and the storage allowed, exactly (so
             // the allocation stays what the budget allows).
-            let target = (self.bytes.capacity() * 2).clamp(need, self.storage_limit().max(need));
+            let old = self.bytes.capacity();
+            let target = (old * 2).clamp(need, self.limit.max(need));
             self.bytes.reserve_exact(target - self.bytes.len());
+            // What it took comes off what it may still take.
+            self.grow_limit = self.grow_limit.saturating_sub(self.bytes.capacity() - old);
+            self.update_limit();
         }
         self.bytes.extend(&data[..n]);
         n
@@ -105,6 +117,7 @@ impl SendBuffer {
     pub fn release_if_empty(&mut self) {
         if self.bytes.is_empty() && self.bytes.capacity() > 0 {
             self.bytes = VecDeque::new();
+            self.update_limit();
         }
     }
 
