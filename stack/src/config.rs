@@ -82,9 +82,67 @@ pub struct Config {
     pub udp_rx_queue: usize,
     /// Datagrams queued for transmission per UDP socket before `send` says `WouldBlock`.
     pub udp_tx_queue: usize,
-    /// At most this many ICMP errors (port unreachable) per second, RFC 1812 4.3.2.8 /
-    /// RFC 4443 2.4(f) rate limiting.
+    /// At most this many ICMP errors (port unreachable, reassembly time exceeded) per
+    /// second, RFC 1812 4.3.2.8 / RFC 4443 2.4(f) rate limiting. Default 100.
     pub icmp_error_rate: u32,
+
+    // ---- hostile networks: SYN floods, fragments, path MTU, memory budgets ----
+    /// SYN cookies (RFC 4987 3.6): when a listener's half-open queue is full (its
+    /// backlog) or `max_half_open` is reached, a SYN is answered with a SYN-ACK whose
+    /// sequence number encodes the connection (no state is kept), and a valid cookie
+    /// in the returning ACK creates the connection straight into the accept queue.
+    /// Like Linux's `tcp_syncookies=1`. Default on; off drops such SYNs.
+    pub syn_cookies: bool,
+    /// Most embryonic (SYN-RECEIVED) connections across all listeners; beyond it SYNs
+    /// get cookies (or are dropped without them). Each listener's own half-open queue
+    /// is bounded by its backlog too. Default 1024 (Linux: `tcp_max_syn_backlog`).
+    pub max_half_open: usize,
+    /// Most sockets of every kind at once (listeners, connections including orphans
+    /// and TIME-WAIT, UDP sockets). At the cap a SYN or cookie ACK is answered with RST
+    /// and `tcp_connect`, `tcp_listen`, `udp_bind` fail (`ResourceLimit`). Default 65536.
+    pub max_sockets: usize,
+    /// Budget for socket buffer memory: TCP receive and send buffers and scoreboards as
+    /// allocated (they grow on demand up to `tcp_rx_buffer` / `tcp_tx_buffer`), and the
+    /// datagrams queued on UDP sockets. Buffers grow only within what is left of it,
+    /// so a connection's receive window shrinks to the storage it has and a send takes
+    /// only what fits (every buffer may still hold 2 KiB). Within 1/16 of the budget
+    /// the stack is under memory pressure (`Stats::memory_pressure`) until usage falls
+    /// below 3/4 of it: new connections are refused with RST (`tcp_connect` fails) and
+    /// received UDP datagrams are dropped. Default 256 MiB (Linux: `tcp_mem`).
+    pub buffer_memory: usize,
+    /// Memory for IP reassembly (RFC 791 3.2, RFC 8200 4.5): the bytes of incomplete
+    /// datagrams held. A fragment that would exceed it is dropped. 0 turns reassembly
+    /// off (every fragment is dropped as `DropReason::Fragment`). Default 4 MiB (Linux:
+    /// `ipfrag_high_thresh`). Each datagram is at most 64 KiB by construction.
+    pub reassembly_memory: usize,
+    /// Most datagrams in reassembly at once (including ones discarded for overlapping
+    /// fragments, kept until their timeout so that their later fragments are dropped
+    /// too, RFC 5722). Default 256.
+    pub reassembly_datagrams: usize,
+    /// How long an IPv4 datagram may take to reassemble from its first fragment; then
+    /// its fragments are dropped and, if the first one (offset 0) arrived, an ICMP time
+    /// exceeded (code 1) goes to the source (RFC 792, RFC 1122 3.3.2). Default 30 s
+    /// (Linux's `ipfrag_time`; RFC 791 suggests 15 s).
+    pub reassembly_timeout_v4: Duration,
+    /// The same for IPv6: 60 s (RFC 8200 4.5).
+    pub reassembly_timeout_v6: Duration,
+    /// Path MTU entries (RFC 1191, RFC 8201): most destinations remembered; a full
+    /// table replaces the entry that expires first. Default 1024.
+    pub pmtu_entries: usize,
+    /// Age of a path MTU estimate before the link MTU is tried again: 10 minutes
+    /// (RFC 1191 6.3, RFC 8201 4).
+    pub pmtu_timeout: Duration,
+    /// Smallest IPv4 path MTU a "fragmentation needed" may set: reports below it (and
+    /// above 68, the minimum of RFC 791 3.2; below 68 they are ignored) set this value.
+    /// Default 576 (the datagram size every host must accept, RFC 791; Linux uses 552).
+    /// IPv6 never goes below 1280 (RFC 8201 4).
+    pub pmtu_min_v4: usize,
+    /// RFC 5961 section 7: at most one ACK per this interval per connection in answer
+    /// to segments it rejects without data (challenge ACKs for RSTs and SYNs, ACKs for
+    /// out-of-window or PAWS-failed segments), so they cannot be used to make us
+    /// flood; segments with data are always answered. Default 500 ms (Linux's
+    /// `tcp_invalid_ratelimit`); `None` answers every one.
+    pub challenge_ack_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -114,6 +172,18 @@ impl Default for Config {
             udp_rx_queue: 256,
             udp_tx_queue: 256,
             icmp_error_rate: 100,
+            syn_cookies: true,
+            max_half_open: 1024,
+            max_sockets: 65536,
+            buffer_memory: 256 << 20,
+            reassembly_memory: 4 << 20,
+            reassembly_datagrams: 256,
+            reassembly_timeout_v4: Duration::from_secs(30),
+            reassembly_timeout_v6: Duration::from_secs(60),
+            pmtu_entries: 1024,
+            pmtu_timeout: Duration::from_secs(600),
+            pmtu_min_v4: 576,
+            challenge_ack_interval: Some(Duration::from_millis(500)),
         }
     }
 }

@@ -41,6 +41,12 @@ pub enum ConnError {
     /// Data arrived for a handle the application had closed, so we reset it
     /// (RFC 9293 3.10.4 / RFC 2525 2.17; ECONNABORTED).
     Aborted,
+    /// An ICMP destination unreachable (host codes, administrative prohibitions) or
+    /// time exceeded ended a connection attempt, or explains a timeout (EHOSTUNREACH).
+    HostUnreachable,
+    /// An ICMP network unreachable ended a connection attempt, or explains a timeout
+    /// (ENETUNREACH).
+    NetworkUnreachable,
 }
 
 impl ConnError {
@@ -50,6 +56,8 @@ impl ConnError {
             ConnError::Reset => io::ErrorKind::ConnectionReset,
             ConnError::TimedOut => io::ErrorKind::TimedOut,
             ConnError::Aborted => io::ErrorKind::ConnectionAborted,
+            ConnError::HostUnreachable => io::ErrorKind::HostUnreachable,
+            ConnError::NetworkUnreachable => io::ErrorKind::NetworkUnreachable,
         }
     }
 
@@ -59,6 +67,8 @@ impl ConnError {
             ConnError::Reset => "connection reset by peer",
             ConnError::TimedOut => "connection timed out",
             ConnError::Aborted => "connection aborted",
+            ConnError::HostUnreachable => "no route to host",
+            ConnError::NetworkUnreachable => "network is unreachable",
         }
     }
 }
@@ -208,6 +218,10 @@ impl PeerAddrError {
 pub enum UdpRecvError {
     /// No datagram queued.
     WouldBlock,
+    /// A connected socket's earlier datagram drew a hard ICMP error (a port unreachable
+    /// is `ConnError::Refused`: ECONNREFUSED). Reported once, by the next receive or
+    /// send, like Linux's `SO_ERROR` (RFC 1122 4.1.3.3).
+    Icmp(ConnError),
     /// See [`InvalidHandle`].
     InvalidHandle,
 }
@@ -216,6 +230,7 @@ impl UdpRecvError {
     pub fn kind(self) -> io::ErrorKind {
         match self {
             UdpRecvError::WouldBlock => io::ErrorKind::WouldBlock,
+            UdpRecvError::Icmp(e) => e.kind(),
             UdpRecvError::InvalidHandle => InvalidHandle.kind(),
         }
     }
@@ -223,6 +238,7 @@ impl UdpRecvError {
     pub fn as_str(self) -> &'static str {
         match self {
             UdpRecvError::WouldBlock => "no datagram received yet",
+            UdpRecvError::Icmp(e) => e.as_str(),
             UdpRecvError::InvalidHandle => InvalidHandle.as_str(),
         }
     }
@@ -251,6 +267,9 @@ pub enum BindError {
     /// Port 0 asked for an ephemeral port and every port of `range` conflicts
     /// (EADDRINUSE, as Linux's bind says).
     NoFreePort { ip: IpAddr, range: (u16, u16) },
+    /// `Config::max_sockets` sockets exist already (like EMFILE; the kind is
+    /// `OutOfMemory`).
+    TooManySockets { max: usize },
 }
 
 impl BindError {
@@ -259,6 +278,7 @@ impl BindError {
             BindError::NoAddressOfFamily { .. } | BindError::NotOwned(_) => io::ErrorKind::AddrNotAvailable,
             BindError::Privileged { .. } => io::ErrorKind::PermissionDenied,
             BindError::AddrInUse { .. } | BindError::NoFreePort { .. } => io::ErrorKind::AddrInUse,
+            BindError::TooManySockets { .. } => io::ErrorKind::OutOfMemory,
         }
     }
 }
@@ -279,6 +299,7 @@ impl fmt::Display for BindError {
             BindError::NoFreePort { ip, range } => {
                 write!(f, "no free ephemeral port in {}-{} for {ip}", range.0, range.1)
             }
+            BindError::TooManySockets { max } => write!(f, "too many sockets (the stack's limit is {max})"),
         }
     }
 }
@@ -302,8 +323,12 @@ pub enum ConnectError {
     NoFreePort { local: IpAddr, remote: SocketAddr, range: (u16, u16) },
     /// A connection with this 4-tuple exists (EADDRINUSE).
     TupleInUse { local: SocketAddr, remote: SocketAddr },
-    /// The handshake failed: refused, timed out, reset.
+    /// The handshake failed: refused, timed out, reset, unreachable.
     Failed(ConnError),
+    /// No room for another connection: `Config::max_sockets` sockets exist, or the
+    /// stack is under memory pressure (`Config::buffer_memory`); like ENOBUFS (the kind
+    /// is `OutOfMemory`).
+    ResourceLimit,
     /// The connection is closed and had no error (ENOTCONN).
     Closed,
     /// The packet policy refuses flows to this destination (EPERM, as Linux's connect
@@ -324,6 +349,7 @@ impl ConnectError {
             }
             ConnectError::TupleInUse { .. } => io::ErrorKind::AddrInUse,
             ConnectError::Failed(e) => e.kind(),
+            ConnectError::ResourceLimit => io::ErrorKind::OutOfMemory,
             ConnectError::Closed => io::ErrorKind::NotConnected,
             ConnectError::Filtered => io::ErrorKind::PermissionDenied,
             ConnectError::InvalidHandle => InvalidHandle.kind(),
@@ -354,6 +380,7 @@ impl fmt::Display for ConnectError {
                 write!(f, "a connection from {local} to {remote} exists already")
             }
             ConnectError::Failed(e) => f.write_str(e.as_str()),
+            ConnectError::ResourceLimit => f.write_str("no room for another connection (socket or memory limit)"),
             ConnectError::Closed => f.write_str("connection closed"),
             ConnectError::Filtered => f.write_str("refused by the packet policy"),
             ConnectError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
@@ -374,14 +401,18 @@ pub enum UdpSendError {
     FamilyMismatch { local: IpAddr, dst: SocketAddr },
     /// The stack has no address of the destination's family (EADDRNOTAVAIL).
     NoAddressOfFamily { ipv6: bool },
-    /// The datagram is larger than the MTU allows (`max` bytes of payload): we do not
-    /// fragment (RFC 8200 5, RFC 791). Linux says EMSGSIZE; the kind is InvalidInput.
+    /// The datagram is larger than an IP datagram can be (`max` bytes of payload:
+    /// 65507 over IPv4, 65527 over IPv6; larger than the path MTU is fine, it is sent
+    /// as fragments). Linux says EMSGSIZE; the kind is InvalidInput.
     TooLarge { len: usize, max: usize },
     /// The packet policy refuses datagrams to this destination (EPERM).
     Filtered,
     /// `udp_send_msg` (a chosen source address) on a socket that is not transparent
     /// (EINVAL).
     NotTransparent,
+    /// A connected socket's earlier datagram drew a hard ICMP error (see
+    /// [`UdpRecvError::Icmp`]); reported once.
+    Icmp(ConnError),
     /// See [`InvalidHandle`].
     InvalidHandle,
 }
@@ -397,6 +428,7 @@ impl UdpSendError {
             | UdpSendError::NotTransparent => io::ErrorKind::InvalidInput,
             UdpSendError::NoAddressOfFamily { .. } => io::ErrorKind::AddrNotAvailable,
             UdpSendError::Filtered => io::ErrorKind::PermissionDenied,
+            UdpSendError::Icmp(e) => e.kind(),
             UdpSendError::InvalidHandle => InvalidHandle.kind(),
         }
     }
@@ -415,10 +447,11 @@ impl fmt::Display for UdpSendError {
             }
             UdpSendError::NoAddressOfFamily { ipv6 } => write!(f, "the stack has no {} address", family(ipv6)),
             UdpSendError::TooLarge { len, max } => {
-                write!(f, "datagram of {len} bytes larger than the MTU allows ({max})")
+                write!(f, "datagram of {len} bytes larger than an IP datagram allows ({max})")
             }
             UdpSendError::Filtered => f.write_str("refused by the packet policy"),
             UdpSendError::NotTransparent => f.write_str("only a transparent socket sends from a chosen address"),
+            UdpSendError::Icmp(e) => f.write_str(e.as_str()),
             UdpSendError::InvalidHandle => f.write_str(InvalidHandle.as_str()),
         }
     }

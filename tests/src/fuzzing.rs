@@ -433,6 +433,7 @@ pub fn check_parse(data: &[u8]) -> bool {
                     assert_eq!(mtu, u32::from_be_bytes(w));
                 }
                 IcmpV6Message::DestUnreachable { code, .. } => assert_eq!((e.type_u8(), e.code_u8()), (1, code)),
+                IcmpV6Message::TimeExceeded { code, .. } => assert_eq!((e.type_u8(), e.code_u8()), (3, code)),
                 IcmpV6Message::Other { icmp_type, code } => assert_eq!((e.type_u8(), e.code_u8()), (icmp_type, code)),
             }
         }
@@ -448,8 +449,12 @@ fn check_icmp_fields_v4(m: &IcmpV4Message<'_>, transport: &[u8], w: &[u8; 4], wh
             assert_eq!((ident, seq), (word(0), word(2)), "ICMPv4 echo words\n{}", what());
             assert_eq!(data, &transport[8..]);
         }
-        IcmpV4Message::DestUnreachable { code, invoking } => {
-            assert_eq!((transport[0], transport[1]), (3, code));
+        IcmpV4Message::DestUnreachable { code, invoking } | IcmpV4Message::TimeExceeded { code, invoking } => {
+            assert!(matches!((transport[0], transport[1]), (3, c) | (11, c) if c == code));
+            assert_eq!(invoking, &transport[8..]);
+        }
+        IcmpV4Message::FragNeeded { mtu, invoking } => {
+            assert_eq!((transport[0], transport[1], mtu), (3, 4, word(2)));
             assert_eq!(invoking, &transport[8..]);
         }
         IcmpV4Message::Other { icmp_type, code } => assert_eq!((transport[0], transport[1]), (icmp_type, code)),
@@ -725,6 +730,11 @@ impl World {
             assert!(guard < 100_000, "poll_transmit never returns None");
             let pkt = &out[..n];
             assert!(n <= self.stack.config().mtu.max(576), "emitted {n} bytes, more than the MTU");
+            if wire::frag::is_fragment(pkt) {
+                check_fragment(pkt);
+                self.emitted += 1;
+                continue;
+            }
             crate::link::check_packet(pkt);
             let p = wire::parse(pkt).unwrap_or_else(|e| panic!("our parser rejects our own packet: {e:?}\n{pkt:02x?}"));
             self.emitted += 1;
@@ -1508,16 +1518,21 @@ pub enum Step {
     },
     Api(Api),
     Time(TimeStep),
+    /// A datagram; with `frag` non-zero cut into fragments (see [`fragment_plan`]).
     Udp {
         v6: bool,
         port: u16,
         len: u16,
+        frag: u8,
     },
+    /// With `aim` odd, an error's quote is a packet the stack sent on a live tuple (a
+    /// TCP header with a sequence number around its flight) or from a UDP socket.
     Icmp {
         v6: bool,
         icmp_type: u8,
         code: u8,
         len: u16,
+        aim: u8,
     },
 }
 
@@ -1555,7 +1570,7 @@ impl Step {
                     2 => 7,
                     _ => r.u16(),
                 };
-                Step::Udp { v6, port, len: r.u16() % 1600 }
+                Step::Udp { v6, port, len: r.u16() % 1600, frag: r.u8() }
             }
             _ => {
                 let v6 = r.bool();
@@ -1563,7 +1578,7 @@ impl Step {
                     0 | 1 => (if v6 { 128 } else { 8 }, 0),
                     _ => (r.u8(), r.u8()),
                 };
-                Step::Icmp { v6, icmp_type, code, len: r.u16() % 1500 }
+                Step::Icmp { v6, icmp_type, code, len: r.u16() % 1500, aim: r.u8() }
             }
         }
     }
@@ -1684,28 +1699,43 @@ impl World {
             }
             Step::Api(api) => self.run_api(api),
             Step::Time(t) => self.time_step(*t),
-            Step::Udp { v6, port, len } => {
+            Step::Udp { v6, port, len, frag } => {
                 let (src, dst): (IpAddr, IpAddr) =
                     if *v6 { (PEER_V6.into(), STACK_V6.into()) } else { (PEER_V4.into(), STACK_V4.into()) };
                 let payload: Vec<u8> = (0..*len).map(|i| i as u8).collect();
                 let repr = UdpRepr { src_port: 5000, dst_port: *port, payload: &payload };
                 let mut buf = vec![0; 48 + payload.len()];
                 let n = wire::emit_udp(&mut buf, src, dst, &repr).expect("datagram fits");
-                self.input(&buf[..n]);
+                if *frag == 0 {
+                    self.input(&buf[..n]);
+                } else {
+                    for piece in fragment_plan(&buf[..n], *frag, self.step as u32) {
+                        self.input(&piece);
+                    }
+                }
             }
-            Step::Icmp { v6, icmp_type, code, len } => {
-                let body: Vec<u8> = (0..*len).map(|i| (i * 3) as u8).collect();
+            Step::Icmp { v6, icmp_type, code, len, aim } => {
+                let mut body: Vec<u8> = (0..*len).map(|i| (i * 3) as u8).collect();
+                if aim % 2 == 1 && matches!((*v6, *icmp_type), (false, 3 | 11) | (true, 1..=3)) {
+                    body = self.quote_for(*v6, *aim, body.len().min(64));
+                }
+                let mtu = 1280 + usize::from(*aim) * 4;
                 let (src, dst): (IpAddr, IpAddr) =
                     if *v6 { (PEER_V6.into(), STACK_V6.into()) } else { (PEER_V4.into(), STACK_V4.into()) };
                 let msg = match (*v6, *icmp_type) {
                     (false, 8) => IcmpRepr::V4(IcmpV4Message::EchoRequest { ident: 7, seq: 1, data: &body }),
                     (false, 0) => IcmpRepr::V4(IcmpV4Message::EchoReply { ident: 7, seq: 1, data: &body }),
+                    (false, 3) if *code == 4 => {
+                        IcmpRepr::V4(IcmpV4Message::FragNeeded { mtu: (mtu - 700) as u16, invoking: &body })
+                    }
                     (false, 3) => IcmpRepr::V4(IcmpV4Message::DestUnreachable { code: *code, invoking: &body }),
+                    (false, 11) => IcmpRepr::V4(IcmpV4Message::TimeExceeded { code: *code, invoking: &body }),
                     (false, t) => IcmpRepr::V4(IcmpV4Message::Other { icmp_type: t, code: *code }),
                     (true, 128) => IcmpRepr::V6(IcmpV6Message::EchoRequest { ident: 7, seq: 1, data: &body }),
                     (true, 129) => IcmpRepr::V6(IcmpV6Message::EchoReply { ident: 7, seq: 1, data: &body }),
                     (true, 1) => IcmpRepr::V6(IcmpV6Message::DestUnreachable { code: *code, invoking: &body }),
-                    (true, 2) => IcmpRepr::V6(IcmpV6Message::PacketTooBig { mtu: 1280, invoking: &body }),
+                    (true, 2) => IcmpRepr::V6(IcmpV6Message::PacketTooBig { mtu: mtu as u32, invoking: &body }),
+                    (true, 3) => IcmpRepr::V6(IcmpV6Message::TimeExceeded { code: *code, invoking: &body }),
                     (true, t) => IcmpRepr::V6(IcmpV6Message::Other { icmp_type: t, code: *code }),
                 };
                 let mut buf = vec![0; 48 + 8 + body.len()];
@@ -1713,6 +1743,44 @@ impl World {
                 self.input(&buf[..n]);
             }
         }
+    }
+
+    /// The start of a packet the stack sent, as an ICMP error quotes it: on a live TCP
+    /// tuple (the family's first, picked by `aim`) with a sequence number around its
+    /// flight, else from the UDP socket of the family to a peer. At least `len` bytes.
+    fn quote_for(&self, v6: bool, aim: u8, len: usize) -> Vec<u8> {
+        let tcp: Vec<usize> = (0..self.tuples.len()).filter(|&i| self.tuples[i].local.is_ipv6() == v6).collect();
+        let (local, remote, proto, seq) = match tcp.get(usize::from(aim >> 1) % tcp.len().max(1)) {
+            Some(&ti) if aim & 2 == 0 => {
+                let b = self.bases(ti);
+                // From one before SND.UNA to one past SND.NXT.
+                let flight = b.snd_nxt.0.wrapping_sub(b.snd_una.0).min(1 << 20);
+                let seq = b.snd_una.0.wrapping_add(u32::from(aim >> 2) % (flight + 3)).wrapping_sub(1);
+                (self.tuples[ti].local, self.tuples[ti].remote, 6, seq)
+            }
+            _ if v6 => (SocketAddr::new(STACK_V6.into(), 5353), SocketAddr::new(PEER_V6.into(), 5000), 17, 0),
+            _ => (SocketAddr::new(STACK_V4.into(), 53), SocketAddr::new(PEER_V4.into(), 5000), 17, 0),
+        };
+        let mut q = match (local.ip(), remote.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let mut h = vec![0x45, 0, 5, 0xdc, 0, 0, 0x40, 0, 64, proto, 0, 0];
+                h.extend_from_slice(&s.octets());
+                h.extend_from_slice(&d.octets());
+                h
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let mut h = vec![0x60, 0, 0, 0, 5, 0xb4, proto, 64];
+                h.extend_from_slice(&s.octets());
+                h.extend_from_slice(&d.octets());
+                h
+            }
+            _ => unreachable!("a tuple of one family"),
+        };
+        q.extend_from_slice(&local.port().to_be_bytes());
+        q.extend_from_slice(&remote.port().to_be_bytes());
+        q.extend_from_slice(&seq.to_be_bytes());
+        q.resize(q.len().max(len), 0);
+        q
     }
 
     /// An API call on a picked handle. A call for another kind of socket does not
@@ -1841,6 +1909,54 @@ pub fn ingress(data: &[u8]) {
         w.check();
     }
     w.finish();
+}
+
+/// Cut a whole packet into fragments as `plan` says: the MTU (IPv4 68 to 1580 bytes,
+/// IPv6 1280), bit 6 reverses the order, bit 7 leaves out the second fragment, both
+/// add a first fragment with one byte changed before the real one (an overlap). The
+/// identification varies with `ident`.
+pub fn fragment_plan(packet: &[u8], plan: u8, ident: u32) -> Vec<Vec<u8>> {
+    let v6 = packet[0] >> 4 == 6;
+    let mtu = if v6 { 1280 } else { 68 + usize::from(plan % 64) * 24 };
+    let mut pieces = Vec::new();
+    let mut out = vec![0u8; mtu];
+    let mut off = Some(0);
+    while let Some(o) = off {
+        let (n, next) = wire::frag::write_fragment(packet, o, mtu, ident, &mut out);
+        pieces.push(out[..n].to_vec());
+        off = next;
+    }
+    match plan >> 6 {
+        1 => pieces.reverse(),
+        2 if pieces.len() > 2 => {
+            pieces.remove(1);
+        }
+        3 => {
+            let mut evil = pieces[0].clone();
+            let last = evil.len() - 1;
+            evil[last] ^= 0x5a;
+            pieces.insert(0, evil);
+        }
+        _ => {}
+    }
+    pieces
+}
+
+/// A fragment the stack emitted: parses as one, etherparse reads its IP header (and
+/// the IPv4 header checksum verifies).
+fn check_fragment(pkt: &[u8]) {
+    let f =
+        wire::frag::parse_fragment(pkt).unwrap_or_else(|e| panic!("our fragment does not parse: {e:?}\n{pkt:02x?}"));
+    assert!(f.more || f.offset > 0, "an atomic fragment");
+    if f.is_ipv6() {
+        etherparse::Ipv6Slice::from_slice(pkt).unwrap_or_else(|e| panic!("etherparse rejects our fragment: {e:?}"));
+    } else {
+        let s =
+            etherparse::Ipv4Slice::from_slice(pkt).unwrap_or_else(|e| panic!("etherparse rejects our fragment: {e:?}"));
+        let sum = etherparse::checksum::Sum16BitWords::new().add_slice(s.header().slice()).ones_complement();
+        assert_eq!(sum, 0, "IPv4 header checksum of our fragment");
+        assert!(s.is_payload_fragmented());
+    }
 }
 
 // ============================================================================ tcp_segments
@@ -2142,12 +2258,39 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             let seg = packet_tcp(false, TcpFlags::ACK | TcpFlags::PSH, TcpOptions::default(), b"raw data");
             w.u8(0).u8(7).u8(0).u16(seg.len() as u16).bytes(&seg); // raw, aimed at tuple 0, fixed
             w.u8(0).u8(0).u8(0).u16(20).bytes(&[0x45; 20]); // raw garbage
-            w.u8(10).u8(0).u8(0).u16(12); // UDP to :53
+            w.u8(10).u8(0).u8(0).u16(12).u8(0); // UDP to :53
             w.u8(7).u8(10).u8(2).u16(100); // udp recv on handle 2
-            w.u8(10).u8(1).u8(3).u16(99).u16(4); // UDP to a closed port -> port unreachable
-            w.u8(11).u8(0).u8(0).u16(56); // ping
-            w.u8(11).u8(1).u8(0).u16(56); // ping6
+            w.u8(10).u8(1).u8(3).u16(99).u16(4).u8(0); // UDP to a closed port -> port unreachable
+            w.u8(11).u8(0).u8(0).u16(56).u8(0); // ping
+            w.u8(11).u8(1).u8(0).u16(56).u8(0); // ping6
             v.push(("raw-udp-icmp", w.out.clone()));
+
+            // IP fragments: in reverse order (MTU 308), one missing (then the reassembly
+            // timeout and its time exceeded), an overlap, IPv6 in order.
+            let mut w = Writer::default();
+            w.u8(4);
+            w.u8(10).u8(0).u8(0).u16(1400).u8(0x40 | 10);
+            w.u8(7).u8(10).u8(2).u16(1500); // udp recv on handle 2
+            w.u8(10).u8(0).u8(0).u16(1000).u8(0x80 | 3);
+            w.u8(10).u8(0).u8(0).u16(1000).u8(0xc0 | 5);
+            w.u8(10).u8(1).u8(1).u16(1500).u8(1); // IPv6 to :5353
+            w.u8(9).u8(5).u8(9).u8(5).u8(9).u8(5);
+            v.push(("fragments", w.out.clone()));
+
+            // ICMP errors quoting live connections: data in flight on tuple 0, then a
+            // fragmentation needed (MTU 584) quoting SND.UNA, a port unreachable on the
+            // UDP socket, a packet too big for the IPv6 tuple, a forged one.
+            let mut w = Writer::default();
+            w.u8(5);
+            w.u8(7).u8(0).u8(4).u16(3000); // send 3000 on handle 4 (tuple 0)
+            w.u8(11).u8(0).u8(2).u8(3).u8(4).u16(60).u8(1 | (1 << 2)); // frag needed, seq SND.UNA
+            w.u8(9).u8(1);
+            w.u8(5).u8(0).u8(1).u8(0); // peer ACKs everything
+            w.u8(11).u8(0).u8(2).u8(3).u8(3).u16(60).u8(3); // port unreachable, UDP quote
+            w.u8(11).u8(1).u8(2).u8(2).u8(0).u16(60).u8(1 | (40 << 2)); // packet too big, IPv6
+            w.u8(11).u8(0).u8(2).u8(3).u8(1).u16(60).u8(1 | (200 << 2)); // host unreachable, seq out of flight
+            w.u8(9).u8(5).u8(9).u8(5);
+            v.push(("icmp-errors", w.out.clone()));
 
             let mut w = Writer::default();
             w.u8(3);

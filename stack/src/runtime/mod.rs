@@ -235,6 +235,18 @@ impl RuntimeHandle {
         self.engine.lock_any().stack.stats().clone()
     }
 
+    /// The control block of any TCP connection by its raw handle (a row of
+    /// [`sockets`](Self::sockets)), also one another part of the program holds (a
+    /// server's): the `ss -i` of this stack. `NotFound` for a stale handle or another
+    /// kind of socket.
+    pub fn tcp_info(&self, h: SocketHandle) -> io::Result<crate::TcpInfo> {
+        let inner = self.engine.lock_any();
+        match inner.stack.resolve(h) {
+            Some(crate::AnyHandle::Tcp(t)) => Ok(inner.stack.tcp_info(t)?),
+            _ => Err(crate::InvalidHandle.into()),
+        }
+    }
+
     /// What the impairment layer did in each direction; `None` without one. Still
     /// answers after shutdown.
     pub fn impairment_stats(&self) -> Option<ImpairmentStats> {

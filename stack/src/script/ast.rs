@@ -422,6 +422,7 @@ pub enum Errno {
     EAGAIN,
     EACCES,
     EINVAL,
+    EMFILE,
     EPIPE,
     ENOTSOCK,
     EDESTADDRREQ,
@@ -434,6 +435,7 @@ pub enum Errno {
     ENETUNREACH,
     ECONNABORTED,
     ECONNRESET,
+    ENOBUFS,
     EISCONN,
     ENOTCONN,
     ETIMEDOUT,
@@ -443,12 +445,13 @@ pub enum Errno {
     EINPROGRESS,
 }
 
-const ERRNOS: [(Errno, &str, i32, &str); 24] = [
+const ERRNOS: [(Errno, &str, i32, &str); 26] = [
     (Errno::EPERM, "EPERM", 1, "Operation not permitted"),
     (Errno::EBADF, "EBADF", 9, "Bad file descriptor"),
     (Errno::EAGAIN, "EAGAIN", 11, "Resource temporarily unavailable"),
     (Errno::EACCES, "EACCES", 13, "Permission denied"),
     (Errno::EINVAL, "EINVAL", 22, "Invalid argument"),
+    (Errno::EMFILE, "EMFILE", 24, "Too many open files"),
     (Errno::EPIPE, "EPIPE", 32, "Broken pipe"),
     (Errno::ENOTSOCK, "ENOTSOCK", 88, "Socket operation on non-socket"),
     (Errno::EDESTADDRREQ, "EDESTADDRREQ", 89, "Destination address required"),
@@ -461,6 +464,7 @@ const ERRNOS: [(Errno, &str, i32, &str); 24] = [
     (Errno::ENETUNREACH, "ENETUNREACH", 101, "Network is unreachable"),
     (Errno::ECONNABORTED, "ECONNABORTED", 103, "Software caused connection abort"),
     (Errno::ECONNRESET, "ECONNRESET", 104, "Connection reset by peer"),
+    (Errno::ENOBUFS, "ENOBUFS", 105, "No buffer space available"),
     (Errno::EISCONN, "EISCONN", 106, "Transport endpoint is already connected"),
     (Errno::ENOTCONN, "ENOTCONN", 107, "Transport endpoint is not connected"),
     (Errno::ETIMEDOUT, "ETIMEDOUT", 110, "Connection timed out"),

@@ -335,6 +335,7 @@ impl CoreTarget {
                     Ok(n) => Some(SysResult::ok(n.min(len) as i64)),
                     Err(crate::UdpRecvError::WouldBlock) => None,
                     Err(crate::UdpRecvError::InvalidHandle) => Some(SysResult::err(Errno::EBADF)),
+                    Err(crate::UdpRecvError::Icmp(c)) => Some(SysResult::err(conn_errno(c))),
                 }
             }
             (Call::Write { len, .. }, Sock::Tcp(h)) => {
@@ -573,6 +574,7 @@ impl CoreTarget {
                         Err(UdpSendError::WouldBlock) => SysResult::err(Errno::EAGAIN),
                         Err(UdpSendError::TooLarge { .. }) => SysResult::err(Errno::EMSGSIZE),
                         Err(UdpSendError::NotConnected) => SysResult::err(Errno::EDESTADDRREQ),
+                        Err(UdpSendError::Icmp(c)) => SysResult::err(conn_errno(c)),
                         Err(_) => SysResult::err(Errno::EINVAL),
                     };
                     self.settle();
@@ -779,6 +781,8 @@ fn conn_errno(e: ConnError) -> Errno {
         ConnError::Reset => Errno::ECONNRESET,
         ConnError::TimedOut => Errno::ETIMEDOUT,
         ConnError::Aborted => Errno::ECONNABORTED,
+        ConnError::HostUnreachable => Errno::EHOSTUNREACH,
+        ConnError::NetworkUnreachable => Errno::ENETUNREACH,
     }
 }
 
@@ -796,6 +800,9 @@ fn connect_errno(e: ConnectError) -> Errno {
         ConnectError::InvalidHandle => Errno::EBADF,
         // An outbound policy rule: what Linux's connect returns when netfilter drops it.
         ConnectError::Filtered => Errno::EPERM,
+        // The stack's socket or memory caps (Linux: EAGAIN when out of ports, ENOBUFS
+        // when out of memory).
+        ConnectError::ResourceLimit => Errno::ENOBUFS,
     }
 }
 
@@ -821,6 +828,7 @@ fn bind_errno(e: BindError) -> Errno {
         BindError::NoAddressOfFamily { .. } | BindError::NotOwned(_) => Errno::EADDRNOTAVAIL,
         BindError::Privileged { .. } => Errno::EACCES,
         BindError::AddrInUse { .. } | BindError::NoFreePort { .. } => Errno::EADDRINUSE,
+        BindError::TooManySockets { .. } => Errno::EMFILE,
     }
 }
 

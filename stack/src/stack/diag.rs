@@ -13,7 +13,9 @@ use crate::wire::DropReason;
 /// How often idle connections give their buffer memory back.
 pub(super) const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Counters. Every dropped packet is counted under exactly one reason.
+/// Counters, and a few gauges (current values, noted as such). Every dropped packet is
+/// counted under exactly one reason; the fragments of a datagram that was reassembled
+/// count as that one datagram. All start at zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub rx_packets: u64,
@@ -34,6 +36,60 @@ pub struct Stats {
     /// TCP segments rejected by a listener or a connection, per reason (each is also
     /// counted once under `DropReason::TcpRejected`).
     pub tcp_rejects: [u64; TcpReject::COUNT],
+    /// RFC 5961 7: ACKs answering rejected segments (challenge ACKs, out-of-window and
+    /// PAWS ACKs) left unsent by the per-connection rate limit
+    /// (`Config::challenge_ack_interval`; Linux `TCPACKSkipped*`).
+    pub tcp_acks_rate_limited: u64,
+
+    // ---- SYN cookies (RFC 4987 3.6)
+    /// SYN-ACKs carrying a cookie: a half-open queue was full (Linux `SyncookiesSent`).
+    pub syn_cookies_sent: u64,
+    /// ACKs with a valid cookie: connections made from one (Linux `SyncookiesRecv`).
+    pub syn_cookies_valid: u64,
+    /// ACKs whose cookie did not verify, answered with RST (Linux `SyncookiesFailed`;
+    /// also counted under `TcpReject::SynCookieInvalid`).
+    pub syn_cookies_invalid: u64,
+    /// Gauge: embryonic (SYN-RECEIVED) connections across all listeners.
+    pub tcp_half_open: u64,
+
+    // ---- IP fragments (RFC 791, RFC 8200 4.5)
+    /// Fragments received for us (Linux `ReasmReqds`), atomic ones included.
+    pub frag_received: u64,
+    /// Datagrams reassembled (Linux `ReasmOKs`).
+    pub frag_reassembled: u64,
+    /// Datagrams given up at their reassembly timeout (Linux `ReasmTimeout`); their
+    /// fragments are counted under `DropReason::ReassemblyTimeout`.
+    pub frag_timeouts: u64,
+    /// Datagrams discarded for overlapping fragments (RFC 5722).
+    pub frag_overlaps: u64,
+    /// ICMP time exceeded (fragment reassembly time exceeded) sent.
+    pub frag_time_exceeded_sent: u64,
+    /// Gauge: bytes held by datagrams in reassembly (`Config::reassembly_memory`).
+    pub reassembly_memory: u64,
+    /// Datagrams we sent as fragments (Linux `FragOKs`), and the fragments (`FragCreates`).
+    pub frag_datagrams_sent: u64,
+    pub frags_sent: u64,
+
+    // ---- ICMP errors we receive (RFC 1122 4.2.3.9, RFC 5461, RFC 1191, RFC 8201)
+    /// Validated ICMP errors recorded on a connection as its soft error.
+    pub icmp_soft_errors: u64,
+    /// Validated ICMP errors that ended a connection attempt (or embryo) or are
+    /// reported to a connected UDP socket.
+    pub icmp_hard_errors: u64,
+    /// Path MTU estimates lowered by a validated "fragmentation needed" or "packet too
+    /// big".
+    pub pmtu_updates: u64,
+    /// Gauge: destinations with a path MTU below the link MTU (`Config::pmtu_entries`).
+    pub pmtu_entries: u64,
+
+    // ---- memory (`Config::buffer_memory`)
+    /// Gauge: bytes of socket buffer memory allocated (TCP buffers, UDP queues).
+    pub buffer_memory: u64,
+    /// Gauge: over the budget now (until below 7/8 of it): buffers do not grow, new
+    /// connections are refused.
+    pub memory_pressure: bool,
+    /// Times the stack came under memory pressure.
+    pub memory_pressure_events: u64,
 }
 
 impl Stats {
@@ -53,6 +109,12 @@ impl Stack {
     pub(super) fn count_drop(&mut self, reason: DropReason, what: &str) {
         self.stats.drops[reason as usize] += 1;
         tracing::debug!(reason = reason.as_str(), detail = what, "packet dropped");
+    }
+
+    /// Count and trace `n` dropped packets (the fragments of a discarded datagram).
+    pub(super) fn count_drops(&mut self, reason: DropReason, n: u64, what: &str) {
+        self.stats.drops[reason as usize] += n;
+        tracing::debug!(reason = reason.as_str(), detail = what, packets = n, "packets dropped");
     }
 
     /// Count a TCP segment a listener or connection rejected (also a drop).
@@ -112,14 +174,19 @@ impl Stack {
     /// nothing for a second (they regrow on demand). Runs by itself about once a
     /// second while packets flow; callable any time. Returns the buffer bytes still
     /// allocated across all connections.
+    /// Expired path MTU estimates are forgotten too.
     pub fn housekeeping(&mut self, now: Instant) -> usize {
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
         let mut held = 0;
-        for s in self.slots.iter_mut() {
-            if let Some(Sock::Tcp(c)) = s.sock.as_mut() {
-                held += c.trim(now, HOUSEKEEPING_INTERVAL);
+        for idx in 0..self.slots.len() {
+            if let Some(Sock::Tcp(c)) = self.slots[idx].sock.as_mut() {
+                let mem = c.trim(now, HOUSEKEEPING_INTERVAL);
+                held += mem;
+                self.set_slot_mem(idx as u32, mem);
             }
         }
+        self.pmtu.expire(now);
+        self.stats.pmtu_entries = self.pmtu.len() as u64;
         held
     }
 
@@ -135,16 +202,25 @@ impl Stack {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut in_demux = 0;
         let mut bound = 0;
+        let mut half_open = 0;
+        let mut mem = 0;
         for (idx, s) in self.slots.iter().enumerate() {
             let h = SocketHandle { idx: idx as u32, gen: s.gen };
+            mem += s.mem;
             match s.sock.as_ref() {
                 None => {
+                    if s.mem != 0 {
+                        return Err(format!("empty slot {idx} accounted {} bytes", s.mem));
+                    }
                     if !self.free.contains(&(idx as u32)) {
                         return Err(format!("empty slot {idx} not on the free list"));
                     }
                 }
                 Some(Sock::Tcp(c)) => {
                     c.check_invariants().map_err(|e| format!("{h:?} {}->{}: {e}", c.local, c.remote))?;
+                    if s.mem != c.allocated() {
+                        return Err(format!("{h:?}: buffers hold {} bytes, accounted {}", c.allocated(), s.mem));
+                    }
                     if c.state != TcpState::Closed {
                         in_demux += 1;
                         if self.demux.lookup(Protocol::Tcp, c.local, c.remote) != Some(Match::Connection(h)) {
@@ -166,7 +242,8 @@ impl Stack {
                 Some(Sock::Listener(l)) => {
                     // A transparent listener holds no port and no demux entry.
                     bound += usize::from(!l.transparent);
-                    if l.half_open.len() + l.accept_q.len() > l.backlog {
+                    half_open += l.half_open.len();
+                    if l.half_open.len() > l.backlog || l.accept_q.len() > l.backlog {
                         return Err(format!("{h:?}: listener queues exceed the backlog"));
                     }
                     for c in l.half_open.iter().chain(l.accept_q.iter()) {
@@ -179,6 +256,11 @@ impl Stack {
                     bound += usize::from(!u.transparent);
                     if u.rxq.len() > self.cfg.udp_rx_queue || u.txq.len() > self.cfg.udp_tx_queue {
                         return Err(format!("{h:?}: UDP queue over its bound"));
+                    }
+                    let held: usize = u.rxq.iter().map(|(_, _, d)| d.capacity()).sum::<usize>()
+                        + u.txq.iter().map(|d| d.data.capacity()).sum::<usize>();
+                    if held != s.mem {
+                        return Err(format!("{h:?}: UDP queues hold {held} bytes, accounted {}", s.mem));
                     }
                 }
             }
@@ -197,6 +279,22 @@ impl Stack {
         }
         if self.ctrl.len() > MAX_CTRL_QUEUE {
             return Err("control queue over its bound".into());
+        }
+        if half_open != self.half_open || self.stats.tcp_half_open != half_open as u64 {
+            return Err(format!("half-open count {} but listeners hold {half_open}", self.half_open));
+        }
+        if mem != self.buf_mem || self.stats.buffer_memory != mem as u64 {
+            return Err(format!("buffer memory {} but slots account {mem}", self.buf_mem));
+        }
+        if self.frag_out.len() > super::frag::MAX_FRAGMENTED_OUT {
+            return Err("fragment queue over its bound".into());
+        }
+        self.reasm.check(&self.cfg)?;
+        if self.stats.reassembly_memory != self.reasm.memory() as u64 {
+            return Err("reassembly memory gauge out of date".into());
+        }
+        if self.pmtu.len() > self.cfg.pmtu_entries {
+            return Err("path MTU table over its bound".into());
         }
         Ok(())
     }

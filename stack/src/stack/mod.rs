@@ -15,11 +15,18 @@
 //! - `tcp`: TCP input (demux to a connection or a listener, RSTs for no socket), the
 //!   TCP calls, TCP's part of `poll_transmit` and of `handle_timeout`;
 //! - `udp`: UDP sockets: their state, calls, input and transmission;
-//! - `icmp`: echo replies, ICMP errors and their rate limit;
+//! - `icmp`: echo replies, the ICMP errors we send and their rate limit, and the ICMP
+//!   errors we receive (validated against live sockets: soft and hard errors, path MTU);
+//! - `frag`: IP reassembly, and fragmentation of datagrams larger than the path MTU;
+//! - `pmtu`: the path MTU per destination;
+//! - `budget`: socket buffer memory accounting and the resource caps;
 //! - `diag`: counters, the socket table, invariant checks, housekeeping.
 
+mod budget;
 mod diag;
+mod frag;
 mod icmp;
+mod pmtu;
 mod policy;
 mod table;
 mod tcp;
@@ -39,14 +46,18 @@ use crate::policy::Policy;
 use crate::ports::PortTable;
 use crate::rand::{Rng, SipKey};
 use crate::socket::{AnyHandle, Readiness, SocketHandle};
+use crate::tcp::syncookie::CookieKey;
 use crate::time::Instant;
-use crate::wire::{self, DropReason, Transport};
+use crate::wire::{self, DropReason, Packet, Transport};
 
 use table::{Slot, Sock};
 
 /// Most control packets (RSTs, ICMP replies) waiting for `poll_transmit`; more are
 /// dropped, which is what a router's rate limit would do too.
 const MAX_CTRL_QUEUE: usize = 1024;
+
+/// Pooled packet buffers may be at least this large whatever the MTU.
+const MIN_POOLED: usize = 2048;
 
 /// The stack. See the module documentation.
 pub struct Stack {
@@ -82,6 +93,23 @@ pub struct Stack {
     /// takes, for any destination (`tcp_listen_transparent`, `udp_bind_transparent`).
     transparent_tcp: Option<SocketHandle>,
     transparent_udp: Option<SocketHandle>,
+    /// SYN cookie secret (RFC 4987 3.6), derived from the seed.
+    cookie_key: CookieKey,
+    /// IP reassembly (`frag`), and its scratch buffer for a completed datagram.
+    reasm: frag::Reassembly,
+    reasm_buf: Vec<u8>,
+    /// Datagrams larger than their path MTU going out as fragments (`frag`).
+    frag_out: VecDeque<frag::Fragmenting>,
+    /// Identification of the last datagram we fragmented.
+    frag_ident: u32,
+    /// Path MTU per destination (`pmtu`).
+    pmtu: pmtu::PmtuCache,
+    /// Socket buffer memory in use, and whether the stack is under memory pressure
+    /// (`budget`).
+    buf_mem: usize,
+    mem_pressure: bool,
+    /// Embryonic connections across all listeners.
+    half_open: usize,
 }
 
 fn is_unspecified(ip: IpAddr) -> bool {
@@ -98,6 +126,11 @@ impl Stack {
         let isn_key = SipKey::from_rng(&mut rng);
         let port_key = SipKey::from_rng(&mut rng);
         let demux_key = SipKey::from_rng(&mut rng);
+        // Keys derived from the ISN key, so the generator's sequence (ephemeral ports)
+        // stays what it was.
+        let derive = |label: u64| SipKey(isn_key.hash(&label.to_le_bytes()), isn_key.hash(&(!label).to_le_bytes()));
+        let cookie_key = CookieKey::new(derive(1), derive(2));
+        let frag_ident = derive(3).0 as u32;
         let range = config.ephemeral_ports;
         let reserve = config.reserve_privileged_ports;
         Stack {
@@ -123,6 +156,15 @@ impl Stack {
             policy: None,
             transparent_tcp: None,
             transparent_udp: None,
+            cookie_key,
+            reasm: frag::Reassembly::new(derive(4)),
+            reasm_buf: Vec::new(),
+            frag_out: VecDeque::new(),
+            frag_ident,
+            pmtu: pmtu::PmtuCache::new(derive(5)),
+            buf_mem: 0,
+            mem_pressure: false,
+            half_open: 0,
             cfg: config,
         }
     }
@@ -213,10 +255,11 @@ impl Stack {
             }
             Some(Sock::Udp(u)) => {
                 let mut r = Readiness::EMPTY;
-                if !u.rxq.is_empty() {
+                // A pending ICMP error is reported by the next receive or send.
+                if !u.rxq.is_empty() || u.error.is_some() {
                     r |= Readiness::READABLE;
                 }
-                if u.txq.len() < self.cfg.udp_tx_queue {
+                if u.txq.len() < self.cfg.udp_tx_queue || u.error.is_some() {
                     r |= Readiness::WRITABLE;
                 }
                 r
@@ -255,28 +298,38 @@ impl Stack {
         }
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += packet.len() as u64;
-        let p = match wire::parse(packet) {
-            Ok(p) => p,
-            Err(reason) => return self.count_drop(reason, "parse"),
-        };
+        // Matched by reference: the parsed packet is not moved (copied) out.
+        let parsed = wire::parse(packet);
+        match &parsed {
+            Ok(p) => self.deliver(now, p, packet),
+            // Held for reassembly (RFC 791 3.2, RFC 8200 4.5): `frag`.
+            Err(DropReason::Fragment) => self.fragment_input(now, packet),
+            Err(reason) => self.count_drop(*reason, "parse"),
+        }
+    }
+
+    /// A whole datagram (received, or reassembled), parsed: to its protocol.
+    #[inline(always)]
+    fn deliver(&mut self, now: Instant, p: &Packet<'_>, packet: &[u8]) {
         if !self.owns_address(p.ip.dst) && !self.takes_any_destination(p.ip.dst) {
             return self.count_drop(DropReason::NotForUs, "destination");
         }
         if self.owns_address(p.ip.src) {
             return self.count_drop(DropReason::BadSourceAddress, "source is our own address");
         }
-        match p.transport {
-            Transport::Tcp(seg) => self.tcp_input(now, &p.ip, &seg, packet),
-            Transport::Udp(d) => self.udp_input(now, &p.ip, &d, packet),
-            Transport::Icmp(m) => self.icmp_input(now, &p.ip, &m, packet),
+        match &p.transport {
+            Transport::Tcp(seg) => self.tcp_input(now, &p.ip, seg, packet),
+            Transport::Udp(d) => self.udp_input(now, &p.ip, d, packet),
+            Transport::Icmp(m) => self.icmp_input(now, &p.ip, m, packet),
         }
     }
 
     /// Write the next packet to send into `buf` and return its length, or `None` when
     /// nothing is due. Call until `None`.
     ///
-    /// Control packets (RSTs, ICMP replies) go first; then the sockets scheduled to
-    /// send, round robin, each writing at most one packet per turn.
+    /// Control packets (RSTs, ICMP replies) go first; then the fragments of a datagram
+    /// larger than its path MTU, one per call; then the sockets scheduled to send,
+    /// round robin, each writing at most one packet per turn.
     ///
     /// # Panics
     ///
@@ -294,8 +347,13 @@ impl Stack {
             // Built within the MTU (`queue_ctrl`).
             let n = pkt.len();
             buf[..n].copy_from_slice(&pkt);
-            self.pool.push(pkt);
+            self.recycle(pkt);
             return Some(self.count_tx(n));
+        }
+        if !self.frag_out.is_empty() {
+            if let Some(n) = self.next_fragment(buf) {
+                return Some(self.count_tx(n));
+            }
         }
         while let Some(h) = self.txq.pop_front() {
             let Some(slot) = self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen) else { continue };
@@ -339,15 +397,29 @@ impl Stack {
             Err(e) => {
                 self.stats.ctrl_dropped += 1;
                 tracing::debug!(?e, "control packet not emitted");
-                self.pool.push(buf);
+                self.recycle(buf);
                 false
             }
         }
     }
 
-    /// The earliest deadline at which `handle_timeout` must be called, if any.
+    /// Give a packet buffer back to the pool. Buffers that grew past a few MTUs (a
+    /// 64 KiB datagram) are freed instead, so the pool keeps no memory that no budget
+    /// accounts for.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= 2 * self.cfg.mtu.max(MIN_POOLED) {
+            self.pool.push(buf);
+        }
+    }
+
+    /// The earliest deadline at which `handle_timeout` must be called, if any: a
+    /// socket's timer or an IP reassembly timeout.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.next_deadline()
+        let sockets = self.next_deadline();
+        match self.reasm.next_deadline() {
+            None => sockets,
+            Some(r) => Some(sockets.map_or(r, |s| s.min(r))),
+        }
     }
 
     /// Run every timer due at or before `now`.
@@ -355,6 +427,9 @@ impl Stack {
         self.now = self.now.max(now);
         while let Some(h) = self.pop_due_timer(now) {
             self.tcp_on_timer(now, h);
+        }
+        if self.reasm.next_deadline().is_some_and(|d| d <= now) {
+            self.reassembly_timeouts(now);
         }
     }
 
@@ -414,3 +489,6 @@ impl Stack {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hostile_tests;

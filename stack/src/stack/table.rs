@@ -36,6 +36,8 @@ pub(super) struct Slot {
     /// Readiness that rose since it was last reported; non-empty iff the socket is
     /// queued in `Stack::wakeups`.
     pub(super) pending: Readiness,
+    /// Buffer memory the socket was last accounted with (`budget`).
+    pub(super) mem: usize,
 }
 
 impl Stack {
@@ -48,6 +50,7 @@ impl Stack {
             in_txq: false,
             level: Readiness::EMPTY,
             pending: Readiness::EMPTY,
+            mem: 0,
         };
         match self.free.pop() {
             Some(idx) => {
@@ -122,6 +125,7 @@ impl Stack {
         let Some(slot) = self.slot_mut(h) else { return };
         let sock = slot.sock.take();
         let owner = slot.owner;
+        let mem = slot.mem;
         slot.gen = slot.gen.wrapping_add(1);
         slot.timer = None;
         slot.in_txq = false;
@@ -129,15 +133,19 @@ impl Stack {
         slot.pending = Readiness::EMPTY;
         slot.owner = Owner::App;
         self.free.push(h.idx);
+        if mem > 0 {
+            self.set_slot_mem(h.idx, 0);
+        }
         match sock {
             Some(Sock::Tcp(c)) => {
                 // Only our own entry: a connection that reached CLOSED earlier left the
                 // demux then, and its 4-tuple may belong to a new connection by now.
                 self.remove_conn_entry(Protocol::Tcp, c.local, c.remote, h);
                 if let Owner::Listener(lh) = owner {
-                    if let Some(l) = self.listener_mut(lh) {
-                        l.half_open.retain(|x| *x != h);
-                        l.accept_q.retain(|x| *x != h);
+                    if !self.leave_half_open(lh, h) {
+                        if let Some(l) = self.listener_mut(lh) {
+                            l.accept_q.retain(|x| *x != h);
+                        }
                     }
                 }
             }

@@ -5,7 +5,10 @@
 //!   flows) or to a listener; a new SYN ending a TIME-WAIT connection (RFC 6191-style
 //!   reuse); a RST for a segment no socket wants (RFC 9293 3.10.7.1).
 //! - Listeners: what happens to a segment in LISTEN (RFC 9293 3.10.7.2), the half-open
-//!   and accept queues bounded by the backlog, ISNs (RFC 6528).
+//!   and accept queues each bounded by the backlog, SYN cookies when the half-open
+//!   queue is full (RFC 4987 3.6, `tcp::syncookie`), ISNs (RFC 6528).
+//! - ICMP errors about connections (validated by `icmp`): soft and hard errors, the
+//!   path MTU.
 //! - The TCP calls: listen, accept, connect (RFC 6056 port choice), send, recv,
 //!   shutdown, abort, close, options and queries.
 //! - TCP's part of `poll_transmit` (one segment of one connection, its payload copied
@@ -18,6 +21,7 @@ use super::policy::tcp_probe_kind;
 use super::table::Sock;
 use super::{is_unspecified, same_family, Stack};
 use crate::demux::Match;
+use crate::error::ConnError;
 use crate::error::{AcceptError, BindError, ConnectError, InvalidHandle, RecvError, SendError, ShutdownError};
 use crate::policy::rules::{Direction, PacketInfo, RejectWith};
 use crate::policy::scan::ProbeKind;
@@ -25,6 +29,7 @@ use crate::ports;
 use crate::seq::SeqNum;
 use crate::socket::{ListenerHandle, Owner, Protocol, SocketHandle, TcpHandle};
 use crate::tcp::conn::{Conn, Reply, Verdict};
+use crate::tcp::syncookie;
 use crate::tcp::{TcpReject, TcpState};
 use crate::time::Instant;
 use crate::wire::{self, DropReason, IpHeader, TcpFlags, TcpOptions, TcpRepr};
@@ -36,10 +41,24 @@ pub(super) struct Listener {
     /// takes (`tcp_listen_transparent`); it holds no port and no demux entry.
     pub(super) transparent: bool,
     pub(super) backlog: usize,
-    /// Embryonic connections (SYN-RECEIVED), RFC 9293 3.10.7.2.
+    /// Embryonic connections (SYN-RECEIVED), RFC 9293 3.10.7.2: at most `backlog`.
     pub(super) half_open: Vec<SocketHandle>,
-    /// Established connections waiting for `tcp_accept`.
+    /// Established connections waiting for `tcp_accept`: at most `backlog`.
     pub(super) accept_q: VecDeque<SocketHandle>,
+    /// When this listener last answered a SYN with a cookie: ACKs are checked for
+    /// cookies while one may still be valid (as Linux checks only after a recent
+    /// overflow), so a listener that never sent one accepts no forged cookie.
+    pub(super) last_cookie: Option<Instant>,
+}
+
+/// What an ICMP message says about a connection (after `icmp` validated its quote).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum IcmpNews {
+    /// An error; `hard` per RFC 1122 4.2.3.9 (port and protocol unreachable, the
+    /// administrative prohibitions...), soft otherwise.
+    Error { error: ConnError, hard: bool },
+    /// The path MTU is `mtu` (already made usable, `pmtu::usable_mtu`).
+    PathMtu(usize),
 }
 
 impl Stack {
@@ -157,6 +176,9 @@ impl Stack {
             return self.count_reject(TcpReject::ListenRst);
         }
         if f.ack() {
+            if !f.syn() && self.cookies_recent(lh, now) {
+                return self.cookie_ack(now, lh, local, remote, seg);
+            }
             self.count_reject(TcpReject::ListenAck);
             return self.queue_rst(local, remote, seg.ack, None);
         }
@@ -164,30 +186,179 @@ impl Stack {
             return self.count_reject(TcpReject::ListenNoSyn);
         }
         let Some(Sock::Listener(l)) = self.slot(lh).and_then(|s| s.sock.as_ref()) else { return };
-        if l.half_open.len() + l.accept_q.len() >= l.backlog {
-            return self.count_drop(DropReason::ListenOverflow, "backlog full");
+        if l.accept_q.len() >= l.backlog {
+            // Nobody accepts: a connection would only wait (Linux drops the SYN too).
+            return self.count_drop(DropReason::ListenOverflow, "accept queue full");
+        }
+        if l.half_open.len() >= l.backlog || self.half_open >= self.cfg.max_half_open {
+            if self.cfg.syn_cookies {
+                return self.send_cookie(now, lh, local, remote, seg);
+            }
+            return self.count_drop(DropReason::ListenOverflow, "half-open queue full");
+        }
+        if !self.connection_room() {
+            // Out of sockets or buffer memory: refuse cleanly (RFC 9293 3.10.7.1's RST
+            // for a segment no socket can take).
+            self.count_drop(DropReason::ResourceLimit, "no room for a connection");
+            return self.queue_rst(local, remote, SeqNum(0), Some(seg.seq + seg.seg_len()));
         }
         let iss = self.isn(now, local, remote);
-        let conn = Conn::accept_syn(&self.cfg, now, local, remote, iss, seg);
+        let mut conn = Conn::accept_syn(&self.cfg, now, local, remote, iss, seg);
+        if let Some(mtu) = self.pmtu.get(now, remote.ip()) {
+            conn.set_initial_pmtu(mtu);
+        }
         let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::Listener(lh));
         if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
             self.free_socket(h);
             return;
         }
-        if let Some(l) = self.listener_mut(lh) {
-            l.half_open.push(h);
-        }
+        self.enter_half_open(lh, h);
         self.stats.tcp_passive_opens += 1;
         self.refresh(h);
     }
 
-    fn conn_input(&mut self, now: Instant, h: SocketHandle, seg: &TcpRepr<'_>) {
+    /// An ACK that would complete embryo `h`'s handshake while its listener's accept
+    /// queue is full: dropped (and counted), the embryo stays and its peer will send
+    /// again (Linux does the same without tcp_abort_on_overflow).
+    #[cold]
+    #[inline(never)]
+    fn final_ack_into_full_queue(&mut self, h: SocketHandle, seg: &TcpRepr<'_>) -> bool {
+        let Some(Owner::Listener(lh)) = self.slot(h).map(|s| s.owner) else { return false };
+        if !seg.flags.ack() || seg.flags.rst() {
+            return false;
+        }
+        let full = match self.slot(lh).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Listener(l)) => l.accept_q.len() >= l.backlog,
+            _ => false,
+        };
+        if full {
+            self.count_drop(DropReason::ListenOverflow, "accept queue full: final ACK dropped");
+        }
+        full
+    }
+
+    /// Whether listener `lh` sent a cookie recently enough that one may come back.
+    fn cookies_recent(&self, lh: SocketHandle, now: Instant) -> bool {
+        match self.slot(lh).and_then(|s| s.sock.as_ref()) {
+            Some(Sock::Listener(l)) => l.last_cookie.is_some_and(|t| now < t + syncookie::VALIDITY),
+            _ => false,
+        }
+    }
+
+    /// Answer a SYN with a cookie SYN-ACK (RFC 4987 3.6): `<SEQ=cookie><ACK=SEG.SEQ+1>`
+    /// with our MSS and, when the SYN carried timestamps, window scale, SACK-permitted
+    /// and a timestamp whose low bits remember them. Nothing is kept.
+    fn send_cookie(
+        &mut self,
+        now: Instant,
+        lh: SocketHandle,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr<'_>,
+    ) {
+        let our_mss = self.cfg.mss_for(remote.ip()) as usize;
+        // RFC 9293 3.7.1: without the option, 536 (IPv4) or 1220 (IPv6, RFC 8200 5).
+        let default_mss = if remote.is_ipv4() { 536 } else { 1220 };
+        let peer_mss = seg.options.mss.map_or(default_mss, usize::from);
+        let path_mss = self
+            .pmtu
+            .get(now, remote.ip())
+            .map_or(usize::MAX, |m| m.saturating_sub(wire::ip_header_len(remote.ip()) + 20));
+        let mss = peer_mss.min(our_mss).min(path_mss).min(u16::MAX as usize) as u16;
+        let cookie = self.cookie_key.make(now, local, remote, seg.seq, mss);
         let cfg = &self.cfg;
+        let mut options = TcpOptions { mss: Some(our_mss as u16), ..TcpOptions::default() };
+        if let (Some((tsval, _)), true) = (seg.options.timestamps, cfg.timestamps) {
+            let ws = seg.options.window_scale.filter(|_| cfg.window_scaling);
+            let sack = seg.options.sack_permitted && cfg.sack;
+            let shift = crate::tcp::conn::window_shift_for(cfg.tcp_rx_buffer.max(1));
+            if ws.is_some() {
+                options.window_scale = Some(shift);
+            }
+            options.sack_permitted = sack;
+            let clock = (now.total_millis() as u32).wrapping_add(Conn::ts_offset_for(cookie));
+            options.timestamps = Some((syncookie::tsval(clock, syncookie::ts_bits(ws, sack)), tsval));
+        }
+        let repr = TcpRepr {
+            src_port: local.port(),
+            dst_port: remote.port(),
+            seq: cookie,
+            ack: seg.seq + 1,
+            flags: TcpFlags::SYN | TcpFlags::ACK,
+            // RFC 7323 2.2: never scaled in a SYN-ACK.
+            window: cfg.tcp_rx_buffer.min(u16::MAX as usize) as u16,
+            urgent: 0,
+            options,
+            payload: &[],
+        };
+        if self.queue_ctrl(|buf| wire::emit_tcp(buf, local.ip(), remote.ip(), &repr)) {
+            self.stats.syn_cookies_sent += 1;
+            if let Some(l) = self.listener_mut(lh) {
+                l.last_cookie = Some(now);
+            }
+        }
+    }
+
+    /// An ACK to a listener that sent cookies lately: a valid cookie (RFC 4987 3.6)
+    /// makes the connection, established, straight into the accept queue; anything
+    /// else is answered like any ACK in LISTEN, with a RST (RFC 9293 3.10.7.2).
+    fn cookie_ack(&mut self, now: Instant, lh: SocketHandle, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
+        let Some(d) = self.cookie_key.check(now, local, remote, seg.seq - 1, seg.ack - 1) else {
+            self.stats.syn_cookies_invalid += 1;
+            self.count_reject(TcpReject::SynCookieInvalid);
+            return self.queue_rst(local, remote, seg.ack, None);
+        };
+        let Some(Sock::Listener(l)) = self.slot(lh).and_then(|s| s.sock.as_ref()) else { return };
+        if l.accept_q.len() >= l.backlog {
+            // The peer believes it is connected and will send again (Linux drops too).
+            return self.count_drop(DropReason::ListenOverflow, "accept queue full (cookie ACK)");
+        }
+        if !self.connection_room() {
+            self.count_drop(DropReason::ResourceLimit, "no room for a connection (cookie ACK)");
+            return self.queue_rst(local, remote, seg.ack, None);
+        }
+        let (wscale, sack) = match seg.options.timestamps {
+            Some((_, tsecr)) if tsecr != 0 => syncookie::from_ts_bits(tsecr),
+            _ => (None, false),
+        };
+        let iss = seg.ack - 1;
+        let mut conn = Conn::from_cookie(&self.cfg, now, local, remote, iss, seg, d.mss, wscale, sack);
+        if let Some(mtu) = self.pmtu.get(now, remote.ip()) {
+            conn.set_initial_pmtu(mtu);
+        }
+        let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::Listener(lh));
+        if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
+            self.free_socket(h);
+            return;
+        }
+        self.stats.syn_cookies_valid += 1;
+        self.stats.tcp_passive_opens += 1;
+        self.last_tcp = Some(h);
+        // The ACK completes the handshake (and may carry data); `after_conn_event` puts
+        // the connection in the accept queue. It cannot stay half-open (it never was
+        // in that queue): should it, it goes.
+        self.conn_input(now, h, seg);
+        if self.conn_at(h).is_some_and(|c| c.state == TcpState::SynReceived) {
+            self.abort_conn(h);
+        }
+    }
+
+    #[inline]
+    fn conn_input(&mut self, now: Instant, h: SocketHandle, seg: &TcpRepr<'_>) {
+        let grow = self.buffer_room();
         let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
         let (prev, passive) = (c.state, !c.active);
+        if prev == TcpState::SynReceived && self.final_ack_into_full_queue(h, seg) {
+            return;
+        }
+        let cfg = &self.cfg;
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
+        c.set_buffer_growth(grow);
         let (verdict, reply) = c.process(now, cfg, seg);
         let (local, remote) = (c.local, c.remote);
         if let Verdict::Rejected(why) = verdict {
+            // Only a rejected segment's ACK can have been held back (RFC 5961 7).
+            self.stats.tcp_acks_rate_limited += std::mem::take(&mut c.acks_rate_limited);
             self.count_reject(why);
         }
         if let Reply::Rst { seq, ack } = reply {
@@ -227,8 +398,8 @@ impl Stack {
         }
         if prev == TcpState::SynReceived && state != TcpState::SynReceived {
             if let Owner::Listener(lh) = owner {
+                self.leave_half_open(lh, h);
                 if let Some(l) = self.listener_mut(lh) {
-                    l.half_open.retain(|x| *x != h);
                     l.accept_q.push_back(h);
                 }
                 self.update_readiness(lh);
@@ -250,6 +421,47 @@ impl Stack {
         b[34..36].copy_from_slice(&remote.port().to_be_bytes());
         let f = self.isn_key.hash(&b) as u32;
         SeqNum(f.wrapping_add((now.total_micros() / 4) as u32))
+    }
+
+    /// What an ICMP error says about the connection `(local, remote)`, whose quoted
+    /// sequence number was `seq` (`icmp` checked the quote is one of our packets).
+    /// RFC 5927 4.1: acted on only if `seq` is in flight; else counted and ignored.
+    pub(super) fn tcp_icmp(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seq: SeqNum,
+        news: IcmpNews,
+    ) {
+        let Some(Match::Connection(h)) = self.demux.lookup(Protocol::Tcp, local, remote) else {
+            return self.count_drop(DropReason::IcmpErrorNoSocket, "ICMP error: no such connection");
+        };
+        let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
+        if !c.icmp_seq_in_flight(seq) {
+            return self.count_drop(DropReason::IcmpErrorOutOfWindow, "ICMP error: sequence number not in flight");
+        }
+        let prev = c.state;
+        match news {
+            IcmpNews::PathMtu(mtu) => {
+                if !c.on_path_mtu(mtu) {
+                    return self.count_drop(DropReason::IcmpErrorBadMtu, "ICMP: not below the path MTU");
+                }
+                self.pmtu.lower(now, remote.ip(), mtu, &self.cfg);
+                self.stats.pmtu_updates += 1;
+                self.stats.pmtu_entries = self.pmtu.len() as u64;
+                tracing::debug!(%local, %remote, mtu, "path MTU lowered");
+            }
+            IcmpNews::Error { error, hard } => {
+                if c.on_icmp_error(error, hard) {
+                    self.stats.icmp_hard_errors += 1;
+                } else {
+                    self.stats.icmp_soft_errors += 1;
+                }
+                tracing::debug!(%local, %remote, ?error, hard, "ICMP error for a connection");
+            }
+        }
+        self.after_conn_event(h, prev);
     }
 
     // ---------------------------------------------------------------- output, timers
@@ -335,12 +547,16 @@ impl Stack {
     /// The backlog bounds the half-open plus accept queue (at least 1).
     pub fn tcp_listen(&mut self, local: SocketAddr, backlog: usize) -> Result<ListenerHandle, BindError> {
         self.check_local(local)?;
+        if !self.socket_room() {
+            return Err(BindError::TooManySockets { max: self.cfg.max_sockets });
+        }
         let l = Listener {
             local,
             transparent: false,
             backlog: backlog.max(1),
             half_open: Vec::new(),
             accept_q: VecDeque::new(),
+            last_cookie: None,
         };
         let h = self.alloc(Sock::Listener(l), Owner::App);
         let port = match self.tcp_ports.bind(local.ip(), local.port(), h, &mut self.rng) {
@@ -373,12 +589,16 @@ impl Stack {
         if let Some(held_by) = self.transparent_tcp {
             return Err(BindError::AddrInUse { addr: any, held: any, held_by });
         }
+        if !self.socket_room() {
+            return Err(BindError::TooManySockets { max: self.cfg.max_sockets });
+        }
         let l = Listener {
             local: any,
             transparent: true,
             backlog: backlog.max(1),
             half_open: Vec::new(),
             accept_q: VecDeque::new(),
+            last_cookie: None,
         };
         let h = self.alloc(Sock::Listener(l), Owner::App);
         self.transparent_tcp = Some(h);
@@ -456,6 +676,9 @@ impl Stack {
                 p
             }
         };
+        if !self.connection_room() {
+            return Err(ConnectError::ResourceLimit);
+        }
         let local = SocketAddr::new(local_ip, port);
         let info = PacketInfo {
             dir: Direction::Out,
@@ -470,7 +693,10 @@ impl Stack {
             return Err(ConnectError::Filtered);
         }
         let iss = self.isn(now, local, remote);
-        let conn = Conn::connect(&self.cfg, now, local, remote, iss);
+        let mut conn = Conn::connect(&self.cfg, now, local, remote, iss);
+        if let Some(mtu) = self.pmtu.get(now, remote.ip()) {
+            conn.set_initial_pmtu(mtu);
+        }
         let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::App);
         if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
             self.free_socket(h);
@@ -497,7 +723,10 @@ impl Stack {
     /// `WouldBlock` when the send buffer is full or the handshake is still running,
     /// `BrokenPipe` after shutdown(Write), the connection's error after a reset.
     pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> Result<usize, SendError> {
-        let r = self.conn_mut(h)?.send(data);
+        let grow = self.buffer_room();
+        let c = self.conn_mut(h)?;
+        c.set_buffer_growth(grow);
+        let r = c.send(data);
         self.refresh(h.0);
         self.update_readiness(h.0);
         r
@@ -574,7 +803,10 @@ impl Stack {
     /// `close` of a listener: the connections waiting in its queues are reset.
     pub(super) fn close_listener(&mut self, h: SocketHandle) {
         let Some(l) = self.listener_mut(h) else { return };
+        let embryos = l.half_open.len();
         let children: Vec<SocketHandle> = l.half_open.drain(..).chain(l.accept_q.drain(..)).collect();
+        self.half_open -= embryos;
+        self.stats.tcp_half_open = self.half_open as u64;
         for c in children {
             self.abort_conn(c);
         }

@@ -311,7 +311,7 @@ fn poll_transmit_wants_an_mtu_sized_buffer() {
 }
 
 /// Control packets are built within the MTU: an ICMP error quotes what fits a small
-/// link, and an echo reply that would not fit is counted, not queued.
+/// link, and an echo reply that would not fit goes out as fragments (RFC 791 3.2).
 #[test]
 fn control_packets_fit_the_mtu() {
     let mut s = Stack::new(Config { mtu: 300, ..cfg("10.0.0.1", 6) });
@@ -331,8 +331,15 @@ fn control_packets_fit_the_mtu() {
     let msg = IcmpRepr::V4(IcmpV4Message::EchoRequest { ident: 1, seq: 1, data: &data });
     let n = wire::emit_icmp(&mut pkt, from, to, &msg).unwrap();
     s.input(Instant::ZERO, &pkt[..n]);
-    assert_eq!(s.poll_transmit(Instant::ZERO, &mut out), None);
-    assert_eq!((s.stats().icmp_echo_replies, s.stats().ctrl_dropped), (0, 1));
+    // 20 + 8 + 500 bytes: (300 - 20) / 8 * 8 = 280 bytes of data per fragment.
+    let mut lens = Vec::new();
+    while let Some(m) = s.poll_transmit(Instant::ZERO, &mut out) {
+        let f = wire::frag::parse_fragment(&out[..m]).expect("a fragment");
+        assert_eq!((f.offset, f.more), (lens.iter().map(|l: &usize| l - 20).sum(), lens.is_empty()));
+        lens.push(m);
+    }
+    assert_eq!(lens, vec![300, 248]);
+    assert_eq!((s.stats().icmp_echo_replies, s.stats().ctrl_dropped, s.stats().frags_sent), (1, 0, 2));
 }
 
 /// A datagram is checked when queued (family, size, source), so sending it cannot

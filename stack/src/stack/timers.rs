@@ -27,6 +27,9 @@ impl Stack {
         let Some(Sock::Tcp(c)) = slot.sock.as_ref() else { return };
         let deadline = c.deadline();
         let wants = schedule && c.wants_to_send();
+        // Its buffers may have grown or shrunk (`budget`).
+        let mem = c.allocated();
+        let mem_changed = mem != slot.mem;
         let mut pushed = false;
         if deadline != slot.timer {
             slot.timer = deadline;
@@ -41,6 +44,9 @@ impl Stack {
         }
         if pushed {
             self.compact_timers();
+        }
+        if mem_changed {
+            self.set_slot_mem(h.idx, mem);
         }
     }
 

@@ -54,6 +54,8 @@ const DEFAULT_MSS_V6: usize = 1220;
 const MAX_WINDOW_SCALE: u8 = 14;
 /// Timestamp option length including the two NOPs that align it (RFC 7323 appendix A).
 const TS_OPTION_LEN: usize = 12;
+/// The smallest MSS we send with (what `apply_syn_options` allows too).
+const MIN_MSS: usize = 64;
 
 /// A segment the connection wants on the wire. The payload, if any, has been copied
 /// into the caller's scratch buffer (`payload_len` bytes).
@@ -112,6 +114,9 @@ pub(super) struct SendSeq {
     /// The SYN was sent this many times (Karn: only a single SYN gives an RTT sample).
     pub syn_tx: u16,
     pub syn_sent_at: Instant,
+    /// Our SYN-ACK was a stateless SYN cookie (RFC 4987 3.6): its send time was not
+    /// kept (see `ack_syn`).
+    pub syn_cookie: bool,
 }
 
 /// Receive sequence variables (RFC 9293 3.3.1) and what we told the peer about them.
@@ -235,9 +240,23 @@ pub(crate) struct Conn {
     /// When the last acceptable segment arrived (keepalive, housekeeping).
     pub(super) last_rx: Instant,
     pub(super) user_timeout: Option<Duration>,
+
+    // ---- ICMP, path MTU, rate limits, memory
+    /// The last soft error an ICMP message reported (RFC 1122 4.2.3.9: destination
+    /// unreachable codes 0, 1, 5, time exceeded...): kept, shown in `TcpInfo`, and the
+    /// error the connection reports if it times out later (as Linux's `sk_err_soft`).
+    pub(super) soft_error: Option<ConnError>,
+    /// The path MTU this connection sends with (RFC 1191, RFC 8201): the link MTU,
+    /// lowered by validated "fragmentation needed" / "packet too big" messages.
+    pub(super) pmtu: usize,
+    /// When the last ACK answering a rejected segment went out (RFC 5961 7 rate limit).
+    pub(super) last_oow_ack: Option<Instant>,
+    /// ACKs for rejected segments the rate limit suppressed, not yet added to `Stats`
+    /// (the stack takes them after a rejected segment).
+    pub acks_rate_limited: u64,
 }
 
-fn window_shift_for(buf: usize) -> u8 {
+pub(crate) fn window_shift_for(buf: usize) -> u8 {
     let mut s = 0u8;
     while s < MAX_WINDOW_SCALE && (buf >> s) > u16::MAX as usize {
         s += 1;
@@ -269,6 +288,7 @@ impl Conn {
                 mss: our_mss,
                 syn_tx: 0,
                 syn_sent_at: now,
+                syn_cookie: false,
             },
             rcv: RecvSeq {
                 irs: SeqNum(0),
@@ -287,7 +307,7 @@ impl Conn {
                 ts: false,
                 ts_recent: 0,
                 ts_recent_at: now,
-                ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
+                ts_offset: Conn::ts_offset_for(iss),
             },
             tx: SendBuffer::new(cfg.tcp_tx_buffer),
             rx: RecvBuffer::new(cfg.tcp_rx_buffer),
@@ -307,7 +327,18 @@ impl Conn {
             ka_probes: 0,
             last_rx: now,
             user_timeout: cfg.user_timeout,
+            soft_error: None,
+            pmtu: cfg.mtu,
+            last_oow_ack: None,
+            acks_rate_limited: 0,
         }
+    }
+
+    /// Our timestamp clock's per-connection offset (RFC 7323 5.4), a function of the
+    /// ISS: a SYN cookie's connection (whose ISS is the cookie) gets the clock its
+    /// stateless SYN-ACK used.
+    pub(crate) fn ts_offset_for(iss: SeqNum) -> u32 {
+        iss.0.rotate_left(13) ^ 0x5bd1_e995
     }
 
     /// Active open (RFC 9293 3.10.1, CLOSED + OPEN(active)): SYN-SENT; the SYN goes out
@@ -352,6 +383,50 @@ impl Conn {
         c
     }
 
+    /// A connection from a valid SYN cookie (RFC 4987 3.6; `syncookie.rs`): what the
+    /// SYN would have set up, rebuilt from the cookie ACK `ack` (SEG.SEQ - 1 was the
+    /// peer's ISN, the cookie our ISS) and what the cookie carried (the peer's MSS and,
+    /// through the timestamps, window scale and SACK-permitted). It starts in
+    /// SYN-RECEIVED with the SYN-ACK counted as sent once; the caller then hands it
+    /// `ack`, which completes the handshake like any ACK of a SYN-ACK. The SYN-ACK's
+    /// send time was not kept: only the echoed timestamp can time it (`ack_syn`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_cookie(
+        cfg: &Config,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNum,
+        ack: &TcpRepr<'_>,
+        mss: u16,
+        wscale: Option<u8>,
+        sack: bool,
+    ) -> Conn {
+        let ts = ack.options.timestamps.filter(|&(_, tsecr)| tsecr != 0);
+        let syn = TcpRepr {
+            seq: ack.seq - 1,
+            ack: SeqNum(0),
+            flags: TcpFlags::SYN,
+            window: ack.window,
+            urgent: 0,
+            options: TcpOptions {
+                mss: Some(mss),
+                window_scale: if ts.is_some() { wscale } else { None },
+                sack_permitted: ts.is_some() && sack,
+                timestamps: ts.map(|(tsval, _)| (tsval, 0)),
+                ..TcpOptions::default()
+            },
+            payload: &[],
+            ..*ack
+        };
+        let mut c = Conn::accept_syn(cfg, now, local, remote, iss, &syn);
+        c.snd.nxt = iss + 1;
+        c.snd.syn_tx = 1;
+        c.snd.syn_sent_at = now;
+        c.snd.syn_cookie = true;
+        c
+    }
+
     /// Options of the peer's SYN (or SYN-ACK): MSS (RFC 9293 3.7.1), window scale
     /// (RFC 7323 2.2), SACK-permitted (RFC 2018 2), timestamps (RFC 7323 3.2). An option
     /// is in effect only when both SYNs carried it; `peer_*` hold what we offered or
@@ -364,7 +439,7 @@ impl Conn {
                 SocketAddr::V6(_) => DEFAULT_MSS_V6,
             },
         };
-        self.snd.mss = peer_mss.min(self.rcv.mss).max(64);
+        self.snd.mss = peer_mss.min(self.rcv.mss).min(self.pmtu_mss()).max(MIN_MSS);
         self.opt.ws = self.opt.ws_offer && o.window_scale.is_some();
         if self.opt.ws {
             self.snd.wscale = o.window_scale.unwrap_or(0).min(MAX_WINDOW_SCALE);
@@ -388,6 +463,22 @@ impl Conn {
             }
         }
         self.cc = Controller::new(self.cc.algorithm(), self.snd.mss);
+    }
+
+    /// The MSS the path MTU allows.
+    fn pmtu_mss(&self) -> usize {
+        let ip = match self.remote {
+            SocketAddr::V4(_) => 20,
+            SocketAddr::V6(_) => 40,
+        };
+        self.pmtu.saturating_sub(ip + crate::wire::tcp::TCP_HEADER_LEN)
+    }
+
+    /// Start with a path MTU below the link MTU (one the stack remembers for the
+    /// destination): before the SYN options are applied.
+    pub fn set_initial_pmtu(&mut self, mtu: usize) {
+        self.pmtu = self.pmtu.min(mtu);
+        self.snd.mss = self.snd.mss.min(self.pmtu_mss()).max(MIN_MSS);
     }
 
     pub fn error(&self) -> Option<ConnError> {
@@ -614,6 +705,80 @@ impl Conn {
         r
     }
 
+    /// RFC 5927 4.1: an ICMP error about this connection is believed only if the
+    /// sequence number it quotes is in flight: SND.UNA <= seq < SND.NXT.
+    pub fn icmp_seq_in_flight(&self, seq: SeqNum) -> bool {
+        self.snd.una <= seq && seq < self.snd.nxt
+    }
+
+    /// A validated ICMP error (RFC 1122 4.2.3.9, RFC 5461; what Linux does): during a
+    /// connection attempt (SYN-SENT, or an active SYN-RECEIVED) it ends the attempt
+    /// with `error` (a port or protocol unreachable is `Refused`); an embryo of a
+    /// listener (passive SYN-RECEIVED) is dropped on a hard error, as Linux drops the
+    /// request; otherwise it is a soft error: recorded, not fatal. Returns whether the
+    /// connection was ended.
+    pub fn on_icmp_error(&mut self, error: ConnError, hard: bool) -> bool {
+        let ends = match self.state {
+            TcpState::SynSent => true,
+            TcpState::SynReceived => self.active || hard,
+            _ => false,
+        };
+        if ends {
+            if self.active {
+                self.error = Some(error);
+            }
+            self.state = TcpState::Closed;
+            self.timers.stop_retransmission();
+            self.tx.clear();
+            self.sent.clear();
+        } else {
+            self.soft_error = Some(error);
+        }
+        ends
+    }
+
+    /// The path MTU went down to `mtu` (a validated "fragmentation needed", RFC 1191,
+    /// or "packet too big", RFC 8201 5.2). The MSS follows (MTU - IP header - 20); every
+    /// segment in flight larger than the new payload size is marked lost, to go again
+    /// cut to size (`retransmit` splits them), at once and regardless of cwnd (Linux's
+    /// `tcp_simple_retransmit`). The congestion window is left alone: a smaller MTU is
+    /// not congestion. Returns false if `mtu` is not below the connection's current
+    /// path MTU (an estimate is never raised by ICMP).
+    pub fn on_path_mtu(&mut self, mtu: usize) -> bool {
+        if mtu >= self.pmtu {
+            return false;
+        }
+        self.pmtu = mtu;
+        let ip = match self.remote {
+            SocketAddr::V4(_) => 20,
+            SocketAddr::V6(_) => 40,
+        };
+        let mss = mtu.saturating_sub(ip + crate::wire::tcp::TCP_HEADER_LEN).max(MIN_MSS);
+        if mss >= self.snd.mss {
+            return true;
+        }
+        self.snd.mss = mss;
+        let max = self.max_payload();
+        let mut marked = false;
+        for i in 0..self.sent.len() {
+            if self.sent.get(i).is_some_and(|e| !e.is_sacked() && e.data_len() > max) {
+                marked |= self.sent.mark_lost(i);
+            }
+        }
+        if marked {
+            self.rec.rtx_force = true;
+        }
+        true
+    }
+
+    /// How much more storage the buffers may allocate: what is left of the stack's
+    /// buffer memory budget (`Config::buffer_memory`).
+    #[inline]
+    pub fn set_buffer_growth(&mut self, bytes: usize) {
+        self.rx.set_growth(bytes);
+        self.tx.set_growth(bytes);
+    }
+
     /// Housekeeping: release the buffer memory of a connection that holds nothing and
     /// has been quiet for `idle` (an idle connection then costs only its control
     /// block; a busy one keeps its buffers, so nothing is allocated per packet).
@@ -628,7 +793,8 @@ impl Conn {
         self.allocated()
     }
 
-    fn allocated(&self) -> usize {
+    /// Bytes of buffer storage allocated (receive ring, send buffer, scoreboard).
+    pub fn allocated(&self) -> usize {
         self.rx.allocated() + self.tx.allocated() + self.sent.allocated()
     }
 
@@ -661,6 +827,8 @@ impl Conn {
             retransmits: self.retransmits,
             bytes_acked: self.bytes_acked,
             bytes_received: self.bytes_received,
+            pmtu: self.pmtu,
+            soft_error: self.soft_error,
         }
     }
 

@@ -98,7 +98,20 @@ impl Conn {
 
     /// Our SYN is acknowledged.
     fn ack_syn(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        if self.snd.syn_tx == 1 {
+        if self.snd.syn_cookie {
+            // A stateless SYN-ACK (RFC 4987 3.6): no send time, but its TSval was our
+            // clock with the low bits replaced by the cookie's options (`syncookie`);
+            // the echo with them cleared is at most 63 ms older than the send, so the
+            // sample errs long, never short (like Linux's). Without timestamps no
+            // sample (RFC 6298 5.7's treatment of an untimed SYN).
+            match seg.options.timestamps {
+                Some((_, tsecr)) if self.opt.ts && tsecr != 0 => {
+                    let sent = tsecr & !((1 << super::syncookie::TS_BITS) - 1);
+                    self.rtt.sample(Duration::from_millis(self.ts_now(now).wrapping_sub(sent) as u64));
+                }
+                _ => self.rtt.restart_after_syn_retransmission(),
+            }
+        } else if self.snd.syn_tx == 1 {
             let rtt = match seg.options.timestamps {
                 Some((_, tsecr)) if self.opt.ts && tsecr != 0 => {
                     Duration::from_millis(self.ts_now(now).wrapping_sub(tsecr) as u64)
@@ -180,7 +193,7 @@ impl Conn {
             if let Some((tsval, _)) = seg.options.timestamps {
                 let recent_valid = now.saturating_duration_since(self.opt.ts_recent_at) < PAWS_IDLE;
                 if recent_valid && (tsval.wrapping_sub(self.opt.ts_recent) as i32) < 0 {
-                    self.pending.ack = true;
+                    self.ack_rejected(now, cfg, seg);
                     return (Verdict::Rejected(TcpReject::Paws), Reply::None);
                 }
             }
@@ -198,7 +211,7 @@ impl Conn {
                     // The peer's FIN again: our ACK was lost. Re-ACK, restart 2*MSL.
                     self.timers.set(Timer::Close, now + 2 * cfg.msl);
                 }
-                self.pending.ack = true;
+                self.ack_rejected(now, cfg, seg);
                 return (Verdict::Rejected(TcpReject::OutOfWindow), Reply::None);
             }
         }
@@ -220,7 +233,7 @@ impl Conn {
         if f.rst() {
             if seg.seq != self.rcv.nxt {
                 // In the window but not exact: challenge ACK.
-                self.pending.ack = true;
+                self.ack_rejected(now, cfg, seg);
                 return (Verdict::Rejected(TcpReject::RstChallenge), Reply::None);
             }
             match self.state {
@@ -256,7 +269,7 @@ impl Conn {
                 self.handshake_timer_outlives_handshake();
                 return (Verdict::Rejected(TcpReject::SynInSynReceived), Reply::None);
             }
-            self.pending.ack = true;
+            self.ack_rejected(now, cfg, seg);
             return (Verdict::Rejected(TcpReject::SynChallenge), Reply::None);
         }
 
@@ -278,7 +291,7 @@ impl Conn {
         }
         if seg.ack > self.snd.nxt {
             // Acknowledges something not yet sent: ACK and drop (RFC 9293 3.10.7.4).
-            self.pending.ack = true;
+            self.ack_rejected(now, cfg, seg);
             return (Verdict::Rejected(TcpReject::AckUnsent), Reply::None);
         }
         let had_fin_acked = self.close.fin_acked;
@@ -511,6 +524,24 @@ impl Conn {
             self.rcv.adv = self.rcv.nxt;
         }
         None
+    }
+
+    /// Answer a rejected segment with an ACK (a challenge ACK, RFC 5961 3.2 / 4.2, or
+    /// the ACK RFC 9293 3.10.7.4 asks for), at most one per
+    /// `Config::challenge_ack_interval` (RFC 5961 7; Linux's `tcp_invalid_ratelimit`),
+    /// so that forged segments cannot make us flood. A segment carrying data or a FIN
+    /// is always answered (it is not part of an ACK loop, and its sender needs the
+    /// ACK to recover), as in Linux's `tcp_oow_rate_limited`.
+    fn ack_rejected(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) {
+        let limited = seg.seg_len() == 0 || seg.flags.syn();
+        if let (true, Some(interval)) = (limited, cfg.challenge_ack_interval) {
+            if self.last_oow_ack.is_some_and(|t| now < t + interval) {
+                self.acks_rate_limited += 1;
+                return;
+            }
+            self.last_oow_ack = Some(now);
+        }
+        self.pending.ack = true;
     }
 
     fn enter_time_wait(&mut self, now: Instant, cfg: &Config) {

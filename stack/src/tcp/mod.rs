@@ -10,6 +10,7 @@ mod reject;
 mod rtt;
 mod scoreboard;
 mod send_buf;
+pub(crate) mod syncookie;
 mod timer;
 
 pub use reject::TcpReject;
@@ -60,6 +61,12 @@ pub struct TcpInfo {
     pub bytes_acked: u64,
     /// Data octets received in order (handed to the receive buffer).
     pub bytes_received: u64,
+    /// The path MTU the connection sends with: the link MTU unless a validated ICMP
+    /// "fragmentation needed" / "packet too big" lowered it (RFC 1191, RFC 8201).
+    pub pmtu: usize,
+    /// The last soft error an ICMP message reported (RFC 1122 4.2.3.9): recorded, not
+    /// fatal; reported instead of `TimedOut` if the connection times out.
+    pub soft_error: Option<crate::error::ConnError>,
 }
 
 /// The connection states of RFC 9293 3.3.2 (figure 6), all eleven.

@@ -212,6 +212,10 @@ impl Conn {
 
     /// Send scoreboard entry `i` again, with its original boundaries.
     fn retransmit(&mut self, now: Instant, i: usize, scratch: &mut [u8]) -> Outgoing {
+        if self.sent.get(i).is_some_and(|e| e.data_len() > self.max_payload()) {
+            // Sent before the path MTU went down (`on_path_mtu`): what fits now first.
+            self.sent.split(i, self.max_payload());
+        }
         let e = self.sent.get(i).copied().expect("retransmit: index on the scoreboard");
         let data = e.data_len().min(scratch.len());
         self.tx.copy_out(e.seq - self.tx_seq0(), data, scratch);

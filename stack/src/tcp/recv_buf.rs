@@ -35,11 +35,28 @@ pub(crate) struct RecvBuffer {
     /// Distance from RCV.NXT to the end of the furthest out-of-order range.
     ooo_span: usize,
     clock: u64,
+    /// How many more bytes of storage it may allocate (the stack's remaining buffer
+    /// memory budget; `usize::MAX`: no limit).
+    grow_limit: usize,
+    /// The storage it may have: `cap`, or less within the budget (kept up to date by
+    /// `update_limit`, so that `window`, asked several times per segment, is one
+    /// subtraction).
+    limit: usize,
 }
 
 impl RecvBuffer {
     pub fn new(cap: usize) -> RecvBuffer {
-        RecvBuffer { ring: Vec::new(), head: 0, len: 0, cap: cap.max(1), ooo: Vec::new(), ooo_span: 0, clock: 0 }
+        RecvBuffer {
+            ring: Vec::new(),
+            head: 0,
+            len: 0,
+            cap: cap.max(1),
+            ooo: Vec::new(),
+            ooo_span: 0,
+            clock: 0,
+            grow_limit: usize::MAX,
+            limit: cap.max(1),
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -55,9 +72,25 @@ impl RecvBuffer {
         self.len == 0
     }
 
-    /// The window: room after the readable bytes (out-of-order bytes sit inside it).
+    /// The window: room after the readable bytes (out-of-order bytes sit inside it),
+    /// within the storage it may have (what it holds plus `grow_limit`, at least
+    /// `MIN_ALLOC`).
+    #[inline]
     pub fn window(&self) -> usize {
-        self.cap - self.len
+        self.limit.saturating_sub(self.len)
+    }
+
+    fn update_limit(&mut self) {
+        self.limit = self.cap.min(self.ring.len().saturating_add(self.grow_limit).max(MIN_ALLOC));
+    }
+
+    /// At most `bytes` more storage may be allocated (the stack's memory budget).
+    #[inline]
+    pub fn set_growth(&mut self, bytes: usize) {
+        if bytes != self.grow_limit {
+            self.grow_limit = bytes;
+            self.update_limit();
+        }
     }
 
     pub fn has_out_of_order(&self) -> bool {
@@ -78,9 +111,11 @@ impl RecvBuffer {
         while size < upto {
             size *= 2;
         }
-        let size = size.min(self.cap.max(upto));
+        let size = size.min(self.limit.max(upto));
         let mut fresh = vec![0u8; size];
         let old = self.ring.len();
+        // What it took comes off what it may still take.
+        self.grow_limit = self.grow_limit.saturating_sub(size - old);
         if old > 0 {
             // Keep everything from head to the furthest byte held, in order.
             let used = (self.len + self.ooo_span).min(old);
@@ -92,6 +127,7 @@ impl RecvBuffer {
         }
         self.ring = fresh;
         self.head = 0;
+        self.update_limit();
     }
 
     /// Store `data` with sequence number `seq`, where `rcv_nxt` is the current RCV.NXT.
@@ -184,6 +220,7 @@ impl RecvBuffer {
         if self.len == 0 && self.ooo.is_empty() && !self.ring.is_empty() {
             self.ring = Vec::new();
             self.head = 0;
+            self.update_limit();
         }
     }
 

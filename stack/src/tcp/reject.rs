@@ -46,10 +46,14 @@ pub enum TcpReject {
     /// ACK of data never sent (SEG.ACK > SND.NXT): answered with an ACK (Linux
     /// `TCPACKSkippedSeq`-like).
     AckUnsent,
+    /// An ACK to a listener that had sent SYN cookies lately, whose cookie did not
+    /// verify (RFC 4987 3.6): answered with RST like any ACK in LISTEN (Linux
+    /// `SyncookiesFailed`).
+    SynCookieInvalid,
 }
 
 impl TcpReject {
-    pub const COUNT: usize = TcpReject::AckUnsent as usize + 1;
+    pub const COUNT: usize = TcpReject::SynCookieInvalid as usize + 1;
 
     pub const ALL: [TcpReject; TcpReject::COUNT] = [
         TcpReject::ListenRst,
@@ -69,6 +73,7 @@ impl TcpReject {
         TcpReject::NoAck,
         TcpReject::SynReceivedBadAck,
         TcpReject::AckUnsent,
+        TcpReject::SynCookieInvalid,
     ];
 
     /// The counter's name in `/stats.json` and traces.
@@ -91,6 +96,7 @@ impl TcpReject {
             TcpReject::NoAck => "no_ack",
             TcpReject::SynReceivedBadAck => "syn_received_bad_ack",
             TcpReject::AckUnsent => "ack_unsent",
+            TcpReject::SynCookieInvalid => "syn_cookie_invalid",
         }
     }
 }

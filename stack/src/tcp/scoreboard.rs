@@ -188,6 +188,22 @@ impl Scoreboard {
         }
     }
 
+    /// Cut entry `i` after `first` bytes of payload into two entries with its state and
+    /// transmission history; the second keeps the FIN. For a retransmission after the
+    /// path MTU went down (RFC 1191 6.4: what was sent at the old size goes again at the
+    /// new one). The byte counters do not change.
+    pub fn split(&mut self, i: usize, first: usize) {
+        let Some(e) = self.segs.get(i).copied() else { return };
+        if first == 0 || first >= e.data_len() {
+            return;
+        }
+        let tail = SentSeg { seq: e.seq + first, len: e.len - first as u32, ..e };
+        let head = &mut self.segs[i];
+        head.len = first as u32;
+        head.fin = false;
+        self.segs.insert(i + 1, tail);
+    }
+
     /// Mark every entry lying wholly inside the SACK block `[left, right)` SACKed
     /// (RFC 6675 update of the scoreboard), calling `each` with every newly SACKed one
     /// (as it was before). Returns whether anything was newly SACKed.

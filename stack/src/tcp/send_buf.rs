@@ -17,12 +17,21 @@ use std::collections::VecDeque;
 pub(crate) struct SendBuffer {
     bytes: VecDeque<u8>,
     cap: usize,
+    /// How many more bytes of storage it may allocate (the stack's remaining buffer
+    /// memory budget; `usize::MAX`: no limit).
+    grow_limit: usize,
+    /// The storage it may have: `cap`, or less within the budget (kept up to date by
+    /// `update_limit`; `free` runs for every readiness check).
+    limit: usize,
 }
+
+/// Whatever the budget, a send buffer may hold this much (it may allocate it).
+const MIN_ALLOC: usize = 2048;
 
 impl SendBuffer {
     /// An empty buffer that holds at most `cap` bytes (at least one).
     pub fn new(cap: usize) -> SendBuffer {
-        SendBuffer { bytes: VecDeque::new(), cap: cap.max(1) }
+        SendBuffer { bytes: VecDeque::new(), cap: cap.max(1), grow_limit: usize::MAX, limit: cap.max(1) }
     }
 
     /// The bound: the most bytes the buffer may hold.
@@ -39,14 +48,40 @@ impl SendBuffer {
         self.bytes.is_empty()
     }
 
-    /// Room for more application data.
+    /// Room for more application data: up to the bound, within the storage it may
+    /// have (what it holds plus `grow_limit`, at least `MIN_ALLOC`).
+    #[inline]
     pub fn free(&self) -> usize {
-        self.cap - self.bytes.len()
+        self.limit.saturating_sub(self.bytes.len())
+    }
+
+    fn update_limit(&mut self) {
+        self.limit = self.cap.min(self.bytes.capacity().saturating_add(self.grow_limit).max(MIN_ALLOC));
+    }
+
+    /// At most `bytes` more storage may be allocated (the stack's memory budget).
+    #[inline]
+    pub fn set_growth(&mut self, bytes: usize) {
+        if bytes != self.grow_limit {
+            self.grow_limit = bytes;
+            self.update_limit();
+        }
     }
 
     /// Append as much of `data` as fits; returns how much did.
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
+        let need = self.bytes.len() + n;
+        if need > self.bytes.capacity() {
+            // Grow by doubling, within the bound and the storage allowed, exactly (so
+            // the allocation stays what the budget allows).
+            let old = self.bytes.capacity();
+            let target = (old * 2).clamp(need, self.limit.max(need));
+            self.bytes.reserve_exact(target - self.bytes.len());
+            // What it took comes off what it may still take.
+            self.grow_limit = self.grow_limit.saturating_sub(self.bytes.capacity() - old);
+            self.update_limit();
+        }
         self.bytes.extend(&data[..n]);
         n
     }
@@ -82,6 +117,7 @@ impl SendBuffer {
     pub fn release_if_empty(&mut self) {
         if self.bytes.is_empty() && self.bytes.capacity() > 0 {
             self.bytes = VecDeque::new();
+            self.update_limit();
         }
     }
 

@@ -776,11 +776,13 @@ fn test_listen_syn_ack() {
     assert_eq!(h.row(), None);
 }
 
-/// Backlog 1 with one half-open connection: a second SYN is dropped silently and
-/// counted; once the first is accepted a new SYN is answered again.
+/// Backlog 1 with one half-open connection and SYN cookies off: a second SYN is
+/// dropped silently and counted; once the first is accepted a new SYN is answered
+/// again. (With cookies, the default, it gets a cookie: `tests/hostile.rs`.)
 #[test]
 fn test_listen_backlog_half_open() {
-    let mut h = listen_with(1);
+    let mut h = TestStack::new(Config { syn_cookies: false, ..config() });
+    h.listener = Some(h.stack.tcp_listen(h.local, 1).unwrap());
     h.send(h.seg(SYN, X, 0).opts(&[mss(1460)]));
     let synack = h.recv_one();
     let iss = Sq(synack.seq);
@@ -1729,3 +1731,6 @@ mod ext;
 
 #[path = "tests/recovery.rs"]
 mod recovery;
+
+#[path = "tests/hostile.rs"]
+mod hostile;

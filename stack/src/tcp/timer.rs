@@ -271,7 +271,9 @@ impl Conn {
             now.saturating_duration_since(since) >= ut
         });
         if self.retries > limit || expired {
-            self.error = Some(ConnError::TimedOut);
+            // A soft error an ICMP message reported explains the timeout better
+            // (RFC 1122 4.2.3.9; Linux's tcp_write_err reports sk_err_soft).
+            self.error = Some(self.soft_error.unwrap_or(ConnError::TimedOut));
             self.state = TcpState::Closed;
             self.tx.clear();
             self.sent.clear();

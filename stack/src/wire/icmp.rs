@@ -21,7 +21,21 @@ pub enum IcmpV4Message<'a> {
         data: &'a [u8],
     },
     /// Type 3. `invoking` is the original IP header + at least 8 bytes of its payload.
+    /// Code 4 (fragmentation needed) is [`IcmpV4Message::FragNeeded`].
     DestUnreachable {
+        code: u8,
+        invoking: &'a [u8],
+    },
+    /// Type 3 code 4, "fragmentation needed and DF set", with the next-hop MTU in the
+    /// low 16 bits of the second header word (RFC 1191 4; 0 from routers that predate
+    /// RFC 1191).
+    FragNeeded {
+        mtu: u16,
+        invoking: &'a [u8],
+    },
+    /// Type 11 (RFC 792): code 0 TTL exceeded in transit, code 1 fragment reassembly
+    /// time exceeded.
+    TimeExceeded {
         code: u8,
         invoking: &'a [u8],
     },
@@ -55,6 +69,12 @@ pub enum IcmpV6Message<'a> {
         mtu: u32,
         invoking: &'a [u8],
     },
+    /// Type 3 (RFC 4443 3.3): code 0 hop limit exceeded in transit, code 1 fragment
+    /// reassembly time exceeded.
+    TimeExceeded {
+        code: u8,
+        invoking: &'a [u8],
+    },
     /// Anything else (including neighbour discovery, which a TUN device does not need).
     Other {
         icmp_type: u8,
@@ -68,17 +88,43 @@ pub enum IcmpRepr<'a> {
     V6(IcmpV6Message<'a>),
 }
 
-/// ICMPv4 destination-unreachable codes (RFC 792).
+/// ICMPv4 destination-unreachable codes (RFC 792, RFC 1122 3.2.2.1, RFC 1812 5.2.7.1).
 pub mod v4_unreach {
+    pub const NET: u8 = 0;
+    pub const HOST: u8 = 1;
+    pub const PROTOCOL: u8 = 2;
     pub const PORT: u8 = 3;
-    /// Communication administratively prohibited (RFC 1812 5.2.7.1).
+    /// Fragmentation needed and DF set (RFC 1191): parsed as `FragNeeded`.
+    pub const FRAG_NEEDED: u8 = 4;
+    pub const SOURCE_ROUTE_FAILED: u8 = 5;
+    pub const NET_UNKNOWN: u8 = 6;
+    pub const HOST_UNKNOWN: u8 = 7;
+    pub const HOST_ISOLATED: u8 = 8;
+    pub const NET_PROHIBITED: u8 = 9;
+    pub const HOST_PROHIBITED: u8 = 10;
+    pub const NET_TOS: u8 = 11;
+    pub const HOST_TOS: u8 = 12;
+    /// Communication administratively prohibited (RFC 1812).
     pub const ADMIN_PROHIBITED: u8 = 13;
+    pub const PRECEDENCE_VIOLATION: u8 = 14;
+    pub const PRECEDENCE_CUTOFF: u8 = 15;
 }
 /// ICMPv6 destination-unreachable codes (RFC 4443 3.1).
 pub mod v6_unreach {
-    /// Communication with destination administratively prohibited.
+    pub const NO_ROUTE: u8 = 0;
     pub const ADMIN_PROHIBITED: u8 = 1;
+    pub const BEYOND_SCOPE: u8 = 2;
+    pub const ADDRESS: u8 = 3;
     pub const PORT: u8 = 4;
+    pub const POLICY_FAILED: u8 = 5;
+    pub const REJECT_ROUTE: u8 = 6;
+}
+/// Time-exceeded codes, the same in ICMPv4 (RFC 792) and ICMPv6 (RFC 4443 3.3).
+pub mod time_exceeded {
+    /// TTL / hop limit exceeded in transit.
+    pub const IN_TRANSIT: u8 = 0;
+    /// Fragment reassembly time exceeded (RFC 792, RFC 8200 4.5).
+    pub const REASSEMBLY: u8 = 1;
 }
 
 /// Every ICMP message starts with an 8-byte header: type, code, checksum and four
@@ -90,12 +136,14 @@ pub mod v4_type {
     pub const ECHO_REPLY: u8 = 0;
     pub const DEST_UNREACHABLE: u8 = 3;
     pub const ECHO_REQUEST: u8 = 8;
+    pub const TIME_EXCEEDED: u8 = 11;
 }
 
 /// ICMPv6 message types (RFC 4443).
 pub mod v6_type {
     pub const DEST_UNREACHABLE: u8 = 1;
     pub const PACKET_TOO_BIG: u8 = 2;
+    pub const TIME_EXCEEDED: u8 = 3;
     pub const ECHO_REQUEST: u8 = 128;
     pub const ECHO_REPLY: u8 = 129;
 }
@@ -181,7 +229,11 @@ pub(crate) fn parse_v4(buf: &[u8]) -> Result<IcmpRepr<'_>, DropReason> {
     let m = match msg.msg_type() {
         v4_type::ECHO_REQUEST => IcmpV4Message::EchoRequest { ident: msg.word1(), seq: msg.word2(), data: msg.body() },
         v4_type::ECHO_REPLY => IcmpV4Message::EchoReply { ident: msg.word1(), seq: msg.word2(), data: msg.body() },
+        v4_type::DEST_UNREACHABLE if msg.code() == v4_unreach::FRAG_NEEDED => {
+            IcmpV4Message::FragNeeded { mtu: msg.word2(), invoking: msg.body() }
+        }
         v4_type::DEST_UNREACHABLE => IcmpV4Message::DestUnreachable { code: msg.code(), invoking: msg.body() },
+        v4_type::TIME_EXCEEDED => IcmpV4Message::TimeExceeded { code: msg.code(), invoking: msg.body() },
         t => IcmpV4Message::Other { icmp_type: t, code: msg.code() },
     };
     Ok(IcmpRepr::V4(m))
@@ -198,6 +250,7 @@ pub(crate) fn parse_v6(buf: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<IcmpR
         v6_type::ECHO_REPLY => IcmpV6Message::EchoReply { ident: msg.word1(), seq: msg.word2(), data: msg.body() },
         v6_type::DEST_UNREACHABLE => IcmpV6Message::DestUnreachable { code: msg.code(), invoking: msg.body() },
         v6_type::PACKET_TOO_BIG => IcmpV6Message::PacketTooBig { mtu: msg.rest_of_header(), invoking: msg.body() },
+        v6_type::TIME_EXCEEDED => IcmpV6Message::TimeExceeded { code: msg.code(), invoking: msg.body() },
         t => IcmpV6Message::Other { icmp_type: t, code: msg.code() },
     };
     Ok(IcmpRepr::V6(m))
@@ -210,14 +263,16 @@ impl IcmpRepr<'_> {
             + match *self {
                 IcmpRepr::V4(m) => match m {
                     IcmpV4Message::EchoRequest { data, .. } | IcmpV4Message::EchoReply { data, .. } => data.len(),
-                    IcmpV4Message::DestUnreachable { invoking, .. } => invoking.len(),
+                    IcmpV4Message::DestUnreachable { invoking, .. }
+                    | IcmpV4Message::FragNeeded { invoking, .. }
+                    | IcmpV4Message::TimeExceeded { invoking, .. } => invoking.len(),
                     IcmpV4Message::Other { .. } => 0,
                 },
                 IcmpRepr::V6(m) => match m {
                     IcmpV6Message::EchoRequest { data, .. } | IcmpV6Message::EchoReply { data, .. } => data.len(),
-                    IcmpV6Message::DestUnreachable { invoking, .. } | IcmpV6Message::PacketTooBig { invoking, .. } => {
-                        invoking.len()
-                    }
+                    IcmpV6Message::DestUnreachable { invoking, .. }
+                    | IcmpV6Message::PacketTooBig { invoking, .. }
+                    | IcmpV6Message::TimeExceeded { invoking, .. } => invoking.len(),
                     IcmpV6Message::Other { .. } => 0,
                 },
             }
@@ -236,6 +291,13 @@ pub(crate) fn emit(repr: &IcmpRepr<'_>, buf: &mut [u8], src: IpAddr, dst: IpAddr
             IcmpV4Message::EchoReply { ident, seq, data } => (v4_type::ECHO_REPLY, 0, echo_words(ident, seq), data),
             // RFC 792: four unused bytes, then the internet header + 64 bits of data.
             IcmpV4Message::DestUnreachable { code, invoking } => (v4_type::DEST_UNREACHABLE, code, [0; 4], invoking),
+            // RFC 1191 4: unused 16 bits, then the next-hop MTU.
+            IcmpV4Message::FragNeeded { mtu, invoking } => {
+                let m = mtu.to_be_bytes();
+                (v4_type::DEST_UNREACHABLE, v4_unreach::FRAG_NEEDED, [0, 0, m[0], m[1]], invoking)
+            }
+            // RFC 792: four unused bytes, then the internet header + 64 bits of data.
+            IcmpV4Message::TimeExceeded { code, invoking } => (v4_type::TIME_EXCEEDED, code, [0; 4], invoking),
             IcmpV4Message::Other { icmp_type, code } => (icmp_type, code, [0; 4], &[]),
         },
         IcmpRepr::V6(m) => match m {
@@ -245,6 +307,8 @@ pub(crate) fn emit(repr: &IcmpRepr<'_>, buf: &mut [u8], src: IpAddr, dst: IpAddr
             IcmpV6Message::DestUnreachable { code, invoking } => (v6_type::DEST_UNREACHABLE, code, [0; 4], invoking),
             // RFC 4443 3.2: code 0, the MTU, then the invoking packet.
             IcmpV6Message::PacketTooBig { mtu, invoking } => (v6_type::PACKET_TOO_BIG, 0, mtu.to_be_bytes(), invoking),
+            // RFC 4443 3.3: four unused bytes, then as much of the invoking packet as fits.
+            IcmpV6Message::TimeExceeded { code, invoking } => (v6_type::TIME_EXCEEDED, code, [0; 4], invoking),
             IcmpV6Message::Other { icmp_type, code } => (icmp_type, code, [0; 4], &[]),
         },
     };
@@ -423,9 +487,21 @@ mod tests {
         assert_eq!(parse_v4(&m), Ok(r));
         assert_eq!(emitted(&r), m);
 
-        // Time exceeded: body not interpreted; emitting Other gives an 8-byte message.
-        let m = with_v4_checksum(vec![11, 0, 0, 0, 0, 0, 0, 0, 0x45]);
-        let r = IcmpRepr::V4(IcmpV4Message::Other { icmp_type: 11, code: 0 });
+        // RFC 1191 4: fragmentation needed, next-hop MTU 1400 (0x0578) in bytes 6..8.
+        let m = with_v4_checksum(vec![3, 4, 0, 0, 0, 0, 0x05, 0x78, 0x45, 0, 0, 28]);
+        let r = IcmpRepr::V4(IcmpV4Message::FragNeeded { mtu: 1400, invoking: &[0x45, 0, 0, 28] });
+        assert_eq!(parse_v4(&m), Ok(r));
+        assert_eq!(emitted(&r), m);
+
+        // Time exceeded (RFC 792), code 1: fragment reassembly time exceeded.
+        let m = with_v4_checksum(vec![11, 1, 0, 0, 0, 0, 0, 0, 0x45]);
+        let r = IcmpRepr::V4(IcmpV4Message::TimeExceeded { code: 1, invoking: &[0x45] });
+        assert_eq!(parse_v4(&m), Ok(r));
+        assert_eq!(emitted(&r), m);
+
+        // Redirect: body not interpreted; emitting Other gives an 8-byte message.
+        let m = with_v4_checksum(vec![5, 0, 0, 0, 0, 0, 0, 0, 0x45]);
+        let r = IcmpRepr::V4(IcmpV4Message::Other { icmp_type: 5, code: 0 });
         assert_eq!(parse_v4(&m), Ok(r));
         let e = emitted(&r);
         assert_eq!(e.len(), 8);
@@ -463,6 +539,12 @@ mod tests {
 
         let m = with_v6_checksum(vec![2, 0, 0, 0, 0, 0, 0x05, 0x00, 0x60]);
         let r = IcmpRepr::V6(IcmpV6Message::PacketTooBig { mtu: 1280, invoking: &[0x60] });
+        assert_eq!(parse_v6(&m, S6, D6), Ok(r));
+        assert_eq!(emitted(&r), m);
+
+        // RFC 4443 3.3: time exceeded, code 1.
+        let m = with_v6_checksum(vec![3, 1, 0, 0, 0, 0, 0, 0, 0x60]);
+        let r = IcmpRepr::V6(IcmpV6Message::TimeExceeded { code: 1, invoking: &[0x60] });
         assert_eq!(parse_v6(&m, S6, D6), Ok(r));
         assert_eq!(emitted(&r), m);
 

@@ -225,13 +225,13 @@ impl<'a> Ipv6Packet<'a> {
 }
 
 /// RFC 1122 3.2.1.3 / RFC 6890: sources that can never be a unicast peer.
-fn bad_source_v4(a: Ipv4Addr) -> bool {
+pub(crate) fn bad_source_v4(a: Ipv4Addr) -> bool {
     a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback()
 }
 
 /// RFC 4291 2.5.2, 2.5.3, 2.7: unspecified, loopback and multicast are never a source
 /// arriving from the wire.
-fn bad_source_v6(a: Ipv6Addr) -> bool {
+pub(crate) fn bad_source_v6(a: Ipv6Addr) -> bool {
     a.is_multicast() || a.is_unspecified() || a.is_loopback()
 }
 

@@ -7,9 +7,11 @@
 //!
 //! Layout: `checksum.rs` (RFC 1071 internet checksum), `ip.rs` (IPv4 RFC 791, IPv6
 //! RFC 8200), `tcp.rs` (RFC 9293 3.1 header and 3.2 options, RFC 7323, RFC 2018),
-//! `udp.rs` (RFC 768), `icmp.rs` (RFC 792, RFC 4443).
+//! `udp.rs` (RFC 768), `icmp.rs` (RFC 792, RFC 4443), `frag.rs` (IP fragments: RFC 791
+//! 2.3, RFC 8200 4.5).
 
 pub mod checksum;
+pub mod frag;
 pub mod icmp;
 pub mod ip;
 pub mod tcp;
@@ -46,8 +48,10 @@ pub enum DropReason {
     BadIpHeader,
     /// IPv4 header checksum does not verify.
     BadIpChecksum,
-    /// An IPv4 fragment (MF set or offset non-zero) or an IPv6 fragment header: we do not
-    /// reassemble IP fragments.
+    /// An IPv4 fragment (MF set or offset non-zero) or an IPv6 Fragment header. `parse`
+    /// returns it for every fragment (the stack then hands the packet to its
+    /// reassembly, `wire::frag`); as a drop it means reassembly is off
+    /// (`Config::reassembly_memory` is 0).
     Fragment,
     /// A transport protocol (or IPv6 next header) we do not speak.
     UnknownProtocol,
@@ -81,10 +85,41 @@ pub enum DropReason {
     /// Refused by the packet policy (a filter rule or default, a port knock, a closed
     /// knock-protected port, a source blocked after a scan; `crate::policy`).
     Filtered,
+    // ---- IP fragments (RFC 791 3.2, RFC 8200 4.5, RFC 5722) ----
+    /// A fragment that is not the last with a length not a non-zero multiple of 8, or
+    /// one reaching beyond a 64 KiB datagram (RFC 8200 4.5).
+    FragmentMalformed,
+    /// A fragment overlapping another of its datagram with different bytes: the whole
+    /// datagram is discarded, its held fragments counted here too, and later fragments
+    /// of it until its timeout (RFC 5722 3).
+    FragmentOverlap,
+    /// A fragment carrying bytes already held (an exact duplicate): dropped alone.
+    FragmentDuplicate,
+    /// A fragment that would exceed the reassembly caps (memory, datagrams in progress,
+    /// pieces per datagram; `Config::reassembly_*`), or the socket buffer budget.
+    ReassemblyFull,
+    /// Fragments of a datagram still incomplete at its reassembly timeout.
+    ReassemblyTimeout,
+    // ---- ICMP errors we receive (RFC 1122 4.2.3.9, RFC 5927, RFC 1191, RFC 8201) ----
+    /// An ICMP error whose quoted packet names no socket of ours (or is not one of our
+    /// packets, or cannot be read).
+    IcmpErrorNoSocket,
+    /// An ICMP error about a TCP connection whose quoted sequence number is not in
+    /// flight (not in SND.UNA..SND.NXT): ignored, RFC 5927 4.1 (Linux
+    /// `OutOfWindowIcmps`).
+    IcmpErrorOutOfWindow,
+    /// A "fragmentation needed" / "packet too big" with an unusable MTU (below 68, or
+    /// not below the current estimate: RFC 1191 / RFC 8201 never raise the estimate).
+    IcmpErrorBadMtu,
+    // ---- resource limits ----
+    /// Refused for a resource cap (sockets, half-open connections, socket buffer
+    /// memory: `Config::max_sockets`, `max_half_open`, `buffer_memory`): a SYN or a
+    /// cookie ACK answered with RST, a UDP datagram not queued.
+    ResourceLimit,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::Filtered as usize + 1;
+    pub const COUNT: usize = DropReason::ResourceLimit as usize + 1;
 
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Truncated,
@@ -108,6 +143,15 @@ impl DropReason {
         DropReason::IcmpIgnored,
         DropReason::ListenOverflow,
         DropReason::Filtered,
+        DropReason::FragmentMalformed,
+        DropReason::FragmentOverlap,
+        DropReason::FragmentDuplicate,
+        DropReason::ReassemblyFull,
+        DropReason::ReassemblyTimeout,
+        DropReason::IcmpErrorNoSocket,
+        DropReason::IcmpErrorOutOfWindow,
+        DropReason::IcmpErrorBadMtu,
+        DropReason::ResourceLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +177,15 @@ impl DropReason {
             DropReason::IcmpIgnored => "icmp_ignored",
             DropReason::ListenOverflow => "listen_overflow",
             DropReason::Filtered => "filtered",
+            DropReason::FragmentMalformed => "fragment_malformed",
+            DropReason::FragmentOverlap => "fragment_overlap",
+            DropReason::FragmentDuplicate => "fragment_duplicate",
+            DropReason::ReassemblyFull => "reassembly_full",
+            DropReason::ReassemblyTimeout => "reassembly_timeout",
+            DropReason::IcmpErrorNoSocket => "icmp_error_no_socket",
+            DropReason::IcmpErrorOutOfWindow => "icmp_error_out_of_window",
+            DropReason::IcmpErrorBadMtu => "icmp_error_bad_mtu",
+            DropReason::ResourceLimit => "resource_limit",
         }
     }
 }
@@ -154,8 +207,8 @@ pub struct Packet<'a> {
 
 /// Parse one IP packet (no link-layer header, as read from a TUN device opened with
 /// IFF_NO_PI). Verifies the IPv4 header checksum and the TCP/UDP/ICMP checksums,
-/// rejects IP fragments, skips IPv6 hop-by-hop / routing / destination-options extension
-/// headers. Trailing bytes after the IP total length (IPv4) or payload length (IPv6)
+/// reports IP fragments as `Err(DropReason::Fragment)` (for [`frag::parse_fragment`]),
+/// skips IPv6 hop-by-hop / routing / destination-options extension headers. Trailing bytes after the IP total length (IPv4) or payload length (IPv6)
 /// are ignored, as RFC 791 and RFC 8200 allow for link padding.
 pub fn parse(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
     ip::parse_packet(buf)

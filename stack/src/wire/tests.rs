@@ -179,6 +179,15 @@ fn etherparse_agrees(pkt: &[u8], src: IpAddr, dst: IpAddr, hop: u8, expect: &Tra
                     assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (3, *code, [0; 4]));
                     assert_eq!(i.payload(), *invoking);
                 }
+                (_, IcmpV4Message::FragNeeded { mtu, invoking }) => {
+                    let m = mtu.to_be_bytes();
+                    assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (3, 4, [0, 0, m[0], m[1]]));
+                    assert_eq!(i.payload(), *invoking);
+                }
+                (_, IcmpV4Message::TimeExceeded { code, invoking }) => {
+                    assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (11, *code, [0; 4]));
+                    assert_eq!(i.payload(), *invoking);
+                }
                 (_, IcmpV4Message::Other { icmp_type, code }) => {
                     assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (*icmp_type, *code, [0; 4]));
                     assert!(i.payload().is_empty());
@@ -201,6 +210,10 @@ fn etherparse_agrees(pkt: &[u8], src: IpAddr, dst: IpAddr, hop: u8, expect: &Tra
                 }
                 (Icmpv6Type::PacketTooBig { mtu: m }, IcmpV6Message::PacketTooBig { mtu, invoking }) => {
                     assert_eq!(m, *mtu);
+                    assert_eq!(i.payload(), *invoking);
+                }
+                (_, IcmpV6Message::TimeExceeded { code, invoking }) => {
+                    assert_eq!((i.type_u8(), i.code_u8(), i.bytes5to8()), (3, *code, [0; 4]));
                     assert_eq!(i.payload(), *invoking);
                 }
                 (_, IcmpV6Message::Other { icmp_type, code }) => {
@@ -274,14 +287,17 @@ fn etherparse_reads_our_udp_and_icmp() {
         IcmpV4Message::EchoRequest { ident: 0x4242, seq: 7, data: b"abcdefgh" },
         IcmpV4Message::EchoReply { ident: 1, seq: 0xffff, data: b"" },
         IcmpV4Message::DestUnreachable { code: icmp::v4_unreach::PORT, invoking: &quote },
-        IcmpV4Message::Other { icmp_type: 11, code: 1 },
+        IcmpV4Message::FragNeeded { mtu: 1400, invoking: &quote },
+        IcmpV4Message::TimeExceeded { code: icmp::time_exceeded::REASSEMBLY, invoking: &quote },
+        IcmpV4Message::Other { icmp_type: 5, code: 1 },
     ];
     let v6_msgs = [
         IcmpV6Message::EchoRequest { ident: 9, seq: 10, data: b"ping6" },
         IcmpV6Message::EchoReply { ident: 9, seq: 10, data: b"ping6" },
         IcmpV6Message::DestUnreachable { code: icmp::v6_unreach::PORT, invoking: &quote },
         IcmpV6Message::PacketTooBig { mtu: 1280, invoking: &quote },
-        IcmpV6Message::Other { icmp_type: 3, code: 0 },
+        IcmpV6Message::TimeExceeded { code: icmp::time_exceeded::REASSEMBLY, invoking: &quote },
+        IcmpV6Message::Other { icmp_type: 4, code: 0 },
     ];
     let mut buf = [0u8; 600];
     for (s, d) in [(v4(A4), v4(B4)), (v6(A6), v6(B6))] {
@@ -638,18 +654,22 @@ impl IcmpCase {
     fn repr(&self, v6: bool) -> IcmpRepr<'_> {
         let (ident, seq, data, code) = (self.ident, self.seq, &self.data[..], self.code);
         if v6 {
-            IcmpRepr::V6(match self.which % 5 {
+            IcmpRepr::V6(match self.which % 6 {
                 0 => IcmpV6Message::EchoRequest { ident, seq, data },
                 1 => IcmpV6Message::EchoReply { ident, seq, data },
                 2 => IcmpV6Message::DestUnreachable { code, invoking: data },
                 3 => IcmpV6Message::PacketTooBig { mtu: self.mtu, invoking: data },
+                4 => IcmpV6Message::TimeExceeded { code, invoking: data },
                 _ => IcmpV6Message::Other { icmp_type: self.other_type, code },
             })
         } else {
-            IcmpRepr::V4(match self.which % 4 {
+            IcmpRepr::V4(match self.which % 6 {
                 0 => IcmpV4Message::EchoRequest { ident, seq, data },
                 1 => IcmpV4Message::EchoReply { ident, seq, data },
+                // Code 4 is `FragNeeded` (see `expected_transport`).
                 2 => IcmpV4Message::DestUnreachable { code, invoking: data },
+                3 => IcmpV4Message::FragNeeded { mtu: self.mtu as u16, invoking: data },
+                4 => IcmpV4Message::TimeExceeded { code, invoking: data },
                 _ => IcmpV4Message::Other { icmp_type: self.other_type, code },
             })
         }
@@ -659,7 +679,8 @@ impl IcmpCase {
 fn arb_icmp() -> impl Strategy<Value = IcmpCase> {
     // Types the parser interprets (either family) or that etherparse insists have a
     // longer fixed part (timestamps 13/14) are left out of `Other`.
-    let other = any::<u8>().prop_filter("interpreted type", |t| !matches!(t, 0 | 1 | 2 | 3 | 8 | 13 | 14 | 128 | 129));
+    let other =
+        any::<u8>().prop_filter("interpreted type", |t| !matches!(t, 0 | 1 | 2 | 3 | 8 | 11 | 13 | 14 | 128 | 129));
     (any::<u8>(), other, any::<u8>(), any::<u16>(), any::<u16>(), any::<u32>(), vec(any::<u8>(), 0..600)).prop_map(
         |(which, other_type, code, ident, seq, mtu, data)| IcmpCase { which, other_type, code, ident, seq, mtu, data },
     )
@@ -696,6 +717,11 @@ fn expected_transport<'a>(t: &Transport<'a>) -> Transport<'a> {
         Transport::Tcp(mut r) => {
             r.options = expected_after_round_trip(&r.options);
             Transport::Tcp(r)
+        }
+        // A destination unreachable with code 4 is "fragmentation needed" (RFC 1191),
+        // whose MTU field we emitted as zero.
+        Transport::Icmp(IcmpRepr::V4(IcmpV4Message::DestUnreachable { code: 4, invoking })) => {
+            Transport::Icmp(IcmpRepr::V4(IcmpV4Message::FragNeeded { mtu: 0, invoking }))
         }
         other => other,
     }

@@ -300,15 +300,18 @@ fn bad_packets_are_counted_and_harmless() {
         let p = ip_packet(HOST_V4, STACK_V4, 253, &[1, 2, 3, 4, 5, 6, 7, 8], 0);
         cases.push(("IP protocol 253", DropReason::UnknownProtocol, p));
 
+        // Two fragments of one datagram that overlap with different bytes (RFC 5722):
+        // the first is held until the second discards both; in later rounds the
+        // datagram is known to be discarded and each is dropped at once.
         let dgram = udp_datagram(v4(40004), stack_v4, b"fragment");
         cases.push((
             "IPv4 first fragment (MF)",
-            DropReason::Fragment,
+            DropReason::FragmentOverlap,
             ip_packet(HOST_V4, STACK_V4, UDP, &dgram, 0x2000),
         ));
         cases.push((
-            "IPv4 last fragment (offset 8)",
-            DropReason::Fragment,
+            "IPv4 overlapping last fragment (offset 8)",
+            DropReason::FragmentOverlap,
             ip_packet(HOST_V4, STACK_V4, UDP, &dgram, 1),
         ));
 

@@ -20,6 +20,8 @@ mod bad_input;
 mod demo_bin;
 /// Port forwarding both ways (demo forward's relays), integrity by hashes.
 mod forward;
+/// SYN floods, IP fragments, path MTU from injected ICMP errors.
+mod hostile;
 /// curl against the demo HTTP server.
 mod http;
 /// TCP through the runtime's impaired link (loss, reordering, corruption, duplication).
