@@ -255,78 +255,7 @@ pub fn sockets_json(sockets: &[SocketInfo]) -> String {
 
 /// The counters as a JSON object; `drops` maps each `DropReason` name to its count.
 pub fn stats_json(stats: &Stats) -> String {
-    // Destructured without `..` on purpose: a counter added to Stats must be added
-    // here too, or this stops compiling.
-    let Stats {
-        rx_packets,
-        rx_bytes,
-        tx_packets,
-        tx_bytes,
-        drops,
-        tcp_active_opens,
-        tcp_passive_opens,
-        tcp_resets_sent,
-        tcp_retransmits,
-        icmp_echo_replies,
-        icmp_unreachable_sent,
-        icmp_errors_rate_limited,
-        ctrl_dropped,
-        tcp_rejects,
-        tcp_acks_rate_limited,
-        syn_cookies_sent,
-        syn_cookies_valid,
-        syn_cookies_invalid,
-        tcp_half_open,
-        frag_received,
-        frag_reassembled,
-        frag_timeouts,
-        frag_overlaps,
-        frag_time_exceeded_sent,
-        reassembly_memory,
-        frag_datagrams_sent,
-        frags_sent,
-        icmp_soft_errors,
-        icmp_hard_errors,
-        pmtu_updates,
-        pmtu_entries,
-        buffer_memory,
-        memory_pressure,
-        memory_pressure_events,
-    } = stats;
-    let fields: [(&str, u64); 32] = [
-        ("rx_packets", *rx_packets),
-        ("rx_bytes", *rx_bytes),
-        ("tx_packets", *tx_packets),
-        ("tx_bytes", *tx_bytes),
-        ("tcp_active_opens", *tcp_active_opens),
-        ("tcp_passive_opens", *tcp_passive_opens),
-        ("tcp_resets_sent", *tcp_resets_sent),
-        ("tcp_retransmits", *tcp_retransmits),
-        ("icmp_echo_replies", *icmp_echo_replies),
-        ("icmp_unreachable_sent", *icmp_unreachable_sent),
-        ("icmp_errors_rate_limited", *icmp_errors_rate_limited),
-        ("ctrl_dropped", *ctrl_dropped),
-        ("tcp_acks_rate_limited", *tcp_acks_rate_limited),
-        ("syn_cookies_sent", *syn_cookies_sent),
-        ("syn_cookies_valid", *syn_cookies_valid),
-        ("syn_cookies_invalid", *syn_cookies_invalid),
-        ("tcp_half_open", *tcp_half_open),
-        ("frag_received", *frag_received),
-        ("frag_reassembled", *frag_reassembled),
-        ("frag_timeouts", *frag_timeouts),
-        ("frag_overlaps", *frag_overlaps),
-        ("frag_time_exceeded_sent", *frag_time_exceeded_sent),
-        ("reassembly_memory", *reassembly_memory),
-        ("frag_datagrams_sent", *frag_datagrams_sent),
-        ("frags_sent", *frags_sent),
-        ("icmp_soft_errors", *icmp_soft_errors),
-        ("icmp_hard_errors", *icmp_hard_errors),
-        ("pmtu_updates", *pmtu_updates),
-        ("pmtu_entries", *pmtu_entries),
-        ("buffer_memory", *buffer_memory),
-        ("memory_pressure", u64::from(*memory_pressure)),
-        ("memory_pressure_events", *memory_pressure_events),
-    ];
+    let fields = stats.counters();
     let mut s = String::from("{\n");
     for (name, value) in fields {
         s.push_str("  ");
@@ -338,13 +267,13 @@ pub fn stats_json(stats: &Stats) -> String {
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         s.push_str(if i == 0 { "\n    " } else { ",\n    " });
         json_string(&mut s, reason.as_str());
-        let _ = write!(s, ": {}", drops[*reason as usize]);
+        let _ = write!(s, ": {}", stats.drops[*reason as usize]);
     }
     s.push_str("\n  },\n  \"tcp_rejects\": {");
     for (i, reason) in TcpReject::ALL.iter().enumerate() {
         s.push_str(if i == 0 { "\n    " } else { ",\n    " });
         json_string(&mut s, reason.as_str());
-        let _ = write!(s, ": {}", tcp_rejects[*reason as usize]);
+        let _ = write!(s, ": {}", stats.tcp_rejects[*reason as usize]);
     }
     s.push_str("\n  }\n}\n");
     s
@@ -495,7 +424,9 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let local: SocketAddr = "10.0.0.2:80".parse().unwrap();
-        let mut stats = Stats { rx_packets: 42, tx_packets: 40, ..Stats::default() };
+        let mut stats = Stats::default();
+        stats.rx_packets = 42;
+        stats.tx_packets = 40;
         stats.drops[DropReason::BadTcpChecksum as usize] = 3;
         stats.drops[DropReason::Truncated as usize] = 5;
         stats.tcp_rejects[TcpReject::Paws as usize] = 2;
@@ -648,7 +579,12 @@ mod tests {
         rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(30), async {
                 let (a, b) = MemDevice::pair(1500).unwrap();
-                let cfg = |ip: [u8; 4], seed| Config { addrs: vec![IpAddr::from(ip)], seed, ..Config::default() };
+                let cfg = |ip: [u8; 4], seed| {
+                    Config::default().with(|c| {
+                        c.addrs = vec![IpAddr::from(ip)];
+                        c.seed = seed;
+                    })
+                };
                 let server = AsyncRuntime::with_device(a, cfg([10, 0, 0, 2], 1)).unwrap();
                 let client = AsyncRuntime::with_device(b, cfg([10, 0, 0, 1], 2)).unwrap();
                 HttpServer::serve(&server.handle(), &[IpAddr::from([10, 0, 0, 2])], 80).unwrap();

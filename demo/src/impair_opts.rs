@@ -66,16 +66,15 @@ impl ImpairOpts {
             return None;
         }
         let p = |pct: Option<f64>| pct.unwrap_or(0.0) / 100.0;
-        Some(Impairment {
-            loss: p(self.loss),
-            reorder: p(self.reorder),
-            duplicate: p(self.duplicate),
-            corrupt: p(self.corrupt),
-            delay: Duration::from_millis(self.delay.unwrap_or(0)),
-            rate_bps: self.rate.map(|mbit| ((mbit * 1e6).round() as u64).max(1)),
-            seed: self.seed.unwrap_or_else(random_seed),
-            ..Impairment::default()
-        })
+        Some(Impairment::default().with(|c| {
+            c.loss = p(self.loss);
+            c.reorder = p(self.reorder);
+            c.duplicate = p(self.duplicate);
+            c.corrupt = p(self.corrupt);
+            c.delay = Duration::from_millis(self.delay.unwrap_or(0));
+            c.rate_bps = self.rate.map(|mbit| ((mbit * 1e6).round() as u64).max(1));
+            c.seed = self.seed.unwrap_or_else(random_seed);
+        }))
     }
 }
 
@@ -139,13 +138,12 @@ mod tests {
         let imp = o.impairment(|| 77).unwrap();
         assert_eq!(
             imp,
-            Impairment {
-                loss: 0.05,
-                delay: Duration::from_millis(3),
-                rate_bps: Some(500_000),
-                seed: 77,
-                ..Impairment::default()
-            }
+            Impairment::default().with(|c| {
+                c.loss = 0.05;
+                c.delay = Duration::from_millis(3);
+                c.rate_bps = Some(500_000);
+                c.seed = 77;
+            })
         );
         imp.validate().unwrap();
         let o = ImpairOpts { reorder: Some(100.0), seed: Some(9), ..ImpairOpts::default() };

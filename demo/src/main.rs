@@ -268,12 +268,11 @@ fn run(command: Command) -> Result<(), String> {
         println!("network namespace {}: {what}, entered", ns.name());
     }
 
-    let mut config = RuntimeConfig {
-        tun_name: opts.tun.clone(),
-        mtu: opts.mtu as usize,
-        host_addrs: opts.host_addrs.clone(),
-        ..RuntimeConfig::default()
-    };
+    let mut config = RuntimeConfig::default().with(|c| {
+        c.tun_name = opts.tun.clone();
+        c.mtu = opts.mtu as usize;
+        c.host_addrs = opts.host_addrs.clone();
+    });
     config.stack.addrs = opts.addrs.clone();
     if opts.impair.seed.is_some() && !opts.impair.any() {
         tracing::warn!("--seed without --loss/--reorder/--duplicate/--corrupt/--delay/--rate has no effect");

@@ -12,13 +12,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mb: usize = args.next().map(|a| a.parse().expect("MB")).unwrap_or(1000);
     let mtu: usize = args.next().map(|a| a.parse().expect("MTU")).unwrap_or(1500);
-    let cfg = |addr: &str, seed| Config {
-        addrs: vec![addr.parse().unwrap()],
-        seed,
-        mtu,
-        tcp_rx_buffer: 1 << 20,
-        tcp_tx_buffer: 1 << 20,
-        ..Config::default()
+    let cfg = |addr: &str, seed| {
+        Config::default().with(|c| {
+            c.addrs = vec![addr.parse().unwrap()];
+            c.seed = seed;
+            c.mtu = mtu;
+            c.tcp_rx_buffer = 1 << 20;
+            c.tcp_tx_buffer = 1 << 20;
+        })
     };
     let mut a = Stack::new(cfg("10.0.0.1", 1));
     let mut b = Stack::new(cfg("10.0.0.2", 2));

@@ -25,6 +25,7 @@ impl Default for Keepalive {
 /// Everything the core needs to know up front. `Config::default()` is a sensible
 /// server-side configuration; tests shorten the timers.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// The addresses this stack owns. Packets to other destinations are dropped
     /// (`DropReason::NotForUs`) and binds to other addresses fail with `AddrNotAvailable`.
@@ -143,6 +144,18 @@ pub struct Config {
     /// flood; segments with data are always answered. Default 500 ms (Linux's
     /// `tcp_invalid_ratelimit`); `None` answers every one.
     pub challenge_ack_interval: Option<Duration>,
+}
+
+impl Config {
+    /// Change some fields of this value and return it: how code outside the crate
+    /// writes what a struct literal with `..` would (the type is `#[non_exhaustive]`,
+    /// so fields can be added without breaking callers), e.g.
+    /// `Config::default().with(|c| { c.a = x; c.b = y; })`.
+    #[must_use]
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
 }
 
 impl Default for Config {

@@ -96,6 +96,7 @@ pub enum Corruption {
 /// ([`Impairment::rx`], [`Impairment::tx`]). `delay` and `rate_bps` apply per direction:
 /// a round trip gains `2 * delay`.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Impairment {
     /// Probability (0..=1) that a packet is lost on the wire.
     pub loss: f64,
@@ -126,6 +127,18 @@ pub struct Impairment {
     /// Seed of the pseudo-random decisions: the same seed gives the same sequence of
     /// decisions (which packets they hit depends on the traffic itself).
     pub seed: u64,
+}
+
+impl Impairment {
+    /// Change some fields of this value and return it: how code outside the crate
+    /// writes what a struct literal with `..` would (the type is `#[non_exhaustive]`,
+    /// so fields can be added without breaking callers), e.g.
+    /// `Impairment::default().with(|c| { c.a = x; c.b = y; })`.
+    #[must_use]
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
 }
 
 impl Default for Impairment {

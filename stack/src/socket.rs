@@ -85,7 +85,7 @@ typed_handle!(
     ///
     /// ```compile_fail
     /// # use tunstack::{Config, Stack};
-    /// let mut s = Stack::new(Config { addrs: vec!["10.0.0.1".parse().unwrap()], ..Config::default() });
+    /// let mut s = Stack::new(Config::default().with(|c| c.addrs = vec!["10.0.0.1".parse().unwrap()]));
     /// let u = s.udp_bind("10.0.0.1:53".parse().unwrap()).unwrap();
     /// let _ = s.tcp_send(u, b"hello");
     /// ```
@@ -94,7 +94,7 @@ typed_handle!(
     ///
     /// ```
     /// # use tunstack::{Config, Instant, Stack};
-    /// let mut s = Stack::new(Config { addrs: vec!["10.0.0.1".parse().unwrap()], ..Config::default() });
+    /// let mut s = Stack::new(Config::default().with(|c| c.addrs = vec!["10.0.0.1".parse().unwrap()]));
     /// let c = s.tcp_connect(Instant::ZERO, "10.0.0.2:80".parse().unwrap(), None).unwrap();
     /// let _ = s.tcp_send(c, b"hello");
     /// ```
@@ -109,7 +109,7 @@ typed_handle!(
     ///
     /// ```compile_fail
     /// # use tunstack::{Config, Stack};
-    /// let mut s = Stack::new(Config { addrs: vec!["10.0.0.1".parse().unwrap()], ..Config::default() });
+    /// let mut s = Stack::new(Config::default().with(|c| c.addrs = vec!["10.0.0.1".parse().unwrap()]));
     /// let l = s.tcp_listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
     /// let _ = s.tcp_send(l, b"hello");
     /// ```
@@ -122,7 +122,7 @@ typed_handle!(
     ///
     /// ```compile_fail
     /// # use tunstack::{Config, Instant, Stack};
-    /// let mut s = Stack::new(Config { addrs: vec!["10.0.0.1".parse().unwrap()], ..Config::default() });
+    /// let mut s = Stack::new(Config::default().with(|c| c.addrs = vec!["10.0.0.1".parse().unwrap()]));
     /// let c = s.tcp_connect(Instant::ZERO, "10.0.0.2:80".parse().unwrap(), None).unwrap();
     /// let _ = s.udp_send(c, b"hello");
     /// ```

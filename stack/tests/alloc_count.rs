@@ -193,7 +193,11 @@ struct Pair {
 }
 
 fn config(ip: Ipv4Addr, seed: u64) -> Config {
-    Config { addrs: vec![IpAddr::V4(ip)], mtu: MTU, seed, ..Config::default() }
+    Config::default().with(|c| {
+        c.addrs = vec![IpAddr::V4(ip)];
+        c.mtu = MTU;
+        c.seed = seed;
+    })
 }
 
 impl Pair {
@@ -426,12 +430,11 @@ fn runtime_hot_path_allocates_nothing() {
         const GUARD: Duration = Duration::from_secs(30);
         const LEN: usize = 100;
         let stack_ip = Ipv4Addr::new(10, 0, 0, 2);
-        let rt = Runtime::new(RuntimeConfig {
-            tun_name: "tsal0".into(),
-            host_addrs: vec!["10.0.0.1/24".parse().unwrap()],
-            stack: Config { addrs: vec![stack_ip.into()], ..Config::default() },
-            ..RuntimeConfig::default()
-        })
+        let rt = Runtime::new(RuntimeConfig::default().with(|c| {
+            c.tun_name = "tsal0".into();
+            c.host_addrs = vec!["10.0.0.1/24".parse().unwrap()];
+            c.stack = Config::default().with(|c| c.addrs = vec![stack_ip.into()]);
+        }))
         .unwrap();
         let listener = TcpListener::bind(&rt, (stack_ip, 7)).unwrap();
         // First connection: echo until the client shuts down its side. Second: read

@@ -23,7 +23,10 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const GUARD: Duration = Duration::from_secs(30);
 
 fn config(addr: Ipv4Addr, seed: u64) -> Config {
-    Config { addrs: vec![IpAddr::V4(addr)], seed, ..Config::default() }
+    Config::default().with(|c| {
+        c.addrs = vec![IpAddr::V4(addr)];
+        c.seed = seed;
+    })
 }
 
 /// Deterministic, non-repeating test data (the core's PRNG).
@@ -214,8 +217,12 @@ fn blocking_echo_over_memory() {
 #[test]
 fn async_server_blocking_client_through_a_lossy_link() {
     let (a, b) = MemDevice::pair(1500).unwrap();
-    let lossy =
-        Impairment { loss: 0.02, reorder: 0.02, delay: Duration::from_millis(1), seed: 11, ..Impairment::default() };
+    let lossy = Impairment::default().with(|c| {
+        c.loss = 0.02;
+        c.reorder = 0.02;
+        c.delay = Duration::from_millis(1);
+        c.seed = 11;
+    });
     let b = Impaired::new(b, lossy).unwrap();
     let impaired = b.handle();
     let client = Runtime::with_device(b, config(CLIENT, 6)).unwrap();

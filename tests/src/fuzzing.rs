@@ -507,23 +507,22 @@ pub const MAX_PAYLOAD: usize = 4000;
 /// Small buffers (so windows fill and edges are reachable with small inputs), short
 /// timers and few retries (so the final drain reaches every timeout quickly).
 pub fn fuzz_config(seed: u64) -> Config {
-    Config {
-        addrs: vec![IpAddr::V4(STACK_V4), IpAddr::V6(STACK_V6)],
-        mtu: 1500,
-        seed,
-        tcp_rx_buffer: 4096,
-        tcp_tx_buffer: 8192,
-        msl: Duration::from_millis(100),
-        rto_initial: Duration::from_millis(200),
-        rto_min: Duration::from_millis(50),
-        rto_max: Duration::from_millis(800),
-        max_retries: 3,
-        syn_retries: 2,
-        udp_rx_queue: 4,
-        udp_tx_queue: 4,
-        icmp_error_rate: 20,
-        ..Config::default()
-    }
+    Config::default().with(|c| {
+        c.addrs = vec![IpAddr::V4(STACK_V4), IpAddr::V6(STACK_V6)];
+        c.mtu = 1500;
+        c.seed = seed;
+        c.tcp_rx_buffer = 4096;
+        c.tcp_tx_buffer = 8192;
+        c.msl = Duration::from_millis(100);
+        c.rto_initial = Duration::from_millis(200);
+        c.rto_min = Duration::from_millis(50);
+        c.rto_max = Duration::from_millis(800);
+        c.max_retries = 3;
+        c.syn_retries = 2;
+        c.udp_rx_queue = 4;
+        c.udp_tx_queue = 4;
+        c.icmp_error_rate = 20;
+    })
 }
 
 /// A TCP 4-tuple the harness knows about, and what it has seen the stack send on it.

@@ -109,7 +109,12 @@ pub struct Ours {
 impl Ours {
     /// The configuration the in-memory tests use: defaults, MSL 1 s (TIME-WAIT 2 s).
     pub fn config(addr: IpAddr, seed: u64) -> Config {
-        Config { addrs: vec![addr], seed, mtu: 1500, msl: Duration::from_secs(1), ..Config::default() }
+        Config::default().with(|c| {
+            c.addrs = vec![addr];
+            c.seed = seed;
+            c.mtu = 1500;
+            c.msl = Duration::from_secs(1);
+        })
     }
 
     pub fn new(addr: IpAddr, seed: u64) -> Ours {

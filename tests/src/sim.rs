@@ -77,16 +77,15 @@ const MAX_PACKET: usize = 1500;
 /// bandwidth-delay products), no impairments yet; a reordered packet is held back 0.5 to
 /// 5 ms, a duplicate follows within 1 ms, corruption hits any byte.
 pub fn standard_path() -> Impairment {
-    Impairment {
-        rate_bps: Some(RATE_BPS),
-        delay: ONE_WAY_DELAY,
-        queue_packets: 256,
-        queue_bytes: Some(384 * 1024),
-        reorder_hold: Some((Duration::from_micros(500), Duration::from_millis(5))),
-        duplicate_gap: (Duration::ZERO, Duration::from_millis(1)),
-        corruption: Corruption::AnyByte,
-        ..Impairment::default()
-    }
+    Impairment::default().with(|c| {
+        c.rate_bps = Some(RATE_BPS);
+        c.delay = ONE_WAY_DELAY;
+        c.queue_packets = 256;
+        c.queue_bytes = Some(384 * 1024);
+        c.reorder_hold = Some((Duration::from_micros(500), Duration::from_millis(5)));
+        c.duplicate_gap = (Duration::ZERO, Duration::from_millis(1));
+        c.corruption = Corruption::AnyByte;
+    })
 }
 
 /// One line about a path, for the tables and the tests' output.
@@ -274,25 +273,29 @@ impl Condition {
 
     /// `percent`% random loss each way.
     pub fn loss(percent: u32) -> Condition {
-        let path = Impairment { loss: f64::from(percent) / 100.0, ..standard_path() };
+        let path = standard_path().with(|c| c.loss = f64::from(percent) / 100.0);
         Condition::symmetric(format!("loss {percent}%"), path)
     }
 
     /// 5% loss, 5% reordering (+0.5..5 ms), 1% duplication, 1% corruption, each way.
     pub fn mixed() -> Condition {
-        let path = Impairment { loss: 0.05, reorder: 0.05, duplicate: 0.01, corrupt: 0.01, ..standard_path() };
+        let path = standard_path().with(|c| {
+            c.loss = 0.05;
+            c.reorder = 0.05;
+            c.duplicate = 0.01;
+            c.corrupt = 0.01;
+        });
         Condition::symmetric("mixed 5/5/1/1", path)
     }
 
     /// A 10 Mbit/s bottleneck with a 32-packet queue (BDP 25 kB, about 17 packets): the
     /// senders' windows overflow it, tail drop does the losing.
     pub fn congested() -> Condition {
-        let path = Impairment {
-            rate_bps: Some(10_000_000),
-            queue_packets: 32,
-            queue_bytes: Some(48 * 1024),
-            ..standard_path()
-        };
+        let path = standard_path().with(|c| {
+            c.rate_bps = Some(10_000_000);
+            c.queue_packets = 32;
+            c.queue_bytes = Some(48 * 1024);
+        });
         Condition::symmetric("congested 10M/q32", path)
     }
 

@@ -29,7 +29,11 @@ const SYNS: usize = 10_000;
 const BULK: usize = 32 << 20;
 
 fn config(addr: &str, seed: u64) -> Config {
-    Config { addrs: vec![addr.parse().unwrap()], seed, ephemeral_ports: (10_000, 60_000), ..Config::default() }
+    Config::default().with(|c| {
+        c.addrs = vec![addr.parse().unwrap()];
+        c.seed = seed;
+        c.ephemeral_ports = (10_000, 60_000);
+    })
 }
 
 /// `n` rules that never match the benchmark's packets (they name other sources). With

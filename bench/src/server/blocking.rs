@@ -80,19 +80,20 @@ impl Listener for tunstack::net::TcpListener {
 /// The runtime configuration of both tunstack servers: the TUN device (IPv4 only: no
 /// router solicitations or MLD reports on the link), the address and the buffers.
 pub fn runtime_config(args: &ServeArgs) -> RuntimeConfig {
-    let mut stack = tunstack::Config { addrs: vec![IpAddr::V4(args.addr)], ..tunstack::Config::default() };
+    let mut stack = tunstack::Config::default().with(|c| c.addrs = vec![IpAddr::V4(args.addr)]);
     if let Some(b) = args.buffer {
         stack.tcp_rx_buffer = b;
         stack.tcp_tx_buffer = b;
     }
-    RuntimeConfig {
-        tun_name: args.dev.clone(),
-        mtu: args.mtu,
-        host_addrs: vec![tunstack::runtime::IpNet::new(IpAddr::V4(args.host), TUN_PREFIX).expect("prefix fits IPv4")],
-        stack,
-        impair: None,
-        pcap: None,
-    }
+    RuntimeConfig::default().with(|c| {
+        c.tun_name = args.dev.clone();
+        c.mtu = args.mtu;
+        c.host_addrs =
+            vec![tunstack::runtime::IpNet::new(IpAddr::V4(args.host), TUN_PREFIX).expect("prefix fits IPv4")];
+        c.stack = stack;
+        c.impair = None;
+        c.pcap = None;
+    })
 }
 
 /// tunstack on the blocking runtime (a driver thread): create the TUN device and serve.

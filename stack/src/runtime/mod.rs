@@ -75,6 +75,7 @@ pub use crate::link::{ImpairCounters, Impairer, Impairment};
 
 /// What the runtime needs to create and configure the TUN device.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RuntimeConfig {
     /// Interface name (default "tun0"). At most 15 bytes; `%d` lets the kernel pick a
     /// number (see [`RuntimeHandle::tun_name`] for the result).
@@ -97,6 +98,18 @@ pub struct RuntimeConfig {
     /// see [`device::Pcap`]). With `impair`, the capture sees the stack's side of the
     /// impaired link.
     pub pcap: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// Change some fields of this value and return it: how code outside the crate
+    /// writes what a struct literal with `..` would (the type is `#[non_exhaustive]`,
+    /// so fields can be added without breaking callers), e.g.
+    /// `RuntimeConfig::default().with(|c| { c.a = x; c.b = y; })`.
+    #[must_use]
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -133,6 +146,7 @@ pub struct RuntimeHandle {
 /// often application threads or tasks waited and were woken. For tuning and tests;
 /// every field only grows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RuntimeCounters {
     /// Turns of the driver (one per wake-up: packets, a deadline or a kick).
     pub turns: u64,

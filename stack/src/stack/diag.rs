@@ -17,6 +17,7 @@ pub(super) const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duratio
 /// counted under exactly one reason; the fragments of a datagram that was reassembled
 /// count as that one datagram. All start at zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     pub rx_packets: u64,
     pub rx_bytes: u64,
@@ -93,6 +94,83 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Every scalar counter and gauge with its name (the field's name), for exporting
+    /// (`/stats.json`, metrics). `drops` and `tcp_rejects` are per reason
+    /// (`DropReason::as_str`, `TcpReject::as_str`). Destructured without `..` on purpose: a
+    /// counter added to `Stats` must be added here too, or this stops compiling.
+    pub fn counters(&self) -> [(&'static str, u64); 32] {
+        let Stats {
+            rx_packets,
+            rx_bytes,
+            tx_packets,
+            tx_bytes,
+            drops: _,
+            tcp_active_opens,
+            tcp_passive_opens,
+            tcp_resets_sent,
+            tcp_retransmits,
+            icmp_echo_replies,
+            icmp_unreachable_sent,
+            icmp_errors_rate_limited,
+            ctrl_dropped,
+            tcp_rejects: _,
+            tcp_acks_rate_limited,
+            syn_cookies_sent,
+            syn_cookies_valid,
+            syn_cookies_invalid,
+            tcp_half_open,
+            frag_received,
+            frag_reassembled,
+            frag_timeouts,
+            frag_overlaps,
+            frag_time_exceeded_sent,
+            reassembly_memory,
+            frag_datagrams_sent,
+            frags_sent,
+            icmp_soft_errors,
+            icmp_hard_errors,
+            pmtu_updates,
+            pmtu_entries,
+            buffer_memory,
+            memory_pressure,
+            memory_pressure_events,
+        } = self;
+        [
+            ("rx_packets", *rx_packets),
+            ("rx_bytes", *rx_bytes),
+            ("tx_packets", *tx_packets),
+            ("tx_bytes", *tx_bytes),
+            ("tcp_active_opens", *tcp_active_opens),
+            ("tcp_passive_opens", *tcp_passive_opens),
+            ("tcp_resets_sent", *tcp_resets_sent),
+            ("tcp_retransmits", *tcp_retransmits),
+            ("icmp_echo_replies", *icmp_echo_replies),
+            ("icmp_unreachable_sent", *icmp_unreachable_sent),
+            ("icmp_errors_rate_limited", *icmp_errors_rate_limited),
+            ("ctrl_dropped", *ctrl_dropped),
+            ("tcp_acks_rate_limited", *tcp_acks_rate_limited),
+            ("syn_cookies_sent", *syn_cookies_sent),
+            ("syn_cookies_valid", *syn_cookies_valid),
+            ("syn_cookies_invalid", *syn_cookies_invalid),
+            ("tcp_half_open", *tcp_half_open),
+            ("frag_received", *frag_received),
+            ("frag_reassembled", *frag_reassembled),
+            ("frag_timeouts", *frag_timeouts),
+            ("frag_overlaps", *frag_overlaps),
+            ("frag_time_exceeded_sent", *frag_time_exceeded_sent),
+            ("reassembly_memory", *reassembly_memory),
+            ("frag_datagrams_sent", *frag_datagrams_sent),
+            ("frags_sent", *frags_sent),
+            ("icmp_soft_errors", *icmp_soft_errors),
+            ("icmp_hard_errors", *icmp_hard_errors),
+            ("pmtu_updates", *pmtu_updates),
+            ("pmtu_entries", *pmtu_entries),
+            ("buffer_memory", *buffer_memory),
+            ("memory_pressure", u64::from(*memory_pressure)),
+            ("memory_pressure_events", *memory_pressure_events),
+        ]
+    }
+
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
     }

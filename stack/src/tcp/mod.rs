@@ -22,6 +22,7 @@ use crate::seq::SeqNum;
 /// A snapshot of one connection's control block, for tests and diagnostics
 /// (`Stack::tcp_info`), in the spirit of Linux's `TCP_INFO`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TcpInfo {
     pub state: TcpState,
     /// Initial send sequence number (RFC 9293 3.4.1).

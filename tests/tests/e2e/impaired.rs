@@ -31,7 +31,7 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The runtime with the default addresses and `impair` on both directions.
 fn impaired_runtime(impair: Impairment) -> Runtime {
-    let config = RuntimeConfig { impair: Some(impair), ..RuntimeConfig::default() };
+    let config = RuntimeConfig::default().with(|c| c.impair = Some(impair));
     let rt = Runtime::new(config).expect("Runtime::new in the test namespace");
     netns::wait_ipv6_ready(Duration::from_secs(10));
     rt
@@ -195,8 +195,12 @@ fn impaired_echo(ns: &NetNs, what: &'static str, impair: Impairment, stack_ip: I
 #[test]
 fn twenty_mebibytes_each_way_through_loss_and_reordering() {
     let Some(ns) = NetNs::new("impair") else { return };
-    let impair =
-        Impairment { loss: 0.05, reorder: 0.05, delay: Duration::from_millis(3), seed: 2024, ..Impairment::default() };
+    let impair = Impairment::default().with(|c| {
+        c.loss = 0.05;
+        c.reorder = 0.05;
+        c.delay = Duration::from_millis(3);
+        c.seed = 2024;
+    });
     let rt = impaired_echo(&ns, "20 MiB echo, IPv4", impair, STACK_V4, 20 << 20);
     let s = rt.impairment_stats().expect("impairment configured");
     // The impairment really happened, in both directions.
@@ -224,13 +228,12 @@ fn kernel_tcp_csum_errors() -> u64 {
 #[test]
 fn corrupted_and_duplicated_packets_are_caught_ipv6() {
     let Some(ns) = NetNs::new("corrupt") else { return };
-    let impair = Impairment {
-        corrupt: 0.01,
-        duplicate: 0.01,
-        delay: Duration::from_millis(1),
-        seed: 7,
-        ..Impairment::default()
-    };
+    let impair = Impairment::default().with(|c| {
+        c.corrupt = 0.01;
+        c.duplicate = 0.01;
+        c.delay = Duration::from_millis(1);
+        c.seed = 7;
+    });
     let before = ns.run(kernel_tcp_csum_errors);
     let rt = impaired_echo(&ns, "4 MiB echo, IPv6", impair, STACK_V6, 4 << 20);
     let kernel_csum_errors = ns.run(kernel_tcp_csum_errors) - before;

@@ -61,7 +61,7 @@ fn pcap_capture_is_read_by_tshark() {
     let Some(ns) = NetNs::new("pcap") else { return };
     ns.run(|| {
         let path = std::env::temp_dir().join(format!("ts-capture-{}.pcap", std::process::id()));
-        let rt = Runtime::new(RuntimeConfig { pcap: Some(path.clone()), ..RuntimeConfig::default() }).expect("runtime");
+        let rt = Runtime::new(RuntimeConfig::default().with(|c| c.pcap = Some(path.clone()))).expect("runtime");
         netns::wait_ipv6_ready(Duration::from_secs(10));
         EchoServer::start(&rt.handle(), &[STACK_V4], 7).expect("echo server");
         let data = pattern(3, 20_000);

@@ -66,7 +66,7 @@ fn a_syn(ipv6: bool) -> (Vec<u8>, SocketAddr) {
 fn path_corrupts_one_bit_or_byte_and_inspect_sees_it() {
     let (syn, _) = a_syn(false);
     inspect(&syn).expect("the sample is valid");
-    let config = Impairment { corrupt: 1.0, ..standard_path() };
+    let config = standard_path().with(|c| c.corrupt = 1.0);
     let mut path = Impairer::new(config, 11, 1500);
     let mut now = Instant::ZERO;
     let mut seen = 0;
@@ -162,7 +162,7 @@ fn event_limit_fails_with_a_diagnostic() {
 /// it; smoltcp retries forever and the no-progress guard ends the run.
 #[test]
 fn black_hole_ends_the_run() {
-    let hole = Condition::symmetric("black hole", Impairment { loss: 1.0, ..standard_path() });
+    let hole = Condition::symmetric("black hole", standard_path().with(|c| c.loss = 1.0));
     let e = run(&Scenario::new(Peer::Ours, Peer::Smoltcp, hole.clone())).expect_err("nothing crosses");
     println!("{e}");
     assert_eq!(e.kind, FailKind::Aborted);

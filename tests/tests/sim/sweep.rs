@@ -10,7 +10,12 @@ const BYTES: usize = 1_000_000;
 
 /// 10% loss, 10% reordering, 5% duplication, 5% corruption each way.
 fn harsh() -> Condition {
-    let path = Impairment { loss: 0.10, reorder: 0.10, duplicate: 0.05, corrupt: 0.05, ..standard_path() };
+    let path = standard_path().with(|c| {
+        c.loss = 0.10;
+        c.reorder = 0.10;
+        c.duplicate = 0.05;
+        c.corrupt = 0.05;
+    });
     Condition::symmetric("harsh 10/10/5/5", path)
 }
 

@@ -23,6 +23,7 @@ use crate::time::Instant;
 
 /// Both directions' counters ([`crate::runtime::RuntimeHandle::impairment_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ImpairmentStats {
     /// Packets read from the device, on their way to the core.
     pub rx: ImpairCounters,
