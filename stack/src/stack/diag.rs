@@ -115,11 +115,15 @@ impl Stack {
     pub fn housekeeping(&mut self, now: Instant) -> usize {
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
         let mut held = 0;
+        let mut granted = 0;
         for s in self.slots.iter_mut() {
             if let Some(Sock::Tcp(c)) = s.sock.as_mut() {
                 held += c.trim(now, HOUSEKEEPING_INTERVAL);
+                granted += c.buffer_granted();
             }
         }
+        // Connections that shrank or went away give their auto-tuning growth back.
+        self.buf_budget.recount(granted);
         held
     }
 

@@ -18,6 +18,7 @@
 //! - `icmp`: echo replies, ICMP errors and their rate limit;
 //! - `diag`: counters, the socket table, invariant checks, housekeeping.
 
+mod buffers;
 mod diag;
 mod icmp;
 mod table;
@@ -73,6 +74,8 @@ pub struct Stack {
     /// Next housekeeping pass (buffer trimming), run on activity at most once per
     /// `HOUSEKEEPING_INTERVAL`, so it never wakes an idle stack.
     next_housekeeping: Instant,
+    /// What TCP buffer auto-tuning may still grow (`Config::tcp_buffer_budget`).
+    buf_budget: crate::tcp::BufferBudget,
 }
 
 fn is_unspecified(ip: IpAddr) -> bool {
@@ -111,6 +114,7 @@ impl Stack {
             now: Instant::ZERO,
             next_housekeeping: Instant::ZERO + diag::HOUSEKEEPING_INTERVAL,
             last_tcp: None,
+            buf_budget: crate::tcp::BufferBudget::new(config.tcp_buffer_budget),
             cfg: config,
         }
     }

@@ -289,6 +289,7 @@ impl Conn {
     /// retransmit / recovery (RFC 5681 3.2, RFC 6582) and RTT measurement
     /// (RFC 6298, RFC 7323 4).
     fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let before = self.before_ack();
         let win = (seg.window as usize) << self.snd.wscale;
         if seg.ack > self.snd.una {
             let newly_acked = seg.ack - self.snd.una;
@@ -319,6 +320,8 @@ impl Conn {
             self.snd.wl1 = seg.seq;
             self.snd.wl2 = seg.ack;
         }
+        // What the ACK did, for congestion control (rate.rs).
+        self.after_ack(now, before);
     }
 
     /// New data acknowledged: `snd_una < ack <= snd_nxt`. Returns an RTT sample.
@@ -335,8 +338,12 @@ impl Conn {
         let min_rtt = self.rtt.min_rtt();
         let mut fin_acked = false;
         let data_acked = self.sent.acknowledge(ack, |e| {
-            if !e.is_sacked() && !e.ambiguous(now, min_rtt) {
-                self.rec.rack.update(now, e.last_tx, e.end());
+            if !e.is_sacked() {
+                // Delivered now (a SACKed one was counted when its SACK came).
+                self.rate.on_delivered(now, e.len as usize, e.last_tx, &e.rate);
+                if !e.ambiguous(now, min_rtt) {
+                    self.rec.rack.update(now, e.last_tx, e.end());
+                }
             }
             if e.tx_count > 1 {
                 retransmitted = true;
@@ -439,6 +446,9 @@ impl Conn {
                 advanced = self.rx.write(self.rcv.nxt, seq, payload);
             }
             self.rcv.nxt += advanced;
+            if advanced > 0 {
+                self.rcv_rtt_on_data(now, seg);
+            }
         }
         // ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3): at once for out-of-order data,
         // for data that fills a hole, for duplicates; otherwise at least every second

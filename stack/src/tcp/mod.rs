@@ -1,9 +1,12 @@
 //! TCP (RFC 9293).
 
+mod autotune;
 pub mod congestion;
 pub(crate) mod conn;
 mod input;
 mod output;
+mod pacing;
+mod rate;
 mod recovery;
 pub(crate) mod recv_buf;
 mod reject;
@@ -12,6 +15,7 @@ mod scoreboard;
 mod send_buf;
 mod timer;
 
+pub(crate) use autotune::BufferBudget;
 pub use reject::TcpReject;
 
 use std::time::Duration;

@@ -163,8 +163,10 @@ impl Conn {
             return false;
         }
         let min_rtt = self.rtt.min_rtt();
+        let rate = &mut self.rate;
         let mut best: Option<(Instant, SeqNum)> = None;
         let any = self.sent.sack(left, right, |e| {
+            rate.on_delivered(now, e.len as usize, e.last_tx, &e.rate);
             if e.tx_count == 1 {
                 *newest_once = Some(newest_once.map_or(e.last_tx, |t| t.max(e.last_tx)));
             }
