@@ -175,6 +175,10 @@ pub(super) struct CloseState {
 pub(super) struct Pending {
     /// An ACK (immediate ACK rules, a window update, a challenge ACK...).
     pub ack: bool,
+    /// The owed ACK is a duplicate ACK (out-of-order data is held): it goes out on its
+    /// own, not on a data segment, so the peer counts it (RFC 5681 2 and 4.2: a
+    /// duplicate ACK carries no data) and sees its SACK blocks (RFC 2018 4).
+    pub dup_ack: bool,
     /// The persist timer fired: a window probe, or a segment despite SWS avoidance.
     pub window_probe: bool,
     /// The probe timeout fired: a tail loss probe (RFC 8985 7.3).

@@ -158,8 +158,25 @@ impl Conn {
 
         // First: sequence number check.
         if !self.acceptable(seg) {
-            // A zero window still takes valid ACKs and RSTs at RCV.NXT (RFC 9293 3.10.7.4).
-            let zero_wnd_ctl = self.rcv_wnd() == 0 && seg.seq == self.rcv.nxt;
+            // A zero window still takes valid ACKs and RSTs at RCV.NXT (RFC 9293 3.10.7.4:
+            // "special allowance should be made to accept valid ACKs"), and the ACK of
+            // the peer's window probe: an empty segment at RCV.NXT - 1 (Linux's probe,
+            // RFC 9293 3.8.6.1, RFC 1122 4.2.2.17). The probe is answered (our window),
+            // and its ACK field counts: while our window is closed, a peer's probes may
+            // be the only ACKs it sends, and one whose other ACKs were lost would
+            // otherwise leave us to our (backed-off) retransmission timer.
+            let zero_wnd = self.rcv_wnd() == 0;
+            let probe = zero_wnd
+                && seg.payload.is_empty()
+                && !f.syn()
+                && !f.fin()
+                && !f.rst()
+                && f.ack()
+                && seg.seq + 1 == self.rcv.nxt;
+            if probe {
+                self.pending.ack = true;
+            }
+            let zero_wnd_ctl = zero_wnd && (seg.seq == self.rcv.nxt || probe);
             if !zero_wnd_ctl {
                 if f.rst() {
                     return (Verdict::Rejected(TcpReject::RstOutOfWindow), Reply::None);
@@ -461,6 +478,8 @@ impl Conn {
                 || self.rcv.nxt.diff(self.rcv.last_ack_sent) >= 2 * self.rcv.mss.min(self.snd.mss) as i32;
             if immediate {
                 self.pending.ack = true;
+                // Out-of-order data held: a duplicate ACK, sent on its own.
+                self.pending.dup_ack |= self.rx.has_out_of_order();
             } else if self.timers.get(Timer::DelayedAck).is_none() {
                 if let Some(d) = self.ack_delay {
                     self.timers.set(Timer::DelayedAck, now + d);

@@ -55,6 +55,13 @@ impl Conn {
             }
             _ => {}
         }
+        // A duplicate ACK goes out on its own, before any data (RFC 5681 4.2).
+        if self.pending.dup_ack {
+            self.pending.dup_ack = false;
+            if let Some(out) = self.emit_ack_if_pending(now) {
+                return Some(out);
+            }
+        }
         // 0. A tail loss probe (RFC 8985 7.3).
         if self.pending.tail_loss_probe {
             self.pending.tail_loss_probe = false;
@@ -253,6 +260,7 @@ impl Conn {
     /// SACK blocks.
     fn segment(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, payload_len: usize) -> Outgoing {
         self.pending.ack = false;
+        self.pending.dup_ack = false;
         self.timers.stop(Timer::DelayedAck);
         self.rcv.last_ack_sent = self.rcv.nxt;
         let window = self.advertise();

@@ -1753,3 +1753,6 @@ mod ext;
 
 #[path = "tests/recovery.rs"]
 mod recovery;
+
+#[path = "tests/slow_reader.rs"]
+mod slow_reader;
