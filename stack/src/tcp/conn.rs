@@ -525,14 +525,22 @@ impl Conn {
     }
 
     /// The receive window we would advertise now (bytes), keeping the right edge from
-    /// moving left (RFC 9293 3.8.6).
+    /// moving left (RFC 9293 3.8.6), and with receiver SWS avoidance (RFC 9293
+    /// 3.8.6.2.2, RFC 1122 4.2.3.3: MUST): a window below min(half the buffer, one MSS)
+    /// is not offered (the right edge stays where it was), so a nearly full buffer
+    /// offers no window rather than a few bytes, which would make the peer send runts
+    /// or probe. (As Linux's __tcp_select_window; a window that is large already may
+    /// move on by any amount.)
     pub(super) fn rcv_wnd(&self) -> usize {
         let free = self.rx.window();
         let max = (u16::MAX as usize) << self.rcv.wscale;
         // Round down to what the scaled field can express.
         let wnd = (free.min(max) >> self.rcv.wscale) << self.rcv.wscale;
         let committed = if self.rcv.adv > self.rcv.nxt { self.rcv.adv - self.rcv.nxt } else { 0 };
-        wnd.max(committed)
+        if wnd <= committed || wnd < (self.rx.capacity() / 2).min(self.rcv.mss) {
+            return committed;
+        }
+        wnd
     }
 
     pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {

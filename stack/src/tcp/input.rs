@@ -158,25 +158,27 @@ impl Conn {
 
         // First: sequence number check.
         if !self.acceptable(seg) {
-            // A zero window still takes valid ACKs and RSTs at RCV.NXT (RFC 9293 3.10.7.4:
-            // "special allowance should be made to accept valid ACKs"), and the ACK of
-            // the peer's window probe: an empty segment at RCV.NXT - 1 (Linux's probe,
-            // RFC 9293 3.8.6.1, RFC 1122 4.2.2.17). The probe is answered (our window),
-            // and its ACK field counts: while our window is closed, a peer's probes may
-            // be the only ACKs it sends, and one whose other ACKs were lost would
-            // otherwise leave us to our (backed-off) retransmission timer.
+            // A zero window accepts no segment, "but special allowance should be made to
+            // accept valid ACKs, URGs, and RSTs" (RFC 9293 3.10.7.4): RSTs and ACKs at
+            // RCV.NXT, and the ACK field of any empty segment whose sequence number the
+            // peer can be at: from RCV.NXT - 1 (a window probe, Linux's, RFC 9293
+            // 3.8.6.1) to a buffer beyond RCV.NXT (its SND.NXT when data it sent is
+            // missing here). While our window is closed those are all the ACKs the peer
+            // sends; dropping them stalls both ways when our window stays closed
+            // because what we sent is not acknowledged. Such a segment is still answered
+            // (our window and RCV.NXT) unless it is exactly at RCV.NXT.
             let zero_wnd = self.rcv_wnd() == 0;
-            let probe = zero_wnd
+            let ack_only = zero_wnd
                 && seg.payload.is_empty()
                 && !f.syn()
                 && !f.fin()
                 && !f.rst()
                 && f.ack()
-                && seg.seq + 1 == self.rcv.nxt;
-            if probe {
+                && seg.seq.in_range(self.rcv.nxt - 1, self.rcv.nxt + self.rx.capacity() + 1);
+            if ack_only && seg.seq != self.rcv.nxt {
                 self.pending.ack = true;
             }
-            let zero_wnd_ctl = zero_wnd && (seg.seq == self.rcv.nxt || probe);
+            let zero_wnd_ctl = zero_wnd && (seg.seq == self.rcv.nxt || ack_only);
             if !zero_wnd_ctl {
                 if f.rst() {
                     return (Verdict::Rejected(TcpReject::RstOutOfWindow), Reply::None);

@@ -1,7 +1,7 @@
 //! What the slow reader through a lossy, reordering path found (`bench paths`, the
-//! simulator's `paths` module): three ways a connection waited for its backed-off
-//! retransmission timer although the peer had told it what to do. Each is reduced here
-//! to the exact segments.
+//! simulator's `paths` module): ways a connection waited for its backed-off
+//! retransmission timer although the peer had told it what to do, one that deadlocked
+//! two tunstack ends, and silly windows. Each is reduced here to the exact segments.
 //!
 //! - RACK (RFC 8985 6.2 step 5) compares transmit times: segments above a delivered
 //!   retransmission, sent before it, are lost once the reordering window passed. The
@@ -13,6 +13,11 @@
 //! - A duplicate ACK for out-of-order data went out on the next data segment, where
 //!   the peer neither counts it (RFC 5681 2: a duplicate ACK carries no data) nor, as we
 //!   send data segments, sees SACK blocks (RFC 2018 4).
+//! - With our window closed, the peer's ACKs from beyond a segment of its that is
+//!   missing here (SEG.SEQ > RCV.NXT) were dropped too: our data stayed unacknowledged,
+//!   our buffer full, our window closed (the simulator's deadlock).
+//! - We offered windows of a few bytes (RFC 9293 3.8.6.2.2 / RFC 1122 4.2.3.3 ask the
+//!   receiver to avoid them).
 
 use super::*;
 
@@ -122,4 +127,49 @@ fn test_duplicate_ack_is_not_piggybacked_on_data() {
     let wnd = 65535;
     let dup = h.reply(ACK, iss + 1, X + 1).win(wnd).opts(&[sack(&[(X + 1 + M, X + 1 + 2 * M)])]);
     send!(h, ooo => [dup, h.reply(ACK | PSH, iss + 1, X + 1).win(wnd).data(&ours)]);
+}
+
+/// Found by the simulator's slow reader (both ends tunstack): our window is closed and
+/// a segment the peer sent is missing here, so the peer's ACKs carry a sequence number
+/// ahead of RCV.NXT. They were dropped as out of window, so our data stayed
+/// unacknowledged, our buffer full and our window closed: both sides waited on each
+/// other's backed-off timers for minutes. Such an ACK is taken (and answered).
+#[test]
+fn test_zero_window_takes_an_ack_from_beyond_a_missing_segment() {
+    let mut h = established(BUF);
+    let iss = h.iss;
+    let ours = payload(M as usize, 6);
+    h.stack.tcp_send(h.conn(), &ours).unwrap();
+    assert_eq!(h.recv_all().len(), 1);
+    let theirs = payload(BUF, 8);
+    h.send(h.seg(ACK | PSH, X + 1, iss + 1).data(&theirs));
+    assert_eq!(h.recv_one().window, 0);
+    // The peer's next segment (100 bytes at RCV.NXT) is lost; its ACK of our data
+    // follows at SEG.SEQ = RCV.NXT + 100.
+    h.advance(ms(5));
+    let ack = h.seg(ACK, X + 1 + BUF as u32 + 100, iss + 1 + M);
+    send!(h, ack => [h.reply(ACK, iss + 1 + M, X + 1 + BUF as u32).win(0)]);
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert_eq!(info.snd_una, info.snd_nxt, "the ACK counted: {info:?}");
+}
+
+/// Receiver SWS avoidance (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3): with 1000 bytes
+/// free in a full 4 KiB buffer we offer no window, not 1000 bytes (the peer's window
+/// probe learns 0); once reads free a segment's worth, the window opens and is
+/// announced.
+#[test]
+fn test_receiver_offers_no_silly_window() {
+    let mut h = established(BUF);
+    let iss = h.iss;
+    let theirs = payload(BUF, 2);
+    h.send(h.seg(ACK | PSH, X + 1, iss + 1).data(&theirs));
+    let end = X + 1 + BUF as u32;
+    assert_eq!(h.recv_one().window, 0);
+    let mut buf = [0u8; 1000];
+    assert_eq!(h.stack.tcp_recv(h.conn(), &mut buf).unwrap(), 1000);
+    h.expect_nothing();
+    h.advance(ms(200));
+    send!(h, h.seg(ACK, end - 1, iss + 1) => [h.reply(ACK, iss + 1, end).win(0)]);
+    assert_eq!(h.stack.tcp_recv(h.conn(), &mut buf).unwrap(), 1000);
+    send!(h, h.seg(ACK, end - 1, iss + 1) => [h.reply(ACK, iss + 1, end).win(2000)]);
 }
