@@ -85,13 +85,16 @@ pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
         stack.tcp_rx_buffer = b;
         stack.tcp_tx_buffer = b;
     }
+    if let Some(cc) = args.path.tunstack_congestion()? {
+        stack.congestion = cc;
+    }
     let config = RuntimeConfig {
         tun_name: args.dev.clone(),
         mtu: args.mtu,
         host_addrs: vec![tunstack::runtime::IpNet::new(IpAddr::V4(args.host), TUN_PREFIX).expect("prefix fits IPv4")],
         stack,
-        impair: None,
-        pcap: None,
+        impair: args.path.impairment(),
+        pcap: args.path.pcap.clone(),
     };
     let rt = Runtime::new(config)?;
     let h = rt.handle();
@@ -108,7 +111,11 @@ pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
 /// Linux: std::net sockets bound to `--addr`.
 pub fn serve_linux(args: &ServeArgs) -> io::Result<()> {
     let addr = args.addr;
-    let bind = |port: u16, backlog: usize| bind_std(SocketAddr::new(IpAddr::V4(addr), port), backlog);
+    let bind = |port: u16, backlog: usize| {
+        let l = bind_std(SocketAddr::new(IpAddr::V4(addr), port), backlog)?;
+        args.path.apply_linux(std::os::fd::AsRawFd::as_raw_fd(&l))?;
+        Ok(l)
+    };
     let ctl = Arc::new(Control::default());
     let held = start_services(bind, &ctl)?;
     let http = Arc::new(bind_std(SocketAddr::new(IpAddr::V4(addr), HTTP_PORT), 1024)?);
