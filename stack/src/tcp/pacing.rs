@@ -72,7 +72,8 @@ impl Pacer {
         let now_ns = now.total_micros().saturating_mul(1000);
         let burst_ns = BURST.as_nanos() as u64;
         let start = self.next_ns.max(now_ns.saturating_sub(burst_ns));
-        let gap = (len as u128 * 1_000_000_000 / rate as u128).min(u64::MAX as u128) as u64;
+        // len is at most 64 KiB: len * 10^9 fits 64 bits.
+        let gap = (len as u64).saturating_mul(1_000_000_000) / rate;
         self.next_ns = start.saturating_add(gap);
     }
 
@@ -85,7 +86,8 @@ impl Pacer {
             return 0;
         }
         let ratio = if cwnd < ssthresh / 2 { SLOW_START_RATIO } else { AVOIDANCE_RATIO };
-        (cwnd as u128 * 10_000 * ratio as u128 / us as u128).min(u64::MAX as u128) as u64
+        // cwnd * 10^4 * 200 fits 64 bits for any window below 2^43 bytes.
+        (cwnd as u64).saturating_mul(10_000 * ratio) / us
     }
 }
 

@@ -197,6 +197,9 @@ impl Conn {
     #[inline]
     pub(super) fn after_ack(&mut self, now: Instant, b: BeforeAck) {
         let rate = self.rate.take_sample(self.rtt.min_rtt());
+        if !self.cc.takes_samples() {
+            return;
+        }
         let delivered = self.rate.delivered();
         let sample = AckSample {
             acked: (delivered - b.delivered) as usize,

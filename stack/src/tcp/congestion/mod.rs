@@ -134,6 +134,12 @@ impl Controller {
         }
     }
 
+    /// Whether the algorithm uses [`AckSample`]s (so building them can be skipped).
+    #[inline]
+    pub fn takes_samples(&self) -> bool {
+        matches!(self, Controller::Bbr(_))
+    }
+
     pub fn algorithm(&self) -> CongestionAlgorithm {
         match self {
             Controller::NewReno(_) => CongestionAlgorithm::NewReno,
