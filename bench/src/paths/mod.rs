@@ -1,12 +1,13 @@
 //! `bench paths`: bulk transfers over delay and loss per congestion control, and the
-//! slow reader, for tunstack and for Linux through the same link model.
+//! slow reader, for tunstack, Linux and smoltcp through the same link model.
 //!
 //! | system | setup | sender |
 //! | --- | --- | --- |
 //! | tunstack | `bench serve tunstack --impair ...`: the runtime impairs its own TUN link (`RuntimeConfig::impair`) | tunstack, `--congestion` for every connection |
 //! | Linux | `bench serve reflector --impair ...` ([`reflect`]: the runtime's `Impairer`s on a reflected TUN link) and `bench serve linux --addr 0.0.0.0 --congestion ...` | Linux, TCP_CONGESTION set on the listener |
+//! | smoltcp | `bench serve smoltcp --impair ...` ([`smol`]: the runtime's `Impairer`s around its TUN device) | smoltcp 0.14, CUBIC, 256 KiB buffers |
 //!
-//! The client is the kernel's TCP in the same namespace in both cases: it downloads from
+//! The client is the kernel's TCP in the same namespace in every case: it downloads from
 //! the source service (the system under test sends) and hashes what arrives, or plays
 //! the slow reader against the echo service. Each case runs in a namespace of its own,
 //! set up and removed around it; every transfer is bounded by `--run-timeout` (a
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod reflect;
+pub mod smol;
 pub mod sock;
 
 use std::fmt::Write as _;
@@ -101,8 +103,8 @@ pub struct PathsOpts {
     /// Smaller transfers, shorter limits, 5 slow-reader runs.
     #[arg(long)]
     quick: bool,
-    /// Systems to run.
-    #[arg(long, value_delimiter = ',', default_values = ["tunstack", "linux"])]
+    /// Systems to run (the slow reader runs for tunstack and Linux).
+    #[arg(long, value_delimiter = ',', default_values = ["tunstack", "linux", "smoltcp"])]
     systems: Vec<PathSystem>,
     /// Bytes per transfer without loss [default: 64M; quick: 16M].
     #[arg(long, value_parser = crate::stats::parse_size)]
@@ -120,9 +122,10 @@ pub struct PathsOpts {
     /// Skip the bulk transfers.
     #[arg(long)]
     no_bulk: bool,
-    /// Only the conditions whose label contains this (e.g. "10 ms").
+    /// Only the conditions whose label contains this (e.g. "10 ms"); repeat for several
+    /// (e.g. `--only "RTT 10 ms, loss 0%" --only "reorder"`).
     #[arg(long)]
-    only: Option<String>,
+    only: Vec<String>,
     /// Only these senders (e.g. "tunstack bbr,Linux bbr").
     #[arg(long, value_delimiter = ',')]
     senders: Vec<String>,
@@ -142,6 +145,7 @@ pub struct PathsOpts {
 pub enum PathSystem {
     Tunstack,
     Linux,
+    Smoltcp,
 }
 
 /// One sender: a system and its congestion control.
@@ -156,6 +160,7 @@ impl Sender {
         match self.system {
             PathSystem::Tunstack => format!("tunstack {}", self.cc),
             PathSystem::Linux => format!("Linux {}", self.cc),
+            PathSystem::Smoltcp => format!("smoltcp {}", self.cc),
         }
     }
 }
@@ -227,6 +232,14 @@ impl Setup {
                 let mut all = vec!["tunstack".to_string(), "--mtu".into(), "1500".into()];
                 all.extend(args);
                 let server = ServerProc::spawn(&ns, "tunstack", &all)?;
+                Ok(Setup { servers: vec![server], ns })
+            }
+            PathSystem::Smoltcp => {
+                let ns = Ns::new("bench-paths-smol")?;
+                tun_device(&ns, 1500)?;
+                let mut all = vec!["smoltcp".to_string(), "--mtu".into(), "1500".into()];
+                all.extend(cond.args());
+                let server = ServerProc::spawn(&ns, "smoltcp", &all)?;
                 Ok(Setup { servers: vec![server], ns })
             }
             PathSystem::Linux => {
@@ -321,12 +334,13 @@ pub fn run(o: PathsOpts) -> ExitCode {
     let q = o.quick;
     let available = sock::available_congestion();
     let mut senders = Vec::new();
-    for system in [PathSystem::Tunstack, PathSystem::Linux] {
+    for system in [PathSystem::Tunstack, PathSystem::Smoltcp, PathSystem::Linux] {
         if !o.systems.contains(&system) {
             continue;
         }
         let ccs: &[&'static str] = match system {
             PathSystem::Tunstack => &["cubic", "newreno", "bbr"],
+            PathSystem::Smoltcp => &["cubic"],
             PathSystem::Linux => &["reno", "cubic", "bbr"],
         };
         for &cc in ccs {
@@ -338,13 +352,17 @@ pub fn run(o: PathsOpts) -> ExitCode {
     }
     let plan = Plan {
         senders,
-        conds: CONDITIONS.iter().copied().filter(|c| o.only.as_ref().is_none_or(|t| c.label().contains(t))).collect(),
+        conds: CONDITIONS
+            .iter()
+            .copied()
+            .filter(|c| o.only.is_empty() || o.only.iter().any(|t| c.label().contains(t.as_str())))
+            .collect(),
         size: o.size.unwrap_or(if q { 16 << 20 } else { 64 << 20 }),
         size_1: o.lossy_size.unwrap_or(if q { 8 << 20 } else { 32 << 20 }),
         size_5: o.lossy_size.map(|s| s / 2).unwrap_or(if q { 4 << 20 } else { 16 << 20 }),
         timeout: Duration::from_secs(o.run_timeout.unwrap_or(if q { 20 } else { 60 })),
         slow_runs: o.slow_runs.unwrap_or(if q { 5 } else { 50 }),
-        systems: o.systems.clone(),
+        systems: o.systems.iter().copied().filter(|s| *s != PathSystem::Smoltcp).collect(),
         pcap: o.pcap.clone(),
     };
     let start = Instant::now();
@@ -478,7 +496,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 fn document(plan: &Plan, cells: &[Vec<Cell>], slow: &[(PathSystem, Vec<io::Result<Slow>>)], no_bulk: bool) -> String {
     let mut d = String::new();
-    let _ = writeln!(d, "# Paths with delay and loss: tunstack and Linux\n");
+    let _ = writeln!(d, "# Paths with delay and loss: tunstack, Linux and smoltcp\n");
     let m = crate::sys::machine();
     let _ = writeln!(
         d,
