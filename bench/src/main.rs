@@ -45,8 +45,8 @@ enum Command {
     /// Internal: run one server inside a namespace (started by the harness).
     #[command(hide = true)]
     Serve(server::ServeArgs),
-    /// Paths with delay and loss: tunstack's congestion controls against Linux's through
-    /// the same link model, and the slow reader (see `bench/src/paths/mod.rs`).
+    /// Paths with delay and loss: tunstack's congestion controls against Linux's and
+    /// smoltcp through the same link model, and the slow reader (see `bench/src/paths/mod.rs`).
     Paths(paths::PathsOpts),
 }
 
