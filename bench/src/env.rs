@@ -98,12 +98,12 @@ pub fn emergency_cleanup() {
 }
 
 /// A namespace registered for emergency cleanup while it lives.
-struct Ns {
+pub(crate) struct Ns {
     inner: Option<NetNs>,
 }
 
 impl Ns {
-    fn new(tag: &str) -> io::Result<Ns> {
+    pub(crate) fn new(tag: &str) -> io::Result<Ns> {
         let ns = NetNs::new(tag).ok_or_else(|| {
             io::Error::new(io::ErrorKind::PermissionDenied, "cannot create a network namespace (see the message above)")
         })?;
@@ -129,7 +129,7 @@ impl Ns {
         Ok(ns)
     }
 
-    fn get(&self) -> &NetNs {
+    pub(crate) fn get(&self) -> &NetNs {
         self.inner.as_ref().expect("namespace present until drop")
     }
 
@@ -185,7 +185,7 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
-    fn spawn(ns: &Ns, label: &str, args: &[String]) -> io::Result<ServerProc> {
+    pub(crate) fn spawn(ns: &Ns, label: &str, args: &[String]) -> io::Result<ServerProc> {
         let exe = std::env::current_exe()?;
         let mut all: Vec<&str> =
             vec![exe.to_str().ok_or_else(|| io::Error::other("non-UTF-8 executable path"))?, "serve"];
@@ -614,7 +614,7 @@ fn remove_dir(dir: &Path) {
 
 /// A persistent TUN device `bt0` with the kernel's side configured, for the servers
 /// that attach to an existing device (smoltcp, reflector).
-fn tun_device(ns: &Ns, mtu: usize, qlen: &str) -> io::Result<()> {
+pub(crate) fn tun_device(ns: &Ns, mtu: usize, qlen: &str) -> io::Result<()> {
     ns.ip(&["tuntap", "add", "dev", TUN_DEV, "mode", "tun"])?;
     ns.ip(&["link", "set", "dev", TUN_DEV, "mtu", &mtu.to_string()])?;
     ns.ip(&["link", "set", "dev", TUN_DEV, "txqueuelen", qlen])?;

@@ -12,6 +12,7 @@
 
 mod client;
 mod env;
+mod paths;
 mod proto;
 mod report;
 mod run;
@@ -44,6 +45,9 @@ enum Command {
     /// Internal: run one server inside a namespace (started by the harness).
     #[command(hide = true)]
     Serve(server::ServeArgs),
+    /// Paths with delay and loss: tunstack's congestion controls against Linux's and
+    /// smoltcp through the same link model, and the slow reader (see `bench/src/paths/mod.rs`).
+    Paths(paths::PathsOpts),
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,6 +142,9 @@ fn main() -> ExitCode {
         env::emergency_cleanup();
         std::process::exit(128 + sig);
     });
+    if let Some(Command::Paths(o)) = cli.command {
+        return paths::run(o);
+    }
     let nofile = sys::raise_nofile_limit();
     let plan = match Plan::new(&cli.opts, nofile) {
         Ok(p) => p,

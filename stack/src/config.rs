@@ -40,10 +40,22 @@ pub struct Config {
     pub reserve_privileged_ports: bool,
     /// Ephemeral port range, RFC 6335 6 / RFC 6056 suggest 49152-65535.
     pub ephemeral_ports: (u16, u16),
-    /// Per-connection receive buffer (the most we advertise as window).
+    /// Per-connection receive buffer (the most we advertise as window) to start with.
     pub tcp_rx_buffer: usize,
-    /// Per-connection send buffer.
+    /// Per-connection send buffer to start with.
     pub tcp_tx_buffer: usize,
+    /// Receive buffer auto-tuning (`tcp/autotune.rs`): the buffer grows towards twice
+    /// what the application reads per round trip, up to this bound (the most a
+    /// connection ever buffers and advertises; the window scale is chosen from it).
+    /// At or below `tcp_rx_buffer`: no auto-tuning.
+    pub tcp_rx_buffer_max: usize,
+    /// Send buffer auto-sizing: up to twice the congestion window, at most this bound.
+    /// At or below `tcp_tx_buffer`: no auto-sizing.
+    pub tcp_tx_buffer_max: usize,
+    /// The most that auto-tuning may add to the configured buffer sizes across all
+    /// connections together (bytes of buffer bounds; memory follows on demand). Idle
+    /// connections give theirs back at housekeeping.
+    pub tcp_buffer_budget: usize,
     /// Maximum segment lifetime; TIME_WAIT lasts 2*MSL (RFC 9293 3.4.2). RFC 9293 says 2
     /// minutes; Linux uses a fixed 60 s TIME_WAIT. Tests use milliseconds.
     pub msl: Duration,
@@ -61,6 +73,10 @@ pub struct Config {
     pub syn_retries: u32,
     /// Congestion control for new connections (changeable per connection).
     pub congestion: CongestionAlgorithm,
+    /// Pace data segments at cwnd / SRTT (x2 in slow start, x1.2 after, as Linux does)
+    /// rather than sending what the window allows at once (`tcp/pacing.rs`). BBR always
+    /// paces, at its own rate.
+    pub pacing: bool,
     /// Delayed ACKs (RFC 5681 4.2, RFC 9293 3.8.6.3): at most this delay, and an ACK
     /// for at least every second full-sized segment. `None` acknowledges every segment
     /// at once.
@@ -168,6 +184,9 @@ impl Default for Config {
             ephemeral_ports: (49152, 65535),
             tcp_rx_buffer: 256 * 1024,
             tcp_tx_buffer: 256 * 1024,
+            tcp_rx_buffer_max: 6 * 1024 * 1024,
+            tcp_tx_buffer_max: 4 * 1024 * 1024,
+            tcp_buffer_budget: 256 * 1024 * 1024,
             msl: Duration::from_secs(30),
             rto_initial: Duration::from_secs(1),
             rto_min: Duration::from_millis(200),
@@ -175,6 +194,7 @@ impl Default for Config {
             max_retries: 15,
             syn_retries: 6,
             congestion: CongestionAlgorithm::Cubic,
+            pacing: true,
             ack_delay: Some(Duration::from_millis(40)),
             sack: true,
             rack_tlp: true,

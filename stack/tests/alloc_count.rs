@@ -327,12 +327,23 @@ fn deliver(now: Instant, from: &mut Stack, to: &mut Stack, pkt: &mut [u8]) {
 }
 
 /// Bulk data one way (data segments one way; ACKs with SACK-permitted and timestamp
-/// options the other), 20 000 full segments after 16 MiB of warm-up.
+/// options the other), 20 000 full segments after a warm-up of 16 MiB at least, until
+/// auto-tuning stopped growing the buffers.
 fn core_bulk(strict: bool) {
     let _serial = serial();
     for from in [0, 1] {
         let mut p = Pair::new();
         p.bulk(from, 16 << 20);
+        // Buffer auto-tuning grows the buffers towards their working size by doubling
+        // (a bounded number of allocations, at most log2(maximum / configured size) per
+        // buffer, none per packet): warm up until they stop growing.
+        for _ in 0..32 {
+            let before = (p.a.tcp_buffer_growth(), p.b.tcp_buffer_growth());
+            p.bulk(from, 16 << 20);
+            if (p.a.tcp_buffer_growth(), p.b.tcp_buffer_growth()) == before {
+                break;
+            }
+        }
         let segments = 20_000u64;
         let payload = MTU as u64 - 20 - 20 - 12; // IPv4, TCP, timestamps option
         let dir = if from == 0 { "client to server" } else { "server to client" };
@@ -492,7 +503,9 @@ fn runtime_hot_path_allocates_nothing() {
         // Bulk from the client; the server only reads.
         let mut client = connect();
         let chunk = vec![1u8; 64 * 1024];
-        let warm_bytes = 8 << 20;
+        // Long enough for buffer auto-tuning and the runtime's batches to reach their
+        // working size (growth by doubling: a bounded number of allocations).
+        let warm_bytes = 128 << 20;
         let bulk_bytes = 32 << 20;
         for _ in 0..warm_bytes / chunk.len() {
             client.write_all(&chunk).unwrap();

@@ -2,4 +2,5 @@
 pub mod fuzzing;
 pub mod link;
 pub mod netns;
+pub mod paths;
 pub mod sim;

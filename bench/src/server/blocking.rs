@@ -79,26 +79,29 @@ impl Listener for tunstack::net::TcpListener {
 
 /// The runtime configuration of both tunstack servers: the TUN device (IPv4 only: no
 /// router solicitations or MLD reports on the link), the address and the buffers.
-pub fn runtime_config(args: &ServeArgs) -> RuntimeConfig {
+pub fn runtime_config(args: &ServeArgs) -> io::Result<RuntimeConfig> {
     let mut stack = tunstack::Config::default().with(|c| c.addrs = vec![IpAddr::V4(args.addr)]);
     if let Some(b) = args.buffer {
         stack.tcp_rx_buffer = b;
         stack.tcp_tx_buffer = b;
     }
-    RuntimeConfig::default().with(|c| {
+    if let Some(cc) = args.path.tunstack_congestion()? {
+        stack.congestion = cc;
+    }
+    Ok(RuntimeConfig::default().with(|c| {
         c.tun_name = args.dev.clone();
         c.mtu = args.mtu;
         c.host_addrs =
             vec![tunstack::runtime::IpNet::new(IpAddr::V4(args.host), TUN_PREFIX).expect("prefix fits IPv4")];
         c.stack = stack;
-        c.impair = None;
-        c.pcap = None;
-    })
+        c.impair = args.path.impairment();
+        c.pcap = args.path.pcap.clone();
+    }))
 }
 
 /// tunstack on the blocking runtime (a driver thread): create the TUN device and serve.
 pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
-    let rt = Runtime::new(runtime_config(args))?;
+    let rt = Runtime::new(runtime_config(args)?)?;
     let h = rt.handle();
     let bind = |port: u16, backlog: usize| {
         tunstack::net::TcpListener::bind_with_backlog(&h, SocketAddr::new(IpAddr::V4(args.addr), port), backlog)
@@ -121,7 +124,11 @@ pub fn kernel_retransmits() -> Option<u64> {
 /// Linux: std::net sockets bound to `--addr`.
 pub fn serve_linux(args: &ServeArgs) -> io::Result<()> {
     let addr = args.addr;
-    let bind = |port: u16, backlog: usize| bind_std(SocketAddr::new(IpAddr::V4(addr), port), backlog);
+    let bind = |port: u16, backlog: usize| {
+        let l = bind_std(SocketAddr::new(IpAddr::V4(addr), port), backlog)?;
+        args.path.apply_linux(std::os::fd::AsRawFd::as_raw_fd(&l))?;
+        Ok(l)
+    };
     let ctl = Arc::new(Control::default());
     let held = start_services(bind, &ctl)?;
     let http = Arc::new(bind_std(SocketAddr::new(IpAddr::V4(addr), HTTP_PORT), 1024)?);

@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// tunstack's own default (`Config::default()`), used for smoltcp too.
     #[arg(long)]
     pub buffer: Option<usize>,
+    /// Link impairment and congestion control (`bench paths`).
+    #[command(flatten)]
+    pub path: crate::paths::PathArgs,
 }
 
 /// Shared between a server and its control thread.

@@ -36,6 +36,9 @@ pub fn reflect(pkt: &mut [u8], from: [u8; 4], to: [u8; 4]) -> bool {
 }
 
 pub fn serve(args: &ServeArgs) -> io::Result<()> {
+    if let Some(imp) = args.path.impairment() {
+        return crate::paths::reflect::serve_impaired(args, imp);
+    }
     let dev = tun_tap::Iface::without_packet_info(&args.dev, tun_tap::Mode::Tun)?;
     let ctl = std::sync::Arc::new(Control::default());
     std::thread::Builder::new().name("control".into()).spawn(move || control_loop(ctl, || {}, || None))?;

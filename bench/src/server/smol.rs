@@ -112,8 +112,26 @@ struct Server {
 }
 
 pub fn serve(args: &ServeArgs) -> io::Result<()> {
-    let mut device = TunTapInterface::new(&args.dev, Medium::Ip)?;
+    let device = TunTapInterface::new(&args.dev, Medium::Ip)?;
     let fd = device.as_raw_fd();
+    // `bench paths`: the runtime's link model on both directions of the device.
+    match args.path.impairment() {
+        Some(imp) => {
+            let device = crate::paths::smol::ImpairedDevice::new(device, imp)?;
+            serve_on(args, device, fd, |d, now| d.due_in(now))
+        }
+        None => serve_on(args, device, fd, |_, _| None),
+    }
+}
+
+/// The poll loop on `device` (readable through `fd`); `held` says when packets the
+/// device holds back are due.
+fn serve_on<D: Device>(
+    args: &ServeArgs,
+    mut device: D,
+    fd: std::os::fd::RawFd,
+    held: impl Fn(&D, Instant) -> Option<std::time::Duration>,
+) -> io::Result<()> {
     let mtu = device.capabilities().max_transmission_unit;
     let mut config = Config::new(HardwareAddress::Ip);
     config.random_seed = seed();
@@ -166,7 +184,10 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
             iface.poll(Instant::now(), &mut device, &mut server.sockets);
             server.serve_all();
         }
-        let delay = iface.poll_delay(Instant::now(), &server.sockets).map_or(MAX_WAIT, |d| d.min(MAX_WAIT));
+        let mut delay = iface.poll_delay(Instant::now(), &server.sockets).map_or(MAX_WAIT, |d| d.min(MAX_WAIT));
+        if let Some(h) = held(&device, Instant::now()) {
+            delay = delay.min(Duration::from_micros(h.as_micros() as u64));
+        }
         phy::wait(fd, Some(delay))?;
     }
 }

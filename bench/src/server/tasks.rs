@@ -66,7 +66,7 @@ fn single_thread() -> io::Result<tokio::runtime::Runtime> {
 /// tunstack's async runtime: the device, the stack and every connection on this thread.
 pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
     single_thread()?.block_on(async {
-        let rt = AsyncRuntime::new(runtime_config(args))?;
+        let rt = AsyncRuntime::new(runtime_config(args)?)?;
         let h = rt.handle();
         let ip = IpAddr::V4(args.addr);
         let bind = |port: u16, backlog: usize| {

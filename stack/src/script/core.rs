@@ -681,7 +681,8 @@ impl CoreTarget {
                 f.opts.congestion = Some(match name.as_str() {
                     "reno" | "newreno" => CongestionAlgorithm::NewReno,
                     "cubic" => CongestionAlgorithm::Cubic,
-                    other => return Err(format!("TCP_CONGESTION \"{other}\": the core has reno and cubic")),
+                    "bbr" => CongestionAlgorithm::Bbr,
+                    other => return Err(format!("TCP_CONGESTION \"{other}\": the core has reno, cubic and bbr")),
                 });
             }
             SockOpt::Linger => {
@@ -737,6 +738,7 @@ impl CoreTarget {
                 match o.congestion.unwrap_or(CongestionAlgorithm::Cubic) {
                     CongestionAlgorithm::NewReno => "reno",
                     CongestionAlgorithm::Cubic => "cubic",
+                    CongestionAlgorithm::Bbr => "bbr",
                 }
                 .into(),
             ),
@@ -903,7 +905,8 @@ impl Target for CoreTarget {
                 cfg.congestion = match value.trim() {
                     "reno" => CongestionAlgorithm::NewReno,
                     "cubic" => CongestionAlgorithm::Cubic,
-                    other => return Err(format!("sysctl {key}={other}: the core has reno and cubic")),
+                    "bbr" => CongestionAlgorithm::Bbr,
+                    other => return Err(format!("sysctl {key}={other}: the core has reno, cubic and bbr")),
                 };
                 true
             }

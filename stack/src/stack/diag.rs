@@ -256,13 +256,17 @@ impl Stack {
     pub fn housekeeping(&mut self, now: Instant) -> usize {
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
         let mut held = 0;
+        let mut granted = 0;
         for idx in 0..self.slots.len() {
             if let Some(Sock::Tcp(c)) = self.slots[idx].sock.as_mut() {
                 let mem = c.trim(now, HOUSEKEEPING_INTERVAL);
+                granted += c.buffer_granted();
                 held += mem;
                 self.set_slot_mem(idx as u32, mem);
             }
         }
+        // Connections that shrank or went away give their auto-tuning growth back.
+        self.buf_budget.recount(granted);
         self.pmtu.expire(now);
         self.stats.pmtu_entries = self.pmtu.len() as u64;
         held

@@ -23,6 +23,7 @@
 //! - `diag`: counters, the socket table, invariant checks, housekeeping.
 
 mod budget;
+mod buffers;
 mod diag;
 mod frag;
 mod icmp;
@@ -110,6 +111,8 @@ pub struct Stack {
     mem_pressure: bool,
     /// Embryonic connections across all listeners.
     half_open: usize,
+    /// What TCP buffer auto-tuning may still grow (`Config::tcp_buffer_budget`).
+    buf_budget: crate::tcp::BufferBudget,
 }
 
 fn is_unspecified(ip: IpAddr) -> bool {
@@ -165,6 +168,7 @@ impl Stack {
             buf_mem: 0,
             mem_pressure: false,
             half_open: 0,
+            buf_budget: crate::tcp::BufferBudget::new(config.tcp_buffer_budget),
             cfg: config,
         }
     }

@@ -355,6 +355,8 @@ impl Stack {
         let Some(Sock::Tcp(c)) = self.slots[h.idx as usize].sock.as_mut() else { return };
         c.set_buffer_growth(grow);
         let (verdict, reply) = c.process(now, cfg, seg);
+        // Buffer auto-tuning (tcp/autotune.rs): the send buffer follows cwnd.
+        c.autotune(now, &mut self.buf_budget);
         let (local, remote) = (c.local, c.remote);
         if let Verdict::Rejected(why) = verdict {
             // Only a rejected segment's ACK can have been held back (RFC 5961 7).
@@ -736,6 +738,7 @@ impl Stack {
     /// `WouldBlock` when nothing is buffered yet; `ConnectionReset` after a RST.
     pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> Result<usize, RecvError> {
         let r = self.conn_mut(h)?.recv(buf);
+        self.tcp_autotune(h);
         self.refresh(h.0);
         self.update_readiness(h.0);
         r

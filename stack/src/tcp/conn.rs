@@ -37,7 +37,10 @@ use crate::socket::Readiness;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
 
+use super::autotune::BufferTuning;
 use super::congestion::{CongestionAlgorithm, CongestionControl, Controller};
+use super::pacing::Pacer;
+use super::rate::RateEstimator;
 use super::recovery::Recovery;
 use super::recv_buf::RecvBuffer;
 use super::rtt::RttEstimator;
@@ -177,6 +180,10 @@ pub(super) struct CloseState {
 pub(super) struct Pending {
     /// An ACK (immediate ACK rules, a window update, a challenge ACK...).
     pub ack: bool,
+    /// The owed ACK is a duplicate ACK (out-of-order data is held): it goes out on its
+    /// own, not on a data segment, so the peer counts it (RFC 5681 2 and 4.2: a
+    /// duplicate ACK carries no data) and sees its SACK blocks (RFC 2018 4).
+    pub dup_ack: bool,
     /// The persist timer fired: a window probe, or a segment despite SWS avoidance.
     pub window_probe: bool,
     /// The probe timeout fired: a tail loss probe (RFC 8985 7.3).
@@ -211,10 +218,17 @@ pub(crate) struct Conn {
     /// Every byte not yet acknowledged, sent or not.
     pub(super) tx: SendBuffer,
     pub(super) rx: RecvBuffer,
+    /// Auto-tuning of both buffers (`autotune.rs`).
+    pub(super) tune: BufferTuning,
     /// One entry per segment in [SND.UNA, SND.NXT).
     pub(super) sent: Scoreboard,
     pub(super) rec: Recovery,
     pub(super) cc: Controller,
+    /// Delivery rate estimation (`rate.rs`) and pacing (`pacing.rs`; `pacing`: pace by
+    /// the window when the congestion controller sets no rate of its own).
+    pub(super) rate: RateEstimator,
+    pub(super) pacer: Pacer,
+    pub(super) pacing: bool,
 
     pub(super) close: CloseState,
     /// Terminal error to report to the application (reset, refused, timed out).
@@ -311,9 +325,13 @@ impl Conn {
             },
             tx: SendBuffer::new(cfg.tcp_tx_buffer),
             rx: RecvBuffer::new(cfg.tcp_rx_buffer),
+            tune: BufferTuning::new(cfg.tcp_rx_buffer, cfg.tcp_rx_buffer_max, cfg.tcp_tx_buffer, cfg.tcp_tx_buffer_max),
             sent: Scoreboard::new(),
             rec: Recovery::new(iss, cfg.rack_tlp),
             cc: Controller::new(cfg.congestion, our_mss),
+            rate: RateEstimator::default(),
+            pacer: Pacer::default(),
+            pacing: cfg.pacing,
             close: CloseState::default(),
             error: None,
             pending: Pending::default(),
@@ -350,7 +368,7 @@ impl Conn {
         c.opt.ws_offer = cfg.window_scaling;
         c.opt.sack_offer = cfg.sack;
         c.opt.ts_offer = cfg.timestamps;
-        c.rcv.wscale = if cfg.window_scaling { window_shift_for(c.rx.capacity()) } else { 0 };
+        c.rcv.wscale = if cfg.window_scaling { c.window_shift() } else { 0 };
         c.state = TcpState::SynSent;
         c
     }
@@ -443,7 +461,7 @@ impl Conn {
         self.opt.ws = self.opt.ws_offer && o.window_scale.is_some();
         if self.opt.ws {
             self.snd.wscale = o.window_scale.unwrap_or(0).min(MAX_WINDOW_SCALE);
-            self.rcv.wscale = window_shift_for(self.rx.capacity());
+            self.rcv.wscale = self.window_shift();
         } else {
             self.snd.wscale = 0;
             self.rcv.wscale = 0;
@@ -479,6 +497,12 @@ impl Conn {
     pub fn set_initial_pmtu(&mut self, mtu: usize) {
         self.pmtu = self.pmtu.min(mtu);
         self.snd.mss = self.snd.mss.min(self.pmtu_mss()).max(MIN_MSS);
+    }
+
+    /// Our window scale: the shift that lets the largest receive buffer auto-tuning may
+    /// reach be advertised (fixed at the handshake, RFC 7323 2.2).
+    fn window_shift(&self) -> u8 {
+        window_shift_for(self.rx.capacity().max(self.tune.rx_max as usize))
     }
 
     pub fn error(&self) -> Option<ConnError> {
@@ -598,14 +622,22 @@ impl Conn {
     }
 
     /// The receive window we would advertise now (bytes), keeping the right edge from
-    /// moving left (RFC 9293 3.8.6).
+    /// moving left (RFC 9293 3.8.6), and with receiver SWS avoidance (RFC 9293
+    /// 3.8.6.2.2, RFC 1122 4.2.3.3: MUST): a window below min(half the buffer, one MSS)
+    /// is not offered (the right edge stays where it was), so a nearly full buffer
+    /// offers no window rather than a few bytes, which would make the peer send runts
+    /// or probe. (As Linux's __tcp_select_window; a window that is large already may
+    /// move on by any amount.)
     pub(super) fn rcv_wnd(&self) -> usize {
         let free = self.rx.window();
         let max = (u16::MAX as usize) << self.rcv.wscale;
         // Round down to what the scaled field can express.
         let wnd = (free.min(max) >> self.rcv.wscale) << self.rcv.wscale;
         let committed = if self.rcv.adv > self.rcv.nxt { self.rcv.adv - self.rcv.nxt } else { 0 };
-        wnd.max(committed)
+        if wnd <= committed || wnd < (self.rx.capacity() / 2).min(self.rcv.mss) {
+            return committed;
+        }
+        wnd
     }
 
     pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
@@ -621,6 +653,8 @@ impl Conn {
             _ => return Err(SendError::Closed),
         }
         let n = data.len().min(self.send_capacity());
+        // The writer is held back by the buffer: auto-sizing may grow it (autotune.rs).
+        self.tune.tx_limited |= n < data.len();
         if n == 0 {
             return if data.is_empty() { Ok(0) } else { Err(SendError::WouldBlock) };
         }
@@ -642,6 +676,7 @@ impl Conn {
             };
         }
         let n = self.rx.read(buf);
+        self.tune.on_read(n);
         // Window update (RFC 9293 3.8.6.2.2, receiver SWS avoidance): announce the
         // reopened window once it grew by min(half the buffer, one MSS).
         if self.is_synchronized() && !self.close.fin_received {
@@ -790,7 +825,13 @@ impl Conn {
         self.rx.release_if_empty();
         self.tx.release_if_empty();
         self.sent.release_if_empty();
+        self.shrink_buffers();
         self.allocated()
+    }
+
+    /// Buffer bytes this connection holds from the stack's auto-tuning budget.
+    pub fn buffer_granted(&self) -> usize {
+        self.tune.granted()
     }
 
     /// Bytes of buffer storage allocated (receive ring, send buffer, scoreboard).

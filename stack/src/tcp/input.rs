@@ -201,8 +201,27 @@ impl Conn {
 
         // First: sequence number check.
         if !self.acceptable(seg) {
-            // A zero window still takes valid ACKs and RSTs at RCV.NXT (RFC 9293 3.10.7.4).
-            let zero_wnd_ctl = self.rcv_wnd() == 0 && seg.seq == self.rcv.nxt;
+            // A zero window accepts no segment, "but special allowance should be made to
+            // accept valid ACKs, URGs, and RSTs" (RFC 9293 3.10.7.4): RSTs and ACKs at
+            // RCV.NXT, and the ACK field of any empty segment whose sequence number the
+            // peer can be at: from RCV.NXT - 1 (a window probe, Linux's, RFC 9293
+            // 3.8.6.1) to a buffer beyond RCV.NXT (its SND.NXT when data it sent is
+            // missing here). While our window is closed those are all the ACKs the peer
+            // sends; dropping them stalls both ways when our window stays closed
+            // because what we sent is not acknowledged. Such a segment is still answered
+            // (our window and RCV.NXT) unless it is exactly at RCV.NXT.
+            let zero_wnd = self.rcv_wnd() == 0;
+            let ack_only = zero_wnd
+                && seg.payload.is_empty()
+                && !f.syn()
+                && !f.fin()
+                && !f.rst()
+                && f.ack()
+                && seg.seq.in_range(self.rcv.nxt - 1, self.rcv.nxt + self.rx.capacity() + 1);
+            if ack_only && seg.seq != self.rcv.nxt {
+                self.pending.ack = true;
+            }
+            let zero_wnd_ctl = zero_wnd && (seg.seq == self.rcv.nxt || ack_only);
             if !zero_wnd_ctl {
                 if f.rst() {
                     return (Verdict::Rejected(TcpReject::RstOutOfWindow), Reply::None);
@@ -332,6 +351,7 @@ impl Conn {
     /// retransmit / recovery (RFC 5681 3.2, RFC 6582) and RTT measurement
     /// (RFC 6298, RFC 7323 4). `win` is the segment's window, scaled.
     fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, win: usize) {
+        let before = self.before_ack();
         if seg.ack > self.snd.una {
             let newly_acked = seg.ack - self.snd.una;
             let rtt = self.ack_advance(now, seg);
@@ -361,6 +381,8 @@ impl Conn {
             self.snd.wl1 = seg.seq;
             self.snd.wl2 = seg.ack;
         }
+        // What the ACK did, for congestion control (rate.rs).
+        self.after_ack(now, before);
     }
 
     /// New data acknowledged: `snd_una < ack <= snd_nxt`. Returns an RTT sample.
@@ -377,8 +399,12 @@ impl Conn {
         let min_rtt = self.rtt.min_rtt();
         let mut fin_acked = false;
         let data_acked = self.sent.acknowledge(ack, |e| {
-            if !e.is_sacked() && !e.ambiguous(now, min_rtt) {
-                self.rec.rack.update(now, e.last_tx, e.end());
+            if !e.is_sacked() {
+                // Delivered now (a SACKed one was counted when its SACK came).
+                self.rate.on_delivered(now, e.len as usize, e.last_tx, &e.rate);
+                if !e.ambiguous(now, min_rtt) {
+                    self.rec.rack.update(now, e.last_tx, e.end());
+                }
             }
             if e.tx_count > 1 {
                 retransmitted = true;
@@ -483,6 +509,9 @@ impl Conn {
             }
             self.rcv.nxt += advanced;
             self.bytes_received += advanced as u64;
+            if advanced > 0 {
+                self.rcv_rtt_on_data(now, seg);
+            }
         }
         // ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3): at once for out-of-order data,
         // for data that fills a hole, for duplicates; otherwise at least every second
@@ -495,6 +524,8 @@ impl Conn {
                 || self.rcv.nxt.diff(self.rcv.last_ack_sent) >= 2 * self.rcv.mss.min(self.snd.mss) as i32;
             if immediate {
                 self.pending.ack = true;
+                // Out-of-order data held: a duplicate ACK, sent on its own.
+                self.pending.dup_ack |= self.rx.has_out_of_order();
             } else if self.timers.get(Timer::DelayedAck).is_none() {
                 if let Some(d) = self.ack_delay {
                     self.timers.set(Timer::DelayedAck, now + d);

@@ -1,9 +1,12 @@
 //! TCP (RFC 9293).
 
+mod autotune;
 pub mod congestion;
 pub(crate) mod conn;
 mod input;
 mod output;
+mod pacing;
+mod rate;
 mod recovery;
 pub(crate) mod recv_buf;
 mod reject;
@@ -13,6 +16,7 @@ mod send_buf;
 pub(crate) mod syncookie;
 mod timer;
 
+pub(crate) use autotune::BufferBudget;
 pub use reject::TcpReject;
 
 use std::time::Duration;

@@ -5,6 +5,9 @@
 //! avoidance (RFC 9293 3.8.6.2.1), Nagle (RFC 896, RFC 9293 3.7.4) and zero-window
 //! probes (3.8.6.1); our FIN; a keepalive probe (3.8.4); a pure ACK.
 //!
+//! Data segments (new and retransmitted) leave no faster than the pacer allows
+//! (`pacing.rs`); each takes a delivery-rate snapshot (`rate.rs`).
+//!
 //! Every segment but the SYN carries ACK = RCV.NXT and our window, never moving its
 //! right edge left (3.8.6; scaled by RFC 7323 2), timestamps (RFC 7323 3) and, on pure
 //! ACKs, SACK blocks (RFC 2018 4). Payload is copied from the send buffer into the
@@ -52,6 +55,13 @@ impl Conn {
             }
             _ => {}
         }
+        // A duplicate ACK goes out on its own, before any data (RFC 5681 4.2).
+        if self.pending.dup_ack {
+            self.pending.dup_ack = false;
+            if let Some(out) = self.emit_ack_if_pending(now) {
+                return Some(out);
+            }
+        }
         // 0. A tail loss probe (RFC 8985 7.3).
         if self.pending.tail_loss_probe {
             self.pending.tail_loss_probe = false;
@@ -59,13 +69,19 @@ impl Conn {
                 return Some(out);
             }
         }
+        // Data waits for the pacer (pacing.rs), except a recovery's first retransmission.
+        let paced_ok = self.pacing_allows(now);
         // 1. Retransmit what is marked lost.
-        if let Some(out) = self.emit_retransmission(now, scratch) {
-            return Some(out);
+        if paced_ok || self.rec.rtx_force {
+            if let Some(out) = self.emit_retransmission(now, scratch) {
+                return Some(out);
+            }
         }
         // 2. New data, within the peer's window and the congestion window.
-        if let Some(out) = self.emit_new_data(now, scratch) {
-            return Some(out);
+        if paced_ok {
+            if let Some(out) = self.emit_new_data(now, scratch) {
+                return Some(out);
+            }
         }
         // 3. A FIN on its own.
         if let Some(out) = self.emit_fin(now) {
@@ -128,6 +144,7 @@ impl Conn {
     fn emit_new_data(&mut self, now: Instant, scratch: &mut [u8]) -> Option<Outgoing> {
         let data_end = self.data_end();
         if self.snd.nxt >= data_end {
+            self.note_app_limited();
             return None;
         }
         let avail = data_end - self.snd.nxt;
@@ -207,6 +224,7 @@ impl Conn {
             }
         }
         self.push_sent(now, seq, seg_len, fin);
+        self.paced(now, len);
         self.segment(now, seq, flags, len)
     }
 
@@ -220,6 +238,9 @@ impl Conn {
         let data = e.data_len().min(scratch.len());
         self.tx.copy_out(e.seq - self.tx_seq0(), data, scratch);
         self.sent.on_retransmit(i, now);
+        let stamp = self.rate.stamp(now, false);
+        self.sent.set_rate_stamp(i, stamp);
+        self.paced(now, data);
         self.retransmits += 1;
         let mut flags = TcpFlags::ACK;
         if e.fin {
@@ -232,7 +253,9 @@ impl Conn {
     }
 
     fn push_sent(&mut self, now: Instant, seq: SeqNum, len: usize, fin: bool) {
+        let stamp = self.rate.stamp(now, self.snd.nxt == self.snd.una);
         self.sent.push(now, seq, len, fin);
+        self.sent.set_rate_stamp(self.sent.len() - 1, stamp);
         self.snd.nxt = seq + len;
         self.persist_to_retransmission();
     }
@@ -241,6 +264,7 @@ impl Conn {
     /// SACK blocks.
     fn segment(&mut self, now: Instant, seq: SeqNum, flags: TcpFlags, payload_len: usize) -> Outgoing {
         self.pending.ack = false;
+        self.pending.dup_ack = false;
         self.timers.stop(Timer::DelayedAck);
         self.rcv.last_ack_sent = self.rcv.nxt;
         let window = self.advertise();
@@ -257,6 +281,7 @@ impl Conn {
 
     /// Window field for an outgoing non-SYN segment, recording the advertised edge.
     fn advertise(&mut self) -> u16 {
+        self.lower_rx_capacity();
         let wnd = self.rcv_wnd();
         let field = (wnd >> self.rcv.wscale).min(u16::MAX as usize);
         let edge = self.rcv.nxt + (field << self.rcv.wscale);

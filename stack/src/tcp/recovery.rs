@@ -163,8 +163,10 @@ impl Conn {
             return false;
         }
         let min_rtt = self.rtt.min_rtt();
+        let rate = &mut self.rate;
         let mut best: Option<(Instant, SeqNum)> = None;
         let any = self.sent.sack(left, right, |e| {
+            rate.on_delivered(now, e.len as usize, e.last_tx, &e.rate);
             if e.tx_count == 1 {
                 *newest_once = Some(newest_once.map_or(e.last_tx, |t| t.max(e.last_tx)));
             }
@@ -222,9 +224,12 @@ impl Conn {
 
     /// RFC 8985 6.2 step 5 (RACK_detect_loss): a segment sent before the most recently
     /// delivered one, and outstanding for longer than RACK.rtt + reo_wnd, is lost; for
-    /// the others the reordering timer is armed. Only segments below RACK.end_seq can
-    /// qualify (first transmissions go out in sequence order), so a clean transfer
-    /// scans nothing. Returns whether anything was newly marked.
+    /// the others the reordering timer is armed. "Sent before" compares transmit times:
+    /// when the most recently delivered segment is a retransmission, segments above it
+    /// in sequence, sent before that retransmission, qualify too (they are what an ACK
+    /// for a repaired hole leaves outstanding at the tail). The scan stops at the first
+    /// segment sent once after RACK.xmit_ts: everything above it went out later still.
+    /// So a clean transfer scans nothing. Returns whether anything was newly marked.
     pub(super) fn rack_detect_loss(&mut self, now: Instant) -> bool {
         let Some(xmit) = self.rec.rack.xmit else { return false };
         // 6.2 step 4: the reordering window, a quarter of min_rtt.
@@ -234,14 +239,14 @@ impl Conn {
         let mut any = false;
         for i in 0..self.sent.len() {
             let Some(e) = self.sent.get(i) else { break };
-            if e.seq >= self.rec.rack.end_seq {
-                break;
-            }
-            if matches!(e.state, SegState::Sacked | SegState::Lost) {
-                continue;
-            }
             let before = e.last_tx < xmit || (e.last_tx == xmit && e.end() <= self.rec.rack.end_seq);
             if !before {
+                if e.tx_count == 1 {
+                    break;
+                }
+                continue;
+            }
+            if matches!(e.state, SegState::Sacked | SegState::Lost) {
                 continue;
             }
             let due = e.last_tx + wait;

@@ -63,6 +63,18 @@ impl RecvBuffer {
         self.cap
     }
 
+    /// Change the bound (buffer auto-tuning, `autotune.rs`): the caller never sets it
+    /// below the readable bytes plus the out-of-order span. Storage follows on demand.
+    pub fn set_capacity(&mut self, cap: usize) {
+        self.cap = cap.max(self.len + self.ooo_span).max(1);
+        self.update_limit();
+    }
+
+    /// Distance from RCV.NXT to the end of the furthest out-of-order byte held.
+    pub fn out_of_order_span(&self) -> usize {
+        self.ooo_span
+    }
+
     /// Bytes ready for the application.
     pub fn readable(&self) -> usize {
         self.len

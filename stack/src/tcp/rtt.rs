@@ -22,13 +22,27 @@ pub(crate) struct RttEstimator {
     min: Duration,
     max: Duration,
     min_rtt: Option<Duration>,
+    /// The latest sample and how many were taken (congestion control takes an ACK's
+    /// own sample, `rate.rs`).
+    latest: Duration,
+    samples: u32,
 }
 
 impl RttEstimator {
     /// No sample yet: the RTO is `initial` (RFC 6298 2.1), later bounded by
     /// `[min, max]` (2.4, 2.5).
     pub fn new(initial: Duration, min: Duration, max: Duration) -> RttEstimator {
-        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial, initial, min, max, min_rtt: None }
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: initial,
+            initial,
+            min,
+            max,
+            min_rtt: None,
+            latest: Duration::ZERO,
+            samples: 0,
+        }
     }
 
     pub fn srtt(&self) -> Option<Duration> {
@@ -37,6 +51,14 @@ impl RttEstimator {
 
     pub fn rto(&self) -> Duration {
         self.rto
+    }
+
+    /// How many samples were taken (wrapping), and the latest.
+    pub fn samples(&self) -> u32 {
+        self.samples
+    }
+    pub fn latest(&self) -> Duration {
+        self.latest
     }
 
     /// The smallest sample seen.
@@ -48,6 +70,8 @@ impl RttEstimator {
     /// the RTO, which ends any backoff.
     pub fn sample(&mut self, r: Duration) {
         self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
+        self.latest = r;
+        self.samples = self.samples.wrapping_add(1);
         match self.srtt {
             None => {
                 self.srtt = Some(r);

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 
+use super::rate::RateStamp;
 use crate::seq::SeqNum;
 use crate::time::Instant;
 
@@ -48,6 +49,8 @@ pub(crate) struct SentSeg {
     pub tx_count: u16,
     pub first_tx: Instant,
     pub last_tx: Instant,
+    /// Delivery-rate snapshot of the last transmission (`rate.rs`).
+    pub rate: RateStamp,
 }
 
 impl SentSeg {
@@ -80,6 +83,8 @@ pub(crate) struct Scoreboard {
     sacked_out: usize,
     /// Bytes of `Lost` segments.
     lost_out: usize,
+    /// Bytes ever deemed lost (a running total: congestion control's loss count per ACK).
+    lost_total: u64,
 }
 
 impl Scoreboard {
@@ -115,6 +120,20 @@ impl Scoreboard {
         self.lost_out
     }
 
+    /// Bytes ever deemed lost (every transition into `Lost`).
+    #[inline]
+    pub fn lost_total(&self) -> u64 {
+        self.lost_total
+    }
+
+    /// Record entry `i`'s delivery-rate snapshot (taken when it was last sent).
+    #[inline]
+    pub fn set_rate_stamp(&mut self, i: usize, stamp: RateStamp) {
+        if let Some(e) = self.segs.get_mut(i) {
+            e.rate = stamp;
+        }
+    }
+
     /// Index of the first entry that starts at or after `seq`.
     pub fn first_from(&self, seq: SeqNum) -> usize {
         self.segs.partition_point(|e| e.seq < seq)
@@ -143,6 +162,7 @@ impl Scoreboard {
             tx_count: 1,
             first_tx: now,
             last_tx: now,
+            rate: RateStamp::default(),
         });
     }
 
@@ -159,7 +179,10 @@ impl Scoreboard {
         }
         match to {
             SegState::Sacked => self.sacked_out += len,
-            SegState::Lost => self.lost_out += len,
+            SegState::Lost => {
+                self.lost_out += len;
+                self.lost_total += len as u64;
+            }
             SegState::Outstanding | SegState::Retransmitted => {}
         }
         e.state = to;

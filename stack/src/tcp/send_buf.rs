@@ -39,6 +39,12 @@ impl SendBuffer {
         self.cap
     }
 
+    /// Change the bound (buffer auto-tuning, `autotune.rs`); never below what is held.
+    pub fn set_capacity(&mut self, cap: usize) {
+        self.cap = cap.max(self.bytes.len()).max(1);
+        self.update_limit();
+    }
+
     /// Bytes held (unacknowledged, sent or not).
     pub fn len(&self) -> usize {
         self.bytes.len()

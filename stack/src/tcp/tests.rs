@@ -57,13 +57,16 @@ const TWO_MSL: Duration = Duration::from_secs(2);
 const RTO_INITIAL: Duration = Duration::from_secs(1);
 
 /// The base state machine: no SACK, no timestamps, no delayed ACKs (those have their
-/// own tests in `tcp/tests_ext.rs`), so every reply is exactly the RFC 9293 one.
+/// own tests in `tcp/tests_ext.rs`), fixed buffers (no auto-tuning: the window scale
+/// follows the buffer), so every reply is exactly the RFC 9293 one.
 fn config() -> Config {
     Config {
         addrs: vec![IpAddr::V4(LOCAL_IP)],
         seed: 1,
         tcp_rx_buffer: BUF,
         tcp_tx_buffer: BUF,
+        tcp_rx_buffer_max: 0,
+        tcp_tx_buffer_max: 0,
         mtu: 1500,
         msl: Duration::from_secs(1),
         sack: false,
@@ -729,6 +732,20 @@ fn test_listen_syn_window_scale_large_buffer() {
     h.send(h.seg(SYN, X, 0).opts(&[mss(1460), ws(7)]));
     let synack = h.recv_one();
     let want = h.reply(SYN | ACK, synack.seq, X + 1).win(65535).opts(&[mss(MSS), ws(3)]);
+    assert!(want.matches(&synack), "expected {want:?}, got {synack:?}");
+}
+
+/// With receive buffer auto-tuning the shift is chosen from the largest buffer the
+/// connection may grow to (RFC 7323 2.2: it cannot change after the handshake), as
+/// Linux does from tcp_rmem[2]: 6 MiB >> 7 fits 16 bits. The window itself is the
+/// buffer's (4096, unscaled in the SYN-ACK).
+#[test]
+fn test_listen_syn_window_scale_from_the_maximum() {
+    let mut h = TestStack::new(Config { tcp_rx_buffer_max: 6 << 20, ..config() });
+    h.listener = Some(h.stack.tcp_listen(h.local, 8).unwrap());
+    h.send(h.seg(SYN, X, 0).opts(&[mss(1460), ws(7)]));
+    let synack = h.recv_one();
+    let want = h.reply(SYN | ACK, synack.seq, X + 1).opts(&[mss(MSS), ws(7)]);
     assert!(want.matches(&synack), "expected {want:?}, got {synack:?}");
 }
 
@@ -1734,3 +1751,5 @@ mod recovery;
 
 #[path = "tests/hostile.rs"]
 mod hostile;
+#[path = "tests/slow_reader.rs"]
+mod slow_reader;

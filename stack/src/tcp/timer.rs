@@ -10,6 +10,7 @@
 //! | `DelayedAck` | `process_text_and_fin` | `Config::ack_delay` after in-order data | send the ACK (RFC 5681 4.2) |
 //! | `RackReorder` | `rack_detect_loss` | RACK.rtt + reo_wnd after a suspect segment left | `on_rack_timer`: RACK again (RFC 8985 6.3) |
 //! | `Close` | `enter_time_wait`, `close`, orphan FIN-WAIT-2 | 2*MSL | `on_close_timer`: CLOSED (RFC 9293 3.10.7.4) |
+//! | `Pacing` | `pacing_allows` (`pacing.rs`), when data waits for the pacer | the pacer's next departure | nothing: the stack schedules output, `dispatch` sends what is due |
 //!
 //! Keepalive (RFC 9293 3.8.4, RFC 1122 4.2.3.6) is not in the table: its deadline
 //! follows from when the last segment arrived, so `keepalive_deadline` computes it.
@@ -45,6 +46,8 @@ pub(crate) enum Timer {
     RackReorder,
     /// End of TIME-WAIT, 2*MSL (RFC 9293 3.10.7.4), or of an orphan's FIN-WAIT-2.
     Close,
+    /// The pacer lets the next data segment go (`pacing.rs`).
+    Pacing,
 }
 
 impl Timer {
@@ -56,6 +59,7 @@ impl Timer {
             Timer::DelayedAck => 1,
             Timer::RackReorder => 2,
             Timer::Close => 3,
+            Timer::Pacing => 4,
         }
     }
 }
@@ -67,7 +71,7 @@ impl Timer {
 pub(crate) struct TimerTable {
     /// Which use of the retransmission timer slot 0 holds.
     rtx: Timer,
-    at: [u64; 4],
+    at: [u64; 5],
 }
 
 /// The `at` value of a timer that is not armed.
@@ -75,7 +79,7 @@ const UNARMED: u64 = u64::MAX;
 
 impl Default for TimerTable {
     fn default() -> TimerTable {
-        TimerTable { rtx: Timer::Rto, at: [UNARMED; 4] }
+        TimerTable { rtx: Timer::Rto, at: [UNARMED; 5] }
     }
 }
 
@@ -199,6 +203,10 @@ impl Conn {
         if self.timers.is_due(Timer::RackReorder, now) {
             self.on_rack_timer(now);
         }
+        if self.timers.is_due(Timer::Pacing, now) {
+            // The stack schedules output after every timer; `dispatch` sends what is due.
+            self.timers.stop(Timer::Pacing);
+        }
         match self.timers.retransmission() {
             Some((t, at)) if now >= at => {
                 self.timers.stop_retransmission();
@@ -208,7 +216,7 @@ impl Conn {
                     Timer::TailLossProbe => self.on_tail_loss_probe_timer(now),
                     Timer::Persist => self.on_persist_timer(),
                     // Not uses of the retransmission timer.
-                    Timer::DelayedAck | Timer::RackReorder | Timer::Close => {}
+                    Timer::DelayedAck | Timer::RackReorder | Timer::Close | Timer::Pacing => {}
                 }
             }
             _ => {}

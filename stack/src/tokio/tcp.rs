@@ -159,6 +159,12 @@ impl TcpStream {
         self.call(|s, h| s.tcp_nodelay(h))
     }
 
+    /// Congestion control for this connection (Linux's TCP_CONGESTION): NewReno, CUBIC
+    /// (the default) or BBR.
+    pub fn set_congestion(&self, alg: crate::CongestionAlgorithm) -> io::Result<()> {
+        self.call(|s, h| s.tcp_set_congestion(h, alg))
+    }
+
     /// A snapshot of the connection's control block (Linux's TCP_INFO).
     pub fn tcp_info(&self) -> io::Result<TcpInfo> {
         self.call(|s, h| s.tcp_info(h))

@@ -9,6 +9,10 @@
 //! from its label, the same the tests use); `--only` keeps the runs whose label contains
 //! TEXT; `--jobs` runs that many at once. Goodput is in Mbit/s of virtual time. Failed
 //! runs appear in the table with their failure; their full diagnostics follow it.
+//!
+//! Then the path rows (`tunstack_tests::paths`, also `--bin sim_paths`): 32 MiB over
+//! 10 and 50 ms with 0, 1 and 5% loss (and 5% reordering) per congestion control, and 20
+//! runs of the slow reader; `--no-paths` leaves them out.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -16,7 +20,7 @@ use std::sync::Mutex;
 use tunstack_tests::sim::*;
 
 fn usage() -> ! {
-    eprintln!("usage: sim_table [--bytes N] [--seed S] [--only TEXT] [--jobs N]");
+    eprintln!("usage: sim_table [--bytes N] [--seed S] [--only TEXT] [--jobs N] [--no-paths]");
     std::process::exit(2)
 }
 
@@ -25,6 +29,7 @@ fn main() {
     let mut seed: Option<u64> = None;
     let mut only: Vec<String> = Vec::new();
     let mut jobs = 1usize;
+    let mut paths = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -40,6 +45,7 @@ fn main() {
             }
             "--only" => only.push(value()),
             "--jobs" => jobs = value().parse::<usize>().unwrap_or_else(|_| usage()).clamp(1, 16),
+            "--no-paths" => paths = false,
             _ => usage(),
         }
     }
@@ -101,6 +107,14 @@ fn main() {
     }
     for e in &failures {
         println!("\n{e}");
+    }
+    if paths {
+        println!("\n{}", tunstack_tests::paths::bulk_table(32 << 20, &only, jobs));
+        let (slow, ok) = tunstack_tests::paths::slow_table(20, jobs);
+        println!("{slow}");
+        if !ok {
+            std::process::exit(1);
+        }
     }
     if !failures.is_empty() {
         std::process::exit(1);

@@ -8,5 +8,8 @@ mod against_self;
 mod against_smoltcp;
 /// The simulator itself: seeds, conditions, guard rails, determinism, bit flips.
 mod model;
+/// Paths with delay and loss per congestion control (BBR, CUBIC, NewReno), the slow
+/// reader (`tunstack_tests::paths`).
+mod paths;
 /// Many seeds, smaller transfers, harsher conditions.
 mod sweep;
