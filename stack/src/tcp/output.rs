@@ -77,7 +77,26 @@ impl Conn {
             let seq = self.snd.una - 1;
             return Some(self.segment(now, seq, TcpFlags::ACK, 0));
         }
-        self.emit_ack_if_pending(now)
+        if !self.pending.ack {
+            return None;
+        }
+        let seq = self.pure_ack_seq();
+        Some(self.segment(now, seq, TcpFlags::ACK, 0))
+    }
+
+    /// SEG.SEQ of a pure ACK: SND.NXT, unless that lies past the right edge of the
+    /// peer's window (after a one-octet probe of a zero window, RFC 9293 3.8.6.1, or a
+    /// window the peer shrank), where the peer's acceptability test (3.10.7.4: a zero
+    /// window takes only SEG.SEQ = RCV.NXT) would drop the segment and the
+    /// acknowledgment it carries; then the right edge itself, which a zero window
+    /// accepts (Linux's `tcp_acceptable_seq` does the same).
+    fn pure_ack_seq(&self) -> SeqNum {
+        let edge = self.snd.una + self.snd.wnd;
+        if self.snd.nxt > edge {
+            edge
+        } else {
+            self.snd.nxt
+        }
     }
 
     /// A tail loss probe (RFC 8985 7.3): new data if the peer's window allows, else the

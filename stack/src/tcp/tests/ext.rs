@@ -293,6 +293,33 @@ fn test_zero_window_probe_and_reopening() {
     assert!(h.stack.poll_timeout().is_none(), "no timer left");
 }
 
+/// After a one-octet probe past the peer's zero window, SND.NXT lies beyond the
+/// window's right edge; a pure ACK with SEG.SEQ = SND.NXT would fail the peer's
+/// acceptability test (RFC 9293 3.10.7.4: a zero window accepts only SEG.SEQ = RCV.NXT),
+/// and the acknowledgment of its data with it. Our pure ACKs carry the right edge.
+#[test]
+fn test_pure_ack_after_a_zero_window_probe_is_acceptable() {
+    let mut h = established_irs_with(config());
+    let iss = h.iss;
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(0) => []);
+    h.stack.tcp_send(h.conn(), b"abcdef").unwrap();
+    h.expect_nothing();
+    let t1 = h.stack.poll_timeout().expect("persist timer armed");
+    h.timers_at(t1);
+    h.expect(&[h.reply(ACK, iss + 1, X + 1).data(b"a").psh_any()]);
+    // The peer, its window still closed, sends data; it takes our ACK only at SEQ
+    // iss + 1 (its RCV.NXT), not at iss + 2.
+    h.send(h.seg(PSH | ACK, X + 1, iss + 1).win(0).data(b"xyz"));
+    let ack = h.recv_one();
+    assert_eq!((ack.flags, ack.seq, ack.ack, ack.payload.len()), (ACK, (iss + 1).0, X + 4, 0));
+    assert_eq!(h.read_all(), b"xyz");
+    // The window opens and takes the probe byte: ACKs are at SND.NXT again.
+    send!(h, h.seg(ACK, X + 4, iss + 2).win(1000) => [h.reply(PSH | ACK, iss + 2, X + 4).data(b"bcdef")]);
+    h.send(h.seg(PSH | ACK, X + 4, iss + 2).win(1000).data(b"!"));
+    let ack = h.recv_one();
+    assert_eq!((ack.flags, ack.seq, ack.ack), (ACK, (iss + 7).0, X + 5));
+}
+
 // ------------------------------------------------------------------ RFC 7323
 
 /// PAWS (RFC 7323 5.3): a segment whose timestamp is older than TS.Recent is dropped and
