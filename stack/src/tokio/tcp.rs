@@ -227,7 +227,8 @@ impl AsyncWrite for TcpStream {
         poll_write(&self.sock, cx, data)
     }
 
-    /// Queued bytes are already on their way: nothing to flush.
+    /// Queued bytes are already on their way (the driver sends them at its next turn,
+    /// which the write scheduled): nothing to flush.
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
