@@ -274,3 +274,49 @@ fn async_server_blocking_client_through_a_lossy_link() {
     let stats = impaired.stats();
     assert!(stats.rx.lost + stats.tx.lost > 0, "the link lost nothing: {stats}");
 }
+
+/// Under the tokio driver, what a task's calls produce leaves at the driver's next turn,
+/// after the task yields: a short response written and then shut down goes out as one
+/// segment with the FIN (and the ACK of the request, whose delayed ACK it carries),
+/// not as a data segment followed by a lone FIN.
+#[test]
+fn async_response_and_fin_leave_in_one_segment() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(GUARD, async {
+            let (a, b) = MemDevice::pair(1500).unwrap();
+            // A long ACK delay (within RFC 5681's 500 ms) so that no delayed ACK fires
+            // on its own while the server answers, even on a loaded machine.
+            let server_cfg = config(SERVER, 21).with(|c| c.ack_delay = Some(Duration::from_millis(400)));
+            let server = AsyncRuntime::with_device(a, server_cfg).unwrap();
+            let client = AsyncRuntime::with_device(b, config(CLIENT, 22)).unwrap();
+            let listener = TcpListener::bind(&server, (SERVER, 80)).unwrap();
+            let (request, response) = (pattern(100, 23), pattern(300, 24));
+            let srv = {
+                let (request, response) = (request.clone(), response.clone());
+                tokio::spawn(async move {
+                    let (mut s, _) = listener.accept().await.unwrap();
+                    let mut got = vec![0; request.len()];
+                    s.read_exact(&mut got).await.unwrap();
+                    assert_eq!(got, request);
+                    s.write_all(&response).await.unwrap();
+                    s.shutdown().await.unwrap();
+                    s
+                })
+            };
+            let mut c = TcpStream::connect(&client, (SERVER, 80)).await.unwrap();
+            c.write_all(&request).await.unwrap();
+            let mut back = Vec::new();
+            c.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, response);
+            // The SYN-ACK, then the response with the FIN.
+            assert_eq!(server.stats().tx_packets, 2, "{:?}", server.counters());
+            drop(c);
+            drop(srv.await.unwrap());
+            server.shutdown().await;
+            client.shutdown().await;
+        })
+        .await
+        .expect("bounded")
+    });
+}

@@ -19,6 +19,14 @@
 //! and the async API are two thin consumers of the core's `poll_readiness`, and on a
 //! single-threaded tokio runtime a packet is read, processed, answered and written on
 //! one thread without any hand-off.
+//!
+//! Under the tokio driver, the async calls leave their packets in the core (unless a
+//! full-sized segment is ready) and kick the driver, whose next turn takes them after
+//! the tasks that were ready with it have run: what several calls and tasks produced
+//! leaves together (a response with the FIN of a close, or with the ACK of data that
+//! arrived in between). The core decides what to send and when (delayed ACKs, Nagle,
+//! timers); deferring only moves the device write to the end of the current burst of
+//! tasks, and every turn of the driver sends everything the core has.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,6 +77,9 @@ pub(crate) struct Engine {
     /// What the device is, for logs and `RuntimeHandle::device_description`.
     pub(crate) description: String,
     pub(crate) kick: Kick,
+    /// API calls leave their packets in the core for the driver's next turn instead of
+    /// writing them (the tokio driver; see `settle`).
+    defer_tx: bool,
     /// When the driver will wake up by itself (microseconds of the engine's clock;
     /// `u64::MAX`: only for packets or a kick). A writer whose device now holds a
     /// packet due earlier (impairment middleware) kicks it.
@@ -91,6 +102,9 @@ pub(crate) struct Core {
     /// deadline earlier must kick it.
     driver_deadline: Option<Instant>,
     stopped: bool,
+    /// An API call left packets in the core and kicked the driver to send them; the
+    /// driver's next turn does, and clears this.
+    flush_requested: bool,
     /// Threads and tasks waiting for a socket.
     waiters: Waiters,
     pub(crate) counters: RuntimeCounters,
@@ -130,6 +144,10 @@ impl Engine {
         impair: Option<ImpairHandle>,
     ) -> Engine {
         let mtu = device.mtu();
+        #[cfg(feature = "tokio")]
+        let defer_tx = matches!(kick, Kick::Notify(_));
+        #[cfg(not(feature = "tokio"))]
+        let defer_tx = false;
         Engine {
             core: Mutex::new(Core {
                 stack,
@@ -137,12 +155,14 @@ impl Engine {
                 mtu,
                 driver_deadline: None,
                 stopped: false,
+                flush_requested: false,
                 waiters: Waiters::default(),
                 counters: RuntimeCounters::default(),
             }),
             tx: Tx::new(Arc::clone(device)),
             description: device.describe(),
             kick,
+            defer_tx,
             driver_wake: AtomicU64::new(u64::MAX),
             stopped: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
@@ -182,9 +202,26 @@ impl Engine {
     /// `unparks`, and for API calls make sure the driver does not sleep past a deadline
     /// that moved earlier. Once the lock is released, the caller wakes the waiters and,
     /// when told [`Role::Write`], writes the queued packets.
-    fn settle(&self, core: &mut Core, now: Instant, from_api: bool, unparks: &mut Unparks) -> Role {
-        core.flush(now);
-        let role = self.tx.enqueue(&mut core.out);
+    ///
+    /// With `defer` (an API call under the tokio driver, see [`Engine::defers`]) the
+    /// packets stay in the core and the driver is kicked to take them at its next turn:
+    /// that turn runs after the tasks that were ready with it (a woken task is queued
+    /// behind them), so what a burst of tasks produced goes out in one batch, the
+    /// response and the FIN of a closing connection leave as one segment, and no task
+    /// is preempted in the middle of its work by the peer its device write woke.
+    fn settle(&self, core: &mut Core, now: Instant, from_api: bool, defer: bool, unparks: &mut Unparks) -> Role {
+        let mut kick = false;
+        let role = if defer {
+            if !core.flush_requested && core.stack.may_transmit() {
+                core.flush_requested = true;
+                core.counters.flush_kicks += 1;
+                kick = true;
+            }
+            Role::Done
+        } else {
+            core.flush(now);
+            self.tx.enqueue(&mut core.out)
+        };
         let before = unparks.len();
         while let Some((h, ready)) = core.stack.poll_readiness() {
             core.waiters.wake(h, ready, unparks);
@@ -195,9 +232,12 @@ impl Engine {
                 if core.driver_deadline.is_none_or(|t| d < t) {
                     core.driver_deadline = Some(d);
                     core.counters.kicks += 1;
-                    self.kick.kick();
+                    kick = true;
                 }
             }
+        }
+        if kick {
+            self.kick.kick();
         }
         role
     }
@@ -211,8 +251,18 @@ impl Engine {
         let mut core = self.lock()?;
         let now = self.now();
         let result = f(&mut core.stack, now);
-        after.role = self.settle(&mut core, now, true, &mut after.unparks);
+        after.role = self.settle(&mut core, now, true, self.defer_tx, &mut after.unparks);
         result
+    }
+
+    /// Whether an async call on socket `h` leaves its output to the driver: under the
+    /// tokio driver, unless a full-sized segment of data is ready. A full segment gains
+    /// nothing from waiting (no FIN or later write can join it), and bulk writers keep
+    /// the pace they had when every call sent its own output: a task that fills its
+    /// whole send buffer before yielding would otherwise have none of it on the wire
+    /// until then.
+    fn defers(&self, core: &Core, h: SocketHandle) -> bool {
+        self.defer_tx && !core.stack.tcp_full_segment_unsent(h)
     }
 
     /// The async shape of a call: run `f`; if it says `WouldBlock`, register the task
@@ -234,7 +284,8 @@ impl Engine {
         };
         let now = self.now();
         let result = f(&mut core.stack, now);
-        after.role = self.settle(&mut core, now, true, &mut after.unparks);
+        let defer = self.defers(&core, h);
+        after.role = self.settle(&mut core, now, true, defer, &mut after.unparks);
         match result {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 core.waiters.register_task(h, interest, cx.waker());
@@ -271,7 +322,8 @@ impl Engine {
         loop {
             let now = self.now();
             let result = f(&mut core.stack, now);
-            after.role = self.settle(&mut core, now, true, &mut after.unparks);
+            // Blocked threads run beside the driver and write their own output.
+            after.role = self.settle(&mut core, now, true, false, &mut after.unparks);
             let expired = match &result {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !nonblocking => {
                     deadline.is_some_and(|d| std::time::Instant::now() >= d)
@@ -345,7 +397,9 @@ impl Engine {
         if core.stack.poll_timeout().is_some_and(|d| d <= now) {
             core.stack.handle_timeout(now);
         }
-        let role = self.settle(core, now, false, unparks);
+        // This turn sends whatever the API calls left in the core.
+        core.flush_requested = false;
+        let role = self.settle(core, now, false, false, unparks);
         let deadline = core.stack.poll_timeout();
         core.driver_deadline = deadline;
         Some((earliest(deadline, device.poll_at()), role))

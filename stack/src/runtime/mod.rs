@@ -156,6 +156,9 @@ pub struct RuntimeCounters {
     pub packets_read: u64,
     /// Kicks by API calls that moved the core's deadline earlier.
     pub kicks: u64,
+    /// Kicks by API calls that left packets for the driver to send (the tokio driver
+    /// sends what its tasks produced at its next turn, see `Engine::settle`).
+    pub flush_kicks: u64,
     /// Times a thread parked or a task registered its waker under a socket.
     pub waits: u64,
     /// Threads unparked or tasks woken because their socket's readiness changed (or at

@@ -33,6 +33,9 @@ use crate::time::Instant;
 /// Rounds (queue takes) an application thread writes before it hands the rest on.
 pub(crate) const APP_WRITER_ROUNDS: usize = 4;
 
+/// Packets a batch's length list holds before it first grows (a 2 KiB allocation).
+const BATCH_LENS: usize = 256;
+
 /// Packets stored back to back, with their lengths. Storage is kept across `clear`.
 #[derive(Default)]
 pub(crate) struct Batch {
@@ -61,6 +64,11 @@ impl Batch {
         }
         let n = fill(&mut self.data[self.used..end])?.min(room);
         self.used += n;
+        if self.lens.capacity() == 0 {
+            // Room for a typical burst from the start: batches are swapped and appended
+            // between threads, and a small one would otherwise grow again in each.
+            self.lens.reserve(BATCH_LENS);
+        }
         self.lens.push(n);
         Some(n)
     }

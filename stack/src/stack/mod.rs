@@ -374,6 +374,12 @@ impl Stack {
         None
     }
 
+    /// Whether `poll_transmit` may have a packet: a cheap over-approximation (a socket
+    /// scheduled to send may find nothing to send), for a runtime that sends later.
+    pub fn may_transmit(&self) -> bool {
+        !self.ctrl.is_empty() || !self.txq.is_empty()
+    }
+
     fn count_tx(&mut self, n: usize) -> usize {
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += n as u64;

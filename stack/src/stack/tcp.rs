@@ -870,6 +870,13 @@ impl Stack {
         Ok(self.conn(h)?.send_capacity())
     }
 
+    /// Whether connection `h` (a raw handle; false for other sockets) holds at least a
+    /// full-sized segment of data not sent yet: a runtime that holds small output back
+    /// to send it together (see `may_transmit`) sends this at once.
+    pub fn tcp_full_segment_unsent(&self, h: SocketHandle) -> bool {
+        self.conn_at(h).is_some_and(Conn::full_segment_unsent)
+    }
+
     /// Bytes received and not yet read.
     pub fn tcp_recv_queue(&self, h: TcpHandle) -> Result<usize, InvalidHandle> {
         Ok(self.conn(h)?.recv_queue())

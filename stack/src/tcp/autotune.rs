@@ -240,10 +240,15 @@ impl Conn {
 
     fn autotune_tx(&mut self, budget: &mut BufferBudget) {
         self.tune.tx_limited = false;
-        let want = (2 * self.cc.window().max(self.flight_size())).min(self.tune.tx_max as usize);
+        let max = self.tune.tx_max as usize;
+        let want = (2 * self.cc.window().max(self.flight_size())).min(max);
         let cap = self.tx.capacity();
         if want > cap {
-            let got = budget.grant(want - cap);
+            // At least doubling: a window that creeps up (CUBIC's growth far from loss)
+            // then regrows the buffer's storage a bounded number of times, about
+            // log2(max / base), not once per increment.
+            let target = want.max(cap.saturating_mul(2)).min(max);
+            let got = budget.grant(target - cap);
             self.tx.set_capacity(cap + got);
             self.tune.granted += got as u32;
         }

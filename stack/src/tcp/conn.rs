@@ -599,6 +599,12 @@ impl Conn {
         }
     }
 
+    /// Whether at least a full-sized segment of data waits to be sent (windows aside).
+    pub fn full_segment_unsent(&self) -> bool {
+        let end = self.data_end();
+        end > self.snd.nxt && end - self.snd.nxt >= self.max_payload()
+    }
+
     /// Largest payload of a data segment: the MSS less the options every segment
     /// carries (RFC 9293 3.7.1: Eff.snd.MSS subtracts the TCP options).
     pub(super) fn max_payload(&self) -> usize {

@@ -352,7 +352,8 @@ impl Conn {
     /// (RFC 6298, RFC 7323 4). `win` is the segment's window, scaled.
     fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, win: usize) {
         let before = self.before_ack();
-        if seg.ack > self.snd.una {
+        let advances = seg.ack > self.snd.una;
+        if advances {
             let newly_acked = seg.ack - self.snd.una;
             let rtt = self.ack_advance(now, seg);
             self.after_cumulative_ack(now, seg.ack, newly_acked, rtt);
@@ -374,8 +375,14 @@ impl Conn {
             // state does not count towards the retransmission limit (RFC 9293 3.8.6.1).
             self.retries = 0;
         }
-        // Window update (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
-        if self.snd.una <= seg.ack && (self.snd.wl1 < seg.seq || (self.snd.wl1 == seg.seq && self.snd.wl2 <= seg.ack)) {
+        // Window update (RFC 9293 3.10.7.4, fifth check, ESTABLISHED). Like Linux
+        // (`tcp_may_update_window`), also from any segment whose ACK moves SND.UNA, even
+        // with an older SEG.SEQ (a retransmission of the peer's, built with its current
+        // ACK and window): keeping the old SND.WND while SND.UNA moves would slide the
+        // right edge past the one the peer offered, and the data sent there is out of
+        // its window.
+        let newer = self.snd.wl1 < seg.seq || (self.snd.wl1 == seg.seq && self.snd.wl2 <= seg.ack);
+        if self.snd.una <= seg.ack && (advances || newer) {
             self.snd.wnd = win;
             self.snd.max_wnd = self.snd.max_wnd.max(win);
             self.snd.wl1 = seg.seq;

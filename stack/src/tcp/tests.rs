@@ -1116,6 +1116,32 @@ fn test_established_send() {
     assert_eq!(h.row().unwrap().send_queue, 100);
 }
 
+/// An ACK that moves SND.UNA updates the send window even when its SEG.SEQ is below
+/// SND.WL1 (the peer's retransmission that fills a hole, sent with its current ACK and
+/// window): otherwise the old window would slide along with SND.UNA past the right edge
+/// the peer offered (Linux's `tcp_may_update_window` has the same rule).
+#[test]
+fn test_established_send_window_from_retransmitted_segment() {
+    let mut h = established();
+    let iss = h.iss;
+    let (a, b) = (payload(100, 14), payload(100, 15));
+    h.stack.tcp_set_nodelay(h.conn(), true).unwrap();
+    h.stack.tcp_send(h.conn(), &payload(1000, 16)).unwrap();
+    let sent: usize = h.recv_all().iter().map(|s| s.payload.len()).sum();
+    assert_eq!(sent, 1000);
+    // The peer's second segment arrives first (its first was lost): SND.WL1 = X + 101.
+    h.send(h.seg(ACK, X + 101, iss + 1).win(1000).data(&b));
+    h.recv_all();
+    // Its retransmission of the first fills the hole, acknowledges 600 of our bytes and
+    // offers 100 more: the right edge is iss + 701, not iss + 1601.
+    h.send(h.seg(PSH | ACK, X + 1, iss + 601).win(100).data(&a));
+    h.recv_all();
+    h.stack.tcp_send(h.conn(), &payload(500, 17)).unwrap();
+    let more: usize = h.recv_all().iter().map(|s| s.payload.len()).sum();
+    assert_eq!(more, 0, "iss + 1001 is already past the right edge iss + 701");
+    assert_eq!(h.read_all(), [a, b].concat());
+}
+
 /// The peer's ACK frees the send queue; nothing more is sent, ever (the retransmission
 /// timer is off, RFC 6298 5.2).
 #[test]
