@@ -167,6 +167,12 @@ pub(super) struct CloseState {
     pub fin_acked: bool,
     /// The peer's FIN has been received (in order).
     pub fin_received: bool,
+    /// Where the peer's FIN lies when it came beyond RCV.NXT: it waits, like the
+    /// out-of-order data before it, until RCV.NXT reaches it (RFC 9293 3.10.7.4:
+    /// segments are processed in sequence). Kept here rather than as a range of the
+    /// receive buffer, whose ranges each hold at least one byte (that bounds their
+    /// number by the window).
+    pub fin_pending: Option<SeqNum>,
     /// shutdown(Read): incoming data is acknowledged and discarded.
     pub rd_shut: bool,
 }
@@ -867,6 +873,14 @@ impl Conn {
             )
         {
             return fail("peer FIN received but state does not reflect it");
+        }
+        if let Some(fin) = self.close.fin_pending {
+            if self.close.fin_received || fin <= self.rcv.nxt {
+                return fail("peer FIN pending at or below RCV.NXT, or already processed");
+            }
+            if self.rx.out_of_order_end().is_some_and(|end| end > fin) {
+                return fail("out-of-order data held beyond the peer's FIN");
+            }
         }
         if self.close.fin_acked && !self.close.fin_queued {
             return fail("FIN acknowledged but never queued");
