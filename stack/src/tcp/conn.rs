@@ -117,6 +117,9 @@ pub(super) struct SendSeq {
     /// Our SYN-ACK was a stateless SYN cookie (RFC 4987 3.6): its send time was not
     /// kept (see `ack_syn`).
     pub syn_cookie: bool,
+    /// What is in flight is one octet sent beyond a zero window as a window probe
+    /// (RFC 9293 3.8.6.1); see `take_back_window_probe`.
+    pub zero_window_probe: bool,
 }
 
 /// Receive sequence variables (RFC 9293 3.3.1) and what we told the peer about them.
@@ -236,8 +239,6 @@ pub(crate) struct Conn {
     pub(super) rtt: RttEstimator,
     /// Every timer of the connection but keepalive (see `timer.rs`).
     pub(super) timers: TimerTable,
-    /// The armed persist timer was given the probe timeout (see `arm_persist`).
-    pub(super) persist_pto: bool,
     /// Consecutive timeouts of the oldest outstanding segment.
     pub(super) retries: u32,
     pub(super) keepalive: Option<Keepalive>,
@@ -295,6 +296,7 @@ impl Conn {
                 syn_tx: 0,
                 syn_sent_at: now,
                 syn_cookie: false,
+                zero_window_probe: false,
             },
             rcv: RecvSeq {
                 irs: SeqNum(0),
@@ -327,7 +329,6 @@ impl Conn {
             nodelay: false,
             rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
             timers: TimerTable::default(),
-            persist_pto: false,
             retries: 0,
             keepalive: cfg.keepalive,
             ka_probes: 0,
@@ -881,6 +882,12 @@ impl Conn {
             if self.rx.out_of_order_end().is_some_and(|end| end > fin) {
                 return fail("out-of-order data held beyond the peer's FIN");
             }
+        }
+        if self.state != TcpState::Closed
+            && self.snd.zero_window_probe
+            && (self.sent.len() != 1 || self.snd.una == self.snd.nxt)
+        {
+            return fail("window probe outstanding but not alone in flight");
         }
         if self.close.fin_acked && !self.close.fin_queued {
             return fail("FIN acknowledged but never queued");

@@ -356,11 +356,41 @@ impl Conn {
         }
         // Window update (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
         if self.snd.una <= seg.ack && (self.snd.wl1 < seg.seq || (self.snd.wl1 == seg.seq && self.snd.wl2 <= seg.ack)) {
+            let opened = self.snd.wnd == 0 && win > 0;
             self.snd.wnd = win;
             self.snd.max_wnd = self.snd.max_wnd.max(win);
             self.snd.wl1 = seg.seq;
             self.snd.wl2 = seg.ack;
+            if opened && self.snd.zero_window_probe {
+                self.take_back_window_probe();
+            }
         }
+    }
+
+    /// The peer's zero window opened while our window probe's octet is still
+    /// unacknowledged (an ACK that covered it would have ended the probe in
+    /// `ack_advance`): the peer did not take it, as a zero window accepts no segment
+    /// text (RFC 9293 3.10.7.4), so nothing is in flight. Take it back: SND.NXT returns
+    /// to SND.UNA and the octet goes out again with the data after it, in full-sized
+    /// segments (repacketization, RFC 1122 4.2.2.15). Otherwise the octet, alone in
+    /// flight, held the rest back under Nagle (RFC 9293 3.7.4) until its retransmission
+    /// timer fired, a backed-off RTO later, and that timeout collapsed the congestion
+    /// window. The probe's backoff ends too (RFC 9293 3.8.6.1: the probes are over), as
+    /// Linux's `tcp_ack_probe` does; Linux's probes carry no new octet, so the data
+    /// simply goes out from SND.UNA.
+    fn take_back_window_probe(&mut self) {
+        self.snd.zero_window_probe = false;
+        self.sent.clear();
+        self.snd.nxt = self.snd.una;
+        if self.close.fin_seq.is_some_and(|f| f >= self.snd.una) {
+            self.close.fin_seq = None;
+        }
+        self.rec.rto_point = None;
+        self.rec.tlp_end = None;
+        self.rec.dup_acks = 0;
+        self.pending.window_probe = false;
+        self.timers.stop_retransmission();
+        self.rtt.end_backoff();
     }
 
     /// New data acknowledged: `snd_una < ack <= snd_nxt`. Returns an RTT sample.
@@ -396,6 +426,7 @@ impl Conn {
         self.snd.una = ack;
         self.retries = 0;
         self.pending.window_probe = false;
+        self.snd.zero_window_probe = false;
         // Like Linux (FLAG_RETRANS_DATA_ACKED): an ACK that covers any retransmitted
         // segment gives no sample at all; the segments above the hole it fills were
         // held up by the loss, not by the path.
