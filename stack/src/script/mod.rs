@@ -61,7 +61,7 @@
 //!
 //! Socket options: `SO_REUSEADDR` (accepted, no effect on the core), `SO_KEEPALIVE`,
 //! `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`, `TCP_NODELAY`, `TCP_USER_TIMEOUT`
-//! (ms), `TCP_CONGESTION` (`"reno"`, `"cubic"`), `SO_LINGER` (`{onoff=1, linger=0}`:
+//! (ms), `TCP_CONGESTION` (`"reno"`, `"cubic"`, `"bbr"`), `SO_LINGER` (`{onoff=1, linger=0}`:
 //! abortive close), `SO_RCVBUF` / `SO_SNDBUF` (the core's buffers are per stack: only
 //! on the first socket, before `listen`/`connect`; `getsockopt` reports twice the value
 //! as Linux does), `SO_ERROR` (read only; `[0]` or `[ECONNREFUSED]`). Levels are

@@ -120,6 +120,9 @@ pub(super) struct SendSeq {
     /// Our SYN-ACK was a stateless SYN cookie (RFC 4987 3.6): its send time was not
     /// kept (see `ack_syn`).
     pub syn_cookie: bool,
+    /// What is in flight is one octet sent beyond a zero window as a window probe
+    /// (RFC 9293 3.8.6.1); see `take_back_window_probe`.
+    pub zero_window_probe: bool,
 }
 
 /// Receive sequence variables (RFC 9293 3.3.1) and what we told the peer about them.
@@ -170,6 +173,12 @@ pub(super) struct CloseState {
     pub fin_acked: bool,
     /// The peer's FIN has been received (in order).
     pub fin_received: bool,
+    /// Where the peer's FIN lies when it came beyond RCV.NXT: it waits, like the
+    /// out-of-order data before it, until RCV.NXT reaches it (RFC 9293 3.10.7.4:
+    /// segments are processed in sequence). Kept here rather than as a range of the
+    /// receive buffer, whose ranges each hold at least one byte (that bounds their
+    /// number by the window).
+    pub fin_pending: Option<SeqNum>,
     /// shutdown(Read): incoming data is acknowledged and discarded.
     pub rd_shut: bool,
 }
@@ -244,8 +253,6 @@ pub(crate) struct Conn {
     pub(super) rtt: RttEstimator,
     /// Every timer of the connection but keepalive (see `timer.rs`).
     pub(super) timers: TimerTable,
-    /// The armed persist timer was given the probe timeout (see `arm_persist`).
-    pub(super) persist_pto: bool,
     /// Consecutive timeouts of the oldest outstanding segment.
     pub(super) retries: u32,
     pub(super) keepalive: Option<Keepalive>,
@@ -303,6 +310,7 @@ impl Conn {
                 syn_tx: 0,
                 syn_sent_at: now,
                 syn_cookie: false,
+                zero_window_probe: false,
             },
             rcv: RecvSeq {
                 irs: SeqNum(0),
@@ -339,7 +347,6 @@ impl Conn {
             nodelay: false,
             rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
             timers: TimerTable::default(),
-            persist_pto: false,
             retries: 0,
             keepalive: cfg.keepalive,
             ka_probes: 0,
@@ -914,6 +921,20 @@ impl Conn {
             )
         {
             return fail("peer FIN received but state does not reflect it");
+        }
+        if let Some(fin) = self.close.fin_pending {
+            if self.close.fin_received || fin <= self.rcv.nxt {
+                return fail("peer FIN pending at or below RCV.NXT, or already processed");
+            }
+            if self.rx.out_of_order_end().is_some_and(|end| end > fin) {
+                return fail("out-of-order data held beyond the peer's FIN");
+            }
+        }
+        if self.state != TcpState::Closed
+            && self.snd.zero_window_probe
+            && (self.sent.len() != 1 || self.snd.una == self.snd.nxt)
+        {
+            return fail("window probe outstanding but not alone in flight");
         }
         if self.close.fin_acked && !self.close.fin_queued {
             return fail("FIN acknowledged but never queued");

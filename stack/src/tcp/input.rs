@@ -383,13 +383,43 @@ impl Conn {
         // its window.
         let newer = self.snd.wl1 < seg.seq || (self.snd.wl1 == seg.seq && self.snd.wl2 <= seg.ack);
         if self.snd.una <= seg.ack && (advances || newer) {
+            let opened = self.snd.wnd == 0 && win > 0;
             self.snd.wnd = win;
             self.snd.max_wnd = self.snd.max_wnd.max(win);
             self.snd.wl1 = seg.seq;
             self.snd.wl2 = seg.ack;
+            if opened && self.snd.zero_window_probe {
+                self.take_back_window_probe();
+            }
         }
         // What the ACK did, for congestion control (rate.rs).
         self.after_ack(now, before);
+    }
+
+    /// The peer's zero window opened while our window probe's octet is still
+    /// unacknowledged (an ACK that covered it would have ended the probe in
+    /// `ack_advance`): the peer did not take it, as a zero window accepts no segment
+    /// text (RFC 9293 3.10.7.4), so nothing is in flight. Take it back: SND.NXT returns
+    /// to SND.UNA and the octet goes out again with the data after it, in full-sized
+    /// segments (repacketization, RFC 1122 4.2.2.15). Otherwise the octet, alone in
+    /// flight, held the rest back under Nagle (RFC 9293 3.7.4) until its retransmission
+    /// timer fired, a backed-off RTO later, and that timeout collapsed the congestion
+    /// window. The probe's backoff ends too (RFC 9293 3.8.6.1: the probes are over), as
+    /// Linux's `tcp_ack_probe` does; Linux's probes carry no new octet, so the data
+    /// simply goes out from SND.UNA.
+    fn take_back_window_probe(&mut self) {
+        self.snd.zero_window_probe = false;
+        self.sent.clear();
+        self.snd.nxt = self.snd.una;
+        if self.close.fin_seq.is_some_and(|f| f >= self.snd.una) {
+            self.close.fin_seq = None;
+        }
+        self.rec.rto_point = None;
+        self.rec.tlp_end = None;
+        self.rec.dup_acks = 0;
+        self.pending.window_probe = false;
+        self.timers.stop_retransmission();
+        self.rtt.end_backoff();
     }
 
     /// New data acknowledged: `snd_una < ack <= snd_nxt`. Returns an RTT sample.
@@ -429,6 +459,7 @@ impl Conn {
         self.snd.una = ack;
         self.retries = 0;
         self.pending.window_probe = false;
+        self.snd.zero_window_probe = false;
         // Like Linux (FLAG_RETRANS_DATA_ACKED): an ACK that covers any retransmitted
         // segment gives no sample at all; the segments above the hole it fills were
         // held up by the loss, not by the path.
@@ -465,6 +496,12 @@ impl Conn {
     }
 
     /// RFC 9293 3.10.7.4, seventh (segment text) and eighth (FIN) checks.
+    ///
+    /// Segments are processed in sequence (3.10.7.4): out-of-order text waits in the
+    /// receive buffer, and an out-of-order FIN waits with it (`fin_pending`) until
+    /// RCV.NXT reaches it, as in Linux, whose out-of-order queue keeps the FIN with
+    /// the segment that carried it. Dropping it instead left the end of the stream
+    /// unacknowledged once the hole filled, until the peer sent the FIN again.
     fn process_text_and_fin(&mut self, now: Instant, cfg: &Config, seg: &TcpRepr<'_>) -> Option<Reply> {
         let receiving = matches!(self.state, TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2);
         let occupies = !seg.payload.is_empty() || seg.flags.fin();
@@ -496,6 +533,22 @@ impl Conn {
         // The FIN takes one sequence number, which must lie inside the window too
         // (RFC 9293 3.10.7.4: a zero window accepts no segment text, FIN included).
         let fin_fits = payload.len() < room;
+        // With the peer's FIN already waiting beyond RCV.NXT, the stream ends there:
+        // octets at or past it are not part of it and are not kept.
+        if let Some(end) = self.close.fin_pending {
+            let keep = if seq < end { (end - seq).min(payload.len()) } else { 0 };
+            payload = &payload[..keep];
+        }
+        // The segment's FIN counts (eighth check) if it is in the window, not old,
+        // agrees with a FIN already waiting (a FIN elsewhere contradicts it: the first
+        // one stands), and no out-of-order data is held beyond it (which would
+        // contradict it too: such a FIN is acknowledged, not processed, as before).
+        let fin = fin_at.filter(|&f| {
+            fin_fits
+                && f >= self.rcv.nxt
+                && self.close.fin_pending.is_none_or(|p| p == f)
+                && self.rx.out_of_order_end().is_none_or(|e| e <= f)
+        });
         if !payload.is_empty() && self.orphan {
             // Data for a socket nobody will read (RFC 9293 3.10.4 / RFC 2525 2.17).
             self.error = Some(ConnError::Aborted);
@@ -503,7 +556,10 @@ impl Conn {
             self.timers.stop_retransmission();
             return Some(Reply::Rst { seq: self.snd.nxt, ack: None });
         }
-        let had_ooo = self.rx.has_out_of_order();
+        let had_ooo = self.rx.has_out_of_order() || self.close.fin_pending.is_some();
+        if fin.is_some() {
+            self.close.fin_pending = fin;
+        }
         let mut advanced = 0;
         if !payload.is_empty() {
             if self.close.rd_shut {
@@ -520,13 +576,22 @@ impl Conn {
                 self.rcv_rtt_on_data(now, seg);
             }
         }
-        // ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3): at once for out-of-order data,
-        // for data that fills a hole, for duplicates; otherwise at least every second
-        // full-sized segment, else within the delayed-ACK timeout.
+        // The FIN takes effect when RCV.NXT reaches it: with this segment's text, or
+        // now that this segment filled the last hole before a FIN that came early.
+        // (Nothing beyond a waiting FIN is kept, so RCV.NXT never passes it.)
+        let fin_now = self.close.fin_pending == Some(self.rcv.nxt);
+        if fin_now {
+            self.close.fin_pending = None;
+        }
+        // ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3): at once for out-of-order data
+        // (a FIN waiting beyond a hole included), for data that fills a hole, for
+        // duplicates; otherwise at least every second full-sized segment, else within
+        // the delayed-ACK timeout.
         if occupies {
             let immediate = advanced == 0
                 || had_ooo
                 || self.rx.has_out_of_order()
+                || self.close.fin_pending.is_some()
                 || self.ack_delay.is_none()
                 || self.rcv.nxt.diff(self.rcv.last_ack_sent) >= 2 * self.rcv.mss.min(self.snd.mss) as i32;
             if immediate {
@@ -539,7 +604,7 @@ impl Conn {
                 }
             }
         }
-        if fin_at == Some(self.rcv.nxt) && fin_fits && !self.rx.has_out_of_order() {
+        if fin_now {
             self.rcv.nxt += 1;
             self.close.fin_received = true;
             self.pending.ack = true;

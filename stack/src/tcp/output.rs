@@ -158,6 +158,7 @@ impl Conn {
             // SWS override timeout of 3.8.6.2.1): send what fits, or one byte
             // beyond a zero window.
             len = len.max(1).min(avail);
+            self.snd.zero_window_probe = room == 0 && self.snd.nxt == self.snd.una;
         } else if len < max_payload && len < avail {
             // Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only if
             // it is at least half the largest window the peer offered; and never a
@@ -246,7 +247,12 @@ impl Conn {
         if e.fin {
             flags |= TcpFlags::FIN;
         }
-        if data > 0 && e.end() >= self.snd.nxt {
+        // PSH as when the segment was first sent (`send_new`): on the segment that ends
+        // the data the application queued (RFC 9293 3.9.1.2, the end of what it
+        // pushed), not on whatever segment happens to be the last one sent: a window
+        // probe's octet (RFC 9293 3.8.6.1) sent again is still one octet from the middle
+        // of the data.
+        if data > 0 && e.seq + data == self.data_end() {
             flags |= TcpFlags::PSH;
         }
         self.segment(now, e.seq, flags, data)

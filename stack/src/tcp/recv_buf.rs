@@ -109,6 +109,11 @@ impl RecvBuffer {
         !self.ooo.is_empty()
     }
 
+    /// The end of the furthest out-of-order range, if any is held.
+    pub fn out_of_order_end(&self) -> Option<SeqNum> {
+        self.ooo.last().map(|r| r.end)
+    }
+
     /// Bytes held out of order.
     pub fn out_of_order_bytes(&self) -> usize {
         self.ooo.iter().map(|r| r.end - r.start).sum()

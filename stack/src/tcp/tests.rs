@@ -496,6 +496,18 @@ impl TestStack {
         }
     }
 
+    /// Read until end of stream; panics on `WouldBlock` or any other error.
+    fn read_all_to_eof(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            match self.read() {
+                Ok(b) if b.is_empty() => return all,
+                Ok(b) => all.extend_from_slice(&b),
+                Err(e) => panic!("tcp_recv before end of stream: {e}"),
+            }
+        }
+    }
+
     /// After the application read, the stack may announce the reopened window on its own
     /// (a window update). Tolerate pure ACKs with the given seq/ack; anything else fails.
     #[track_caller]
@@ -1076,6 +1088,116 @@ fn test_established_fin_out_of_order() {
     send!(h, h.seg(FIN | ACK, X + 101, iss + 1) => [h.reply(ACK, iss + 1, X + 1)]);
     h.assert_state(TcpState::Established);
     assert_kind(h.read(), ErrorKind::WouldBlock);
+}
+
+/// RFC 9293 3.10.7.4 (segments are processed in sequence; eighth check, FIN): a FIN
+/// beyond a hole waits for it. The data filling the hole is acknowledged together with
+/// the FIN, exactly as if both had come in order: ACK = the FIN's sequence number + 1,
+/// CLOSE-WAIT, the data then end of stream. (Before, the early FIN was forgotten and the
+/// ACK stopped at the data: the peer had to send its FIN again.)
+#[test]
+fn test_established_fin_out_of_order_then_hole_filled() {
+    let mut h = established();
+    let iss = h.iss;
+    let data = payload(100, 17);
+    send!(h, h.seg(FIN | ACK, X + 101, iss + 1) => [h.reply(ACK, iss + 1, X + 1)]);
+    h.assert_state(TcpState::Established);
+    send!(h, h.seg(PSH | ACK, X + 1, iss + 1).data(&data) => [h.reply(ACK, iss + 1, X + 102).win(WIN - 100)]);
+    h.assert_state(TcpState::CloseWait);
+    assert_eq!(h.read().unwrap(), data);
+    assert_eq!(h.read().unwrap(), b"");
+    // The peer's retransmission of its FIN is a duplicate now: ACK, nothing else.
+    send!(h, h.seg(FIN | ACK, X + 101, iss + 1) => [h.reply(ACK, iss + 1, X + 102)]);
+    h.assert_state(TcpState::CloseWait);
+}
+
+/// Out-of-order data with the FIN (tests/scripts/data/reassembly-fin.pkt, with data
+/// before the FIN): kept together; the segment filling the hole moves RCV.NXT over the
+/// data and the FIN in one step (RFC 9293 3.10.7.4).
+#[test]
+fn test_established_data_fin_out_of_order_then_hole_filled() {
+    let mut h = established();
+    let iss = h.iss;
+    let data = payload(300, 18);
+    send!(h, h.seg(FIN | PSH | ACK, X + 201, iss + 1).data(&data[200..]) => [h.reply(ACK, iss + 1, X + 1)]);
+    send!(h, h.seg(ACK, X + 101, iss + 1).data(&data[100..200]) => [h.reply(ACK, iss + 1, X + 1)]);
+    h.assert_state(TcpState::Established);
+    send!(h, h.seg(ACK, X + 1, iss + 1).data(&data[..100]) => [h.reply(ACK, iss + 1, X + 302).win(WIN - 300)]);
+    h.assert_state(TcpState::CloseWait);
+    assert_eq!(h.read_all_to_eof(), data);
+}
+
+/// The early FIN's sequence number must lie inside the window (RFC 9293 3.10.7.4: a
+/// FIN occupies a sequence number, and only what is in the window is accepted). Data
+/// ending at the right edge with a FIN: the data is kept, the FIN is not, so once the
+/// hole is filled the ACK stops at the data (window 0) and the FIN must come again.
+#[test]
+fn test_established_fin_out_of_order_beyond_the_window() {
+    let mut h = established();
+    let iss = h.iss;
+    let data = payload(BUF, 19);
+    let edge = 4000;
+    send!(h, h.seg(FIN | PSH | ACK, X + 1 + edge, iss + 1).data(&data[edge as usize..]) => [h.reply(ACK, iss + 1, X + 1)]);
+    send!(h, h.seg(ACK, X + 1, iss + 1).data(&data[..1460]) => [h.reply(ACK, iss + 1, X + 1461).win(WIN - 1460)]);
+    send!(h, h.seg(ACK, X + 1461, iss + 1).data(&data[1460..2920]) => [h.reply(ACK, iss + 1, X + 2921).win(WIN - 2920)]);
+    send!(h, h.seg(ACK, X + 2921, iss + 1).data(&data[2920..edge as usize]) => [h.reply(ACK, iss + 1, X + 1 + BUF as u32).win(0)]);
+    h.assert_state(TcpState::Established);
+    assert_eq!(h.read_all(), data);
+    h.drain_window_updates(iss + 1, X + 1 + BUF as u32);
+    // The FIN again, now in the window.
+    send!(h, h.seg(FIN | ACK, X + 1 + BUF as u32, iss + 1) => [h.reply(ACK, iss + 1, X + 2 + BUF as u32)]);
+    h.assert_state(TcpState::CloseWait);
+    assert_eq!(h.read().unwrap(), b"");
+}
+
+/// Contradicting FINs: the first one to wait stands. A second FIN elsewhere is
+/// acknowledged and ignored, and so are octets at or beyond the waiting FIN (the end of
+/// the stream); the stream delivered ends where the first FIN said (RFC 9293 3.10.7.4).
+#[test]
+fn test_established_fin_out_of_order_conflicting() {
+    let mut h = established();
+    let iss = h.iss;
+    let data = payload(300, 20);
+    send!(h, h.seg(FIN | ACK, X + 201, iss + 1) => [h.reply(ACK, iss + 1, X + 1)]);
+    // An earlier FIN: contradicts the waiting one.
+    send!(h, h.seg(FIN | ACK, X + 151, iss + 1) => [h.reply(ACK, iss + 1, X + 1)]);
+    // A later FIN, after data running past the waiting FIN: only [X+101, X+201) is kept.
+    send!(h, h.seg(FIN | ACK, X + 101, iss + 1).data(&data[100..]) => [h.reply(ACK, iss + 1, X + 1)]);
+    assert_eq!(h.stack.tcp_info(h.conn()).unwrap().out_of_order, 100);
+    send!(h, h.seg(ACK, X + 1, iss + 1).data(&data[..100]) => [h.reply(ACK, iss + 1, X + 202).win(WIN - 200)]);
+    h.assert_state(TcpState::CloseWait);
+    assert_eq!(h.read_all_to_eof(), &data[..200]);
+}
+
+/// A FIN below out-of-order data already held contradicts that data: it is acknowledged
+/// but does not wait (the behaviour for such a FIN arriving in order, too); filling the
+/// hole delivers the data before it and the connection stays ESTABLISHED.
+#[test]
+fn test_established_fin_out_of_order_below_held_data() {
+    let mut h = established();
+    let iss = h.iss;
+    let data = payload(300, 21);
+    send!(h, h.seg(ACK, X + 201, iss + 1).data(&data[200..]) => [h.reply(ACK, iss + 1, X + 1)]);
+    send!(h, h.seg(FIN | ACK, X + 101, iss + 1) => [h.reply(ACK, iss + 1, X + 1)]);
+    send!(h, h.seg(ACK, X + 1, iss + 1).data(&data[..100]) => [h.reply(ACK, iss + 1, X + 101).win(WIN - 100)]);
+    h.assert_state(TcpState::Established);
+    send!(h, h.seg(ACK, X + 101, iss + 1).data(&data[100..200]) => [h.reply(ACK, iss + 1, X + 301).win(WIN - 300)]);
+    h.assert_state(TcpState::Established);
+    assert_eq!(h.read_all(), data);
+}
+
+/// FIN-WAIT-2: the peer's early FIN waits for the hole, then TIME-WAIT (RFC 9293
+/// 3.10.7.4, eighth check, FIN-WAIT-2).
+#[test]
+fn test_fin_wait_2_fin_out_of_order_then_hole_filled() {
+    let mut h = fin_wait_2();
+    let iss = h.iss;
+    let data = payload(50, 22);
+    send!(h, h.seg(FIN | ACK, X + 51, iss + 2) => [h.reply(ACK, iss + 2, X + 1)]);
+    h.assert_state(TcpState::FinWait2);
+    send!(h, h.seg(ACK, X + 1, iss + 2).data(&data) => [h.reply(ACK, iss + 2, X + 52).win(WIN - 50)]);
+    h.assert_state(TcpState::TimeWait);
+    assert_eq!(h.read_all_to_eof(), data);
 }
 
 // ------------------------------------------------------------------------- ESTABLISHED: RST and SYN

@@ -6,7 +6,7 @@
 //! | `Handshake` | `emit_syn` | RTO after the SYN / SYN-ACK | `on_handshake_timer`: send it again (RFC 6298 5, RFC 9293 3.8.1) |
 //! | `Rto` | `rearm_rtx`, `arm_rtx`; `check_reneging` brings it in | RTO after the last (re)arming (RFC 6298 5.1 - 5.3), at the latest when the user timeout ends (RFC 5482) | `on_rto`: back off, collapse cwnd, resend from SND.UNA |
 //! | `TailLossProbe` | `rearm_rtx`, `arm_after_new_data` (see `pto`) | PTO = 2*SRTT, RFC 8985 7.2 | `on_tail_loss_probe_timer`: one probe, then the RTO |
-//! | `Persist` | `arm_persist` | PTO or RTO, backed off | `on_persist_timer`: a window probe (RFC 9293 3.8.6.1) |
+//! | `Persist` | `arm_persist` | RTO (RFC 9293 3.8.6.1), backed off | `on_persist_timer`: a window probe (RFC 9293 3.8.6.1) |
 //! | `DelayedAck` | `process_text_and_fin` | `Config::ack_delay` after in-order data | send the ACK (RFC 5681 4.2) |
 //! | `RackReorder` | `rack_detect_loss` | RACK.rtt + reo_wnd after a suspect segment left | `on_rack_timer`: RACK again (RFC 8985 6.3) |
 //! | `Close` | `enter_time_wait`, `close`, orphan FIN-WAIT-2 | 2*MSL | `on_close_timer`: CLOSED (RFC 9293 3.10.7.4) |
@@ -328,6 +328,9 @@ impl Conn {
             && self.rec.recovery_point.is_none()
             && self.rec.rto_point.is_none()
             && self.rec.tlp_end.is_none()
+            // Against a zero window what is in flight is a window probe, timed by the
+            // backed-off RTO (RFC 9293 3.8.6.1); a TLP could not be taken either.
+            && self.snd.wnd > 0
             && matches!(self.state, TcpState::Established | TcpState::CloseWait);
         if !eligible {
             return None;
@@ -393,27 +396,26 @@ impl Conn {
     /// The persist timer (RFC 9293 3.8.6.1 zero-window probes; the override timeout of
     /// sender SWS avoidance, 3.8.6.2.1): armed when unsent data is held back and nothing
     /// is in flight to clock it out, unless another use of the retransmission timer is
-    /// armed. It fires after the probe timeout when a tail loss probe would be allowed
-    /// (it was once the same timer as the PTO and the RTO), else after the RTO, which
-    /// every expiry doubles (`on_persist_timer`).
+    /// armed. It fires after the RTO, which every expiry doubles (`on_persist_timer`):
+    /// RFC 9293 3.8.6.1, the first probe SHOULD go out when the zero window has lasted
+    /// a retransmission timeout, then exponential backoff; Linux arms its probe timer
+    /// with the RTO too (`tcp_probe0_base`). Not the tail loss probe's timeout (RFC 8985
+    /// 7.2, 2*SRTT): nothing is in flight, so there is no tail to lose, and a probe
+    /// after 2*SRTT would push octets at a closed window many times sooner than the RFC
+    /// asks (the persist timer used to share the PTO's arming).
     pub(super) fn arm_persist(&mut self, now: Instant) {
         if self.timers.retransmission().is_some() {
             return;
         }
-        let pto = self.pto();
-        self.persist_pto = pto.is_some();
-        self.timers.set(Timer::Persist, now + pto.unwrap_or(self.rtt.rto()));
+        self.timers.set(Timer::Persist, now + self.rtt.rto());
     }
 
     /// Data went out at SND.NXT: a persist timer becomes the retransmission timer of
-    /// what is now in flight (the probe timeout if it was armed with it).
+    /// what is now in flight (RFC 6298 5.1: it is already running), at most until the
+    /// user timeout ends; `arm_after_new_data` may bring it forward to the PTO.
     pub(super) fn persist_to_retransmission(&mut self) {
         if let Some((Timer::Persist, at)) = self.timers.retransmission() {
-            if self.persist_pto {
-                self.timers.set(Timer::TailLossProbe, at);
-            } else {
-                self.timers.set(Timer::Rto, self.user_timeout_deadline().map_or(at, |d| at.min(d)));
-            }
+            self.timers.set(Timer::Rto, self.user_timeout_deadline().map_or(at, |d| at.min(d)));
         }
     }
 
@@ -422,7 +424,6 @@ impl Conn {
     /// on as the retransmission timer of what is outstanding, the SYN included.
     pub(super) fn handshake_timer_outlives_handshake(&mut self) {
         if let Some((Timer::Handshake, at)) = self.timers.retransmission() {
-            self.persist_pto = false;
             let t = if self.snd.nxt > self.snd.una { Timer::Rto } else { Timer::Persist };
             self.timers.set(t, at);
         }

@@ -325,6 +325,60 @@ fn test_zero_window_probe_and_reopening() {
     assert_eq!((info.bytes_acked, info.bytes_received), (6, 0), "probes are counted once, when acknowledged");
 }
 
+/// RFC 9293 3.8.6.1: the first zero-window probe goes out when the zero window has
+/// lasted a retransmission timeout (Linux's probe timer: the RTO too), also where a
+/// tail loss probe would be allowed (SACK, an RTT sample): not after the PTO, 2*SRTT
+/// (RFC 8985 7.2), nothing being in flight. The next goes a doubled RTO later, the
+/// tail loss probe staying out of it (against a zero window a probe is all there is to
+/// send), with the flags of the first (the octet is not the end of the data: no PSH).
+/// When the window opens with the probe's octet not taken (SEG.ACK = SND.UNA), the
+/// octet goes again at once with the data after it, in one full-sized segment
+/// (repacketization, RFC 1122 4.2.2.15), as tests/scripts/persist/zero-window-probe.pkt
+/// expects.
+#[test]
+fn test_zero_window_probe_waits_for_the_rto() {
+    let mut h = TestStack::new(sack_config());
+    h.listener = Some(h.stack.tcp_listen(h.local, 8).unwrap());
+    h.send(h.seg(SYN, X, 0).opts(&[mss(1000), sack_permitted()]));
+    let synack = h.recv_one();
+    h.iss = Sq(synack.seq);
+    let iss = h.iss;
+    h.advance(ms(10));
+    send!(h, h.seg(ACK, X + 1, iss + 1) => []);
+    h.conn = Some(h.stack.tcp_accept(h.listener()).unwrap());
+    // SRTT 10 ms, so a PTO would be 20 ms; the RTO is at its floor, rto_min.
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert_eq!((info.srtt, info.rto), (Some(ms(10)), ms(200)));
+    h.advance(ms(10));
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(0) => []);
+    let data = payload(1000, 23);
+    assert_eq!(h.stack.tcp_send(h.conn(), &data).unwrap(), data.len());
+    h.expect_nothing();
+    let probe = h.reply(ACK, iss + 1, X + 1).win(65535).data(&data[..1]);
+    // First probe: one RTO after the window closed on our data.
+    let t1 = h.now + ms(200);
+    assert_eq!(h.stack.poll_timeout(), Some(t1));
+    h.timers_at(just_before(t1));
+    h.expect_nothing();
+    h.timers_at(t1);
+    h.expect(std::slice::from_ref(&probe));
+    // Still zero: the next probe after the doubled RTO (RFC 9293 3.8.6.1 backoff).
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(0) => []);
+    let t2 = h.now + ms(400);
+    assert_eq!(h.stack.poll_timeout(), Some(t2));
+    h.timers_at(just_before(t2));
+    h.expect_nothing();
+    h.timers_at(t2);
+    h.expect(&[probe]);
+    // The window opens, the octet not taken: all of the data in one segment, now.
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(2000) => [h.reply(PSH | ACK, iss + 1, X + 1).win(65535).data(&data)]);
+    send!(h, h.seg(ACK, X + 1, iss + 1001).win(2000) => []);
+    assert!(h.stack.poll_timeout().is_none(), "no timer left");
+    let info = h.stack.tcp_info(h.conn()).unwrap();
+    assert_eq!(info.bytes_acked, 1000);
+    assert_eq!(info.rto, ms(200), "the probes' backoff is over");
+}
+
 /// With a zero-window probe's octet outstanding, our ACKs carry SEG.SEQ = SND.UNA (the
 /// peer's RCV.NXT, the only sequence number its zero window accepts, RFC 9293
 /// 3.10.7.4), not SND.NXT one past it: otherwise the peer drops them, ACK field and
