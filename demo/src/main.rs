@@ -129,6 +129,13 @@ struct Opts {
     #[arg(long, value_name = "FILE")]
     pcap: Option<std::path::PathBuf>,
 
+    /// Open the TUN device with TCP segmentation and checksum offload (virtio-net
+    /// header): the kernel hands over and takes 64 KiB TCP super-segments, cut and
+    /// coalesced by the stack's device layer. Falls back to the plain device (with a
+    /// warning) when the kernel refuses.
+    #[arg(long)]
+    offload: bool,
+
     /// A packet policy file: filter rules, port knocking, scan detection (the format is
     /// in README.md, "Packet policy").
     #[arg(long, value_name = "FILE")]
@@ -280,6 +287,7 @@ fn run(command: Command) -> Result<(), String> {
     }
     config.impair = opts.impair.impairment(impair_opts::random_seed);
     config.pcap = opts.pcap.clone();
+    config.offload = opts.offload;
     let impairment = config.impair.clone();
     let device_error = |e: std::io::Error| {
         format!(

@@ -92,6 +92,7 @@ pub fn runtime_config(args: &ServeArgs) -> RuntimeConfig {
         stack,
         impair: None,
         pcap: None,
+        offload: args.offload,
     }
 }
 

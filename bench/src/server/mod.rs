@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// tunstack's own default (`Config::default()`), used for smoltcp too.
     #[arg(long)]
     pub buffer: Option<usize>,
+    /// tunstack: open the TUN device with TSO/checksum offload (virtio-net header).
+    #[arg(long)]
+    pub offload: bool,
 }
 
 /// Shared between a server and its control thread.

@@ -22,8 +22,10 @@
 
 mod impair;
 mod mem;
+pub mod offload;
 mod pcap;
 mod tun;
+mod tun_offload;
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -36,6 +38,7 @@ pub use self::pcap::{Pcap, PcapWriter, LINKTYPE_RAW};
 #[cfg(test)]
 pub(crate) use self::tun::open_error;
 pub use self::tun::TunDevice;
+pub use self::tun_offload::{OffloadCounters, OffloadStats, TunOffloadDevice};
 
 /// One end of an IP packet link. See the module documentation.
 pub trait Device: Send + Sync + 'static {
@@ -51,6 +54,17 @@ pub trait Device: Send + Sync + 'static {
     /// Write one packet. A device that cannot take it now drops it (a link is lossy;
     /// TCP recovers) and may say so with an error, which the runtime counts and logs.
     fn send(&self, now: Instant, packet: &[u8]) -> io::Result<()>;
+
+    /// Write packets the core emitted together, in order. The default writes them one
+    /// by one with [`Device::send`] (logging errors); a device that can coalesce them
+    /// ([`TunOffloadDevice`]: TCP segmentation offload) overrides it.
+    fn send_batch(&self, now: Instant, packets: &mut dyn Iterator<Item = &[u8]>) {
+        for pkt in packets {
+            if let Err(e) = self.send(now, pkt) {
+                log_send_error(pkt.len(), &e);
+            }
+        }
+    }
 
     /// A descriptor that is readable whenever `recv` may have a packet.
     fn fd(&self) -> BorrowedFd<'_>;
@@ -79,6 +93,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     fn send(&self, now: Instant, packet: &[u8]) -> io::Result<()> {
         (**self).send(now, packet)
     }
+    fn send_batch(&self, now: Instant, packets: &mut dyn Iterator<Item = &[u8]>) {
+        (**self).send_batch(now, packets)
+    }
     fn fd(&self) -> BorrowedFd<'_> {
         (**self).fd()
     }
@@ -91,4 +108,11 @@ impl<D: Device + ?Sized> Device for Box<D> {
     fn describe(&self) -> String {
         (**self).describe()
     }
+}
+
+/// A failed device write: a device is a lossy link like any other, the peer's
+/// retransmission logic (or ours) recovers. On TUN, EIO means someone set the link
+/// down.
+pub(crate) fn log_send_error(len: usize, e: &io::Error) {
+    tracing::debug!(len, error = %e, "device write failed, packet dropped");
 }

@@ -14,6 +14,8 @@ pub(crate) mod netdev;
 pub(crate) mod reactor;
 #[allow(unsafe_code)]
 mod tun;
+#[allow(unsafe_code)]
+pub(crate) mod tunq;
 
 pub(crate) use tun::tun_fd;
 #[cfg(test)]
