@@ -1,6 +1,8 @@
 //! The device layer: anything that reads and writes IP packets.
 //!
-//! The runtime drives a [`Device`]: the TUN device ([`TunDevice`]), one end of an
+//! The runtime drives a [`Device`]: the TUN device ([`TunDevice`]; or
+//! [`TunOffloadDevice`], with the virtio-net header and TCP segmentation offload, whose
+//! super-segments are cut and coalesced at this edge, see [`offload`]), one end of an
 //! in-memory link ([`MemDevice::pair`], so the runtime and every API run in tests
 //! without root), or a middleware that wraps another device and is a device itself:
 //!
