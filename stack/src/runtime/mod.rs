@@ -165,13 +165,22 @@ pub struct RuntimeCounters {
 /// Build the TUN device with the middleware the configuration asks for. Returns the
 /// device, its interface name and the handles (impairment, offload counters).
 pub(crate) fn tun_device(config: &RuntimeConfig) -> io::Result<(Arc<dyn Device>, String, DeviceHandles)> {
+    tun_device_with(config, TunOffloadDevice::create)
+}
+
+/// [`tun_device`] with the way the offload device is opened as a parameter (tests make
+/// the kernel "refuse" with it).
+pub(crate) fn tun_device_with(
+    config: &RuntimeConfig,
+    open_offload: impl FnOnce(&str, usize) -> io::Result<TunOffloadDevice>,
+) -> io::Result<(Arc<dyn Device>, String, DeviceHandles)> {
     setup::validate(&config.tun_name, config.mtu, &config.host_addrs, &config.stack.addrs)?;
     if let Some(imp) = &config.impair {
         imp.validate()?;
     }
     let mut handles = DeviceHandles::default();
     let offload = if config.offload {
-        match TunOffloadDevice::create(&config.tun_name, config.mtu) {
+        match open_offload(&config.tun_name, config.mtu) {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::warn!(tun = %config.tun_name, error = %e, "the kernel refused TUN offloads; using the plain TUN device");

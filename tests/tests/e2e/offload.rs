@@ -42,3 +42,26 @@ fn offload_echo_64_mib_each_way_ipv4() {
 fn offload_echo_16_mib_each_way_ipv6() {
     offload_echo(STACK_V6, 16 << 20);
 }
+
+/// Offloads behind the runtime's impaired link (2% loss, 2% reordering each way): the
+/// loss falls on the segments cut from the kernel's super-segments, so SACK and
+/// recovery work on them as on any others.
+#[test]
+fn offload_echo_through_a_lossy_link() {
+    let Some(ns) = NetNs::new("offloadloss") else { return };
+    ns.run_timeout(Duration::from_secs(300), || {
+        let impair = tunstack::runtime::Impairment { loss: 0.02, reorder: 0.02, seed: 14, ..Default::default() };
+        let config = RuntimeConfig { offload: true, impair: Some(impair), ..RuntimeConfig::default() };
+        let rt = Runtime::new(config).expect("runtime");
+        netns::wait_ipv6_ready(Duration::from_secs(10));
+        let _server = EchoServer::start(&rt.handle(), &[STACK_V4, STACK_V6], ECHO_PORT).expect("echo server");
+        let stream = kernel_connect(SocketAddr::new(STACK_V4, ECHO_PORT)).expect("kernel connects");
+        let data = pattern(8, 8 << 20);
+        let got = echo_through(&stream, &data);
+        assert_same("echoed through a lossy link with offloads", &got, &data);
+        let off = rt.offload_stats().expect("offload device");
+        eprintln!("offload: {off}; impairment: {}", rt.impairment_stats().unwrap());
+        assert!(off.rx_super_segments > 0, "{off}");
+        assert!(rt.stats().tcp_retransmits > 0, "the loss made the stack retransmit");
+    });
+}
