@@ -28,6 +28,7 @@ fn offload_echo(stack_ip: IpAddr, len: usize) {
         assert!(off.rx_super_segments > 0, "the kernel sent no super-segments: {off}");
         assert!(off.tx_super_segments > 0, "nothing was coalesced: {off}");
         assert_eq!(off.rx_dropped, 0, "{off}");
+        assert_eq!(off.tx_errors, 0, "{off}");
         let stats = rt.stats();
         assert!(stats.tcp_passive_opens >= 1);
     });

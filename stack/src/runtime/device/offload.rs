@@ -224,10 +224,8 @@ pub struct Ingested {
 /// Turn one packet read from a virtio-net-header device (header `hdr`, IP packet
 /// `pkt`) into the packets the core takes, handing each to `emit` in order. `scratch`
 /// holds one segment at a time while cutting (its length is grown as needed).
-/// `max_len` is the longest packet `emit` may get (the device's MTU). On error nothing
-/// was emitted... except for a `TooLong` found after the first segments went out,
-/// which cannot happen for a well-formed super-segment (every segment is as long as
-/// the first).
+/// `max_len` is the longest packet `emit` may get (the device's MTU). Every check comes
+/// before the first `emit`: on error nothing was emitted.
 pub fn ingest(
     hdr: &VnetHdr,
     pkt: &mut [u8],

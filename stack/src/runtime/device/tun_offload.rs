@@ -38,6 +38,8 @@ pub struct OffloadStats {
     pub tx_merged_segments: u64,
     /// Packets written as they were.
     pub tx_plain: u64,
+    /// Writes the kernel refused (each a super-segment or a plain packet, dropped).
+    pub tx_errors: u64,
 }
 
 impl std::fmt::Display for OffloadStats {
@@ -45,14 +47,15 @@ impl std::fmt::Display for OffloadStats {
         write!(
             f,
             "rx: {} super-segments cut into {} segments, {} checksums completed, {} dropped; \
-             tx: {} super-segments of {} segments, {} plain",
+             tx: {} super-segments of {} segments, {} plain, {} write errors",
             self.rx_super_segments,
             self.rx_split_segments,
             self.rx_csum_completed,
             self.rx_dropped,
             self.tx_super_segments,
             self.tx_merged_segments,
-            self.tx_plain
+            self.tx_plain,
+            self.tx_errors
         )
     }
 }
@@ -67,6 +70,7 @@ pub struct OffloadCounters {
     tx_super_segments: AtomicU64,
     tx_merged_segments: AtomicU64,
     tx_plain: AtomicU64,
+    tx_errors: AtomicU64,
 }
 
 impl OffloadCounters {
@@ -80,6 +84,7 @@ impl OffloadCounters {
             tx_super_segments: l(&self.tx_super_segments),
             tx_merged_segments: l(&self.tx_merged_segments),
             tx_plain: l(&self.tx_plain),
+            tx_errors: l(&self.tx_errors),
         }
     }
 }
@@ -120,6 +125,9 @@ struct Rx {
     scratch: Vec<u8>,
     pending: Pending,
 }
+
+/// Packets `recv` drops in a row before it returns (an empty packet).
+const RX_DROPS_PER_CALL: usize = 64;
 
 /// A layer-3 TUN device with the virtio-net header and TSO, non-blocking.
 pub struct TunOffloadDevice {
@@ -184,6 +192,10 @@ impl Device for TunOffloadDevice {
         let mut guard = lock(&self.rx);
         let rx = &mut *guard;
         let max_len = out.len().min(self.mtu);
+        // Dropped packets are skipped, but not forever: after this many in a row (or an
+        // empty read) an empty packet goes up (the core counts it as truncated), so that
+        // the driver's turn, with its timers, comes round.
+        let mut dropped_in_a_row = 0;
         loop {
             let p = &mut rx.pending;
             if !p.is_empty() {
@@ -193,10 +205,17 @@ impl Device for TunOffloadDevice {
                 return Ok(len);
             }
             p.clear();
+            if dropped_in_a_row == RX_DROPS_PER_CALL {
+                return Ok(0);
+            }
             let n = rustix::io::read(&self.fd, &mut rx.buf[..])?;
+            if n == 0 {
+                return Ok(0);
+            }
             let c = &self.counters;
             let Some(hdr) = VnetHdr::parse(&rx.buf[..n]) else {
                 add(&c.rx_dropped, 1);
+                dropped_in_a_row += 1;
                 continue;
             };
             match ingest(&hdr, &mut rx.buf[VNET_HDR_LEN..n], max_len, &mut rx.scratch, |s| p.push(s)) {
@@ -211,9 +230,8 @@ impl Device for TunOffloadDevice {
                 }
                 Err(e) => {
                     add(&c.rx_dropped, 1);
+                    dropped_in_a_row += 1;
                     log_rx_drop(&hdr, n - VNET_HDR_LEN, e);
-                    // A `TooLong` after some segments were cut: deliver none of them.
-                    p.clear();
                 }
             }
         }
@@ -221,7 +239,10 @@ impl Device for TunOffloadDevice {
 
     fn send(&self, _now: Instant, packet: &[u8]) -> io::Result<()> {
         let hdr = [0u8; VNET_HDR_LEN];
-        rustix::io::writev(&self.fd, &[io::IoSlice::new(&hdr), io::IoSlice::new(packet)])?;
+        if let Err(e) = rustix::io::writev(&self.fd, &[io::IoSlice::new(&hdr), io::IoSlice::new(packet)]) {
+            add(&self.counters.tx_errors, 1);
+            return Err(e.into());
+        }
         add(&self.counters.tx_plain, 1);
         Ok(())
     }
@@ -235,6 +256,7 @@ impl Device for TunOffloadDevice {
                 add(&c.tx_plain, 1);
             }
             if let Err(e) = self.write(b) {
+                add(&c.tx_errors, 1);
                 super::log_send_error(b.len() - VNET_HDR_LEN, &e);
             }
         };
