@@ -304,7 +304,13 @@ pub struct Env {
 impl Env {
     /// Set `system` up at `mtu`; `txqueuelen`: packets the kernel may queue towards the
     /// server on a TUN device (see `Plan::txqueuelen`).
-    pub fn start(system: System, mtu: usize, buffer: Option<usize>, txqueuelen: usize) -> io::Result<Env> {
+    pub fn start(
+        system: System,
+        mtu: usize,
+        buffer: Option<usize>,
+        txqueuelen: usize,
+        offload: bool,
+    ) -> io::Result<Env> {
         let qlen = txqueuelen.to_string();
         let mut extra: Vec<String> = vec!["--mtu".into(), mtu.to_string()];
         if let Some(b) = buffer {
@@ -320,6 +326,9 @@ impl Env {
                 let ns = Ns::new(tag)?;
                 let mut args = vec![kind.to_string()];
                 args.extend(extra);
+                if offload {
+                    args.push("--offload".into());
+                }
                 let server = ServerProc::spawn(&ns, kind, &args)?;
                 // The server created the device: give it the same queue as the others.
                 ns.ip(&["link", "set", "dev", TUN_DEV, "txqueuelen", &qlen])?;

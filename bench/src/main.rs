@@ -108,6 +108,10 @@ struct Opts {
     /// Use the harness's own keep-alive load generator even when wrk is installed.
     #[arg(long)]
     no_wrk: bool,
+    /// tunstack's TUN device with TCP segmentation and checksum offload (virtio-net
+    /// header; `RuntimeConfig::offload`).
+    #[arg(long)]
+    offload: bool,
     /// Where bench-latest.md and bench-latest.svg go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs"))]
     out_dir: PathBuf,
@@ -218,6 +222,7 @@ impl Plan {
             systems,
             workloads,
             buffer: o.buffer.map(|b| b as usize),
+            offload: o.offload,
             run_timeout: Duration::from_secs(Opts::pick(o.run_timeout, q, 30, 120).max(1)),
             wrk,
             out_dir: o.out_dir.clone(),

@@ -65,6 +65,8 @@ pub struct Plan {
     pub systems: Vec<System>,
     pub workloads: Vec<Workload>,
     pub buffer: Option<usize>,
+    /// tunstack servers open their TUN device with TSO/checksum offload.
+    pub offload: bool,
     pub run_timeout: Duration,
     pub wrk: bool,
     pub out_dir: PathBuf,
@@ -212,7 +214,7 @@ pub fn run(plan: &Plan) -> Report {
                 if env.is_none() || (i > 0 && w.measures_memory()) {
                     drop(env.take());
                     p.say(&format!("{} at MTU {mtu}: setting up", sys.label()));
-                    match Env::start(sys, mtu, plan.buffer, plan.txqueuelen) {
+                    match Env::start(sys, mtu, plan.buffer, plan.txqueuelen, plan.offload) {
                         Ok(e) => env = Some(e),
                         Err(e) => {
                             p.say(&format!("{} at MTU {mtu}: setup failed: {e}", sys.label()));
@@ -596,6 +598,9 @@ pub fn document(plan: &Plan, report: &Report) -> String {
         fmt_size(buffer as u64),
         plan.txqueuelen,
     );
+    if plan.offload {
+        let _ = writeln!(d, "- tunstack: TUN device with TSO/checksum offload (`--offload`)");
+    }
     let _ = writeln!(d, "\n{}", report.markdown_table(&plan.systems));
     let subject = crate::report::subject(&plan.systems);
     if let Some(t) = subject {

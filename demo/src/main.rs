@@ -129,6 +129,13 @@ struct Opts {
     #[arg(long, value_name = "FILE")]
     pcap: Option<std::path::PathBuf>,
 
+    /// Open the TUN device with TCP segmentation and checksum offload (virtio-net
+    /// header): the kernel hands over and takes 64 KiB TCP super-segments, cut and
+    /// coalesced by the stack's device layer. Falls back to the plain device (with a
+    /// warning) when the kernel refuses.
+    #[arg(long)]
+    offload: bool,
+
     /// A packet policy file: filter rules, port knocking, scan detection (the format is
     /// in README.md, "Packet policy").
     #[arg(long, value_name = "FILE")]
@@ -279,6 +286,7 @@ fn run(command: Command) -> Result<(), String> {
     }
     config.impair = opts.impair.impairment(impair_opts::random_seed);
     config.pcap = opts.pcap.clone();
+    config.offload = opts.offload;
     let impairment = config.impair.clone();
     let device_error = |e: std::io::Error| {
         format!(
@@ -287,13 +295,20 @@ fn run(command: Command) -> Result<(), String> {
             opts.tun
         )
     };
-    let announce = |tun: &str| {
+    let announce = |tun: &str, offload_active: bool| {
         // The commands to try run where the device's kernel side is: the client's
         // namespace for the gateway.
         let device_ns = client_ns.as_deref().or(netns.as_ref().map(Netns::name));
         print_hints(kind, tun, &opts.addrs, port, device_ns);
         if let Some(imp) = &impairment {
             println!("link impairment, each direction: {imp} (repeat the decisions with --seed {})", imp.seed);
+        }
+        if opts.offload {
+            if offload_active {
+                println!("TUN offloads on: TCP segmentation and checksum offload (virtio-net header)");
+            } else {
+                println!("TUN offloads refused by the kernel: running on the plain TUN device");
+            }
         }
         if let Some(path) = &opts.pcap {
             println!("capturing every packet to {} (tshark -r {} to read it)", path.display(), path.display());
@@ -307,12 +322,12 @@ fn run(command: Command) -> Result<(), String> {
             let rt = Runtime::new(config).map_err(device_error)?;
             rt.set_policy(rules.as_deref()).map_err(|e| e.to_string())?;
             EchoServer::start(&rt.handle(), &opts.addrs, port).map_err(|e| e.to_string())?;
-            announce(rt.tun_name());
+            announce(rt.tun_name(), rt.offload_stats().is_some());
             let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
             tracing::info!("{}: shutting down", signal_name(signo));
             // Dropping the runtime stops its thread and removes the device. The server
             // threads are blocked in the runtime and end with the process.
-            let impaired = rt.impairment_stats();
+            let impaired = (rt.impairment_stats(), rt.offload_stats());
             drop(rt);
             impaired
         }
@@ -354,7 +369,7 @@ fn run(command: Command) -> Result<(), String> {
                 }
                 let live = Live { rt: rt.handle(), throughput: Throughput::default(), flows: Some(flows) };
                 HttpServer::serve_live(live, &opts.addrs, port).map_err(|e| e.to_string())?;
-                announce(rt.tun_name());
+                announce(rt.tun_name(), rt.offload_stats().is_some());
                 for f in &ins {
                     println!("forwarding {} of the stack to {} (host sockets)", f.proto.as_str(), f);
                 }
@@ -366,15 +381,19 @@ fn run(command: Command) -> Result<(), String> {
                     .map_err(|_| "the signal thread ended".to_string())?
                     .map_err(|e| format!("waiting for signals: {e}"))?;
                 tracing::info!("{}: shutting down", signal_name(signo));
-                let impaired = rt.impairment_stats();
+                let impaired = (rt.impairment_stats(), rt.offload_stats());
                 // Waits until the driver has let go of the device, which removes it.
                 rt.shutdown().await;
                 Ok::<_, String>(impaired)
             })?
         }
     };
+    let (impaired, offloaded) = impaired;
     if let Some(stats) = impaired {
         println!("impairment: {stats}");
+    }
+    if let Some(stats) = offloaded {
+        println!("offload: {stats}");
     }
     if let Some(ns) = netns {
         let name = ns.name().to_owned();
@@ -485,7 +504,9 @@ mod tests {
         assert_eq!(o.port, None);
         assert_eq!(o.mtu, 1500);
         assert_eq!(o.impair, ImpairOpts::default());
+        assert!(!o.offload);
         assert!(o.validate().is_ok());
+        assert!(opts(parse(&["echo", "--offload"]).unwrap()).offload);
     }
 
     #[test]

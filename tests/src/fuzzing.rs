@@ -18,6 +18,10 @@
 //!   whose sequence and acknowledgment numbers sit near the connection's real window
 //!   edges (`Stack::tcp_info`), every flag combination, odd option lists, payload sizes
 //!   around the window; interleaved with application reads and writes and timer steps.
+//! - [`offload`]: a virtio-net header and packet through the TUN offload device's edge
+//!   (`tunstack::runtime::device::offload`): cutting super-segments and completing
+//!   checksums must never panic nor emit more than the MTU; what is cut carries valid
+//!   checksums, and coalescing the result and cutting it again gives it back unchanged.
 //!
 //! Input formats are read byte by byte through [`Reader`] (on top of
 //! `arbitrary::Unstructured`), so that the seed corpus (see [`seeds`]) can be written
@@ -2352,6 +2356,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 v.push((name, w.out.clone()));
             }
         }
+        "offload" => offload_seeds(&mut v),
         _ => panic!("unknown fuzz target {target}"),
     }
     v.into_iter().map(|(n, b)| (format!("seed-{n}"), b)).collect()
@@ -2361,4 +2366,106 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 pub type Entry = fn(&[u8]);
 
 /// The targets, by the names cargo-fuzz knows them by.
-pub const TARGETS: [(&str, Entry); 3] = [("parse", parse), ("ingress", ingress), ("tcp_segments", tcp_segments)];
+pub const TARGETS: [(&str, Entry); 4] =
+    [("parse", parse), ("ingress", ingress), ("tcp_segments", tcp_segments), ("offload", offload)];
+
+// ============================================================================ offload
+
+/// The `offload` target. Input: a mode byte (bit 0: make the IP length field match the
+/// packet, so that mutations reach the cutting code; bits 1..: the MTU), the 10 bytes
+/// of a virtio-net header, then the packet.
+pub fn offload(data: &[u8]) {
+    use tunstack::runtime::device::offload::{ingest, Coalescer, VnetHdr, VNET_HDR_LEN};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some(hdr) = VnetHdr::parse(rest) else { return };
+    let mut pkt = rest[VNET_HDR_LEN..].to_vec();
+    if mode & 1 != 0 {
+        fix_ip_length(&mut pkt);
+    }
+    let max_len = if mode >> 1 == 0x7f { 65535 } else { 68 + usize::from(mode >> 1) * 16 };
+    let mut segs: Vec<Vec<u8>> = Vec::new();
+    let mut scratch = Vec::new();
+    let Ok(done) = ingest(&hdr, &mut pkt, max_len, &mut scratch, |s| segs.push(s.to_vec())) else { return };
+    assert_eq!(done.segments, segs.len());
+    for s in &segs {
+        assert!(s.len() <= max_len, "a segment of {} bytes past the MTU {max_len}", s.len());
+        if done.split {
+            assert!(tcp_checksums_ok(s), "a cut segment with a bad checksum: {s:02x?}");
+        }
+    }
+    // Coalesce what came out and cut it again: the same segments.
+    let mut merged: Vec<Vec<u8>> = Vec::new();
+    let mut co = Coalescer::new();
+    let mut emit = |b: &[u8]| merged.push(b.to_vec());
+    for s in &segs {
+        co.push(s, &mut emit);
+    }
+    co.flush(&mut emit);
+    let mut again: Vec<Vec<u8>> = Vec::new();
+    for m in &merged {
+        let h = VnetHdr::parse(m).expect("the coalescer writes a whole header");
+        let mut p = m[VNET_HDR_LEN..].to_vec();
+        ingest(&h, &mut p, 65535, &mut scratch, |s| again.push(s.to_vec()))
+            .expect("the coalescer's output is accepted");
+    }
+    assert_eq!(again, segs, "cut(coalesce(segments)) differs");
+}
+
+/// Set the IPv4 total length or IPv6 payload length to what the buffer holds.
+fn fix_ip_length(pkt: &mut [u8]) {
+    let len = pkt.len().min(65535);
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.len() >= 20 => pkt[2..4].copy_from_slice(&(len as u16).to_be_bytes()),
+        Some(6) if pkt.len() >= 40 => pkt[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes()),
+        _ => {}
+    }
+}
+
+/// The IPv4 header checksum (if IPv4) and the TCP checksum of a segment verify.
+fn tcp_checksums_ok(p: &[u8]) -> bool {
+    use tunstack::wire::checksum::{accumulate, verify};
+    let (ip_len, pseudo) = match p[0] >> 4 {
+        4 => {
+            let ihl = usize::from(p[0] & 15) * 4;
+            if !verify(accumulate(0, &p[..ihl])) {
+                return false;
+            }
+            (ihl, accumulate((p.len() - ihl) as u64 + 6, &p[12..20]))
+        }
+        _ => (40, accumulate((p.len() - 40) as u64 + 6, &p[8..40])),
+    };
+    verify(accumulate(pseudo, &p[ip_len..]))
+}
+
+/// Seeds of the `offload` target: super-segments as the kernel hands them over.
+fn offload_seeds(v: &mut Vec<(&'static str, Vec<u8>)>) {
+    use tunstack::runtime::device::offload::{VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6};
+    let ts = TcpOptions { timestamps: Some((7, 8)), ..TcpOptions::default() };
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    for (name, v6, gso_type, flags, gso_size, csum) in [
+        ("gso-v4", false, GSO_TCPV4, F_NEEDS_CSUM, 1000u16, true),
+        ("gso-v6-odd-size", true, GSO_TCPV6, F_NEEDS_CSUM, 777, true),
+        ("needs-csum", false, GSO_NONE, F_NEEDS_CSUM, 0, true),
+        ("bad-csum-start", false, GSO_NONE, F_NEEDS_CSUM, 0, false),
+    ] {
+        let pkt = packet_tcp(
+            v6,
+            TcpFlags::ACK | TcpFlags::PSH,
+            ts,
+            if gso_type == GSO_NONE { &payload[..500] } else { &payload },
+        );
+        let ip_len: u16 = if v6 { 40 } else { 20 };
+        let hdr = VnetHdr {
+            flags,
+            gso_type,
+            hdr_len: ip_len + 32,
+            gso_size,
+            csum_start: if csum { ip_len } else { 9000 },
+            csum_offset: 16,
+        };
+        let mut input = vec![0x7f << 1];
+        input.extend_from_slice(&hdr.to_bytes());
+        input.extend_from_slice(&pkt);
+        v.push((name, input));
+    }
+}

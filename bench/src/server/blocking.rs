@@ -96,6 +96,7 @@ pub fn runtime_config(args: &ServeArgs) -> io::Result<RuntimeConfig> {
         c.stack = stack;
         c.impair = args.path.impairment();
         c.pcap = args.path.pcap.clone();
+        c.offload = args.offload;
     }))
 }
 

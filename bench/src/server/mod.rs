@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// Link impairment and congestion control (`bench paths`).
     #[command(flatten)]
     pub path: crate::paths::PathArgs,
+    /// tunstack: open the TUN device with TSO/checksum offload (virtio-net header).
+    #[arg(long)]
+    pub offload: bool,
 }
 
 /// Shared between a server and its control thread.

@@ -35,11 +35,11 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::Duration;
 
-use super::device::{Device, ImpairHandle};
+use super::device::{Device, ImpairHandle, OffloadCounters};
 use super::sys::EventFd;
 use super::tx::{Batch, Role, Tx, Written};
 use super::wait::{LocalUnparks, Unparks, WaitMode, Waiter, Waiters};
-use super::RuntimeCounters;
+use super::{DeviceHandles, RuntimeCounters};
 use crate::socket::{Readiness, SocketHandle};
 use crate::stack::Stack;
 use crate::time::Instant;
@@ -89,6 +89,8 @@ pub(crate) struct Engine {
     pub(crate) epoch: std::time::Instant,
     pub(crate) name: String,
     pub(crate) impair: Option<ImpairHandle>,
+    /// The offload device's counters, when the runtime drives one.
+    pub(crate) offload: Option<Arc<OffloadCounters>>,
 }
 
 /// Everything that is only touched under the lock.
@@ -141,7 +143,7 @@ impl Engine {
         device: &Arc<dyn Device>,
         kick: Kick,
         name: String,
-        impair: Option<ImpairHandle>,
+        handles: DeviceHandles,
     ) -> Engine {
         let mtu = device.mtu();
         #[cfg(feature = "tokio")]
@@ -167,7 +169,8 @@ impl Engine {
             stopped: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
             name,
-            impair,
+            impair: handles.impair,
+            offload: handles.offload,
         }
     }
 

@@ -64,8 +64,8 @@ use crate::socket::{Readiness, SocketHandle, SocketInfo};
 use crate::stack::{Stack, Stats};
 use crate::time::Instant;
 
-pub use self::device::ImpairmentStats;
-use self::device::{Device, ImpairHandle, Impaired, Pcap, TunDevice};
+use self::device::{Device, ImpairHandle, Impaired, OffloadCounters, Pcap, TunDevice, TunOffloadDevice};
+pub use self::device::{ImpairmentStats, OffloadStats};
 use self::engine::{Engine, Kick};
 use self::sys::EventFd;
 pub(crate) use self::wait::WaitMode;
@@ -98,6 +98,11 @@ pub struct RuntimeConfig {
     /// see [`device::Pcap`]). With `impair`, the capture sees the stack's side of the
     /// impaired link.
     pub pcap: Option<PathBuf>,
+    /// Open the TUN device with the virtio-net header and TCP segmentation and
+    /// checksum offload ([`device::TunOffloadDevice`]): the kernel hands over and takes
+    /// TCP super-segments of up to 64 KiB, cut and coalesced at the device edge. When
+    /// the kernel refuses, the runtime logs it and uses the plain device. Default off.
+    pub offload: bool,
 }
 
 impl RuntimeConfig {
@@ -121,8 +126,16 @@ impl Default for RuntimeConfig {
             stack: Config { addrs: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()], ..Config::default() },
             impair: None,
             pcap: None,
+            offload: false,
         }
     }
+}
+
+/// Handles into the device and its middleware that the runtime's handle reports from.
+#[derive(Default)]
+pub(crate) struct DeviceHandles {
+    pub(crate) impair: Option<ImpairHandle>,
+    pub(crate) offload: Option<Arc<OffloadCounters>>,
 }
 
 /// Owns the device and its driver thread. Dropping it (or [`Runtime::shutdown`]) stops
@@ -167,22 +180,52 @@ pub struct RuntimeCounters {
 }
 
 /// Build the TUN device with the middleware the configuration asks for. Returns the
-/// device, its interface name and the impairment's counters.
-pub(crate) fn tun_device(config: &RuntimeConfig) -> io::Result<(Arc<dyn Device>, String, Option<ImpairHandle>)> {
+/// device, its interface name and the handles (impairment, offload counters).
+pub(crate) fn tun_device(config: &RuntimeConfig) -> io::Result<(Arc<dyn Device>, String, DeviceHandles)> {
+    tun_device_with(config, TunOffloadDevice::create)
+}
+
+/// [`tun_device`] with the way the offload device is opened as a parameter (tests make
+/// the kernel "refuse" with it).
+pub(crate) fn tun_device_with(
+    config: &RuntimeConfig,
+    open_offload: impl FnOnce(&str, usize) -> io::Result<TunOffloadDevice>,
+) -> io::Result<(Arc<dyn Device>, String, DeviceHandles)> {
     setup::validate(&config.tun_name, config.mtu, &config.host_addrs, &config.stack.addrs)?;
     if let Some(imp) = &config.impair {
         imp.validate()?;
     }
-    let tun = TunDevice::create(&config.tun_name, config.mtu)?;
-    let name = tun.name().to_owned();
+    let mut handles = DeviceHandles::default();
+    let offload = if config.offload {
+        match open_offload(&config.tun_name, config.mtu) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(tun = %config.tun_name, error = %e, "the kernel refused TUN offloads; using the plain TUN device");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (tun, name): (Box<dyn Device>, String) = match offload {
+        Some(d) => {
+            handles.offload = Some(d.counters());
+            let name = d.name().to_owned();
+            (Box::new(d), name)
+        }
+        None => {
+            let d = TunDevice::create(&config.tun_name, config.mtu)?;
+            let name = d.name().to_owned();
+            (Box::new(d), name)
+        }
+    };
     // On error `tun` is dropped on the way out, which removes the half-configured device.
     setup::configure(&name, config.mtu, &config.host_addrs)?;
-    let mut impair = None;
     let dev: Box<dyn Device> = match &config.impair {
-        None => Box::new(tun),
+        None => tun,
         Some(cfg) => {
             let d = Impaired::new(tun, cfg.clone())?;
-            impair = Some(d.handle());
+            handles.impair = Some(d.handle());
             Box::new(d)
         }
     };
@@ -190,7 +233,7 @@ pub(crate) fn tun_device(config: &RuntimeConfig) -> io::Result<(Arc<dyn Device>,
         None => dev,
         Some(path) => Box::new(Pcap::create(dev, path)?),
     };
-    Ok((Arc::from(dev), name, impair))
+    Ok((Arc::from(dev), name, handles))
 }
 
 /// The stack for a device: `config.mtu` follows the device; a zero seed is replaced
@@ -270,6 +313,13 @@ impl RuntimeHandle {
         self.engine.impair.as_ref().map(ImpairHandle::stats)
     }
 
+    /// What the offload device did (super-segments cut and coalesced, drops); `None`
+    /// unless the runtime drives a [`device::TunOffloadDevice`]. Still answers after
+    /// shutdown.
+    pub fn offload_stats(&self) -> Option<OffloadStats> {
+        self.engine.offload.as_ref().map(|c| c.snapshot())
+    }
+
     /// The runtime's own counters (turns, kicks, waits, wakeups). Still answers after
     /// shutdown.
     pub fn counters(&self) -> RuntimeCounters {
@@ -337,8 +387,8 @@ impl Runtime {
     /// `PermissionDenied` without CAP_NET_ADMIN, `AddrInUse` when another process holds
     /// the device.
     pub fn new(config: RuntimeConfig) -> io::Result<Runtime> {
-        let (device, name, impair) = tun_device(&config)?;
-        let rt = Runtime::start(config.stack, device, name, impair)?;
+        let (device, name, handles) = tun_device(&config)?;
+        let rt = Runtime::start(config.stack, device, name, handles)?;
         match &config.impair {
             None => tracing::info!(tun = %rt.tun_name(), mtu = config.mtu, "runtime started"),
             Some(imp) => {
@@ -352,17 +402,12 @@ impl Runtime {
     /// middleware...) with a driver thread. `stack.mtu` is taken from the device.
     pub fn with_device(device: impl Device, stack: Config) -> io::Result<Runtime> {
         let name = device.describe();
-        Runtime::start(stack, Arc::new(device), name, None)
+        Runtime::start(stack, Arc::new(device), name, DeviceHandles::default())
     }
 
-    fn start(
-        stack: Config,
-        device: Arc<dyn Device>,
-        name: String,
-        impair: Option<ImpairHandle>,
-    ) -> io::Result<Runtime> {
+    fn start(stack: Config, device: Arc<dyn Device>, name: String, handles: DeviceHandles) -> io::Result<Runtime> {
         let stack = new_stack(stack, &*device)?;
-        let engine = Arc::new(Engine::new(stack, &device, Kick::EventFd(EventFd::new()?), name, impair));
+        let engine = Arc::new(Engine::new(stack, &device, Kick::EventFd(EventFd::new()?), name, handles));
         let thread_engine = Arc::clone(&engine);
         let thread = thread::Builder::new()
             .name(format!("tunstack-{}", engine.name.chars().take(6).collect::<String>()))

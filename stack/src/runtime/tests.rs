@@ -502,3 +502,38 @@ fn connections_completing_together_reach_every_blocked_accept() {
         drop(kernel);
     });
 }
+
+/// `RuntimeConfig::offload`: the device is opened with the virtio-net header and TSO,
+/// and the runtime's handle reports its counters; when the kernel refuses, the plain
+/// device is used (with a warning) and nothing else changes.
+#[test]
+fn offload_device_and_its_fallback() {
+    in_fresh_netns("offload_device_and_its_fallback", || {
+        let config = RuntimeConfig {
+            tun_name: "tsoff0".into(),
+            host_addrs: vec!["10.0.0.1/24".parse().unwrap()],
+            stack: Config { addrs: vec!["10.0.0.2".parse().unwrap()], ..Config::default() },
+            offload: true,
+            ..RuntimeConfig::default()
+        };
+        let (dev, name, handles) = super::tun_device(&config).unwrap();
+        assert_eq!(name, "tsoff0");
+        assert!(handles.offload.is_some());
+        assert!(dev.describe().contains("offload"), "{}", dev.describe());
+        drop(dev);
+
+        let refuse = |_: &str, _: usize| -> io::Result<device::TunOffloadDevice> {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        };
+        let (dev, name, handles) = super::tun_device_with(&config, refuse).unwrap();
+        assert_eq!(name, "tsoff0");
+        assert!(handles.offload.is_none());
+        assert_eq!(dev.describe(), "tsoff0");
+        drop(dev);
+
+        let rt = Runtime::new(config).unwrap();
+        assert!(rt.offload_stats().is_some());
+        assert!(rt.device_description().contains("offload"));
+        assert_eq!(rt.offload_stats().unwrap().rx_dropped, 0);
+    });
+}

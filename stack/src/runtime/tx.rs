@@ -213,9 +213,7 @@ impl Tx {
             };
             rounds += 1;
             if let Some(dev) = &dev {
-                for pkt in mine.iter() {
-                    send(&**dev, now, pkt);
-                }
+                dev.send_batch(now, &mut mine.iter());
             }
             written += mine.len();
             mine.clear();
@@ -235,15 +233,6 @@ impl Tx {
         while self.lock().writing {
             std::thread::yield_now();
         }
-    }
-}
-
-/// Write one packet to the device.
-fn send(dev: &dyn Device, now: Instant, pkt: &[u8]) {
-    if let Err(e) = dev.send(now, pkt) {
-        // A device is a lossy link like any other: the peer's retransmission logic (or
-        // ours) recovers. On TUN, EIO means someone set the link down.
-        tracing::debug!(len = pkt.len(), error = %e, "device write failed, packet dropped");
     }
 }
 

@@ -51,9 +51,9 @@ pub use self::udp::UdpSocket;
 use crate::net::{each_addr, first_addr};
 
 use crate::config::Config;
-use crate::runtime::device::{Device, ImpairHandle};
+use crate::runtime::device::Device;
 use crate::runtime::engine::{Engine, Kick};
-use crate::runtime::{new_stack, tun_device, RuntimeConfig, RuntimeHandle};
+use crate::runtime::{new_stack, tun_device, DeviceHandles, RuntimeConfig, RuntimeHandle};
 use crate::socket::{AnyHandle, Readiness, SocketHandle};
 
 /// Owns the device and the tokio task that drives it. Create it from inside a tokio
@@ -70,8 +70,8 @@ impl AsyncRuntime {
     /// and spawn the driver task. The errors are those of
     /// [`crate::runtime::Runtime::new`]. Panics outside a tokio runtime.
     pub fn new(config: RuntimeConfig) -> io::Result<AsyncRuntime> {
-        let (device, name, impair) = tun_device(&config)?;
-        let rt = AsyncRuntime::start(config.stack, device, name, impair)?;
+        let (device, name, handles) = tun_device(&config)?;
+        let rt = AsyncRuntime::start(config.stack, device, name, handles)?;
         tracing::info!(tun = %rt.handle.tun_name(), mtu = config.mtu, "async runtime started");
         Ok(rt)
     }
@@ -81,18 +81,13 @@ impl AsyncRuntime {
     /// runtime.
     pub fn with_device(device: impl Device, stack: Config) -> io::Result<AsyncRuntime> {
         let name = device.describe();
-        AsyncRuntime::start(stack, Arc::new(device), name, None)
+        AsyncRuntime::start(stack, Arc::new(device), name, DeviceHandles::default())
     }
 
-    fn start(
-        stack: Config,
-        device: Arc<dyn Device>,
-        name: String,
-        impair: Option<ImpairHandle>,
-    ) -> io::Result<AsyncRuntime> {
+    fn start(stack: Config, device: Arc<dyn Device>, name: String, handles: DeviceHandles) -> io::Result<AsyncRuntime> {
         let stack = new_stack(stack, &*device)?;
         let notify = Arc::new(Notify::new());
-        let engine = Arc::new(Engine::new(stack, &device, Kick::Notify(Arc::clone(&notify)), name, impair));
+        let engine = Arc::new(Engine::new(stack, &device, Kick::Notify(Arc::clone(&notify)), name, handles));
         // Registering the descriptor needs the reactor: do it here so that an error
         // (or a missing runtime) shows at once, not in the task.
         let fd = driver::DeviceFd::register(&*device)?;

@@ -28,6 +28,8 @@ mod http;
 mod impaired;
 /// What a user watches: the dashboard in headless Chromium, a pcap read by tshark.
 mod observe;
+/// The TUN device with TCP segmentation and checksum offload, bulk both ways.
+mod offload;
 /// The kernel's TCP against the stack, both ways, IPv4 and IPv6.
 mod tcp;
 /// ping and UDP echo.

@@ -16,6 +16,8 @@ fn config(cases: u32) -> Config {
     }
 }
 
+/// The TUN offload edge: mutated super-segments never panic and round-trip.
+mod offload;
 /// A stream cut into overlapping, duplicated, reordered chunks comes out intact.
 mod reassembly;
 /// Random events against one connection keep the invariants.

@@ -1,6 +1,8 @@
 //! The device layer: anything that reads and writes IP packets.
 //!
-//! The runtime drives a [`Device`]: the TUN device ([`TunDevice`]), one end of an
+//! The runtime drives a [`Device`]: the TUN device ([`TunDevice`]; or
+//! [`TunOffloadDevice`], with the virtio-net header and TCP segmentation offload, whose
+//! super-segments are cut and coalesced at this edge, see [`offload`]), one end of an
 //! in-memory link ([`MemDevice::pair`], so the runtime and every API run in tests
 //! without root), or a middleware that wraps another device and is a device itself:
 //!
@@ -22,8 +24,10 @@
 
 mod impair;
 mod mem;
+pub mod offload;
 mod pcap;
 mod tun;
+mod tun_offload;
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -36,6 +40,7 @@ pub use self::pcap::{Pcap, PcapWriter, LINKTYPE_RAW};
 #[cfg(test)]
 pub(crate) use self::tun::open_error;
 pub use self::tun::TunDevice;
+pub use self::tun_offload::{OffloadCounters, OffloadStats, TunOffloadDevice};
 
 /// One end of an IP packet link. See the module documentation.
 pub trait Device: Send + Sync + 'static {
@@ -51,6 +56,17 @@ pub trait Device: Send + Sync + 'static {
     /// Write one packet. A device that cannot take it now drops it (a link is lossy;
     /// TCP recovers) and may say so with an error, which the runtime counts and logs.
     fn send(&self, now: Instant, packet: &[u8]) -> io::Result<()>;
+
+    /// Write packets the core emitted together, in order. The default writes them one
+    /// by one with [`Device::send`] (logging errors); a device that can coalesce them
+    /// ([`TunOffloadDevice`]: TCP segmentation offload) overrides it.
+    fn send_batch(&self, now: Instant, packets: &mut dyn Iterator<Item = &[u8]>) {
+        for pkt in packets {
+            if let Err(e) = self.send(now, pkt) {
+                log_send_error(pkt.len(), &e);
+            }
+        }
+    }
 
     /// A descriptor that is readable whenever `recv` may have a packet.
     fn fd(&self) -> BorrowedFd<'_>;
@@ -79,6 +95,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     fn send(&self, now: Instant, packet: &[u8]) -> io::Result<()> {
         (**self).send(now, packet)
     }
+    fn send_batch(&self, now: Instant, packets: &mut dyn Iterator<Item = &[u8]>) {
+        (**self).send_batch(now, packets)
+    }
     fn fd(&self) -> BorrowedFd<'_> {
         (**self).fd()
     }
@@ -91,4 +110,11 @@ impl<D: Device + ?Sized> Device for Box<D> {
     fn describe(&self) -> String {
         (**self).describe()
     }
+}
+
+/// A failed device write: a device is a lossy link like any other, the peer's
+/// retransmission logic (or ours) recovers. On TUN, EIO means someone set the link
+/// down.
+pub(crate) fn log_send_error(len: usize, e: &io::Error) {
+    tracing::debug!(len, error = %e, "device write failed, packet dropped");
 }

@@ -2,7 +2,9 @@
 //!
 //! Most of it goes through `rustix`, which wraps system calls safely: an eventfd for
 //! wake-ups, poll(2) on two descriptors, non-blocking mode, the OS entropy source. The
-//! interface-configuration ioctls that no crate wraps live in `netdev`, and `tun` holds
+//! interface-configuration ioctls that no crate wraps live in `netdev`, the TUN ioctls
+//! of the offload device (`TUNSETIFF` with `IFF_VNET_HDR`, `TUNSETVNETHDRSZ`,
+//! `TUNSETOFFLOAD`) in `tunq`, and `tun` holds
 //! the two calls a safe wrapper could not hide (borrowing tun-tap's raw descriptor,
 //! unsharing a network namespace): the only `unsafe` code of the crate, each block with
 //! its SAFETY comment.
@@ -14,6 +16,8 @@ pub(crate) mod netdev;
 pub(crate) mod reactor;
 #[allow(unsafe_code)]
 mod tun;
+#[allow(unsafe_code)]
+pub(crate) mod tunq;
 
 pub(crate) use tun::tun_fd;
 #[cfg(test)]
