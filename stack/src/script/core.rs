@@ -214,6 +214,20 @@ impl CoreTarget {
         Ok(false)
     }
 
+    /// A UDP socket's handle, bound to an ephemeral port first if it is not yet (as a
+    /// kernel socket is by its first connect or send); the errno if that fails.
+    fn udp_bound(&mut self, fd: i32, h: Option<UdpHandle>) -> Result<UdpHandle, SysResult> {
+        if let Some(h) = h {
+            return Ok(h);
+        }
+        let any = SocketAddr::new(self.settings.local_ip, 0);
+        let h = self.stack(Some(fd)).udp_bind(any).map_err(|e| SysResult::err(bind_errno(e)))?;
+        if let Some(f) = self.fds.get_mut(&fd) {
+            f.sock = Sock::Udp(Some(h));
+        }
+        Ok(h)
+    }
+
     fn handle_of(&self, fd: i32) -> Option<&Sock> {
         self.fds.get(&fd).map(|f| &f.sock)
     }
@@ -498,21 +512,9 @@ impl CoreTarget {
                     Ok(Done(r))
                 }
                 Some(Sock::Udp(h)) => {
-                    let h = *h;
-                    let h = match h {
-                        Some(h) => h,
-                        None => {
-                            let any = SocketAddr::new(self.settings.local_ip, 0);
-                            match self.stack(Some(fd)).udp_bind(any) {
-                                Ok(h) => {
-                                    if let Some(f) = self.fds.get_mut(&fd) {
-                                        f.sock = Sock::Udp(Some(h));
-                                    }
-                                    h
-                                }
-                                Err(e) => return Ok(Done(SysResult::err(bind_errno(e)))),
-                            }
-                        }
+                    let h = match self.udp_bound(fd, *h) {
+                        Ok(h) => h,
+                        Err(r) => return Ok(Done(r)),
                     };
                     let remote = self.remote();
                     match self.stack(None).udp_connect(h, remote) {
@@ -551,21 +553,9 @@ impl CoreTarget {
                     }
                 }
                 Some(Sock::Udp(h)) => {
-                    let h = *h;
-                    let h = match h {
-                        Some(h) => h,
-                        None => {
-                            let any = SocketAddr::new(self.settings.local_ip, 0);
-                            match self.stack(Some(fd)).udp_bind(any) {
-                                Ok(h) => {
-                                    if let Some(f) = self.fds.get_mut(&fd) {
-                                        f.sock = Sock::Udp(Some(h));
-                                    }
-                                    h
-                                }
-                                Err(e) => return Ok(Done(SysResult::err(bind_errno(e)))),
-                            }
-                        }
+                    let h = match self.udp_bound(fd, *h) {
+                        Ok(h) => h,
+                        Err(r) => return Ok(Done(r)),
                     };
                     let remote = self.remote();
                     let zeros = vec![0u8; *len];

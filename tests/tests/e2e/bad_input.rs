@@ -8,10 +8,8 @@
 //! device, byte for byte. They are built by hand here, independently of the stack's
 //! own wire code.
 
-use std::ffi::CString;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use crate::e2e_util::*;
@@ -31,40 +29,6 @@ const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
 const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
-
-/// One's-complement sum of 16-bit big-endian words (RFC 1071), not yet folded.
-fn sum16(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// The pseudo-header part of the TCP/UDP checksum (RFC 9293 3.1, RFC 768, RFC 8200 8.1).
-fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let sum = sum16(sum16(0, &s.octets()), &d.octets());
-            sum16(sum, &[0, proto]) + len as u32
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let sum = sum16(sum16(0, &s.octets()), &d.octets());
-            sum16(sum16(sum, &(len as u32).to_be_bytes()), &[0, 0, 0, proto])
-        }
-        _ => panic!("mixed families"),
-    }
-}
 
 /// IPv4 (RFC 791) or IPv6 (RFC 8200) header + payload, IPv4 with a correct checksum.
 /// `frag` is the IPv4 flags+fragment-offset word.
@@ -152,57 +116,6 @@ fn corrupt16(p: &mut [u8], at: usize) {
     let old = u16::from_be_bytes([p[at], p[at + 1]]);
     let new = if old ^ 0x00ff == 0 { old ^ 0x0f0f } else { old ^ 0x00ff };
     p[at..at + 2].copy_from_slice(&new.to_be_bytes());
-}
-
-// ------------------------------------------------------------------ AF_PACKET
-
-/// An AF_PACKET datagram socket that transmits on one interface (packet(7)).
-struct PacketSocket {
-    fd: OwnedFd,
-    ifindex: i32,
-}
-
-impl PacketSocket {
-    fn open(ifname: &str) -> io::Result<PacketSocket> {
-        let name = CString::new(ifname).unwrap();
-        // SAFETY: plain syscalls; the fd is owned right away.
-        unsafe {
-            let ifindex = libc::if_nametoindex(name.as_ptr());
-            if ifindex == 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Protocol 0: this socket receives nothing, it only sends.
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(PacketSocket { fd: OwnedFd::from_raw_fd(fd), ifindex: ifindex as i32 })
-        }
-    }
-
-    fn send(&self, packet: &[u8]) -> io::Result<()> {
-        let ethertype: u16 = if packet.first().is_some_and(|b| b >> 4 == 6) { 0x86dd } else { 0x0800 };
-        // SAFETY: sockaddr_ll is plain data; sendto reads `packet` and `addr` only.
-        let n = unsafe {
-            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_protocol = ethertype.to_be();
-            addr.sll_ifindex = self.ifindex;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                packet.as_ptr() as *const libc::c_void,
-                packet.len(),
-                0,
-                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        assert_eq!(n as usize, packet.len(), "short AF_PACKET send");
-        Ok(())
-    }
 }
 
 // ------------------------------------------------------------------ the test
@@ -337,7 +250,7 @@ fn bad_packets_are_counted_and_harmless() {
 
         const REPEAT: u64 = 3;
         let before = rt.stats();
-        let sock = PacketSocket::open(rt.tun_name()).expect("AF_PACKET socket on the TUN device");
+        let sock = PacketSocket::open(rt.tun_name(), false).expect("AF_PACKET socket on the TUN device");
         for _ in 0..REPEAT {
             for (what, _, p) in &cases {
                 sock.send(p).unwrap_or_else(|e| panic!("sending {what}: {e}"));

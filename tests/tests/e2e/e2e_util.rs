@@ -2,8 +2,10 @@
 //! meant to be called from inside `NetNs::run`, i.e. on a thread in the test's
 //! network namespace.
 
+use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::thread;
 use std::time::Duration;
 
@@ -69,4 +71,136 @@ pub fn echo_through(stream: &TcpStream, data: &[u8]) -> Vec<u8> {
 pub fn assert_same(what: &str, got: &[u8], want: &[u8]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     assert_eq!(sha256(got), sha256(want), "{what}: SHA-256 of the data");
+}
+
+// ------------------------------------------------------------------ checksums, for
+// packets the tests build by hand
+
+/// One's-complement sum of 16-bit big-endian words (RFC 1071), not yet folded.
+pub fn sum16(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+/// Folded into 16 bits and complemented: the Internet checksum.
+pub fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The pseudo-header part of the TCP/UDP/ICMPv6 checksum (RFC 9293 3.1, RFC 768, RFC
+/// 8200 8.1).
+pub fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let sum = sum16(sum16(0, &s.octets()), &d.octets());
+            sum16(sum, &[0, proto]) + len as u32
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let sum = sum16(sum16(0, &s.octets()), &d.octets());
+            sum16(sum16(sum, &(len as u32).to_be_bytes()), &[0, 0, 0, proto])
+        }
+        _ => panic!("mixed families"),
+    }
+}
+
+// ------------------------------------------------------------------ AF_PACKET
+
+/// The AF_PACKET socket of packet(7) on the TUN interface: what is sent on it is what
+/// the stack reads from the device; what it receives (with protocol ETH_P_ALL) is every
+/// packet through the interface, among them what the stack writes.
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: i32,
+}
+
+impl PacketSocket {
+    pub fn open(ifname: &str, listen: bool) -> io::Result<PacketSocket> {
+        let name = CString::new(ifname).unwrap();
+        let proto: u16 = if listen { libc::ETH_P_ALL as u16 } else { 0 };
+        // SAFETY: plain syscalls on plain data; the fd is owned right away.
+        unsafe {
+            let ifindex = libc::if_nametoindex(name.as_ptr());
+            if ifindex == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, i32::from(proto.to_be()));
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            if listen {
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = proto.to_be();
+                addr.sll_ifindex = ifindex as i32;
+                let rc = libc::bind(
+                    fd.as_raw_fd(),
+                    &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                );
+                if rc != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const libc::timeval as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                );
+            }
+            Ok(PacketSocket { fd, ifindex: ifindex as i32 })
+        }
+    }
+
+    pub fn send(&self, packet: &[u8]) -> io::Result<()> {
+        let ethertype: u16 = if packet[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+        // SAFETY: sockaddr_ll is plain data; sendto reads `packet` and `addr` only.
+        let n = unsafe {
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = ethertype.to_be();
+            addr.sll_ifindex = self.ifindex;
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                packet.as_ptr() as *const libc::c_void,
+                packet.len(),
+                0,
+                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        assert_eq!(n as usize, packet.len(), "short AF_PACKET send");
+        Ok(())
+    }
+
+    /// Throw away what is queued now.
+    pub fn discard_queued(&self) {
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        while unsafe {
+            libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT)
+        } >= 0
+        {}
+    }
+
+    /// One packet, or `None` after the 50 ms receive timeout.
+    pub fn recv(&self, buf: &mut [u8]) -> Option<usize> {
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        (n >= 0).then_some(n as usize)
+    }
 }

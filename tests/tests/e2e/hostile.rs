@@ -11,10 +11,8 @@
 //!   makes every later segment fit the smaller MTU (watched with another AF_PACKET
 //!   socket); a forged one, quoting a sequence number not in flight, changes nothing.
 
-use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,114 +49,6 @@ fn connect_and_echo(addr: SocketAddr, len: usize, seed: u64) -> io::Result<(Dura
     let got = echo_through(&s, &data);
     assert_same("echo on a new connection", &got, &data);
     Ok((connected, start.elapsed()))
-}
-
-/// The AF_PACKET socket of packet(7) on the TUN interface: what is sent on it is what
-/// the stack reads from the device; what it receives (with protocol ETH_P_ALL) is every
-/// packet through the interface, among them what the stack writes.
-struct PacketSocket {
-    fd: OwnedFd,
-    ifindex: i32,
-}
-
-impl PacketSocket {
-    fn open(ifname: &str, listen: bool) -> io::Result<PacketSocket> {
-        let name = CString::new(ifname).unwrap();
-        let proto: u16 = if listen { libc::ETH_P_ALL as u16 } else { 0 };
-        // SAFETY: plain syscalls on plain data; the fd is owned right away.
-        unsafe {
-            let ifindex = libc::if_nametoindex(name.as_ptr());
-            if ifindex == 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, i32::from(proto.to_be()));
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            if listen {
-                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-                addr.sll_family = libc::AF_PACKET as u16;
-                addr.sll_protocol = proto.to_be();
-                addr.sll_ifindex = ifindex as i32;
-                let rc = libc::bind(
-                    fd.as_raw_fd(),
-                    &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                );
-                if rc != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const libc::timeval as *const libc::c_void,
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                );
-            }
-            Ok(PacketSocket { fd, ifindex: ifindex as i32 })
-        }
-    }
-
-    fn send(&self, packet: &[u8]) -> io::Result<()> {
-        let ethertype: u16 = if packet[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
-        // SAFETY: sockaddr_ll is plain data; sendto reads `packet` and `addr` only.
-        let n = unsafe {
-            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_protocol = ethertype.to_be();
-            addr.sll_ifindex = self.ifindex;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                packet.as_ptr() as *const libc::c_void,
-                packet.len(),
-                0,
-                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Throw away what is queued now.
-    fn discard_queued(&self) {
-        let mut buf = vec![0u8; 65536];
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        while unsafe {
-            libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT)
-        } >= 0
-        {}
-    }
-
-    /// One packet, or `None` after the 50 ms receive timeout.
-    fn recv(&self, buf: &mut [u8]) -> Option<usize> {
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-        (n >= 0).then_some(n as usize)
-    }
-}
-
-fn sum16(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// The start of a TCP segment the stack sent from `from` to `to` with sequence number
@@ -210,10 +100,7 @@ fn too_big(from: IpAddr, to: IpAddr, mtu: u32, quote: &[u8]) -> Vec<u8> {
             icmp.extend_from_slice(&[2, 0, 0, 0]);
             icmp.extend_from_slice(&mtu.to_be_bytes());
             icmp.extend_from_slice(quote);
-            let mut pseudo = sum16(sum16(0, &s.octets()), &d.octets());
-            pseudo = sum16(pseudo, &(icmp.len() as u32).to_be_bytes());
-            pseudo = sum16(pseudo, &[0, 0, 0, 58]);
-            let c = fold(sum16(pseudo, &icmp));
+            let c = fold(sum16(pseudo_sum(IpAddr::V6(s), IpAddr::V6(d), 58, icmp.len()), &icmp));
             icmp[2..4].copy_from_slice(&c.to_be_bytes());
             p.extend_from_slice(&[0x60, 0, 0, 0]);
             p.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
