@@ -199,6 +199,13 @@ impl Conn {
         if !self.close.fin_queued || self.close.fin_seq.is_some() || self.snd.nxt != self.data_end() {
             return None;
         }
+        // The FIN takes a sequence number: while segments are in flight (a zero-window
+        // probe's octet among them) it waits for room in the peer's window, as Linux's
+        // `tcp_snd_wnd_test` holds it; their ACK or retransmission timer brings it.
+        // With nothing in flight it goes anyway, as its own probe of a closed window.
+        if self.snd.nxt != self.snd.una && self.snd.una + self.snd.wnd <= self.snd.nxt {
+            return None;
+        }
         let seq = self.snd.nxt;
         self.close.fin_seq = Some(seq);
         self.push_sent(now, seq, 1, true);

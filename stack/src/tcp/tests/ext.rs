@@ -379,6 +379,30 @@ fn test_zero_window_probe_waits_for_the_rto() {
     assert_eq!(info.rto, ms(200), "the probes' backoff is over");
 }
 
+/// A close while a zero-window probe's octet is outstanding: the FIN takes a sequence
+/// number beyond the closed window, so it waits (as Linux's `tcp_snd_wnd_test` holds it)
+/// and goes with the data once the window opens. Found by the tcp_segments fuzzer
+/// (`fuzz/regressions/tcp_segments/fixed-fin-beyond-a-probed-zero-window`).
+#[test]
+fn test_fin_waits_behind_a_zero_window_probe() {
+    let mut h = established_irs_with(config());
+    let iss = h.iss;
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(0) => []);
+    // One octet of data: the probe carries all of it, so SND.NXT is where the FIN goes.
+    assert_eq!(h.stack.tcp_send(h.conn(), b"!").unwrap(), 1);
+    h.expect_nothing();
+    let t1 = h.stack.poll_timeout().expect("persist timer armed");
+    h.timers_at(t1);
+    h.expect(&[h.reply(ACK, iss + 1, X + 1).data(b"!").psh_any()]);
+    h.stack.tcp_shutdown(h.conn(), std::net::Shutdown::Write).unwrap();
+    h.expect_nothing();
+    h.assert_state(TcpState::FinWait1);
+    // The window opens without the octet taken: the octet and the FIN, in one segment.
+    send!(h, h.seg(ACK, X + 1, iss + 1).win(1000) => [h.reply(PSH | FIN | ACK, iss + 1, X + 1).data(b"!")]);
+    send!(h, h.seg(ACK, X + 1, iss + 3).win(1000) => []);
+    h.assert_state(TcpState::FinWait2);
+}
+
 /// With a zero-window probe's octet outstanding, our ACKs carry SEG.SEQ = SND.UNA (the
 /// peer's RCV.NXT, the only sequence number its zero window accepts, RFC 9293
 /// 3.10.7.4), not SND.NXT one past it: otherwise the peer drops them, ACK field and
