@@ -203,7 +203,7 @@ impl Conn {
         // probe's octet among them) it waits for room in the peer's window, as Linux's
         // `tcp_snd_wnd_test` holds it; their ACK or retransmission timer brings it.
         // With nothing in flight it goes anyway, as its own probe of a closed window.
-        if self.snd.nxt != self.snd.una && self.snd.una + self.snd.wnd <= self.snd.nxt {
+        if !self.sent.is_empty() && self.snd.una + self.snd.wnd <= self.snd.nxt {
             return None;
         }
         let seq = self.snd.nxt;
