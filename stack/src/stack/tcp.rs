@@ -203,18 +203,27 @@ impl Stack {
             return self.queue_rst(local, remote, SeqNum(0), Some(seg.seq + seg.seg_len()));
         }
         let iss = self.isn(now, local, remote);
-        let mut conn = Conn::accept_syn(&self.cfg, now, local, remote, iss, seg);
+        let conn = Conn::accept_syn(&self.cfg, now, local, remote, iss, seg);
+        let Some(h) = self.add_passive_conn(now, lh, conn) else { return };
+        self.enter_half_open(lh, h);
+        self.stats.tcp_passive_opens += 1;
+        self.refresh(h);
+    }
+
+    /// A connection listener `lh` made (from a SYN, or a SYN cookie's ACK): started with
+    /// the path MTU remembered for its peer, given a slot and its demux entry. `None`
+    /// (and no socket) if its 4-tuple is taken.
+    fn add_passive_conn(&mut self, now: Instant, lh: SocketHandle, mut conn: Conn) -> Option<SocketHandle> {
+        let (local, remote) = (conn.local, conn.remote);
         if let Some(mtu) = self.pmtu.get(now, remote.ip()) {
             conn.set_initial_pmtu(mtu);
         }
         let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::Listener(lh));
         if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
             self.free_socket(h);
-            return;
+            return None;
         }
-        self.enter_half_open(lh, h);
-        self.stats.tcp_passive_opens += 1;
-        self.refresh(h);
+        Some(h)
     }
 
     /// An ACK that would complete embryo `h`'s handshake while its listener's accept
@@ -322,15 +331,8 @@ impl Stack {
             _ => (None, false),
         };
         let iss = seg.ack - 1;
-        let mut conn = Conn::from_cookie(&self.cfg, now, local, remote, iss, seg, d.mss, wscale, sack);
-        if let Some(mtu) = self.pmtu.get(now, remote.ip()) {
-            conn.set_initial_pmtu(mtu);
-        }
-        let h = self.alloc(Sock::Tcp(Box::new(conn)), Owner::Listener(lh));
-        if self.demux.insert_connection(Protocol::Tcp, local, remote, h).is_err() {
-            self.free_socket(h);
-            return;
-        }
+        let conn = Conn::from_cookie(&self.cfg, now, local, remote, iss, seg, d.mss, wscale, sack);
+        let Some(h) = self.add_passive_conn(now, lh, conn) else { return };
         self.stats.syn_cookies_valid += 1;
         self.stats.tcp_passive_opens += 1;
         self.last_tcp = Some(h);

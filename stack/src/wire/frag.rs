@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::checksum;
+use super::ip::write_v4_checksum;
 use super::ip::{ext_header, Ipv4Packet, Ipv6Packet, IPV4_HEADER_LEN, IPV6_HEADER_LEN, MAX_LENGTH_FIELD};
 use super::DropReason;
 
@@ -191,9 +191,7 @@ pub fn write_reassembled_header(
         // Keep DF (and the reserved bit) as they were; clear MF and the offset.
         let flags = u16::from_be_bytes([out[6], out[7]]) & !(V4_MF | V4_OFFSET);
         out[6..8].copy_from_slice(&flags.to_be_bytes());
-        out[10..12].copy_from_slice(&[0, 0]);
-        let sum = checksum::checksum(out);
-        out[10..12].copy_from_slice(&sum.to_be_bytes());
+        write_v4_checksum(out);
     }
 }
 
@@ -243,9 +241,7 @@ pub fn write_fragment(packet: &[u8], offset: usize, mtu: usize, ident: u32, out:
         out[4..6].copy_from_slice(&(ident as u16).to_be_bytes());
         let word = (offset / 8) as u16 | if more { V4_MF } else { 0 };
         out[6..8].copy_from_slice(&word.to_be_bytes());
-        out[10..12].copy_from_slice(&[0, 0]);
-        let sum = checksum::checksum(&out[..IPV4_HEADER_LEN]);
-        out[10..12].copy_from_slice(&sum.to_be_bytes());
+        write_v4_checksum(&mut out[..IPV4_HEADER_LEN]);
         out[IPV4_HEADER_LEN..IPV4_HEADER_LEN + chunk].copy_from_slice(data);
         IPV4_HEADER_LEN + chunk
     };
@@ -267,7 +263,7 @@ pub fn is_fragment(packet: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{self, Transport, UdpRepr};
+    use crate::wire::{self, checksum, Transport, UdpRepr};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     const S4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));

@@ -52,6 +52,15 @@ mod v4_field {
     pub const DST: usize = 16;
 }
 
+/// Write the header checksum of the IPv4 header `header` (all of it, options included):
+/// computed with the field taken as zero (RFC 791 3.1).
+pub fn write_v4_checksum(header: &mut [u8]) {
+    let field = v4_field::CHECKSUM..v4_field::CHECKSUM + 2;
+    header[field.clone()].fill(0);
+    let sum = checksum::checksum(header);
+    header[field].copy_from_slice(&sum.to_be_bytes());
+}
+
 /// "More fragments" flag and fragment offset mask in the flags/fragment word (RFC 791 3.1).
 const V4_MF: u16 = 0x2000;
 const V4_DF: u16 = 0x4000;
@@ -380,11 +389,9 @@ fn write_header(
             header[6..8].copy_from_slice(&V4_DF.to_be_bytes());
             header[v4_field::TTL] = hop_limit;
             header[v4_field::PROTOCOL] = protocol;
-            header[10..12].copy_from_slice(&[0, 0]);
             header[12..16].copy_from_slice(&s.octets());
             header[16..20].copy_from_slice(&d.octets());
-            let sum = checksum::checksum(header);
-            header[v4_field::CHECKSUM..v4_field::CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
+            write_v4_checksum(header);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             header[0..4].copy_from_slice(&[0x60, 0, 0, 0]);

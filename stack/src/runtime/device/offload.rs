@@ -27,6 +27,8 @@
 //! sends atomic datagrams with DF, whose identification carries no meaning).
 
 use crate::wire::checksum::{accumulate, finish, fold};
+use crate::wire::ip::write_v4_checksum;
+use crate::wire::{proto, TcpFlags};
 
 /// Size of `struct virtio_net_hdr` (without `num_buffers`, which TUN does not use
 /// unless asked to): flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
@@ -49,13 +51,13 @@ pub const GSO_ECN: u8 = 0x80;
 /// IPv4 total length and the IPv6 payload length are 16-bit fields.
 pub const MAX_SUPER_PACKET: usize = 65535 + 40;
 
-const PROTO_TCP: u8 = 6;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_PSH: u8 = 0x08;
-const TCP_URG: u8 = 0x20;
-const TCP_CWR: u8 = 0x80;
+const PROTO_TCP: u8 = proto::TCP;
+const TCP_FIN: u8 = TcpFlags::FIN.0;
+const TCP_SYN: u8 = TcpFlags::SYN.0;
+const TCP_RST: u8 = TcpFlags::RST.0;
+const TCP_PSH: u8 = TcpFlags::PSH.0;
+const TCP_URG: u8 = TcpFlags::URG.0;
+const TCP_CWR: u8 = TcpFlags::CWR.0;
 /// Offset of the checksum in the TCP header.
 const TCP_CSUM: usize = 16;
 
@@ -186,14 +188,6 @@ fn pseudo_sum(pkt: &[u8], v6: bool, tcp_len: usize) -> u64 {
     }
 }
 
-/// Recompute the IPv4 header checksum in place.
-fn fix_ipv4_checksum(ip: &mut [u8]) {
-    ip[10] = 0;
-    ip[11] = 0;
-    let c = finish(accumulate(0, ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
 /// Complete a partial checksum in place (`NEEDS_CSUM`): the field at `start + offset`
 /// holds the sum of what precedes `start` that is covered (the pseudo-header); the
 /// checksum over `start..` with that field in place is written there.
@@ -281,7 +275,7 @@ pub fn ingest(
         } else {
             seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
             seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            fix_ipv4_checksum(&mut seg[..h.ip_len]);
+            write_v4_checksum(&mut seg[..h.ip_len]);
         }
         let tcp = h.ip_len;
         let seq = seq0.wrapping_add((i * mss) as u32);
@@ -444,7 +438,7 @@ impl Coalescer {
             pkt[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
         } else {
             pkt[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            fix_ipv4_checksum(&mut pkt[..ipl]);
+            write_v4_checksum(&mut pkt[..ipl]);
         }
         // NEEDS_CSUM: the field holds the pseudo-header sum (over the whole TCP length,
         // which the kernel adjusts per segment when it cuts).

@@ -27,7 +27,7 @@ fn tcp_pkt(v6: bool, sport: u16, id: u16, seq: u32, flags: u8, payload: &[u8]) -
         p[9] = 6;
         p[12..16].copy_from_slice(&[10, 0, 0, 2]);
         p[16..20].copy_from_slice(&[10, 0, 0, 1]);
-        fix_ipv4_checksum(&mut p[..20]);
+        write_v4_checksum(&mut p[..20]);
     }
     let t = &mut p[ip_len..];
     t[0..2].copy_from_slice(&sport.to_be_bytes());
