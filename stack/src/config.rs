@@ -160,6 +160,11 @@ pub struct Config {
     /// flood; segments with data are always answered. Default 500 ms (Linux's
     /// `tcp_invalid_ratelimit`); `None` answers every one.
     pub challenge_ack_interval: Option<Duration>,
+    /// This stack's place among the shards of a multi-queue runtime (see
+    /// [`crate::shard`]): packets it does not own are handed back by `Stack::input`, and
+    /// the connections it opens use ports whose 4-tuples it owns. `None` (the default):
+    /// one stack owns everything.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Config {
@@ -217,6 +222,7 @@ impl Default for Config {
             pmtu_timeout: Duration::from_secs(600),
             pmtu_min_v4: 576,
             challenge_ack_interval: Some(Duration::from_millis(500)),
+            shard: None,
         }
     }
 }

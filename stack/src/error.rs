@@ -323,6 +323,10 @@ pub enum ConnectError {
     NoFreePort { local: IpAddr, remote: SocketAddr, range: (u16, u16) },
     /// A connection with this 4-tuple exists (EADDRINUSE).
     TupleInUse { local: SocketAddr, remote: SocketAddr },
+    /// As one shard of several (`Config::shard`): the requested 4-tuple belongs to
+    /// another shard, whose stack must open it (InvalidInput; the runtime routes
+    /// connects, so an application never sees this).
+    OtherShard { owner: u16 },
     /// The handshake failed: refused, timed out, reset, unreachable.
     Failed(ConnError),
     /// No room for another connection: `Config::max_sockets` sockets exist, or the
@@ -343,7 +347,8 @@ impl ConnectError {
         match self {
             ConnectError::InvalidRemote(_)
             | ConnectError::BroadcastOrMulticast(_)
-            | ConnectError::FamilyMismatch { .. } => io::ErrorKind::InvalidInput,
+            | ConnectError::FamilyMismatch { .. }
+            | ConnectError::OtherShard { .. } => io::ErrorKind::InvalidInput,
             ConnectError::NotOwned(_) | ConnectError::NoAddressOfFamily { .. } | ConnectError::NoFreePort { .. } => {
                 io::ErrorKind::AddrNotAvailable
             }
@@ -379,6 +384,7 @@ impl fmt::Display for ConnectError {
             ConnectError::TupleInUse { local, remote } => {
                 write!(f, "a connection from {local} to {remote} exists already")
             }
+            ConnectError::OtherShard { owner } => write!(f, "the 4-tuple belongs to shard {owner}"),
             ConnectError::Failed(e) => f.write_str(e.as_str()),
             ConnectError::ResourceLimit => f.write_str("no room for another connection (socket or memory limit)"),
             ConnectError::Closed => f.write_str("connection closed"),

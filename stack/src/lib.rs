@@ -27,6 +27,7 @@ pub mod runtime;
 #[cfg(feature = "script")]
 pub mod script;
 pub mod seq;
+pub mod shard;
 pub mod socket;
 pub mod stack;
 pub mod tcp;

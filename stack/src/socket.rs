@@ -13,12 +13,20 @@ use std::net::SocketAddr;
 pub struct SocketHandle {
     pub(crate) idx: u32,
     pub(crate) gen: u32,
+    /// The shard whose stack made it (`Config::shard`; 0 without shards), so that the
+    /// handles of a sharded runtime are unique across its stacks.
+    pub(crate) shard: u16,
 }
 
 impl SocketHandle {
     /// For tests and data-structure code outside the stack (demux, port tables).
     pub const fn from_raw(idx: u32, gen: u32) -> SocketHandle {
-        SocketHandle { idx, gen }
+        SocketHandle { idx, gen, shard: 0 }
+    }
+
+    /// The shard whose stack holds the socket (0 without shards).
+    pub fn shard(self) -> u16 {
+        self.shard
     }
     pub fn index(self) -> u32 {
         self.idx
@@ -30,13 +38,19 @@ impl SocketHandle {
 
 impl fmt::Debug for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}.{}", self.idx, self.gen)
+        match self.shard {
+            0 => write!(f, "#{}.{}", self.idx, self.gen),
+            s => write!(f, "#{s}/{}.{}", self.idx, self.gen),
+        }
     }
 }
 
 impl fmt::Display for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.idx)
+        match self.shard {
+            0 => write!(f, "#{}", self.idx),
+            s => write!(f, "#{s}/{}", self.idx),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{each_addr, Sock};
+use crate::runtime::wait::Waiter;
 use crate::runtime::{RuntimeHandle, WaitMode};
 use crate::socket::{ListenerHandle, Readiness, SocketHandle, TcpHandle};
 use crate::tcp::TcpState;
@@ -21,7 +22,11 @@ pub const DEFAULT_BACKLOG: usize = 128;
 /// Dropping the last clone closes the listener; connections still waiting in its queues
 /// are reset.
 pub struct TcpListener {
+    /// The listener (shard 0's, with a multi-queue runtime).
     sock: Arc<Sock<ListenerHandle>>,
+    /// With a multi-queue runtime, the same listener in every other shard, which
+    /// accepts the connections whose 4-tuples that shard owns.
+    more: Arc<[Sock<ListenerHandle>]>,
 }
 
 impl TcpListener {
@@ -38,13 +43,18 @@ impl TcpListener {
         backlog: usize,
     ) -> io::Result<TcpListener> {
         let rt = rt.as_ref();
-        let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.tcp_listen(a, backlog)?)))?;
-        Ok(TcpListener { sock: Arc::new(Sock::new(rt.clone(), h)) })
+        each_addr(addr, |a| {
+            let (sock, more) = listen_everywhere(rt, a, |s, a| Ok(s.tcp_listen(a, backlog)?))?;
+            Ok(TcpListener { sock: Arc::new(sock), more: more.into() })
+        })
     }
 
     /// Wait for a connection that completed its handshake. The new stream is in
     /// blocking mode, whatever the listener's mode.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        if !self.more.is_empty() {
+            return self.accept_any();
+        }
         let sock = &*self.sock;
         // Accepting threads wait exclusively: one new connection wakes one of them.
         let (h, peer) = sock.rt.block(
@@ -53,19 +63,55 @@ impl TcpListener {
             Readiness::ACCEPTABLE,
             sock.is_nonblocking(),
             None,
-            |s, _| {
-                let h = s.tcp_accept(sock.h)?;
-                match s.peer_addr(h) {
-                    Ok(peer) => Ok((h, peer)),
-                    Err(e) => {
-                        // Cannot fail: `h` was just accepted.
-                        let _ = s.close(h);
-                        Err(e.into())
-                    }
-                }
-            },
+            |s, _| accept_one(s, sock.h),
         )?;
         Ok((TcpStream::from_handle(sock.rt.clone(), h), peer))
+    }
+
+    /// `accept` on a multi-queue runtime: the first connection any shard's listener
+    /// has, waiting (registered under every shard's listener) when none has one.
+    fn accept_any(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let socks: Vec<&Sock<ListenerHandle>> = std::iter::once(&*self.sock).chain(self.more.iter()).collect();
+        let nonblocking = self.sock.is_nonblocking();
+        let waiter = Waiter::current();
+        loop {
+            waiter.reset();
+            let mut registered = 0;
+            let mut found = Ok(None);
+            for sock in &socks {
+                let w = (!nonblocking).then_some(&waiter);
+                found = sock
+                    .rt
+                    .engine
+                    .attempt_or_register(sock.raw(), Readiness::ACCEPTABLE, w, |s, _| accept_one(s, sock.h));
+                match &found {
+                    Ok(None) => registered += 1,
+                    _ => break,
+                }
+            }
+            let unregister = |n: usize| {
+                for sock in &socks[..n] {
+                    sock.rt.engine.unregister(sock.raw(), &waiter);
+                }
+            };
+            match found {
+                Ok(Some((h, peer))) => {
+                    unregister(registered);
+                    let sock = socks[registered];
+                    return Ok((TcpStream::from_handle(sock.rt.clone(), h), peer));
+                }
+                Err(e) => {
+                    unregister(registered);
+                    return Err(e);
+                }
+                Ok(None) if nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                Ok(None) => {}
+            }
+            while !waiter.is_notified() {
+                std::thread::park();
+            }
+            unregister(registered);
+        }
     }
 
     /// An endless iterator over `accept()`ed streams (peer addresses dropped), as std's.
@@ -85,7 +131,7 @@ impl TcpListener {
 
     /// Another handle to the same listener (the listener closes when the last drops).
     pub fn try_clone(&self) -> io::Result<TcpListener> {
-        Ok(TcpListener { sock: Arc::clone(&self.sock) })
+        Ok(TcpListener { sock: Arc::clone(&self.sock), more: Arc::clone(&self.more) })
     }
 
     /// The socket's handle in the stack (see `Runtime::sockets`).
@@ -103,6 +149,40 @@ impl fmt::Debug for TcpListener {
         }
         d.finish()
     }
+}
+
+/// Take one connection from a listener's accept queue, with its peer's address.
+fn accept_one(s: &mut crate::Stack, l: ListenerHandle) -> io::Result<(TcpHandle, SocketAddr)> {
+    let h = s.tcp_accept(l)?;
+    match s.peer_addr(h) {
+        Ok(peer) => Ok((h, peer)),
+        Err(e) => {
+            // Cannot fail: `h` was just accepted.
+            let _ = s.close(h);
+            Err(e.into())
+        }
+    }
+}
+
+/// Listen on `addr` in every shard of `rt` with `listen` (one call on a single-queue
+/// runtime): shard 0 first, which also picks the port for port 0, then the others on
+/// the same address and port. Returns shard 0's socket and the others'; on an error
+/// the ones made so far are closed again.
+pub(crate) fn listen_everywhere<H: Copy + Into<crate::AnyHandle>>(
+    rt: &RuntimeHandle,
+    addr: SocketAddr,
+    listen: impl Fn(&mut crate::Stack, SocketAddr) -> io::Result<H>,
+) -> io::Result<(Sock<H>, Vec<Sock<H>>)> {
+    let first = rt.shard(0);
+    let h = first.call(|s, _| listen(s, addr))?;
+    let sock = Sock::new(first, h);
+    let addr = sock.call(|s, h| s.local_addr(h))?;
+    let mut more = Vec::new();
+    for shard in rt.each_shard().skip(1) {
+        let h = shard.call(|s, _| listen(s, addr))?;
+        more.push(Sock::new(shard, h));
+    }
+    Ok((sock, more))
 }
 
 /// Iterator returned by [`TcpListener::incoming`]. It never ends: after the runtime
@@ -156,6 +236,9 @@ impl TcpStream {
     }
 
     fn connect_inner(rt: &RuntimeHandle, remote: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
+        // With several shards, the next one round robin (it picks a port whose 4-tuple
+        // it owns).
+        let rt = &rt.shard_for_connect();
         let h = rt.call(|s, now| Ok(s.tcp_connect(now, remote, None)?))?;
         // From here on, dropping `stream` releases the socket on every error path.
         let stream = TcpStream::from_handle(rt.clone(), h);

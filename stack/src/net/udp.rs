@@ -20,6 +20,8 @@ impl UdpSocket {
     /// first that binds wins.
     pub fn bind(rt: &impl AsRef<RuntimeHandle>, addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
         let rt = rt.as_ref();
+        // UDP is shard 0's (`crate::shard`).
+        let rt = &rt.shard(crate::shard::Shard::UDP_OWNER.into());
         let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.udp_bind(a)?)))?;
         Ok(UdpSocket { sock: Arc::new(Sock::new(rt.clone(), h)) })
     }

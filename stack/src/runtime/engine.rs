@@ -36,10 +36,12 @@ use std::thread;
 use std::time::Duration;
 
 use super::device::{Device, ImpairHandle, OffloadCounters};
+use super::shards::{Inboxes, PacketQueue};
 use super::sys::EventFd;
 use super::tx::{Batch, Role, Tx, Written};
 use super::wait::{LocalUnparks, Unparks, WaitMode, Waiter, Waiters};
 use super::{DeviceHandles, RuntimeCounters};
+use crate::shard::Input;
 use crate::socket::{Readiness, SocketHandle};
 use crate::stack::Stack;
 use crate::time::Instant;
@@ -48,17 +50,18 @@ use crate::time::Instant;
 pub(crate) const RX_BATCH: usize = 64;
 
 /// How an API call tells the driver that the core's next deadline moved earlier than
-/// the one it sleeps towards.
+/// the one it sleeps towards (and another shard that it handed it packets).
+#[derive(Clone)]
 pub(crate) enum Kick {
     /// The driver thread polls this eventfd beside the device.
-    EventFd(EventFd),
+    EventFd(Arc<EventFd>),
     /// The tokio driver task awaits this (no system call on the same runtime).
     #[cfg(feature = "tokio")]
     Notify(Arc<tokio::sync::Notify>),
 }
 
 impl Kick {
-    fn kick(&self) {
+    pub(crate) fn kick(&self) {
         match self {
             Kick::EventFd(e) => e.kick(),
             #[cfg(feature = "tokio")]
@@ -91,6 +94,9 @@ pub(crate) struct Engine {
     pub(crate) impair: Option<ImpairHandle>,
     /// The offload device's counters, when the runtime drives one.
     pub(crate) offload: Option<Arc<OffloadCounters>>,
+    /// As one shard of a multi-queue runtime: this shard's index and every shard's
+    /// inbox (see `runtime/shards.rs`).
+    shard: Option<(usize, Arc<Inboxes>)>,
 }
 
 /// Everything that is only touched under the lock.
@@ -110,6 +116,10 @@ pub(crate) struct Core {
     /// Threads and tasks waiting for a socket.
     waiters: Waiters,
     pub(crate) counters: RuntimeCounters,
+    /// As a shard: packets for each other shard, staged during a turn and handed over
+    /// at its end; and the buffer this shard's inbox is taken into.
+    handoff: Vec<PacketQueue>,
+    inbox: PacketQueue,
 }
 
 impl Core {
@@ -144,6 +154,7 @@ impl Engine {
         kick: Kick,
         name: String,
         handles: DeviceHandles,
+        shard: Option<(usize, Arc<Inboxes>)>,
     ) -> Engine {
         let mtu = device.mtu();
         #[cfg(feature = "tokio")]
@@ -160,6 +171,8 @@ impl Engine {
                 flush_requested: false,
                 waiters: Waiters::default(),
                 counters: RuntimeCounters::default(),
+                handoff: (0..shard.as_ref().map_or(0, |(_, b)| b.len())).map(|_| PacketQueue::default()).collect(),
+                inbox: PacketQueue::default(),
             }),
             tx: Tx::new(Arc::clone(device)),
             description: device.describe(),
@@ -171,6 +184,7 @@ impl Engine {
             name,
             impair: handles.impair,
             offload: handles.offload,
+            shard,
         }
     }
 
@@ -299,6 +313,42 @@ impl Engine {
         }
     }
 
+    /// One attempt of a blocking wait on several engines (an accept on every shard's
+    /// listener): run `f`; on `WouldBlock`, register `waiter` under `h` (without
+    /// clearing its flag, see `Waiters::register_among`) unless it is `None` (a
+    /// non-blocking call) and return `None`. The caller parks until the waiter is
+    /// notified by any engine, then [`unregister`](Self::unregister)s it everywhere.
+    pub(crate) fn attempt_or_register<T>(
+        &self,
+        h: SocketHandle,
+        interest: Readiness,
+        waiter: Option<&Arc<Waiter>>,
+        f: impl FnOnce(&mut Stack, Instant) -> io::Result<T>,
+    ) -> io::Result<Option<T>> {
+        let mut after = AfterLock::new(self);
+        let _wake = WakeOnUnwind(self);
+        let mut core = self.lock()?;
+        let now = self.now();
+        let result = f(&mut core.stack, now);
+        after.role = self.settle(&mut core, now, true, false, &mut after.unparks);
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(w) = waiter {
+                    core.waiters.register_among(h, interest, w);
+                    core.counters.waits += 1;
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Take `waiter` out of `h`'s waiters if it is still there.
+    pub(crate) fn unregister(&self, h: SocketHandle, waiter: &Arc<Waiter>) {
+        self.lock_any().waiters.unregister(h, waiter);
+    }
+
     /// Run `f` until it returns something other than `WouldBlock`, waiting for socket
     /// `h`'s readiness to change between attempts. With `nonblocking`, `WouldBlock` is
     /// returned at once; with a `timeout`, `WouldBlock` is returned once it has elapsed
@@ -393,9 +443,35 @@ impl Engine {
         }
         core.counters.turns += 1;
         core.counters.kicked_turns += u64::from(kicked);
+        if let Some((me, inboxes)) = &self.shard {
+            // What other shards read for us goes first (it was read earlier).
+            inboxes.take(*me, &mut core.inbox);
+            for pkt in core.inbox.iter() {
+                core.counters.handoffs_in += 1;
+                if let Input::Elsewhere(to) = core.stack.input(now, pkt) {
+                    // Not ours either (a rule every shard computes alike says otherwise
+                    // only for a reassembled datagram, which comes back through
+                    // `poll_foreign`): pass it on rather than lose it.
+                    stage(&mut core.handoff, &mut core.counters, to, pkt);
+                }
+            }
+            core.inbox.clear();
+        }
         for pkt in packets {
             core.counters.packets_read += 1;
-            core.stack.input(now, pkt);
+            if let Input::Elsewhere(to) = core.stack.input(now, pkt) {
+                stage(&mut core.handoff, &mut core.counters, to, pkt);
+            }
+        }
+        while let Some((to, datagram)) = core.stack.poll_foreign() {
+            stage(&mut core.handoff, &mut core.counters, to, &datagram);
+        }
+        if let Some((_, inboxes)) = &self.shard {
+            for (to, q) in core.handoff.iter_mut().enumerate() {
+                if !q.is_empty() {
+                    core.counters.handoff_drops += inboxes.hand(to, q) as u64;
+                }
+            }
         }
         if core.stack.poll_timeout().is_some_and(|d| d <= now) {
             core.stack.handle_timeout(now);
@@ -443,6 +519,15 @@ impl Engine {
         unparks.unpark_all();
         self.kick.kick();
         self.tx.close();
+    }
+}
+
+/// Stage a packet for shard `to` (handed over at the end of the turn).
+fn stage(handoff: &mut [PacketQueue], counters: &mut RuntimeCounters, to: u16, pkt: &[u8]) {
+    counters.handoffs_out += 1;
+    match handoff.get_mut(usize::from(to)) {
+        Some(q) => q.push(pkt),
+        None => counters.handoff_drops += 1,
     }
 }
 

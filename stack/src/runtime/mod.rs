@@ -45,6 +45,7 @@ pub mod ifconfig;
 pub(crate) mod driver;
 pub(crate) mod engine;
 mod setup;
+pub(crate) mod shards;
 pub(crate) mod sys;
 pub(crate) mod tx;
 pub(crate) mod wait;
@@ -67,6 +68,7 @@ use crate::time::Instant;
 use self::device::{Device, ImpairHandle, Impaired, OffloadCounters, Pcap, TunDevice, TunOffloadDevice};
 pub use self::device::{ImpairmentStats, OffloadStats};
 use self::engine::{Engine, Kick};
+use self::shards::{Inboxes, ShardSet};
 use self::sys::EventFd;
 pub(crate) use self::wait::WaitMode;
 
@@ -103,6 +105,11 @@ pub struct RuntimeConfig {
     /// TCP super-segments of up to 64 KiB, cut and coalesced at the device edge. When
     /// the kernel refuses, the runtime logs it and uses the plain device. Default off.
     pub offload: bool,
+    /// Queues of the TUN device (`IFF_MULTI_QUEUE`), each with its own stack and driver
+    /// (a shard, see [`crate::shard`]); 1 (the default) is one ordinary device. At most
+    /// [`crate::shard::MAX_SHARDS`]. With more than one, `impair` and `pcap` are not
+    /// available (`InvalidInput`).
+    pub queues: usize,
 }
 
 impl RuntimeConfig {
@@ -127,6 +134,7 @@ impl Default for RuntimeConfig {
             impair: None,
             pcap: None,
             offload: false,
+            queues: 1,
         }
     }
 }
@@ -144,15 +152,22 @@ pub(crate) struct DeviceHandles {
 /// [`RuntimeHandle`] for the snapshots (`sockets`, `stats`, `counters`...).
 pub struct Runtime {
     handle: RuntimeHandle,
-    thread: Option<JoinHandle<()>>,
+    /// One driver thread per shard.
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// A cheap, clonable reference to a running runtime (thread- or tokio-driven): what
 /// the `net` and `tokio` handles hold. It does not keep the device alive: once the
 /// runtime is dropped, calls through a handle fail with `NotConnected`.
+///
+/// With several queues ([`RuntimeConfig::queues`]) the snapshots (`sockets`, `stats`,
+/// `counters`...) cover every shard; a socket's handle names its shard
+/// ([`SocketHandle::shard`]).
 #[derive(Clone)]
 pub struct RuntimeHandle {
+    /// The shard this handle's calls go to (a socket's own).
     pub(crate) engine: Arc<Engine>,
+    pub(crate) set: Arc<ShardSet>,
 }
 
 /// What the runtime did since it started: how often its driver ran and was kicked, how
@@ -177,15 +192,96 @@ pub struct RuntimeCounters {
     /// Threads unparked or tasks woken because their socket's readiness changed (or at
     /// shutdown).
     pub wakeups: u64,
+    /// Packets read by this shard's queue that another shard owns, handed to it
+    /// (multi-queue runtimes, see `RuntimeConfig::queues`).
+    pub handoffs_out: u64,
+    /// Packets other shards handed to this one.
+    pub handoffs_in: u64,
+    /// Packets not handed over because the owner's inbox was full.
+    pub handoff_drops: u64,
 }
 
-/// Build the TUN device with the middleware the configuration asks for. Returns the
-/// device, its interface name and the handles (impairment, offload counters).
-pub(crate) fn tun_device(config: &RuntimeConfig) -> io::Result<(Arc<dyn Device>, String, DeviceHandles)> {
-    tun_device_with(config, TunOffloadDevice::create)
+impl RuntimeCounters {
+    /// Add another shard's counters to these.
+    pub fn merge(&mut self, o: &RuntimeCounters) {
+        let RuntimeCounters {
+            turns,
+            kicked_turns,
+            packets_read,
+            kicks,
+            flush_kicks,
+            waits,
+            wakeups,
+            handoffs_out,
+            handoffs_in,
+            handoff_drops,
+        } = *o;
+        self.turns += turns;
+        self.kicked_turns += kicked_turns;
+        self.packets_read += packets_read;
+        self.kicks += kicks;
+        self.flush_kicks += flush_kicks;
+        self.waits += waits;
+        self.wakeups += wakeups;
+        self.handoffs_out += handoffs_out;
+        self.handoffs_in += handoffs_in;
+        self.handoff_drops += handoff_drops;
+    }
 }
 
-/// [`tun_device`] with the way the offload device is opened as a parameter (tests make
+/// The devices of a runtime (one per queue), the interface's name, and the handles.
+pub(crate) type TunDevices = (Vec<Arc<dyn Device>>, String, DeviceHandles);
+
+/// Build the TUN device with the middleware the configuration asks for: one device per
+/// queue. Returns the devices, the interface's name and the handles (impairment, offload
+/// counters).
+pub(crate) fn tun_devices(config: &RuntimeConfig) -> io::Result<TunDevices> {
+    if config.queues == 1 {
+        let (dev, name, handles) = tun_device_with(config, TunOffloadDevice::create)?;
+        return Ok((vec![dev], name, handles));
+    }
+    if config.queues == 0 || config.queues > usize::from(crate::shard::MAX_SHARDS) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} queues: between 1 and {} are possible", config.queues, crate::shard::MAX_SHARDS),
+        ));
+    }
+    if config.impair.is_some() || config.pcap.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "link impairment and packet capture need a single queue (queues = 1)",
+        ));
+    }
+    setup::validate(&config.tun_name, config.mtu, &config.host_addrs, &config.stack.addrs)?;
+    let mut handles = DeviceHandles::default();
+    let offload = if config.offload {
+        match TunOffloadDevice::create_queues(&config.tun_name, config.mtu, config.queues) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(tun = %config.tun_name, error = %e, "the kernel refused TUN offloads; using the plain TUN device");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (devices, name): (Vec<Arc<dyn Device>>, String) = match offload {
+        Some(d) => {
+            handles.offload = Some(d[0].counters());
+            let name = d[0].name().to_owned();
+            (d.into_iter().map(|d| Arc::new(d) as Arc<dyn Device>).collect(), name)
+        }
+        None => {
+            let d = TunDevice::create_queues(&config.tun_name, config.mtu, config.queues)?;
+            let name = d[0].name().to_owned();
+            (d.into_iter().map(|d| Arc::new(d) as Arc<dyn Device>).collect(), name)
+        }
+    };
+    setup::configure(&name, config.mtu, &config.host_addrs)?;
+    Ok((devices, name, handles))
+}
+
+/// [`tun_devices`] (one queue) with the way the offload device is opened as a parameter (tests make
 /// the kernel "refuse" with it).
 pub(crate) fn tun_device_with(
     config: &RuntimeConfig,
@@ -257,42 +353,89 @@ impl RuntimeHandle {
         &self.engine.description
     }
 
-    /// False once the runtime shut down (or stopped because the device went away).
+    /// False once the runtime shut down (or stopped because the device, or one of its
+    /// queues, went away).
     pub fn is_running(&self) -> bool {
-        !self.engine.is_stopped()
+        self.set.engines.iter().all(|e| !e.is_stopped())
     }
 
-    /// Snapshot of every socket (see `Stack::sockets`). Still answers after shutdown.
+    /// How many shards (device queues, each with its own stack) the runtime has.
+    pub fn shards(&self) -> usize {
+        self.set.engines.len()
+    }
+
+    /// A handle whose calls go to shard `i` (panics if there is no such shard).
+    pub(crate) fn shard(&self, i: usize) -> RuntimeHandle {
+        RuntimeHandle { engine: Arc::clone(&self.set.engines[i]), set: Arc::clone(&self.set) }
+    }
+
+    /// Every shard, in order (one for a single-queue runtime).
+    pub(crate) fn each_shard(&self) -> impl Iterator<Item = RuntimeHandle> + '_ {
+        (0..self.shards()).map(|i| self.shard(i))
+    }
+
+    /// Where a new connection goes: the next shard round robin (which picks a port
+    /// whose 4-tuple it owns); this handle's own without shards.
+    pub(crate) fn shard_for_connect(&self) -> RuntimeHandle {
+        match self.set.rule {
+            None => self.clone(),
+            Some(_) => self.shard(self.set.next()),
+        }
+    }
+
+    /// Snapshot of every socket of every shard (see `Stack::sockets`). Still answers
+    /// after shutdown.
     pub fn sockets(&self) -> Vec<SocketInfo> {
-        self.engine.lock_any().stack.sockets()
+        let mut v = Vec::new();
+        for e in &self.set.engines {
+            v.extend(e.lock_any().stack.sockets());
+        }
+        v
     }
 
     /// Read anything from the core under its lock (a dashboard, diagnostics): `f` gets
     /// the stack read-only and should be quick, since every socket waits for it. Still
-    /// answers after shutdown.
+    /// answers after shutdown. With several shards this is shard 0's stack (which holds
+    /// the UDP sockets); [`inspect_each`](Self::inspect_each) visits all of them.
     pub fn inspect<T>(&self, f: impl FnOnce(&Stack) -> T) -> T {
-        f(&self.engine.lock_any().stack)
+        f(&self.set.engines[0].lock_any().stack)
+    }
+
+    /// [`inspect`](Self::inspect) every shard's stack in turn.
+    pub fn inspect_each(&self, mut f: impl FnMut(&Stack)) {
+        for e in &self.set.engines {
+            f(&e.lock_any().stack);
+        }
     }
 
     /// Install (or, with `None`, remove) the packet policy from its text form (see
     /// [`crate::policy::text`]): filter rules, port knocking, scan detection. It replaces
-    /// the previous one, counters included; established flows are not affected.
+    /// the previous one, counters included; established flows are not affected. With
+    /// several shards every shard gets it, and the stateful parts (knock sequences,
+    /// scan detection) see only the flows their shard owns.
     pub fn set_policy(&self, text: Option<&str>) -> Result<(), PolicyError> {
-        let mut core = self.engine.lock_any();
-        let policy = text.map(|t| Policy::parse(t, core.stack.policy_key())).transpose()?;
-        core.stack.set_policy(policy);
+        for e in &self.set.engines {
+            let mut core = e.lock_any();
+            let policy = text.map(|t| Policy::parse(t, core.stack.policy_key())).transpose()?;
+            core.stack.set_policy(policy);
+        }
         Ok(())
     }
 
     /// See [`Stack::report_probe`]: for a gateway, a relayed connection refused beyond
-    /// the stack.
+    /// the stack. (Shard 0's scan detector hears it.)
     pub fn report_probe(&self, src: std::net::IpAddr, port: u16, kind: crate::policy::scan::ProbeKind) {
-        self.engine.lock_any().stack.report_probe(src, port, kind);
+        self.set.engines[0].lock_any().stack.report_probe(src, port, kind);
     }
 
-    /// Snapshot of the core's counters. Still answers after shutdown.
+    /// Snapshot of the core's counters, summed over the shards. Still answers after
+    /// shutdown.
     pub fn stats(&self) -> Stats {
-        self.engine.lock_any().stack.stats().clone()
+        let mut total = Stats::default();
+        for e in &self.set.engines {
+            total.merge(e.lock_any().stack.stats());
+        }
+        total
     }
 
     /// The control block of any TCP connection by its raw handle (a row of
@@ -300,7 +443,10 @@ impl RuntimeHandle {
     /// server's): the `ss -i` of this stack. `NotFound` for a stale handle or another
     /// kind of socket.
     pub fn tcp_info(&self, h: SocketHandle) -> io::Result<crate::TcpInfo> {
-        let inner = self.engine.lock_any();
+        let Some(engine) = self.set.engines.get(usize::from(h.shard())) else {
+            return Err(crate::InvalidHandle.into());
+        };
+        let inner = engine.lock_any();
         match inner.stack.resolve(h) {
             Some(crate::AnyHandle::Tcp(t)) => Ok(inner.stack.tcp_info(t)?),
             _ => Err(crate::InvalidHandle.into()),
@@ -310,20 +456,29 @@ impl RuntimeHandle {
     /// What the impairment layer did in each direction; `None` without one. Still
     /// answers after shutdown.
     pub fn impairment_stats(&self) -> Option<ImpairmentStats> {
-        self.engine.impair.as_ref().map(ImpairHandle::stats)
+        self.set.engines[0].impair.as_ref().map(ImpairHandle::stats)
     }
 
     /// What the offload device did (super-segments cut and coalesced, drops); `None`
     /// unless the runtime drives a [`device::TunOffloadDevice`]. Still answers after
     /// shutdown.
     pub fn offload_stats(&self) -> Option<OffloadStats> {
-        self.engine.offload.as_ref().map(|c| c.snapshot())
+        self.set.engines[0].offload.as_ref().map(|c| c.snapshot())
     }
 
-    /// The runtime's own counters (turns, kicks, waits, wakeups). Still answers after
-    /// shutdown.
+    /// The runtime's own counters (turns, kicks, waits, wakeups, hand-offs), summed
+    /// over the shards. Still answers after shutdown.
     pub fn counters(&self) -> RuntimeCounters {
-        self.engine.lock_any().counters
+        let mut total = RuntimeCounters::default();
+        for e in &self.set.engines {
+            total.merge(&e.lock_any().counters);
+        }
+        total
+    }
+
+    /// [`counters`](Self::counters) of each shard, in order.
+    pub fn shard_counters(&self) -> Vec<RuntimeCounters> {
+        self.set.engines.iter().map(|e| e.lock_any().counters).collect()
     }
 
     /// Run one core call under the lock and send whatever it produced.
@@ -343,6 +498,58 @@ impl RuntimeHandle {
     ) -> io::Result<T> {
         self.engine.block(h, mode, interest, nonblocking, timeout, f)
     }
+}
+
+/// The engines of a runtime over `devices` (one shard per device, or a plain engine for
+/// one device), each woken through its `kicks` entry.
+pub(crate) fn start_shards(
+    mut stack: Config,
+    devices: &[Arc<dyn Device>],
+    kicks: Vec<Kick>,
+    name: String,
+    handles: DeviceHandles,
+) -> io::Result<RuntimeHandle> {
+    let n = devices.len();
+    if n == 0 || n > usize::from(crate::shard::MAX_SHARDS) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{n} devices for one runtime")));
+    }
+    if n == 1 {
+        let engine =
+            Arc::new(Engine::new(new_stack(stack, &*devices[0])?, &devices[0], kicks[0].clone(), name, handles, None));
+        return Ok(RuntimeHandle { engine: Arc::clone(&engine), set: Arc::new(ShardSet::new(vec![engine], None)) });
+    }
+    if stack.seed == 0 {
+        stack.seed = sys::random_seed()?;
+    }
+    // One ownership key for all shards; each stack its own seed (ISNs, ports, cookies).
+    let mut rng = crate::rand::Rng::new(stack.seed ^ 0x7368_6172_645f_6b65);
+    let key = crate::rand::SipKey::from_rng(&mut rng);
+    let inboxes = Arc::new(Inboxes::new(kicks.clone()));
+    let mut engines = Vec::with_capacity(n);
+    let mut rule = None;
+    for (i, device) in devices.iter().enumerate() {
+        let shard = crate::shard::Shard::new(i as u16, n as u16, key).expect("checked above");
+        rule = Some(shard);
+        let cfg = stack.clone().with(|c| {
+            c.seed = rng.next_u64() | 1;
+            c.shard = Some(shard);
+        });
+        engines.push(Arc::new(Engine::new(
+            new_stack(cfg, &**device)?,
+            device,
+            kicks[i].clone(),
+            name.clone(),
+            // The offload counters are shared by the queues: shard 0 reports them.
+            if i == 0 {
+                DeviceHandles { impair: None, offload: handles.offload.clone() }
+            } else {
+                DeviceHandles::default()
+            },
+            Some((i, Arc::clone(&inboxes))),
+        )));
+    }
+    let engine = Arc::clone(&engines[0]);
+    Ok(RuntimeHandle { engine, set: Arc::new(ShardSet::new(engines, rule)) })
 }
 
 impl AsRef<RuntimeHandle> for RuntimeHandle {
@@ -387,10 +594,10 @@ impl Runtime {
     /// `PermissionDenied` without CAP_NET_ADMIN, `AddrInUse` when another process holds
     /// the device.
     pub fn new(config: RuntimeConfig) -> io::Result<Runtime> {
-        let (device, name, handles) = tun_device(&config)?;
-        let rt = Runtime::start(config.stack, device, name, handles)?;
+        let (devices, name, handles) = tun_devices(&config)?;
+        let rt = Runtime::start(config.stack, devices, name, handles)?;
         match &config.impair {
-            None => tracing::info!(tun = %rt.tun_name(), mtu = config.mtu, "runtime started"),
+            None => tracing::info!(tun = %rt.tun_name(), mtu = config.mtu, queues = config.queues, "runtime started"),
             Some(imp) => {
                 tracing::info!(tun = %rt.tun_name(), mtu = config.mtu, impairment = %imp, "runtime started (impaired link)")
             }
@@ -402,17 +609,36 @@ impl Runtime {
     /// middleware...) with a driver thread. `stack.mtu` is taken from the device.
     pub fn with_device(device: impl Device, stack: Config) -> io::Result<Runtime> {
         let name = device.describe();
-        Runtime::start(stack, Arc::new(device), name, DeviceHandles::default())
+        Runtime::start(stack, vec![Arc::new(device)], name, DeviceHandles::default())
     }
 
-    fn start(stack: Config, device: Arc<dyn Device>, name: String, handles: DeviceHandles) -> io::Result<Runtime> {
-        let stack = new_stack(stack, &*device)?;
-        let engine = Arc::new(Engine::new(stack, &device, Kick::EventFd(EventFd::new()?), name, handles));
-        let thread_engine = Arc::clone(&engine);
-        let thread = thread::Builder::new()
-            .name(format!("tunstack-{}", engine.name.chars().take(6).collect::<String>()))
-            .spawn(move || driver::run(thread_engine, device))?;
-        Ok(Runtime { handle: RuntimeHandle { engine }, thread: Some(thread) })
+    /// Drive one stack per device (the queues of one multi-queue device, or any
+    /// devices that share a link the way such queues do), each with its own driver
+    /// thread: the shards of [`crate::shard`]. `stack.mtu` is taken from the devices.
+    pub fn with_queues(devices: Vec<Box<dyn Device>>, stack: Config) -> io::Result<Runtime> {
+        let name = devices.first().map(|d| d.describe()).unwrap_or_default();
+        Runtime::start(stack, devices.into_iter().map(Arc::from).collect(), name, DeviceHandles::default())
+    }
+
+    fn start(
+        stack: Config,
+        devices: Vec<Arc<dyn Device>>,
+        name: String,
+        handles: DeviceHandles,
+    ) -> io::Result<Runtime> {
+        let kicks =
+            devices.iter().map(|_| Ok(Kick::EventFd(Arc::new(EventFd::new()?)))).collect::<io::Result<Vec<_>>>()?;
+        let handle = start_shards(stack, &devices, kicks, name, handles)?;
+        let mut rt = Runtime { handle, threads: Vec::new() };
+        for (i, device) in devices.into_iter().enumerate() {
+            let engine = Arc::clone(&rt.handle.set.engines[i]);
+            let thread = thread::Builder::new()
+                .name(format!("tunstack-{}-{i}", engine.name.chars().take(6).collect::<String>()))
+                .spawn(move || driver::run(engine, device))?;
+            // On error `rt` is dropped, which stops and joins the threads started so far.
+            rt.threads.push(thread);
+        }
+        Ok(rt)
     }
 
     /// A clonable handle for `net` constructors and for other threads.
@@ -429,8 +655,10 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         let engine = &self.handle.engine;
-        engine.stop();
-        if let Some(thread) = self.thread.take() {
+        for e in &self.handle.set.engines {
+            e.stop();
+        }
+        for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 tracing::error!(device = %engine.name, "runtime thread panicked");
             }

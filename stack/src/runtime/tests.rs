@@ -516,7 +516,7 @@ fn offload_device_and_its_fallback() {
             offload: true,
             ..RuntimeConfig::default()
         };
-        let (dev, name, handles) = super::tun_device(&config).unwrap();
+        let (dev, name, handles) = super::tun_device_with(&config, device::TunOffloadDevice::create).unwrap();
         assert_eq!(name, "tsoff0");
         assert!(handles.offload.is_some());
         assert!(dev.describe().contains("offload"), "{}", dev.describe());

@@ -65,6 +65,11 @@ impl Waiter {
         CURRENT.with(Arc::clone)
     }
 
+    /// Start a wait made of several registrations (see [`Waiters::register_among`]).
+    pub(crate) fn reset(&self) {
+        self.notified.store(false, Ordering::Release);
+    }
+
     /// Whether a waker took this waiter out of the registry since it registered.
     pub(crate) fn is_notified(&self) -> bool {
         self.notified.load(Ordering::Acquire)
@@ -117,6 +122,20 @@ impl Waiters {
         }
         waiter.notified.store(false, Ordering::Relaxed);
         self.by_slot[idx].push(Entry { h, mode, interest, who: Who::Thread(Arc::clone(waiter)) });
+        self.len += 1;
+    }
+
+    /// Register `waiter` under `h` as one of several registrations of the same wait
+    /// (an accept on every shard's listener): unlike [`register`](Self::register) this
+    /// leaves its `notified` flag alone, which the caller cleared (with
+    /// [`Waiter::reset`]) before the first; a flag already set by an earlier
+    /// registration's wakeup must survive the later ones.
+    pub(crate) fn register_among(&mut self, h: SocketHandle, interest: Readiness, waiter: &Arc<Waiter>) {
+        let idx = h.index() as usize;
+        if idx >= self.by_slot.len() {
+            self.by_slot.resize_with(idx + 1, Vec::new);
+        }
+        self.by_slot[idx].push(Entry { h, mode: WaitMode::Shared, interest, who: Who::Thread(Arc::clone(waiter)) });
         self.len += 1;
     }
 

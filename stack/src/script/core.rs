@@ -783,7 +783,8 @@ fn connect_errno(e: ConnectError) -> Errno {
         ConnectError::Failed(c) => conn_errno(c),
         ConnectError::InvalidRemote(_)
         | ConnectError::BroadcastOrMulticast(_)
-        | ConnectError::FamilyMismatch { .. } => Errno::EINVAL,
+        | ConnectError::FamilyMismatch { .. }
+        | ConnectError::OtherShard { .. } => Errno::EINVAL,
         ConnectError::NotOwned(_) | ConnectError::NoAddressOfFamily { .. } | ConnectError::NoFreePort { .. } => {
             Errno::EADDRNOTAVAIL
         }

@@ -57,7 +57,7 @@ impl Stack {
     fn pressure_relieved(&mut self) {
         for idx in 0..self.slots.len() {
             let s = &self.slots[idx];
-            let h = SocketHandle { idx: idx as u32, gen: s.gen };
+            let h = self.handle_at(idx, s.gen);
             if matches!(s.sock, Some(Sock::Tcp(_))) && s.owner == Owner::App {
                 self.update_readiness(h);
             }

@@ -5,7 +5,7 @@
 use super::table::Sock;
 use super::{Stack, MAX_CTRL_QUEUE};
 use crate::demux::Match;
-use crate::socket::{Owner, Protocol, SocketHandle, SocketInfo};
+use crate::socket::{Owner, Protocol, SocketInfo};
 use crate::tcp::{TcpReject, TcpState};
 use crate::time::Instant;
 use crate::wire::DropReason;
@@ -91,6 +91,11 @@ pub struct Stats {
     pub memory_pressure: bool,
     /// Times the stack came under memory pressure.
     pub memory_pressure_events: u64,
+
+    // ---- shards (`Config::shard`, see `crate::shard`)
+    /// Packets this shard read that another shard owns, handed back to the runtime
+    /// for it (`Input::Elsewhere`, and reassembled datagrams from `Stack::poll_foreign`).
+    pub shard_handoffs: u64,
 }
 
 impl Stats {
@@ -98,7 +103,7 @@ impl Stats {
     /// (`/stats.json`, metrics). `drops` and `tcp_rejects` are per reason
     /// (`DropReason::as_str`, `TcpReject::as_str`). Destructured without `..` on purpose: a
     /// counter added to `Stats` must be added here too, or this stops compiling.
-    pub fn counters(&self) -> [(&'static str, u64); 32] {
+    pub fn counters(&self) -> [(&'static str, u64); 33] {
         let Stats {
             rx_packets,
             rx_bytes,
@@ -134,6 +139,7 @@ impl Stats {
             buffer_memory,
             memory_pressure,
             memory_pressure_events,
+            shard_handoffs,
         } = self;
         [
             ("rx_packets", *rx_packets),
@@ -168,7 +174,90 @@ impl Stats {
             ("buffer_memory", *buffer_memory),
             ("memory_pressure", u64::from(*memory_pressure)),
             ("memory_pressure_events", *memory_pressure_events),
+            ("shard_handoffs", *shard_handoffs),
         ]
+    }
+
+    /// Add `other`'s counters and gauges to these (the runtime's total over its
+    /// shards); `memory_pressure` is true when any shard is under pressure. `other` is
+    /// destructured without `..`: a field added to `Stats` must be merged here too.
+    pub fn merge(&mut self, other: &Stats) {
+        let Stats {
+            drops,
+            tcp_rejects,
+            memory_pressure,
+            rx_packets,
+            rx_bytes,
+            tx_packets,
+            tx_bytes,
+            tcp_active_opens,
+            tcp_passive_opens,
+            tcp_resets_sent,
+            tcp_retransmits,
+            icmp_echo_replies,
+            icmp_unreachable_sent,
+            icmp_errors_rate_limited,
+            ctrl_dropped,
+            tcp_acks_rate_limited,
+            syn_cookies_sent,
+            syn_cookies_valid,
+            syn_cookies_invalid,
+            tcp_half_open,
+            frag_received,
+            frag_reassembled,
+            frag_timeouts,
+            frag_overlaps,
+            frag_time_exceeded_sent,
+            reassembly_memory,
+            frag_datagrams_sent,
+            frags_sent,
+            icmp_soft_errors,
+            icmp_hard_errors,
+            pmtu_updates,
+            pmtu_entries,
+            buffer_memory,
+            memory_pressure_events,
+            shard_handoffs,
+        } = other;
+        for (a, b) in self.drops.iter_mut().zip(drops) {
+            *a += b;
+        }
+        for (a, b) in self.tcp_rejects.iter_mut().zip(tcp_rejects) {
+            *a += b;
+        }
+        self.memory_pressure |= *memory_pressure;
+        self.rx_packets += rx_packets;
+        self.rx_bytes += rx_bytes;
+        self.tx_packets += tx_packets;
+        self.tx_bytes += tx_bytes;
+        self.tcp_active_opens += tcp_active_opens;
+        self.tcp_passive_opens += tcp_passive_opens;
+        self.tcp_resets_sent += tcp_resets_sent;
+        self.tcp_retransmits += tcp_retransmits;
+        self.icmp_echo_replies += icmp_echo_replies;
+        self.icmp_unreachable_sent += icmp_unreachable_sent;
+        self.icmp_errors_rate_limited += icmp_errors_rate_limited;
+        self.ctrl_dropped += ctrl_dropped;
+        self.tcp_acks_rate_limited += tcp_acks_rate_limited;
+        self.syn_cookies_sent += syn_cookies_sent;
+        self.syn_cookies_valid += syn_cookies_valid;
+        self.syn_cookies_invalid += syn_cookies_invalid;
+        self.tcp_half_open += tcp_half_open;
+        self.frag_received += frag_received;
+        self.frag_reassembled += frag_reassembled;
+        self.frag_timeouts += frag_timeouts;
+        self.frag_overlaps += frag_overlaps;
+        self.frag_time_exceeded_sent += frag_time_exceeded_sent;
+        self.reassembly_memory += reassembly_memory;
+        self.frag_datagrams_sent += frag_datagrams_sent;
+        self.frags_sent += frags_sent;
+        self.icmp_soft_errors += icmp_soft_errors;
+        self.icmp_hard_errors += icmp_hard_errors;
+        self.pmtu_updates += pmtu_updates;
+        self.pmtu_entries += pmtu_entries;
+        self.buffer_memory += buffer_memory;
+        self.memory_pressure_events += memory_pressure_events;
+        self.shard_handoffs += shard_handoffs;
     }
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
@@ -205,7 +294,7 @@ impl Stack {
     pub fn sockets(&self) -> Vec<SocketInfo> {
         let mut v = Vec::new();
         for (idx, s) in self.slots.iter().enumerate() {
-            let handle = SocketHandle { idx: idx as u32, gen: s.gen };
+            let handle = self.handle_at(idx, s.gen);
             let row = match s.sock.as_ref() {
                 None => continue,
                 Some(Sock::Tcp(c)) => SocketInfo {
@@ -287,7 +376,7 @@ impl Stack {
         let mut half_open = 0;
         let mut mem = 0;
         for (idx, s) in self.slots.iter().enumerate() {
-            let h = SocketHandle { idx: idx as u32, gen: s.gen };
+            let h = self.handle_at(idx, s.gen);
             mem += s.mem;
             match s.sock.as_ref() {
                 None => {

@@ -378,7 +378,16 @@ impl Stack {
     /// A reassembled datagram goes the way of any packet.
     fn deliver_reassembled(&mut self, now: Instant, packet: &[u8]) {
         match wire::parse(packet) {
-            Ok(p) => self.deliver(now, &p, packet),
+            Ok(p) => match self.cfg.shard.map(|s| (s, s.owner(&p))) {
+                Some((shard, owner)) if owner != shard.index() => {
+                    if self.foreign.len() >= super::MAX_FOREIGN {
+                        return self.count_drop(DropReason::ResourceLimit, "reassembled datagram for another shard");
+                    }
+                    self.stats.shard_handoffs += 1;
+                    self.foreign.push_back((owner, packet.to_vec()));
+                }
+                _ => self.deliver(now, &p, packet),
+            },
             // A fragment inside a fragment (a second Fragment header): not ours to undo.
             Err(DropReason::Fragment) => self.count_drop(DropReason::FragmentMalformed, "nested fragment"),
             Err(reason) => self.count_drop(reason, "reassembled datagram"),

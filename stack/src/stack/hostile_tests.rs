@@ -402,8 +402,12 @@ fn memory_pressure_refuses_and_recovers() {
                 break;
             }
             moved += a.len() + b.len();
-            a.iter().for_each(|p| srv.input(now, p));
-            b.iter().for_each(|p| cli.input(now, p));
+            a.iter().for_each(|p| {
+                let _ = srv.input(now, p);
+            });
+            b.iter().for_each(|p| {
+                let _ = cli.input(now, p);
+            });
         }
         moved
     };

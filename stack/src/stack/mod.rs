@@ -46,6 +46,8 @@ use crate::error::{BindError, InvalidHandle, PeerAddrError};
 use crate::policy::Policy;
 use crate::ports::PortTable;
 use crate::rand::{Rng, SipKey};
+pub use crate::shard::Input;
+use crate::shard::Shard;
 use crate::socket::{AnyHandle, Readiness, SocketHandle};
 use crate::tcp::syncookie::CookieKey;
 use crate::time::Instant;
@@ -56,6 +58,11 @@ use table::{Slot, Sock};
 /// Most control packets (RSTs, ICMP replies) waiting for `poll_transmit`; more are
 /// dropped, which is what a router's rate limit would do too.
 const MAX_CTRL_QUEUE: usize = 1024;
+
+/// Most reassembled datagrams waiting to be handed to their shard (`Stack::poll_foreign`);
+/// beyond it they are dropped as `DropReason::ResourceLimit`. Reassembled TCP is rare
+/// (Linux sets DF on TCP), so a small queue is plenty; 64 datagrams of at most 64 KiB.
+pub(crate) const MAX_FOREIGN: usize = 64;
 
 /// Pooled packet buffers may be at least this large whatever the MTU.
 const MIN_POOLED: usize = 2048;
@@ -99,6 +106,9 @@ pub struct Stack {
     /// IP reassembly (`frag`), and its scratch buffer for a completed datagram.
     reasm: frag::Reassembly,
     reasm_buf: Vec<u8>,
+    /// Reassembled datagrams another shard owns, for the runtime to hand over
+    /// (`poll_foreign`); at most `MAX_FOREIGN`.
+    foreign: VecDeque<(u16, Vec<u8>)>,
     /// Datagrams larger than their path MTU going out as fragments (`frag`).
     frag_out: VecDeque<frag::Fragmenting>,
     /// Identification of the last datagram we fragmented.
@@ -162,6 +172,7 @@ impl Stack {
             cookie_key,
             reasm: frag::Reassembly::new(derive(4)),
             reasm_buf: Vec::new(),
+            foreign: VecDeque::new(),
             frag_out: VecDeque::new(),
             frag_ident,
             pmtu: pmtu::PmtuCache::new(derive(5)),
@@ -220,7 +231,7 @@ impl Stack {
         self.cfg.addrs.contains(&addr)
     }
 
-    fn first_addr_like(&self, ip: IpAddr) -> Option<IpAddr> {
+    pub(crate) fn first_addr_like(&self, ip: IpAddr) -> Option<IpAddr> {
         self.cfg.addrs.iter().copied().find(|a| same_family(*a, ip))
     }
 
@@ -295,21 +306,45 @@ impl Stack {
     // ---------------------------------------------------------------- I/O verbs
 
     /// Hand in one IP packet received at `now`. Invalid packets are counted and dropped.
-    pub fn input(&mut self, now: Instant, packet: &[u8]) {
+    ///
+    /// As one shard of several (`Config::shard`), a packet another shard owns is left
+    /// alone (only `Stats::shard_handoffs` counts it) and [`Input::Elsewhere`] names
+    /// the owner, to which the caller gives the same bytes.
+    pub fn input(&mut self, now: Instant, packet: &[u8]) -> Input {
+        // Matched by reference: the parsed packet is not moved (copied) out.
+        let parsed = wire::parse(packet);
+        if let Some(shard) = self.cfg.shard {
+            let owner = match &parsed {
+                Ok(p) => shard.owner(p),
+                Err(DropReason::Fragment) => Shard::FRAGMENT_OWNER,
+                // Dropped (and counted) by whoever read it.
+                Err(_) => shard.index(),
+            };
+            if owner != shard.index() {
+                self.stats.shard_handoffs += 1;
+                return Input::Elsewhere(owner);
+            }
+        }
         self.now = self.now.max(now);
         if now >= self.next_housekeeping {
             self.housekeeping(now);
         }
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += packet.len() as u64;
-        // Matched by reference: the parsed packet is not moved (copied) out.
-        let parsed = wire::parse(packet);
         match &parsed {
             Ok(p) => self.deliver(now, p, packet),
             // Held for reassembly (RFC 791 3.2, RFC 8200 4.5): `frag`.
             Err(DropReason::Fragment) => self.fragment_input(now, packet),
             Err(reason) => self.count_drop(*reason, "parse"),
         }
+        Input::Done
+    }
+
+    /// A reassembled datagram that another shard owns (`Config::shard`): the owner and
+    /// the whole datagram, to hand to that shard's [`input`](Self::input). Call after
+    /// `input` until `None`.
+    pub fn poll_foreign(&mut self) -> Option<(u16, Vec<u8>)> {
+        self.foreign.pop_front()
     }
 
     /// A whole datagram (received, or reassembled), parsed: to its protocol.

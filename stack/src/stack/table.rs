@@ -57,20 +57,36 @@ impl Stack {
                 let s = &mut self.slots[idx as usize];
                 let gen = s.gen;
                 *s = Slot { gen, ..slot };
-                SocketHandle { idx, gen }
+                SocketHandle { idx, gen, shard: self.shard_index() }
             }
             None => {
                 self.slots.push(slot);
-                SocketHandle { idx: (self.slots.len() - 1) as u32, gen: 0 }
+                SocketHandle { idx: (self.slots.len() - 1) as u32, gen: 0, shard: self.shard_index() }
             }
         }
     }
 
+    /// This stack's shard (`Config::shard`; 0 without shards): part of every handle.
+    pub(super) fn shard_index(&self) -> u16 {
+        self.cfg.shard.map_or(0, |s| s.index())
+    }
+
+    /// The handle at slot `idx` of generation `gen`.
+    pub(super) fn handle_at(&self, idx: usize, gen: u32) -> SocketHandle {
+        SocketHandle { idx: idx as u32, gen, shard: self.shard_index() }
+    }
+
     pub(super) fn slot(&self, h: SocketHandle) -> Option<&Slot> {
+        if h.shard != self.shard_index() {
+            return None;
+        }
         self.slots.get(h.idx as usize).filter(|s| s.gen == h.gen && s.sock.is_some())
     }
 
     pub(super) fn slot_mut(&mut self, h: SocketHandle) -> Option<&mut Slot> {
+        if h.shard != self.shard_index() {
+            return None;
+        }
         self.slots.get_mut(h.idx as usize).filter(|s| s.gen == h.gen && s.sock.is_some())
     }
 

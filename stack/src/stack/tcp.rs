@@ -659,7 +659,7 @@ impl Stack {
         };
         let port = match local.map(|l| l.port()).unwrap_or(0) {
             0 => {
-                let (demux, tcp_ports) = (&self.demux, &self.tcp_ports);
+                let (demux, tcp_ports, shard) = (&self.demux, &self.tcp_ports, self.cfg.shard);
                 ports::connect_port(
                     self.cfg.ephemeral_ports,
                     &self.port_key,
@@ -667,13 +667,20 @@ impl Stack {
                     local_ip,
                     remote,
                     |p| {
-                        !demux.has_connection(Protocol::Tcp, SocketAddr::new(local_ip, p), remote)
+                        let local = SocketAddr::new(local_ip, p);
+                        // As a shard: only 4-tuples this shard owns (`crate::shard`), so
+                        // no two shards can open the same one.
+                        shard.is_none_or(|s| s.tcp_owner(local, remote) == s.index())
+                            && !demux.has_connection(Protocol::Tcp, local, remote)
                             && !tcp_ports.conflicts(local_ip, p)
                     },
                 )?
             }
             p => {
                 let local = SocketAddr::new(local_ip, p);
+                if let Some(s) = self.cfg.shard.filter(|s| s.tcp_owner(local, remote) != s.index()) {
+                    return Err(ConnectError::OtherShard { owner: s.tcp_owner(local, remote) });
+                }
                 if self.demux.has_connection(Protocol::Tcp, local, remote) {
                     return Err(ConnectError::TupleInUse { local, remote });
                 }

@@ -86,7 +86,7 @@ impl Stack {
                 continue;
             };
             slot.timer = None;
-            return Some(SocketHandle { idx, gen });
+            return Some(self.handle_at(idx as usize, gen));
         }
         None
     }

@@ -52,8 +52,8 @@ use crate::net::{each_addr, first_addr};
 
 use crate::config::Config;
 use crate::runtime::device::Device;
-use crate::runtime::engine::{Engine, Kick};
-use crate::runtime::{new_stack, tun_device, DeviceHandles, RuntimeConfig, RuntimeHandle};
+use crate::runtime::engine::Kick;
+use crate::runtime::{start_shards, tun_devices, DeviceHandles, RuntimeConfig, RuntimeHandle};
 use crate::socket::{AnyHandle, Readiness, SocketHandle};
 
 /// Owns the device and the tokio task that drives it. Create it from inside a tokio
@@ -62,7 +62,8 @@ use crate::socket::{AnyHandle, Readiness, SocketHandle};
 /// `NotConnected`. It dereferences to its [`RuntimeHandle`] for the snapshots.
 pub struct AsyncRuntime {
     handle: RuntimeHandle,
-    task: Option<JoinHandle<()>>,
+    /// One driver task per shard.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl AsyncRuntime {
@@ -70,9 +71,9 @@ impl AsyncRuntime {
     /// and spawn the driver task. The errors are those of
     /// [`crate::runtime::Runtime::new`]. Panics outside a tokio runtime.
     pub fn new(config: RuntimeConfig) -> io::Result<AsyncRuntime> {
-        let (device, name, handles) = tun_device(&config)?;
-        let rt = AsyncRuntime::start(config.stack, device, name, handles)?;
-        tracing::info!(tun = %rt.handle.tun_name(), mtu = config.mtu, "async runtime started");
+        let (devices, name, handles) = tun_devices(&config)?;
+        let rt = AsyncRuntime::start(config.stack, devices, name, handles)?;
+        tracing::info!(tun = %rt.handle.tun_name(), mtu = config.mtu, queues = config.queues, "async runtime started");
         Ok(rt)
     }
 
@@ -81,18 +82,40 @@ impl AsyncRuntime {
     /// runtime.
     pub fn with_device(device: impl Device, stack: Config) -> io::Result<AsyncRuntime> {
         let name = device.describe();
-        AsyncRuntime::start(stack, Arc::new(device), name, DeviceHandles::default())
+        AsyncRuntime::start(stack, vec![Arc::new(device)], name, DeviceHandles::default())
     }
 
-    fn start(stack: Config, device: Arc<dyn Device>, name: String, handles: DeviceHandles) -> io::Result<AsyncRuntime> {
-        let stack = new_stack(stack, &*device)?;
-        let notify = Arc::new(Notify::new());
-        let engine = Arc::new(Engine::new(stack, &device, Kick::Notify(Arc::clone(&notify)), name, handles));
-        // Registering the descriptor needs the reactor: do it here so that an error
+    /// Drive one stack per device (the queues of one multi-queue device), each with
+    /// its own driver task: the shards of [`crate::shard`]. On the multi-thread
+    /// runtime the tasks run on whichever workers are free. Panics outside a tokio
+    /// runtime.
+    pub fn with_queues(devices: Vec<Box<dyn Device>>, stack: Config) -> io::Result<AsyncRuntime> {
+        let name = devices.first().map(|d| d.describe()).unwrap_or_default();
+        AsyncRuntime::start(stack, devices.into_iter().map(Arc::from).collect(), name, DeviceHandles::default())
+    }
+
+    fn start(
+        stack: Config,
+        devices: Vec<Arc<dyn Device>>,
+        name: String,
+        handles: DeviceHandles,
+    ) -> io::Result<AsyncRuntime> {
+        let notifies: Vec<Arc<Notify>> = devices.iter().map(|_| Arc::new(Notify::new())).collect();
+        let kicks = notifies.iter().map(|n| Kick::Notify(Arc::clone(n))).collect();
+        // Registering the descriptors needs the reactor: do it here so that an error
         // (or a missing runtime) shows at once, not in the task.
-        let fd = driver::DeviceFd::register(&*device)?;
-        let task = ::tokio::spawn(driver::drive(Arc::clone(&engine), device, fd, notify));
-        Ok(AsyncRuntime { handle: RuntimeHandle { engine }, task: Some(task) })
+        let fds = devices.iter().map(|d| driver::DeviceFd::register(&**d)).collect::<io::Result<Vec<_>>>()?;
+        let handle = start_shards(stack, &devices, kicks, name, handles)?;
+        let tasks = devices
+            .into_iter()
+            .zip(fds)
+            .zip(notifies)
+            .enumerate()
+            .map(|(i, ((device, fd), notify))| {
+                ::tokio::spawn(driver::drive(Arc::clone(&handle.set.engines[i]), device, fd, notify))
+            })
+            .collect();
+        Ok(AsyncRuntime { handle, tasks })
     }
 
     /// A clonable handle for socket constructors.
@@ -103,8 +126,10 @@ impl AsyncRuntime {
     /// Stop the driver and wait until it has released the device (so that a TUN
     /// interface is gone when this returns).
     pub async fn shutdown(mut self) {
-        self.handle.engine.stop();
-        if let Some(task) = self.task.take() {
+        for e in &self.handle.set.engines {
+            e.stop();
+        }
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
     }
@@ -114,7 +139,9 @@ impl Drop for AsyncRuntime {
     fn drop(&mut self) {
         // The task sees the stop at its next turn (the kick wakes it) and drops its
         // reference to the device then.
-        self.handle.engine.stop();
+        for e in &self.handle.set.engines {
+            e.stop();
+        }
         tracing::info!(device = %self.handle.engine.name, "async runtime stopped");
     }
 }

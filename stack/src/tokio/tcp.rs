@@ -19,7 +19,13 @@ use crate::tcp::{TcpInfo, TcpState};
 /// A TCP socket listening for connections, like `tokio::net::TcpListener`. Dropping it
 /// closes the listener; connections still waiting in its queues are reset.
 pub struct TcpListener {
+    /// The listener (shard 0's, with a multi-queue runtime).
     sock: Owned<ListenerHandle>,
+    /// With a multi-queue runtime, the same listener in every other shard.
+    more: Vec<Owned<ListenerHandle>>,
+    /// Where the next `poll_accept` starts looking, so that no shard's connections wait
+    /// behind another's.
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl TcpListener {
@@ -37,8 +43,26 @@ impl TcpListener {
         backlog: usize,
     ) -> io::Result<TcpListener> {
         let rt = rt.as_ref();
-        let h = each_addr(addr, |a| rt.call(|s, _| s.tcp_listen(a, backlog).map_err(io::Error::from)))?;
-        Ok(TcpListener { sock: Owned { rt: rt.clone(), h } })
+        each_addr(addr, |a| TcpListener::everywhere(rt, a, |s, a| s.tcp_listen(a, backlog).map_err(io::Error::from)))
+    }
+
+    /// Listen in every shard (see `crate::net`'s `listen_everywhere`): shard 0 first,
+    /// which picks the port for port 0, then the others on the same address and port.
+    fn everywhere(
+        rt: &RuntimeHandle,
+        addr: SocketAddr,
+        listen: impl Fn(&mut crate::Stack, SocketAddr) -> io::Result<ListenerHandle>,
+    ) -> io::Result<TcpListener> {
+        let first = rt.shard(0);
+        let h = first.call(|s, _| listen(s, addr))?;
+        let sock = Owned { rt: first, h };
+        let addr = sock.call(|s, h| s.local_addr(h))?;
+        let mut more = Vec::new();
+        for shard in rt.each_shard().skip(1) {
+            let h = shard.call(|s, _| listen(s, addr))?;
+            more.push(Owned { rt: shard, h });
+        }
+        Ok(TcpListener { sock, more, next: Default::default() })
     }
 
     /// A transparent listener (`Stack::tcp_listen_transparent`): it accepts connections
@@ -47,8 +71,9 @@ impl TcpListener {
     /// a gateway.
     pub fn bind_transparent(rt: &impl AsRef<RuntimeHandle>, backlog: usize) -> io::Result<TcpListener> {
         let rt = rt.as_ref();
-        let h = rt.call(|s, _| s.tcp_listen_transparent(backlog).map_err(io::Error::from))?;
-        Ok(TcpListener { sock: Owned { rt: rt.clone(), h } })
+        // The address is not used: a transparent listener takes any.
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        TcpListener::everywhere(rt, any, |s, _| s.tcp_listen_transparent(backlog).map_err(io::Error::from))
     }
 
     /// Wait for a connection that completed its handshake.
@@ -57,9 +82,14 @@ impl TcpListener {
     }
 
     /// Poll for a completed connection (registers the task when there is none).
+    /// With a multi-queue runtime it looks at every shard's listener (registering the
+    /// task under each that has nothing).
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
-        self.sock
-            .poll(Readiness::ACCEPTABLE, cx, |s, lh| {
+        let n = 1 + self.more.len();
+        let start = if n == 1 { 0 } else { self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n };
+        for i in (0..n).map(|k| (start + k) % n) {
+            let sock = if i == 0 { &self.sock } else { &self.more[i - 1] };
+            let polled = sock.poll(Readiness::ACCEPTABLE, cx, |s, lh| {
                 let h = s.tcp_accept(lh)?;
                 match s.peer_addr(h) {
                     Ok(peer) => Ok((h, peer)),
@@ -68,8 +98,12 @@ impl TcpListener {
                         Err(io::Error::from(e))
                     }
                 }
-            })
-            .map_ok(|(h, peer)| (TcpStream::from_handle(self.sock.rt.clone(), h), peer))
+            });
+            if let Poll::Ready(r) = polled {
+                return Poll::Ready(r.map(|(h, peer)| (TcpStream::from_handle(sock.rt.clone(), h), peer)));
+            }
+        }
+        Poll::Pending
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -121,6 +155,9 @@ impl TcpStream {
     }
 
     async fn connect_one(rt: &RuntimeHandle, remote: SocketAddr) -> io::Result<TcpStream> {
+        // With several shards, the next one round robin (it picks a port whose 4-tuple
+        // it owns).
+        let rt = &rt.shard_for_connect();
         let h = rt.call(|s, now| s.tcp_connect(now, remote, None).map_err(io::Error::from))?;
         // Dropping `stream` (an error, or the future being cancelled) releases the socket.
         let stream = TcpStream::from_handle(rt.clone(), h);

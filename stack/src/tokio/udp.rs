@@ -19,6 +19,8 @@ impl UdpSocket {
     /// is in this process), so unlike tokio's this is not `async`.
     pub fn bind(rt: &impl AsRef<RuntimeHandle>, addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
         let rt = rt.as_ref();
+        // UDP is shard 0's (`crate::shard`).
+        let rt = &rt.shard(crate::shard::Shard::UDP_OWNER.into());
         let h = each_addr(addr, |a| rt.call(|s, _| s.udp_bind(a).map_err(io::Error::from)))?;
         Ok(UdpSocket { sock: Owned { rt: rt.clone(), h } })
     }
@@ -28,6 +30,7 @@ impl UdpSocket {
     /// original destination and `send_msg` answers from it.
     pub fn bind_transparent(rt: &impl AsRef<RuntimeHandle>) -> io::Result<UdpSocket> {
         let rt = rt.as_ref();
+        let rt = &rt.shard(crate::shard::Shard::UDP_OWNER.into());
         let h = rt.call(|s, _| s.udp_bind_transparent().map_err(io::Error::from))?;
         Ok(UdpSocket { sock: Owned { rt: rt.clone(), h } })
     }

@@ -6,7 +6,7 @@
 //! packet per system call (IFF_TUN | IFF_NO_PI: no link header, no packet info).
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use tun_tap::{Iface, Mode};
 
@@ -15,11 +15,20 @@ use crate::runtime::ifconfig::validate_ifname;
 use crate::runtime::sys;
 use crate::time::Instant;
 
-/// A layer-3 TUN device in non-blocking mode.
+/// A layer-3 TUN device in non-blocking mode (or one queue of a multi-queue one).
 #[derive(Debug)]
 pub struct TunDevice {
-    iface: Iface,
+    inner: Inner,
     mtu: usize,
+}
+
+#[derive(Debug)]
+enum Inner {
+    /// A single-queue device, opened by tun-tap.
+    Iface(Iface),
+    /// One queue of a multi-queue device, opened by `sys::tunq` (tun-tap has no
+    /// `IFF_MULTI_QUEUE`).
+    Queue { fd: OwnedFd, name: String },
 }
 
 impl TunDevice {
@@ -27,12 +36,24 @@ impl TunDevice {
     /// caller configures it (MTU, addresses, link up; see `runtime::ifconfig`); `mtu`
     /// is what the runtime reads and writes.
     pub fn create(name: &str, mtu: usize) -> io::Result<TunDevice> {
-        Ok(TunDevice { iface: open_tun(name)?, mtu })
+        Ok(TunDevice { inner: Inner::Iface(open_tun(name)?), mtu })
+    }
+
+    /// Create TUN interface `name` with `queues` queues (`IFF_MULTI_QUEUE`): one device
+    /// per queue, each read and written on its own; the kernel keeps a flow on one
+    /// queue. The interface goes away when the last queue is dropped.
+    pub fn create_queues(name: &str, mtu: usize, queues: usize) -> io::Result<Vec<TunDevice>> {
+        validate_ifname(name)?;
+        let fds = sys::tunq::open_queues(name, false, queues).map_err(|e| open_error(name, e))?;
+        Ok(fds.into_iter().map(|(fd, name)| TunDevice { inner: Inner::Queue { fd, name }, mtu }).collect())
     }
 
     /// The interface's name (the kernel's choice for a `%d` template).
     pub fn name(&self) -> &str {
-        self.iface.name()
+        match &self.inner {
+            Inner::Iface(i) => i.name(),
+            Inner::Queue { name, .. } => name,
+        }
     }
 }
 
@@ -42,19 +63,28 @@ impl Device for TunDevice {
     }
 
     fn recv(&self, _now: Instant, buf: &mut [u8]) -> io::Result<usize> {
-        self.iface.recv(buf)
+        match &self.inner {
+            Inner::Iface(i) => i.recv(buf),
+            Inner::Queue { fd, .. } => Ok(rustix::io::read(fd, buf)?),
+        }
     }
 
     fn send(&self, _now: Instant, packet: &[u8]) -> io::Result<()> {
-        self.iface.send(packet).map(drop)
+        match &self.inner {
+            Inner::Iface(i) => i.send(packet).map(drop),
+            Inner::Queue { fd, .. } => rustix::io::write(fd, packet).map(drop).map_err(io::Error::from),
+        }
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        sys::tun_fd(&self.iface)
+        match &self.inner {
+            Inner::Iface(i) => sys::tun_fd(i),
+            Inner::Queue { fd, .. } => fd.as_fd(),
+        }
     }
 
     fn describe(&self) -> String {
-        self.iface.name().to_owned()
+        self.name().to_owned()
     }
 }
 

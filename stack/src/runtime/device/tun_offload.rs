@@ -149,7 +149,26 @@ impl TunOffloadDevice {
     /// any of it; the interface is removed again then (the descriptor is closed).
     pub fn create(name: &str, mtu: usize) -> io::Result<TunOffloadDevice> {
         validate_ifname(name)?;
-        let (fd, name) = tunq::open_vnet(name).map_err(|e| super::tun::open_error(name, e))?;
+        let (fd, name) = tunq::open(name, true, false).map_err(|e| super::tun::open_error(name, e))?;
+        TunOffloadDevice::negotiate(fd, name, mtu, Arc::default())
+    }
+
+    /// Create TUN interface `name` with `queues` queues (`IFF_MULTI_QUEUE`), each
+    /// with the offloads of [`create`](Self::create); the queues share one set of
+    /// counters.
+    pub fn create_queues(name: &str, mtu: usize, queues: usize) -> io::Result<Vec<TunOffloadDevice>> {
+        validate_ifname(name)?;
+        let counters = Arc::<OffloadCounters>::default();
+        let fds = tunq::open_queues(name, true, queues).map_err(|e| super::tun::open_error(name, e))?;
+        fds.into_iter().map(|(fd, name)| TunOffloadDevice::negotiate(fd, name, mtu, Arc::clone(&counters))).collect()
+    }
+
+    fn negotiate(
+        fd: OwnedFd,
+        name: String,
+        mtu: usize,
+        counters: Arc<OffloadCounters>,
+    ) -> io::Result<TunOffloadDevice> {
         tunq::set_offload(&fd, libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6)
             .map_err(|e| io::Error::new(e.kind(), format!("TUNSETOFFLOAD (checksum, TSO4, TSO6) on {name}: {e}")))?;
         Ok(TunOffloadDevice {
@@ -162,7 +181,7 @@ impl TunOffloadDevice {
                 pending: Pending::default(),
             }),
             tx: Mutex::new(Coalescer::new()),
-            counters: Arc::default(),
+            counters,
         })
     }
 
