@@ -3,21 +3,26 @@
 //! stack per core). The runtime builds them (`RuntimeConfig::queues`); this module is
 //! the rule, a pure function of a packet that every shard computes alike:
 //!
-//! - TCP: a keyed hash (SipHash-2-4) of the 4-tuple, modulo the number of shards, so
-//!   that every segment of a connection, in either direction, has one owner;
+//! - TCP: a keyed hash of the 4-tuple ([`Shard::tcp_owner`]), modulo the number of
+//!   shards, so that every segment of a connection, in either direction, has one
+//!   owner;
 //! - ICMP errors quoting one of our TCP segments: the owner of the quoted connection;
 //! - UDP, ICMP errors quoting UDP, and IP fragments before reassembly: shard 0, which
 //!   holds every UDP socket and reassembles every fragmented datagram (a reassembled
 //!   TCP segment then goes to its owner, see [`crate::Stack::poll_foreign`]);
 //! - ICMP echo requests (no state): whichever shard reads them.
 //!
-//! Where a packet arrives is the device's choice. Linux's multi-queue TUN keeps a flow
-//! on the queue that last wrote one of its packets (`tun_flow_update`; entries age out
-//! after 3 s idle and there are at most 4096), and the owner is the only shard that
-//! writes a connection's segments, so after the first segment a flow normally arrives
-//! at its owner. A packet that arrives elsewhere is handed over:
+//! Where a packet arrives is the device's choice. The runtime gives Linux's
+//! multi-queue TUN a steering program (`TUNSETSTEERINGEBPF`, `runtime/steer.rs`) that
+//! computes this very rule, so every TCP segment of a connection arrives at its owner
+//! and UDP and fragments at shard 0. Where the kernel refuses the program it picks
+//! queues itself (keeping a flow on the queue that last wrote one of its packets, by
+//! its own hash otherwise), and a packet that arrives elsewhere is handed over:
 //! [`crate::Stack::input`] returns [`Input::Elsewhere`] without touching any state and
-//! the runtime passes the bytes to the owner's stack.
+//! the runtime passes the bytes to the owner's stack. Hand-offs can reorder a flow's
+//! packets (a handed-off segment may be overtaken by one that came straight to the
+//! owner), which TCP tolerates; with the steering program only ICMP errors are handed
+//! off.
 //!
 //! Connections we open choose an ephemeral port whose 4-tuple this shard owns, so no
 //! two shards can create the same 4-tuple; explicit binds and listeners are the
@@ -31,6 +36,12 @@ use crate::wire::{proto, IcmpRepr, Packet, Transport};
 
 /// Most shards a runtime can have (queues of one TUN device: Linux allows 256).
 pub const MAX_SHARDS: u16 = 256;
+
+/// The multipliers of the ownership hash ([`Shard::tcp_owner`]): the 64-bit golden
+/// ratio and MurmurHash3's 64-bit finaliser constant, odd, so each multiplication is a
+/// bijection.
+pub const MIX_M1: u64 = 0x9e37_79b9_7f4a_7c15;
+pub const MIX_M2: u64 = 0xff51_afd7_ed55_8ccd;
 
 /// This stack's place among the shards of one runtime (`Config::shard`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,21 +78,41 @@ impl Shard {
 
     /// The shard that owns the TCP connection between our `local` and the peer's
     /// `remote` address.
+    ///
+    /// The function is the one the runtime's steering program computes in the kernel
+    /// (`runtime/steer.rs`), so that the device delivers a flow's packets to their
+    /// owner: over the 32-bit big-endian words of the peer's address, ours, and the
+    /// ports word (peer's port << 16 | ours), in the order a packet from the peer
+    /// carries them, `h = k0`, then per word `h = (h ^ w) * M1; h ^= h >> 32`, then
+    /// `h = (h ^ k1) * M2; h ^= h >> 33`, and the owner is `(h mod 2^32) mod count`.
     pub fn tcp_owner(&self, local: SocketAddr, remote: SocketAddr) -> u16 {
         if self.count == 1 {
             return 0;
         }
-        let mut b = [0u8; 36];
-        let mut put = |at: usize, a: SocketAddr| {
-            match a.ip() {
-                IpAddr::V4(ip) => b[at..at + 4].copy_from_slice(&ip.octets()),
-                IpAddr::V6(ip) => b[at..at + 16].copy_from_slice(&ip.octets()),
-            }
-            b[at + 16..at + 18].copy_from_slice(&a.port().to_be_bytes());
+        let mut h = self.key.0;
+        let mut word = |w: u32| {
+            h = (h ^ u64::from(w)).wrapping_mul(MIX_M1);
+            h ^= h >> 32;
         };
-        put(0, local);
-        put(18, remote);
-        (self.key.hash(&b) % u64::from(self.count)) as u16
+        for ip in [remote.ip(), local.ip()] {
+            match ip {
+                IpAddr::V4(a) => word(u32::from(a)),
+                IpAddr::V6(a) => {
+                    for c in a.octets().chunks_exact(4) {
+                        word(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                    }
+                }
+            }
+        }
+        word(u32::from(remote.port()) << 16 | u32::from(local.port()));
+        h = (h ^ self.key.1).wrapping_mul(MIX_M2);
+        h ^= h >> 33;
+        ((h & 0xffff_ffff) % u64::from(self.count)) as u16
+    }
+
+    /// The two halves of the ownership key (for the steering program).
+    pub fn key(&self) -> SipKey {
+        self.key
     }
 
     /// The shard that owns a whole (not fragmented) packet we received.

@@ -94,6 +94,8 @@ pub(crate) struct Engine {
     pub(crate) impair: Option<ImpairHandle>,
     /// The offload device's counters, when the runtime drives one.
     pub(crate) offload: Option<Arc<OffloadCounters>>,
+    /// The device steers flows to their shards (a multi-queue TUN with our program).
+    pub(crate) steering: bool,
     /// As one shard of a multi-queue runtime: this shard's index and every shard's
     /// inbox (see `runtime/shards.rs`).
     shard: Option<(usize, Arc<Inboxes>)>,
@@ -184,6 +186,7 @@ impl Engine {
             name,
             impair: handles.impair,
             offload: handles.offload,
+            steering: handles.steering,
             shard,
         }
     }

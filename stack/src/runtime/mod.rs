@@ -46,6 +46,7 @@ pub(crate) mod driver;
 pub(crate) mod engine;
 mod setup;
 pub(crate) mod shards;
+pub(crate) mod steer;
 pub(crate) mod sys;
 pub(crate) mod tx;
 pub(crate) mod wait;
@@ -110,6 +111,11 @@ pub struct RuntimeConfig {
     /// [`crate::shard::MAX_SHARDS`]. With more than one, `impair` and `pcap` are not
     /// available (`InvalidInput`).
     pub queues: usize,
+    /// With several queues: give the device a steering program (eBPF,
+    /// `TUNSETSTEERINGEBPF`) that delivers every TCP flow to the shard that owns it.
+    /// Off, or when the kernel refuses it, the kernel picks queues by its own hash and
+    /// flow table and the shards hand over what reaches the wrong one. Default on.
+    pub steering: bool,
 }
 
 impl RuntimeConfig {
@@ -135,6 +141,7 @@ impl Default for RuntimeConfig {
             pcap: None,
             offload: false,
             queues: 1,
+            steering: true,
         }
     }
 }
@@ -144,6 +151,10 @@ impl Default for RuntimeConfig {
 pub(crate) struct DeviceHandles {
     pub(crate) impair: Option<ImpairHandle>,
     pub(crate) offload: Option<Arc<OffloadCounters>>,
+    /// For a multi-queue device: the shards' ownership key, which its steering program
+    /// computes with (when the kernel took the program).
+    pub(crate) shard_key: Option<crate::rand::SipKey>,
+    pub(crate) steering: bool,
 }
 
 /// Owns the device and its driver thread. Dropping it (or [`Runtime::shutdown`]) stops
@@ -278,6 +289,22 @@ pub(crate) fn tun_devices(config: &RuntimeConfig) -> io::Result<TunDevices> {
         }
     };
     setup::configure(&name, config.mtu, &config.host_addrs)?;
+    // The ownership key, and the steering program that makes the kernel deliver each
+    // flow to its owner (`runtime/steer.rs`); without it the shards hand packets over.
+    let mut rng = crate::rand::Rng::new(sys::random_seed()?);
+    let key = crate::rand::SipKey::from_rng(&mut rng);
+    let rule = crate::shard::Shard::new(0, devices.len() as u16, key).expect("queue count checked above");
+    if config.steering {
+        let steered = sys::bpf::load_socket_filter(&steer::program(&rule))
+            .and_then(|prog| sys::bpf::set_steering(devices[0].fd(), &prog));
+        match steered {
+            Ok(()) => handles.steering = true,
+            Err(e) => {
+                tracing::warn!(tun = %name, error = %e, "no steering program for the TUN queues; the shards hand packets over")
+            }
+        }
+    }
+    handles.shard_key = Some(key);
     Ok((devices, name, handles))
 }
 
@@ -362,6 +389,14 @@ impl RuntimeHandle {
     /// How many shards (device queues, each with its own stack) the runtime has.
     pub fn shards(&self) -> usize {
         self.set.engines.len()
+    }
+
+    /// Whether the kernel delivers every TCP flow to the shard that owns it (a
+    /// multi-queue TUN device took the runtime's steering program, see
+    /// [`crate::shard`]); without it, packets that reach the wrong shard are handed
+    /// over (`RuntimeCounters::handoffs_out`). False with one queue.
+    pub fn steering(&self) -> bool {
+        self.set.engines[0].steering
     }
 
     /// A handle whose calls go to shard `i` (panics if there is no such shard).
@@ -521,9 +556,11 @@ pub(crate) fn start_shards(
     if stack.seed == 0 {
         stack.seed = sys::random_seed()?;
     }
-    // One ownership key for all shards; each stack its own seed (ISNs, ports, cookies).
+    // One ownership key for all shards (the steering program's, if there is one); each
+    // stack its own seed (ISNs, ports, cookies).
     let mut rng = crate::rand::Rng::new(stack.seed ^ 0x7368_6172_645f_6b65);
-    let key = crate::rand::SipKey::from_rng(&mut rng);
+    let derived = crate::rand::SipKey::from_rng(&mut rng);
+    let key = handles.shard_key.unwrap_or(derived);
     let inboxes = Arc::new(Inboxes::new(kicks.clone()));
     let mut engines = Vec::with_capacity(n);
     let mut rule = None;
@@ -541,7 +578,11 @@ pub(crate) fn start_shards(
             name.clone(),
             // The offload counters are shared by the queues: shard 0 reports them.
             if i == 0 {
-                DeviceHandles { impair: None, offload: handles.offload.clone() }
+                DeviceHandles {
+                    offload: handles.offload.clone(),
+                    steering: handles.steering,
+                    ..DeviceHandles::default()
+                }
             } else {
                 DeviceHandles::default()
             },

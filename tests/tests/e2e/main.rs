@@ -30,6 +30,8 @@ mod impaired;
 mod observe;
 /// The TUN device with TCP segmentation and checksum offload, bulk both ways.
 mod offload;
+/// Multi-queue runtimes: a stack per queue, hand-offs between them.
+mod shards;
 /// The kernel's TCP against the stack, both ways, IPv4 and IPv6.
 mod tcp;
 /// ping and UDP echo.

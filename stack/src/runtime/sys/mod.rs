@@ -4,11 +4,14 @@
 //! wake-ups, poll(2) on two descriptors, non-blocking mode, the OS entropy source. The
 //! interface-configuration ioctls that no crate wraps live in `netdev`, the TUN ioctls
 //! of the offload device (`TUNSETIFF` with `IFF_VNET_HDR`, `TUNSETVNETHDRSZ`,
-//! `TUNSETOFFLOAD`) in `tunq`, and `tun` holds
+//! `TUNSETOFFLOAD`, `IFF_MULTI_QUEUE`) in `tunq`, the steering program's `bpf(2)` load
+//! and `TUNSETSTEERINGEBPF` in `bpf`, and `tun` holds
 //! the two calls a safe wrapper could not hide (borrowing tun-tap's raw descriptor,
 //! unsharing a network namespace): the only `unsafe` code of the crate, each block with
 //! its SAFETY comment.
 
+#[allow(unsafe_code)]
+pub(crate) mod bpf;
 #[allow(unsafe_code)]
 pub(crate) mod netdev;
 #[cfg(feature = "tokio")]
