@@ -165,10 +165,9 @@ fn owner(o: Owner) -> String {
     }
 }
 
-/// What the core says, as JSON.
-fn stack_json(s: &Stack, now: Instant) -> Value {
-    let sockets: Vec<Value> = s
-        .sockets()
+/// One stack's sockets (a shard's, with several queues), as JSON.
+fn sockets_json(s: &Stack) -> Vec<Value> {
+    s.sockets()
         .iter()
         .map(|row| {
             let tcp = match s.resolve(row.handle) {
@@ -185,19 +184,41 @@ fn stack_json(s: &Stack, now: Instant) -> Value {
                 _ => None,
             };
             json!({
-                "handle": row.handle.index(), "protocol": row.protocol.as_str(),
+                "handle": row.handle.index(), "shard": row.handle.shard(), "protocol": row.protocol.as_str(),
                 "local": row.local.to_string(), "remote": row.remote.map(|r| r.to_string()),
                 "state": row.state, "recv_queue": row.recv_queue, "send_queue": row.send_queue,
                 "owner": owner(row.owner), "tcp": tcp,
             })
         })
-        .collect();
-    let st = s.stats();
+        .collect()
+}
+
+/// What the core says, as JSON: the counters and sockets of every shard, the policy of
+/// shard 0 (every shard has the same rules; knock and scan state is per shard).
+fn stack_json(rt: &RuntimeHandle) -> Value {
+    let mut sockets = Vec::new();
+    rt.inspect_each(|s| sockets.extend(sockets_json(s)));
+    let st = rt.stats();
     let drops: serde_json::Map<String, Value> =
         DropReason::ALL.iter().map(|r| (r.as_str().to_owned(), json!(st.dropped(*r)))).collect();
     let rejects: serde_json::Map<String, Value> =
         TcpReject::ALL.iter().map(|r| (r.as_str().to_owned(), json!(st.tcp_rejected(*r)))).collect();
-    let policy = s.policy().map(|p| {
+    let policy = rt.inspect(|s| policy_json(s, s.now()));
+    json!({
+        "stats": {"rx_packets": st.rx_packets, "tx_packets": st.tx_packets, "rx_bytes": st.rx_bytes,
+                  "tx_bytes": st.tx_bytes, "total_drops": st.total_drops(), "tcp_retransmits": st.tcp_retransmits},
+        "drops": drops,
+        "tcp_rejects": rejects,
+        "sockets": sockets,
+        "policy": policy,
+        "shards": rt.shards(),
+        "steering": rt.steering(),
+    })
+}
+
+/// One stack's packet policy, as JSON (`null` without one).
+fn policy_json(s: &Stack, now: Instant) -> Value {
+    s.policy().map_or(Value::Null, |p| {
         let (din, din_hits) = p.default_policy(Direction::In);
         let (dout, dout_hits) = p.default_policy(Direction::Out);
         let ps = p.stats();
@@ -219,20 +240,12 @@ fn stack_json(s: &Stack, now: Instant) -> Value {
             })),
             "blocked": p.blocked_sources(now).map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
         })
-    });
-    json!({
-        "stats": {"rx_packets": st.rx_packets, "tx_packets": st.tx_packets, "rx_bytes": st.rx_bytes,
-                  "tx_bytes": st.tx_bytes, "total_drops": st.total_drops(), "tcp_retransmits": st.tcp_retransmits},
-        "drops": drops,
-        "tcp_rejects": rejects,
-        "sockets": sockets,
-        "policy": policy,
     })
 }
 
 /// The dashboard's data: everything the page shows.
 pub fn dashboard_json(rt: &RuntimeHandle, throughput: &Throughput, flows: Option<&Flows>) -> String {
-    let mut v = rt.inspect(|s| stack_json(s, s.now()));
+    let mut v = stack_json(rt);
     v["throughput"] = throughput.json();
     v["flows"] = flows.map_or(Value::Array(Vec::new()), Flows::json);
     v["device"] = json!(rt.device_description());

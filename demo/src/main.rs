@@ -141,6 +141,13 @@ struct Opts {
     #[arg(long, value_name = "FILE")]
     rules: Option<std::path::PathBuf>,
 
+    /// Queues of the TUN device, each with its own stack and driver (a shard; the
+    /// kernel steers each TCP flow to the shard that owns it). Default: one per core,
+    /// except with --pcap, link impairment, --rules or for the gateway (one: a
+    /// policy's knock and scan state is per shard).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    queues: Option<u16>,
+
     #[command(flatten)]
     impair: ImpairOpts,
 }
@@ -152,7 +159,19 @@ const MAX_IFNAME: usize = 15;
 const IPV6_MIN_MTU: u32 = 1280;
 
 impl Opts {
+    /// The queue count: `--queues`, or one per core where nothing needs a single queue.
+    fn queues(&self, gateway: bool) -> usize {
+        match self.queues {
+            Some(n) => usize::from(n),
+            None if gateway || self.pcap.is_some() || self.impair.any() || self.rules.is_some() => 1,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(256)),
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
+        if self.queues.is_some_and(|n| n > 1) && (self.pcap.is_some() || self.impair.any()) {
+            return Err("--queues above 1: --pcap and link impairment need a single queue".into());
+        }
         if self.tun.is_empty() || self.tun.len() > MAX_IFNAME {
             return Err(format!("--tun `{}`: an interface name has 1 to {MAX_IFNAME} bytes", self.tun));
         }
@@ -287,6 +306,8 @@ fn run(command: Command) -> Result<(), String> {
     config.impair = opts.impair.impairment(impair_opts::random_seed);
     config.pcap = opts.pcap.clone();
     config.offload = opts.offload;
+    config.queues = opts.queues(client_ns.is_some());
+    let queues = config.queues;
     let impairment = config.impair.clone();
     let device_error = |e: std::io::Error| {
         format!(
@@ -310,6 +331,9 @@ fn run(command: Command) -> Result<(), String> {
                 println!("TUN offloads refused by the kernel: running on the plain TUN device");
             }
         }
+        if queues > 1 {
+            println!("{queues} queues, one stack and driver each");
+        }
         if let Some(path) = &opts.pcap {
             println!("capturing every packet to {} (tshark -r {} to read it)", path.display(), path.display());
         }
@@ -332,13 +356,18 @@ fn run(command: Command) -> Result<(), String> {
             impaired
         }
         // The HTTP server is hyper on the async API: the device, the stack and every
-        // connection run as tasks on this one thread. So do the forwards and the gateway.
+        // connection run as tasks on this one thread (with several queues, on one
+        // worker thread per queue). So do the forwards and the gateway.
         Kind::Http | Kind::Forward | Kind::Gateway => {
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-            let tokio_rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+            // One thread, or with several queues one worker per queue (the shards'
+            // driver tasks and the connections' tasks spread over them).
+            let tokio_rt = if queues > 1 {
+                tokio::runtime::Builder::new_multi_thread().worker_threads(queues).enable_all().build()
+            } else {
+                tokio::runtime::Builder::new_current_thread().enable_all().build()
+            }
+            .map_err(|e| format!("starting the tokio runtime: {e}"))?;
             std::thread::Builder::new()
                 .name("signals".into())
                 .spawn(move || {

@@ -88,7 +88,7 @@ fn fragment(packet: &[u8], ident: u32, off: usize, end: usize) -> Vec<u8> {
 }
 
 /// `packet` cut into fragments of `size` payload bytes (a multiple of 8).
-fn fragments(packet: &[u8], ident: u32, size: usize) -> Vec<Vec<u8>> {
+pub(super) fn fragments(packet: &[u8], ident: u32, size: usize) -> Vec<Vec<u8>> {
     let hl = if packet[0] >> 4 == 6 { 40 } else { 20 };
     let len = packet.len() - hl;
     (0..len).step_by(size).map(|off| fragment(packet, ident, off, (off + size).min(len))).collect()
