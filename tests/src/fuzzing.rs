@@ -2357,6 +2357,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             }
         }
         "offload" => offload_seeds(&mut v),
+        "shards" => shards_seeds(&mut v),
         _ => panic!("unknown fuzz target {target}"),
     }
     v.into_iter().map(|(n, b)| (format!("seed-{n}"), b)).collect()
@@ -2366,8 +2367,8 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 pub type Entry = fn(&[u8]);
 
 /// The targets, by the names cargo-fuzz knows them by.
-pub const TARGETS: [(&str, Entry); 4] =
-    [("parse", parse), ("ingress", ingress), ("tcp_segments", tcp_segments), ("offload", offload)];
+pub const TARGETS: [(&str, Entry); 5] =
+    [("parse", parse), ("ingress", ingress), ("tcp_segments", tcp_segments), ("offload", offload), ("shards", shards)];
 
 // ============================================================================ offload
 
@@ -2468,4 +2469,197 @@ fn offload_seeds(v: &mut Vec<(&'static str, Vec<u8>)>) {
         input.extend_from_slice(&pkt);
         v.push((name, input));
     }
+}
+
+// ============================================================================ shards
+
+/// Two shards of one address (`Config::shard`) and a peer, with a device that puts the
+/// peer's packets on whichever queue the input says. The rule under test: a shard that
+/// does not own a packet leaves it alone (nothing but `shard_handoffs` changes) and
+/// names the owner, which takes it; a reassembled datagram comes out of `poll_foreign`
+/// for its owner, which takes it; invariants hold in both shards after every step, and
+/// no shard sends an RST for a segment of a connection the other shard holds.
+struct ShardWorld {
+    peer: Stack,
+    shards: [Stack; 2],
+    now: Instant,
+    peer_conns: Vec<TcpHandle>,
+}
+
+/// The `shards` target. Input: a seed byte, then steps: an op byte, and the op's bytes.
+pub fn shards(data: &[u8]) {
+    use tunstack::shard::Shard;
+    let mut r = Reader::new(data);
+    let seed = u64::from(r.u8());
+    let key = tunstack::rand::SipKey(seed | 1, !seed);
+    let shard = |i: u16| Stack::new(fuzz_config(seed + 1 + u64::from(i)).with(|c| c.shard = Shard::new(i, 2, key)));
+    let mut peer_cfg = fuzz_config(seed + 9);
+    peer_cfg.addrs = vec![IpAddr::V4(PEER_V4), IpAddr::V6(PEER_V6)];
+    let mut w = ShardWorld {
+        peer: Stack::new(peer_cfg),
+        shards: [shard(0), shard(1)],
+        now: Instant::ZERO,
+        peer_conns: Vec::new(),
+    };
+    for port in [80, 81] {
+        for v6 in [false, true] {
+            let addr = SocketAddr::new(if v6 { STACK_V6.into() } else { STACK_V4.into() }, port);
+            for s in &mut w.shards {
+                s.tcp_listen(addr, 16).expect("listen in every shard");
+            }
+        }
+    }
+    let mut steps = 0;
+    while !r.is_empty() && steps < 200 {
+        steps += 1;
+        let op = r.u8();
+        let queue = usize::from(op >> 7);
+        match op & 0x07 {
+            // A raw packet (checksums repaired on request) to queue `queue`.
+            0 | 1 => {
+                let len = usize::from(r.u8());
+                let mut pkt = r.bytes(len).to_vec();
+                if op & 0x08 != 0 {
+                    fix_checksums(&mut pkt);
+                }
+                w.deliver(queue, &pkt);
+            }
+            // The peer connects to one of the ports (v4 or v6).
+            2 => {
+                let v6 = op & 0x08 != 0;
+                let port = 80 + u16::from(op & 0x10 != 0);
+                let dst = SocketAddr::new(if v6 { STACK_V6.into() } else { STACK_V4.into() }, port);
+                if let Ok(c) = w.peer.tcp_connect(w.now, dst, None) {
+                    w.peer_conns.push(c);
+                }
+            }
+            // The peer sends on one of its connections.
+            3 => {
+                if !w.peer_conns.is_empty() {
+                    let c = w.peer_conns[usize::from(r.u8()) % w.peer_conns.len()];
+                    let n = usize::from(r.u8()) * 16;
+                    let _ = w.peer.tcp_send(c, &vec![0x61; n]);
+                }
+            }
+            // The shards accept, echo what they read, and sometimes close.
+            4 => {
+                for i in 0..2 {
+                    // What an application holds: listeners and accepted connections (not
+                    // those still queued under a listener).
+                    let socks: Vec<_> = w.shards[i].sockets().into_iter().filter(|r| r.owner == Owner::App).collect();
+                    for row in socks {
+                        match w.shards[i].resolve(row.handle) {
+                            Some(AnyHandle::Listener(l)) => while w.shards[i].tcp_accept(l).is_ok() {},
+                            Some(AnyHandle::Tcp(h)) => {
+                                let mut buf = [0u8; 512];
+                                if let Ok(n @ 1..) = w.shards[i].tcp_recv(h, &mut buf) {
+                                    let _ = w.shards[i].tcp_send(h, &buf[..n]);
+                                }
+                                if op & 0x08 != 0 {
+                                    let _ = w.shards[i].close(h);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            // Time passes.
+            5 => {
+                w.now += std::time::Duration::from_millis(u64::from(r.u8()) * 4);
+                w.peer.handle_timeout(w.now);
+                for s in &mut w.shards {
+                    s.handle_timeout(w.now);
+                }
+            }
+            // The peer's next packet, cut into fragments, to queue `queue`.
+            6 => {
+                let mut buf = vec![0u8; 1500];
+                if let Some(n) = w.peer.poll_transmit(w.now, &mut buf) {
+                    let plan = r.u8();
+                    for f in fragment_plan(&buf[..n], plan, u32::from(r.u16())) {
+                        w.deliver(queue, &f);
+                    }
+                }
+            }
+            // Deliver everything pending, the peer's packets alternating between queues.
+            _ => w.pump(op & 0x08 != 0),
+        }
+        w.check();
+    }
+    w.pump(false);
+    w.check();
+}
+
+impl ShardWorld {
+    fn deliver(&mut self, queue: usize, pkt: &[u8]) {
+        use tunstack::shard::Input;
+        let before = self.shards[queue].stats().clone();
+        if let Input::Elsewhere(owner) = self.shards[queue].input(self.now, pkt) {
+            let mut expected = before;
+            expected.shard_handoffs += 1;
+            assert_eq!(self.shards[queue].stats(), &expected, "a packet left elsewhere changed this shard");
+            let owner = usize::from(owner);
+            assert!(owner < 2 && owner != queue, "owner {owner} named by shard {queue}");
+            assert_eq!(self.shards[owner].input(self.now, pkt), Input::Done, "the owner passes it on");
+        }
+        for q in 0..2 {
+            while let Some((owner, datagram)) = self.shards[q].poll_foreign() {
+                assert_eq!(self.shards[usize::from(owner)].input(self.now, &datagram), Input::Done);
+            }
+        }
+    }
+
+    /// Move packets until quiet (or a bound): the peer's to the queues alternately
+    /// (`swap`: starting with queue 1), the shards' to the peer.
+    fn pump(&mut self, swap: bool) {
+        let mut buf = vec![0u8; 1500];
+        let mut q = usize::from(swap);
+        for _ in 0..64 {
+            let mut moved = false;
+            while let Some(n) = self.peer.poll_transmit(self.now, &mut buf) {
+                let pkt = buf[..n].to_vec();
+                self.deliver(q, &pkt);
+                q ^= 1;
+                moved = true;
+            }
+            for i in 0..2 {
+                while let Some(n) = self.shards[i].poll_transmit(self.now, &mut buf) {
+                    let _ = self.peer.input(self.now, &buf[..n]);
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn check(&self) {
+        for (i, s) in self.shards.iter().enumerate() {
+            if let Err(e) = s.check_invariants() {
+                panic!("shard {i}: invariant violated: {e}");
+            }
+            // A shard only holds connections it owns.
+            let rule = s.config().shard.expect("a shard");
+            for row in s.sockets() {
+                if let (tunstack::Protocol::Tcp, Some(remote)) = (row.protocol, row.remote) {
+                    assert_eq!(rule.tcp_owner(row.local, remote), rule.index(), "shard {i} holds {row:?}");
+                }
+            }
+        }
+        self.peer.check_invariants().expect("the peer's invariants");
+    }
+}
+
+fn shards_seeds(v: &mut Vec<(&'static str, Vec<u8>)>) {
+    // Connect on v4 and v6, exchange, send data, echo, time, close.
+    v.push(("connect-echo", vec![1, 2, 0x0a, 0x12, 7, 4, 7, 3, 0, 8, 7, 4, 7, 5, 10, 7, 0x0c, 7, 5, 200, 7]));
+    // A SYN in fragments to the wrong queue, then the rest.
+    v.push(("fragmented-syn", vec![2, 2, 6, 40, 0, 1, 7, 4, 7, 0x87, 5, 50, 7]));
+    // Raw bytes with repaired checksums: a bare TCP header from the peer.
+    let mut raw = vec![3, 0x08, 40];
+    raw.extend_from_slice(&packet_tcp(false, TcpFlags::ACK, TcpOptions::default(), &[])[..40]);
+    raw.extend_from_slice(&[7]);
+    v.push(("raw-ack", raw));
 }
