@@ -195,3 +195,81 @@ fn two_queues_udp_and_ping() {
         assert!(rt.stats().icmp_echo_replies >= 3);
     });
 }
+
+/// The async API on two queues: a tokio multi-thread runtime with a worker per queue,
+/// an echo server whose accept loop takes connections from both shards, and tasks that
+/// connect out through both.
+#[test]
+fn async_runtime_on_two_queues() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(ns) = NetNs::new("shardsasync") else { return };
+    ns.run_timeout(Duration::from_secs(120), || {
+        let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        tokio_rt.block_on(async {
+            let rt = tunstack::tokio::AsyncRuntime::new(RuntimeConfig::default().with(|c| c.queues = 2))
+                .expect("async runtime with two queues");
+            assert_eq!(rt.shards(), 2);
+            assert!(rt.steering());
+            netns::wait_ipv6_ready(Duration::from_secs(10));
+            let listener = tunstack::tokio::TcpListener::bind(&rt, (STACK_V4, ECHO_PORT)).expect("bind");
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 8192];
+                        while let Ok(n @ 1..) = s.read(&mut buf).await {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            // Kernel clients, from blocking threads.
+            let clients: Vec<_> = (0..16u64)
+                .map(|i| {
+                    tokio::task::spawn_blocking(move || {
+                        let s = kernel_connect(SocketAddr::new(STACK_V4, ECHO_PORT)).expect("kernel connects");
+                        let data = pattern(300 + i, 64 << 10);
+                        assert_same("async echo", &echo_through(&s, &data), &data);
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.await.expect("client");
+            }
+            // The stack connects out to a kernel listener, from tasks.
+            let kl = KernelListener::bind((HOST_V4, 0)).expect("kernel listener");
+            let port = kl.local_addr().unwrap().port();
+            let server = thread::spawn(move || {
+                for _ in 0..8 {
+                    let (mut s, _) = kl.accept().expect("accept");
+                    let mut b = [0u8; 3];
+                    s.read_exact(&mut b).unwrap();
+                    s.write_all(&b).unwrap();
+                }
+            });
+            let mut shards = BTreeSet::new();
+            for i in 0..8u8 {
+                let mut s = tunstack::tokio::TcpStream::connect(&rt, (HOST_V4, port)).await.expect("connect");
+                shards.insert(s.handle().shard());
+                s.write_all(&[i; 3]).await.unwrap();
+                let mut b = [0u8; 3];
+                s.read_exact(&mut b).await.unwrap();
+                assert_eq!(b, [i; 3]);
+            }
+            server.join().unwrap();
+            assert_eq!(shards, BTreeSet::from([0, 1]));
+            let mut accepted = BTreeSet::new();
+            rt.inspect_each(|s| {
+                if s.stats().tcp_passive_opens > 0 {
+                    accepted.insert(s.config().shard.unwrap().index());
+                }
+            });
+            assert_eq!(accepted, BTreeSet::from([0, 1]), "both shards accepted");
+            let stats = rt.stats();
+            assert_eq!((stats.tcp_passive_opens, stats.tcp_active_opens), (16, 8));
+            assert_eq!(stats.tcp_resets_sent, 0);
+            rt.shutdown().await;
+        });
+    });
+}
