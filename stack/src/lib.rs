@@ -44,6 +44,6 @@ pub use error::{
 pub use socket::{
     AnyHandle, ListenerHandle, Owner, Protocol, Readiness, SocketHandle, SocketInfo, TcpHandle, UdpHandle,
 };
-pub use stack::{Stack, Stats};
+pub use stack::{RxChecksum, Stack, Stats};
 pub use tcp::{TcpInfo, TcpReject, TcpState};
 pub use time::Instant;

@@ -11,18 +11,26 @@ use super::sys;
 use super::tx::Role;
 use super::wait::Unparks;
 use crate::time::Instant;
+use crate::RxChecksum;
 
 /// Reusable receive buffers: `RX_BATCH` packets of up to `mtu` bytes each.
 pub(crate) struct RxBatch {
     buf: Box<[u8]>,
     lens: [usize; RX_BATCH],
+    checks: [RxChecksum; RX_BATCH],
     n: usize,
     mtu: usize,
 }
 
 impl RxBatch {
     pub(crate) fn new(mtu: usize) -> RxBatch {
-        RxBatch { buf: vec![0u8; RX_BATCH * mtu].into_boxed_slice(), lens: [0; RX_BATCH], n: 0, mtu }
+        RxBatch {
+            buf: vec![0u8; RX_BATCH * mtu].into_boxed_slice(),
+            lens: [0; RX_BATCH],
+            checks: [RxChecksum::Unverified; RX_BATCH],
+            n: 0,
+            mtu,
+        }
     }
 
     /// Read packets until the device has none ready or the batch is full. An error
@@ -30,9 +38,10 @@ impl RxBatch {
     pub(crate) fn fill(&mut self, device: &dyn Device, now: Instant) -> io::Result<()> {
         while self.n < RX_BATCH {
             let slot = &mut self.buf[self.n * self.mtu..(self.n + 1) * self.mtu];
-            match device.recv(now, slot) {
-                Ok(len) => {
+            match device.recv_checked(now, slot) {
+                Ok((len, check)) => {
                     self.lens[self.n] = len;
+                    self.checks[self.n] = check;
                     self.n += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -52,8 +61,13 @@ impl RxBatch {
         self.n == RX_BATCH
     }
 
-    pub(crate) fn packets(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.lens[..self.n].iter().enumerate().map(|(i, &len)| &self.buf[i * self.mtu..i * self.mtu + len])
+    /// The packets read, each with what the device said about its checksum.
+    pub(crate) fn packets(&self) -> impl Iterator<Item = (&[u8], RxChecksum)> + '_ {
+        self.lens[..self.n]
+            .iter()
+            .zip(&self.checks)
+            .enumerate()
+            .map(|(i, (&len, &check))| (&self.buf[i * self.mtu..i * self.mtu + len], check))
     }
 }
 

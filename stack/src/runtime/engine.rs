@@ -45,6 +45,7 @@ use crate::shard::Input;
 use crate::socket::{Readiness, SocketHandle};
 use crate::stack::Stack;
 use crate::time::Instant;
+use crate::RxChecksum;
 
 /// Packets read from the device per turn before the core is locked and fed.
 pub(crate) const RX_BATCH: usize = 64;
@@ -435,7 +436,7 @@ impl Engine {
         &self,
         device: &dyn Device,
         now: Instant,
-        packets: impl Iterator<Item = &'a [u8]>,
+        packets: impl Iterator<Item = (&'a [u8], RxChecksum)>,
         kicked: bool,
         unparks: &mut Unparks,
     ) -> Option<(Option<Instant>, Role)> {
@@ -460,9 +461,9 @@ impl Engine {
             }
             core.inbox.clear();
         }
-        for pkt in packets {
+        for (pkt, check) in packets {
             core.counters.packets_read += 1;
-            if let Input::Elsewhere(to) = core.stack.input(now, pkt) {
+            if let Input::Elsewhere(to) = core.stack.input_with(now, pkt, check) {
                 stage(&mut core.handoff, &mut core.counters, to, pkt);
             }
         }

@@ -59,6 +59,18 @@ use table::{Slot, Sock};
 /// dropped, which is what a router's rate limit would do too.
 const MAX_CTRL_QUEUE: usize = 1024;
 
+/// What the device says about a received packet's transport (TCP, UDP) checksum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RxChecksum {
+    /// Nothing: the stack verifies it (RFC 9293 3.1, RFC 768).
+    #[default]
+    Unverified,
+    /// The device verified it, or the packet comes from the host's own stack with the
+    /// checksum left to offload (virtio-net `DATA_VALID` / `NEEDS_CSUM`): not checked
+    /// again.
+    Verified,
+}
+
 /// Most reassembled datagrams waiting to be handed to their shard (`Stack::poll_foreign`);
 /// beyond it they are dropped as `DropReason::ResourceLimit`. Reassembled TCP is rare
 /// (Linux sets DF on TCP), so a small queue is plenty; 64 datagrams of at most 64 KiB.
@@ -311,8 +323,18 @@ impl Stack {
     /// alone (only `Stats::shard_handoffs` counts it) and [`Input::Elsewhere`] names
     /// the owner, to which the caller gives the same bytes.
     pub fn input(&mut self, now: Instant, packet: &[u8]) -> Input {
+        self.input_with(now, packet, RxChecksum::Unverified)
+    }
+
+    /// [`input`](Self::input), saying whether the device vouches for the packet's TCP
+    /// or UDP checksum (`RxChecksum::Verified`: it is not checked again; see
+    /// `wire::parse_verified`).
+    pub fn input_with(&mut self, now: Instant, packet: &[u8], checksum: RxChecksum) -> Input {
         // Matched by reference: the parsed packet is not moved (copied) out.
-        let parsed = wire::parse(packet);
+        let parsed = match checksum {
+            RxChecksum::Unverified => wire::parse(packet),
+            RxChecksum::Verified => wire::parse_verified(packet),
+        };
         if let Some(shard) = self.cfg.shard {
             let owner = match &parsed {
                 Ok(p) => shard.owner(p),

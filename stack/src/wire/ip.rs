@@ -245,15 +245,21 @@ pub(crate) fn bad_source_v6(a: Ipv6Addr) -> bool {
 }
 
 pub(crate) fn parse_packet(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
+    parse_packet_with(buf, true)
+}
+
+/// [`parse_packet`]; without `verify_transport` the TCP and UDP checksums are taken as
+/// verified (see `wire::parse_verified`).
+pub(crate) fn parse_packet_with(buf: &[u8], verify_transport: bool) -> Result<Packet<'_>, DropReason> {
     let first = *buf.first().ok_or(DropReason::Truncated)?;
     match first >> 4 {
-        4 => parse_v4(buf),
-        6 => parse_v6(buf),
+        4 => parse_v4(buf, verify_transport),
+        6 => parse_v6(buf, verify_transport),
         _ => Err(DropReason::BadIpVersion),
     }
 }
 
-fn parse_v4(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
+fn parse_v4(buf: &[u8], verify: bool) -> Result<Packet<'_>, DropReason> {
     let pkt = Ipv4Packet::new_checked(buf)?;
     if !pkt.verify_checksum() {
         return Err(DropReason::BadIpChecksum);
@@ -268,8 +274,8 @@ fn parse_v4(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
     let payload = pkt.payload();
     let (s, d) = (IpAddr::V4(src), IpAddr::V4(dst));
     let transport = match pkt.protocol() {
-        proto::TCP => Transport::Tcp(tcp::parse(payload, s, d)?),
-        proto::UDP => Transport::Udp(udp::parse(payload, s, d)?),
+        proto::TCP => Transport::Tcp(tcp::parse(payload, s, d, verify)?),
+        proto::UDP => Transport::Udp(udp::parse(payload, s, d, verify)?),
         proto::ICMP => Transport::Icmp(icmp::parse_v4(payload)?),
         _ => return Err(DropReason::UnknownProtocol),
     };
@@ -277,7 +283,7 @@ fn parse_v4(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
     Ok(Packet { ip, transport })
 }
 
-fn parse_v6(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
+fn parse_v6(buf: &[u8], verify: bool) -> Result<Packet<'_>, DropReason> {
     let pkt = Ipv6Packet::new_checked(buf)?;
     let (src, dst) = (pkt.src(), pkt.dst());
     if bad_source_v6(src) {
@@ -286,8 +292,8 @@ fn parse_v6(buf: &[u8]) -> Result<Packet<'_>, DropReason> {
     let (protocol, payload) = pkt.upper_layer()?;
     let (s, d) = (IpAddr::V6(src), IpAddr::V6(dst));
     let transport = match protocol {
-        proto::TCP => Transport::Tcp(tcp::parse(payload, s, d)?),
-        proto::UDP => Transport::Udp(udp::parse(payload, s, d)?),
+        proto::TCP => Transport::Tcp(tcp::parse(payload, s, d, verify)?),
+        proto::UDP => Transport::Udp(udp::parse(payload, s, d, verify)?),
         proto::ICMPV6 => Transport::Icmp(icmp::parse_v6(payload, src, dst)?),
         // No Next Header (59), ICMPv4 over IPv6 and everything else.
         _ => return Err(DropReason::UnknownProtocol),

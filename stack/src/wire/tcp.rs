@@ -273,9 +273,9 @@ impl<'a> TcpSegment<'a> {
 }
 
 /// Parse a TCP segment (`buf` is the whole IP payload) carried between `src` and `dst`.
-pub(crate) fn parse(buf: &[u8], src: IpAddr, dst: IpAddr) -> Result<TcpRepr<'_>, DropReason> {
+pub(crate) fn parse(buf: &[u8], src: IpAddr, dst: IpAddr, verify: bool) -> Result<TcpRepr<'_>, DropReason> {
     let seg = TcpSegment::new_checked(buf)?;
-    if !seg.verify_checksum(src, dst) {
+    if verify && !seg.verify_checksum(src, dst) {
         return Err(DropReason::BadTcpChecksum);
     }
     let options = parse_options(seg.options())?;
@@ -624,7 +624,7 @@ mod tests {
         let pseudo = checksum::pseudo_header(A, B, proto::TCP, seg.len());
         let c = checksum::finish(checksum::accumulate(pseudo, &seg));
         seg[16..18].copy_from_slice(&c.to_be_bytes());
-        let r = parse(&seg, A, B).unwrap();
+        let r = parse(&seg, A, B, true).unwrap();
         assert_eq!(
             r,
             TcpRepr {
@@ -647,22 +647,27 @@ mod tests {
     fn round_trip_and_errors() {
         let r = sample();
         let seg = segment(&r, A, B);
-        assert_eq!(parse(&seg, A, B), Ok(r));
+        assert_eq!(parse(&seg, A, B, true), Ok(r));
         // Too short for the fixed header.
-        assert_eq!(parse(&seg[..19], A, B), Err(DropReason::Truncated));
+        assert_eq!(parse(&seg[..19], A, B, true), Err(DropReason::Truncated));
         // Data offset below 5, and past the end.
         let mut bad = seg.clone();
         bad[12] = 0x40;
-        assert_eq!(parse(&bad, A, B), Err(DropReason::BadTcpHeader));
+        assert_eq!(parse(&bad, A, B, true), Err(DropReason::BadTcpHeader));
         let mut short = seg[..24].to_vec();
         short[12] = 0x80;
-        assert_eq!(parse(&short, A, B), Err(DropReason::BadTcpHeader));
+        assert_eq!(parse(&short, A, B, true), Err(DropReason::BadTcpHeader));
         // A payload bit flipped, and the wrong pseudo-header.
         let mut flipped = seg.clone();
         *flipped.last_mut().unwrap() ^= 0x10;
-        assert_eq!(parse(&flipped, A, B), Err(DropReason::BadTcpChecksum));
+        assert_eq!(parse(&flipped, A, B, true), Err(DropReason::BadTcpChecksum));
         let c = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
-        assert_eq!(parse(&seg, A, c), Err(DropReason::BadTcpChecksum));
+        assert_eq!(parse(&seg, A, c, true), Err(DropReason::BadTcpChecksum));
+        // A segment whose checksum the device vouches for is not verified again (the
+        // offload device's partial checksums); everything else still is.
+        let taken = parse(&flipped, A, B, false).unwrap();
+        assert_eq!(taken.payload, &flipped[flipped.len() - r.payload.len()..]);
+        assert_eq!(parse(&seg[..19], A, B, false), Err(DropReason::Truncated));
     }
 
     #[test]
@@ -675,7 +680,7 @@ mod tests {
         let pseudo = checksum::pseudo_header(A, B, proto::TCP, seg.len());
         let c = checksum::finish(checksum::accumulate(pseudo, &seg));
         seg[16..18].copy_from_slice(&c.to_be_bytes());
-        assert_eq!(parse(&seg, A, B), Err(DropReason::BadTcpHeader));
+        assert_eq!(parse(&seg, A, B, true), Err(DropReason::BadTcpHeader));
     }
 
     #[test]

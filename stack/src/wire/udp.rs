@@ -83,9 +83,9 @@ impl<'a> UdpDatagram<'a> {
 }
 
 /// Parse a UDP datagram (`buf` is the whole IP payload) carried between `src` and `dst`.
-pub(crate) fn parse(buf: &[u8], src: IpAddr, dst: IpAddr) -> Result<UdpRepr<'_>, DropReason> {
+pub(crate) fn parse(buf: &[u8], src: IpAddr, dst: IpAddr, verify: bool) -> Result<UdpRepr<'_>, DropReason> {
     let dgram = UdpDatagram::new_checked(buf)?;
-    if !dgram.verify_checksum(src, dst) {
+    if verify && !dgram.verify_checksum(src, dst) {
         return Err(DropReason::BadUdpChecksum);
     }
     Ok(UdpRepr { src_port: dgram.src_port(), dst_port: dgram.dst_port(), payload: dgram.payload() })
@@ -139,7 +139,7 @@ mod tests {
         }
         let c = !(s as u16);
         d[6..8].copy_from_slice(&c.to_be_bytes());
-        assert_eq!(parse(&d, A4, B4), Ok(UdpRepr { src_port: 5353, dst_port: 53, payload: b"abc" }));
+        assert_eq!(parse(&d, A4, B4, true), Ok(UdpRepr { src_port: 5353, dst_port: 53, payload: b"abc" }));
         assert_eq!(datagram(&UdpRepr { src_port: 5353, dst_port: 53, payload: b"abc" }, A4, B4), d);
     }
 
@@ -147,17 +147,17 @@ mod tests {
     fn length_rules() {
         let r = UdpRepr { src_port: 1, dst_port: 2, payload: b"payload" };
         let d = datagram(&r, A4, B4);
-        assert_eq!(parse(&d[..7], A4, B4), Err(DropReason::Truncated));
+        assert_eq!(parse(&d[..7], A4, B4, true), Err(DropReason::Truncated));
         // Length field larger than the IP payload.
-        assert_eq!(parse(&d[..d.len() - 1], A4, B4), Err(DropReason::BadUdpHeader));
+        assert_eq!(parse(&d[..d.len() - 1], A4, B4, true), Err(DropReason::BadUdpHeader));
         // Length field below 8.
         let mut bad = d.clone();
         bad[4..6].copy_from_slice(&7u16.to_be_bytes());
-        assert_eq!(parse(&bad, A4, B4), Err(DropReason::BadUdpHeader));
+        assert_eq!(parse(&bad, A4, B4, true), Err(DropReason::BadUdpHeader));
         // Trailing bytes beyond the UDP length are ignored.
         let mut padded = d.clone();
         padded.extend_from_slice(&[0xee; 5]);
-        assert_eq!(parse(&padded, A4, B4), Ok(r));
+        assert_eq!(parse(&padded, A4, B4, true), Ok(r));
     }
 
     #[test]
@@ -167,14 +167,14 @@ mod tests {
         d[6] = 0;
         d[7] = 0;
         // IPv4: zero means no checksum (RFC 768).
-        assert_eq!(parse(&d, A4, B4), Ok(r));
+        assert_eq!(parse(&d, A4, B4, true), Ok(r));
         // IPv6: zero is invalid (RFC 8200 8.1).
-        assert_eq!(parse(&d, A6, B6), Err(DropReason::BadUdpChecksum));
+        assert_eq!(parse(&d, A6, B6, true), Err(DropReason::BadUdpChecksum));
         let d6 = datagram(&r, A6, B6);
-        assert_eq!(parse(&d6, A6, B6), Ok(r));
+        assert_eq!(parse(&d6, A6, B6, true), Ok(r));
         let mut bad = d6.clone();
         bad[8] ^= 0x80;
-        assert_eq!(parse(&bad, A6, B6), Err(DropReason::BadUdpChecksum));
+        assert_eq!(parse(&bad, A6, B6, true), Err(DropReason::BadUdpChecksum));
     }
 
     #[test]
@@ -193,6 +193,6 @@ mod tests {
         let r = UdpRepr { payload: &payload, ..base };
         let out = datagram(&r, A4, B4);
         assert_eq!(&out[6..8], &[0xff, 0xff]);
-        assert_eq!(parse(&out, A4, B4), Ok(r));
+        assert_eq!(parse(&out, A4, B4, true), Ok(r));
     }
 }

@@ -53,6 +53,15 @@ pub trait Device: Send + Sync + 'static {
     /// middleware that times packets.
     fn recv(&self, now: Instant, buf: &mut [u8]) -> io::Result<usize>;
 
+    /// [`recv`](Device::recv), also saying whether the device vouches for the packet's
+    /// TCP or UDP checksum, which the stack then does not verify again (the offload
+    /// device, for the kernel's own segments; see [`crate::RxChecksum`]). The default
+    /// is `recv` and `Unverified`, which middleware that changes packets (impairment's
+    /// corruption) must keep.
+    fn recv_checked(&self, now: Instant, buf: &mut [u8]) -> io::Result<(usize, crate::RxChecksum)> {
+        self.recv(now, buf).map(|n| (n, crate::RxChecksum::Unverified))
+    }
+
     /// Write one packet. A device that cannot take it now drops it (a link is lossy;
     /// TCP recovers) and may say so with an error, which the runtime counts and logs.
     fn send(&self, now: Instant, packet: &[u8]) -> io::Result<()>;
@@ -91,6 +100,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn recv(&self, now: Instant, buf: &mut [u8]) -> io::Result<usize> {
         (**self).recv(now, buf)
+    }
+    fn recv_checked(&self, now: Instant, buf: &mut [u8]) -> io::Result<(usize, crate::RxChecksum)> {
+        (**self).recv_checked(now, buf)
     }
     fn send(&self, now: Instant, packet: &[u8]) -> io::Result<()> {
         (**self).send(now, packet)

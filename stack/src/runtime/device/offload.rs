@@ -188,14 +188,20 @@ fn pseudo_sum(pkt: &[u8], v6: bool, tcp_len: usize) -> u64 {
     }
 }
 
-/// Complete a partial checksum in place (`NEEDS_CSUM`): the field at `start + offset`
-/// holds the sum of what precedes `start` that is covered (the pseudo-header); the
-/// checksum over `start..` with that field in place is written there.
-pub fn complete_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), RxError> {
+/// Where a partial checksum's field is (`start + offset`), if it lies in the packet.
+fn checksum_field(pkt: &[u8], start: usize, offset: usize) -> Result<usize, RxError> {
     let field = start.checked_add(offset).ok_or(RxError::BadCsumOffsets)?;
     if field.checked_add(2).is_none_or(|end| end > pkt.len()) {
         return Err(RxError::BadCsumOffsets);
     }
+    Ok(field)
+}
+
+/// Complete a partial checksum in place (`NEEDS_CSUM`): the field at `start + offset`
+/// holds the sum of what precedes `start` that is covered (the pseudo-header); the
+/// checksum over `start..` with that field in place is written there.
+pub fn complete_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), RxError> {
+    let field = checksum_field(pkt, start, offset)?;
     let c = finish(accumulate(0, &pkt[start..]));
     // Zero and all ones are the same ones' complement value; UDP reserves zero for
     // "no checksum", so always write the other one.
@@ -213,6 +219,13 @@ pub struct Ingested {
     pub split: bool,
     /// A partial checksum was completed.
     pub csum_completed: bool,
+    /// The kernel vouches for the transport checksum of what was emitted (a
+    /// super-segment, `NEEDS_CSUM` or `DATA_VALID`): the stack need not verify it.
+    pub verified: bool,
+    /// Without `checksums`: where the partial checksum of every emitted packet is
+    /// (`csum_start`, `csum_offset`), for [`complete_checksum`] if a complete one is
+    /// wanted after all.
+    pub partial: Option<(usize, usize)>,
 }
 
 /// Turn one packet read from a virtio-net-header device (header `hdr`, IP packet
@@ -220,25 +233,39 @@ pub struct Ingested {
 /// holds one segment at a time while cutting (its length is grown as needed).
 /// `max_len` is the longest packet `emit` may get (the device's MTU). Every check comes
 /// before the first `emit`: on error nothing was emitted.
+///
+/// With `checksums`, every emitted packet carries a complete, valid TCP checksum (the
+/// partial one completed, each cut segment's computed). Without, a packet the kernel
+/// vouches for (`Ingested::verified`) keeps whatever its checksum field holds: the
+/// stack is then told not to verify it, which saves two passes over every byte.
 pub fn ingest(
     hdr: &VnetHdr,
     pkt: &mut [u8],
     max_len: usize,
     scratch: &mut Vec<u8>,
+    checksums: bool,
     mut emit: impl FnMut(&[u8]),
 ) -> Result<Ingested, RxError> {
     let gso = hdr.gso_type & !GSO_ECN;
+    let vouched = hdr.flags & (F_NEEDS_CSUM | F_DATA_VALID) != 0;
     if gso == GSO_NONE {
         let mut csum_completed = false;
+        let mut partial = None;
         if hdr.flags & F_NEEDS_CSUM != 0 {
-            complete_checksum(pkt, usize::from(hdr.csum_start), usize::from(hdr.csum_offset))?;
-            csum_completed = true;
+            let (start, offset) = (usize::from(hdr.csum_start), usize::from(hdr.csum_offset));
+            if checksums {
+                complete_checksum(pkt, start, offset)?;
+                csum_completed = true;
+            } else {
+                checksum_field(pkt, start, offset)?;
+                partial = Some((start, offset));
+            }
         }
         if pkt.len() > max_len {
             return Err(RxError::TooLong);
         }
         emit(pkt);
-        return Ok(Ingested { segments: 1, split: false, csum_completed });
+        return Ok(Ingested { segments: 1, split: false, csum_completed, verified: vouched, partial });
     }
     if gso != GSO_TCPV4 && gso != GSO_TCPV6 {
         return Err(RxError::UnsupportedGso);
@@ -288,13 +315,22 @@ pub fn ingest(
             flags &= !TCP_CWR;
         }
         seg[tcp + 13] = flags;
-        seg[tcp + TCP_CSUM] = 0;
-        seg[tcp + TCP_CSUM + 1] = 0;
-        let sum = accumulate(pseudo_sum(seg, h.v6, len - tcp), &seg[tcp..]);
-        seg[tcp + TCP_CSUM..tcp + TCP_CSUM + 2].copy_from_slice(&finish(sum).to_be_bytes());
+        let pseudo = pseudo_sum(seg, h.v6, len - tcp);
+        let field = if checksums {
+            seg[tcp + TCP_CSUM] = 0;
+            seg[tcp + TCP_CSUM + 1] = 0;
+            finish(accumulate(pseudo, &seg[tcp..]))
+        } else {
+            // A partial checksum, as the kernel leaves it for offload (the folded
+            // pseudo-header sum): `complete_checksum(seg, tcp, TCP_CSUM)` finishes it.
+            fold(pseudo)
+        };
+        seg[tcp + TCP_CSUM..tcp + TCP_CSUM + 2].copy_from_slice(&field.to_be_bytes());
         emit(seg);
     }
-    Ok(Ingested { segments: count, split: true, csum_completed: false })
+    // A super-segment comes from the host's own TCP with its checksum left to offload.
+    let partial = (!checksums).then_some((h.ip_len, TCP_CSUM));
+    Ok(Ingested { segments: count, split: true, csum_completed: false, verified: true, partial })
 }
 
 /// A super-segment being built by the [`Coalescer`].

@@ -14,11 +14,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::offload::{ingest, Coalescer, RxError, VnetHdr, MAX_SUPER_PACKET, VNET_HDR_LEN};
+use super::offload::{complete_checksum, ingest, Coalescer, RxError, VnetHdr, MAX_SUPER_PACKET, VNET_HDR_LEN};
 use super::Device;
 use crate::runtime::ifconfig::validate_ifname;
 use crate::runtime::sys::tunq;
 use crate::time::Instant;
+use crate::RxChecksum;
 
 /// What the offload device did, since it was created. Every field only grows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,6 +101,11 @@ struct Pending {
     /// (offset, length) of each segment in `data`.
     segs: Vec<(usize, usize)>,
     next: usize,
+    /// What `ingest` said about them: vouched for by the kernel, and where their
+    /// partial checksums are (completed on the way out for `recv`, left for
+    /// `recv_checked`, whose caller does not verify them).
+    verified: bool,
+    partial: Option<(usize, usize)>,
 }
 
 impl Pending {
@@ -107,6 +113,8 @@ impl Pending {
         self.data.clear();
         self.segs.clear();
         self.next = 0;
+        self.verified = false;
+        self.partial = None;
     }
 
     fn push(&mut self, seg: &[u8]) {
@@ -208,6 +216,41 @@ impl Device for TunOffloadDevice {
     }
 
     fn recv(&self, _now: Instant, out: &mut [u8]) -> io::Result<usize> {
+        self.read_packet(out, true).map(|(n, _)| n)
+    }
+
+    fn recv_checked(&self, _now: Instant, out: &mut [u8]) -> io::Result<(usize, RxChecksum)> {
+        self.read_packet(out, false)
+    }
+
+    fn send(&self, _now: Instant, packet: &[u8]) -> io::Result<()> {
+        self.send_one(packet)
+    }
+
+    fn send_batch(&self, _now: Instant, packets: &mut dyn Iterator<Item = &[u8]>) {
+        self.send_many(packets)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Segments cut from a super-segment wait here even when the descriptor is no
+    /// longer readable: ask the driver to read again at once.
+    fn poll_at(&self) -> Option<Instant> {
+        self.pending_at()
+    }
+
+    fn describe(&self) -> String {
+        self.description()
+    }
+}
+
+impl TunOffloadDevice {
+    /// The next packet: a pending segment, or what the next read brings. With
+    /// `complete`, a packet whose checksum the kernel left partial gets it completed;
+    /// without, it goes up as is, marked `Verified` (the kernel's own segments).
+    fn read_packet(&self, out: &mut [u8], complete: bool) -> io::Result<(usize, RxChecksum)> {
         let mut guard = lock(&self.rx);
         let rx = &mut *guard;
         let max_len = out.len().min(self.mtu);
@@ -221,15 +264,20 @@ impl Device for TunOffloadDevice {
                 let (off, len) = p.segs[p.next];
                 p.next += 1;
                 out[..len].copy_from_slice(&p.data[off..off + len]);
-                return Ok(len);
+                if let (true, Some((start, offset))) = (complete, p.partial) {
+                    // The offsets were checked when the packet was read.
+                    let _ = complete_checksum(&mut out[..len], start, offset);
+                }
+                let check = if p.verified { RxChecksum::Verified } else { RxChecksum::Unverified };
+                return Ok((len, check));
             }
             p.clear();
             if dropped_in_a_row == RX_DROPS_PER_CALL {
-                return Ok(0);
+                return Ok((0, RxChecksum::Unverified));
             }
             let n = rustix::io::read(&self.fd, &mut rx.buf[..])?;
             if n == 0 {
-                return Ok(0);
+                return Ok((0, RxChecksum::Unverified));
             }
             let c = &self.counters;
             let Some(hdr) = VnetHdr::parse(&rx.buf[..n]) else {
@@ -237,8 +285,10 @@ impl Device for TunOffloadDevice {
                 dropped_in_a_row += 1;
                 continue;
             };
-            match ingest(&hdr, &mut rx.buf[VNET_HDR_LEN..n], max_len, &mut rx.scratch, |s| p.push(s)) {
+            match ingest(&hdr, &mut rx.buf[VNET_HDR_LEN..n], max_len, &mut rx.scratch, false, |s| p.push(s)) {
                 Ok(done) => {
+                    p.verified = done.verified;
+                    p.partial = done.partial;
                     if done.split {
                         add(&c.rx_super_segments, 1);
                         add(&c.rx_split_segments, done.segments as u64);
@@ -256,7 +306,7 @@ impl Device for TunOffloadDevice {
         }
     }
 
-    fn send(&self, _now: Instant, packet: &[u8]) -> io::Result<()> {
+    fn send_one(&self, packet: &[u8]) -> io::Result<()> {
         let hdr = [0u8; VNET_HDR_LEN];
         if let Err(e) = rustix::io::writev(&self.fd, &[io::IoSlice::new(&hdr), io::IoSlice::new(packet)]) {
             add(&self.counters.tx_errors, 1);
@@ -266,7 +316,7 @@ impl Device for TunOffloadDevice {
         Ok(())
     }
 
-    fn send_batch(&self, _now: Instant, packets: &mut dyn Iterator<Item = &[u8]>) {
+    fn send_many(&self, packets: &mut dyn Iterator<Item = &[u8]>) {
         let mut co = lock(&self.tx);
         let c = &self.counters;
         let mut emit = |b: &[u8]| {
@@ -288,13 +338,7 @@ impl Device for TunOffloadDevice {
         add(&c.tx_merged_segments, co.merged_segments - before.1);
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// Segments cut from a super-segment wait here even when the descriptor is no
-    /// longer readable: ask the driver to read again at once.
-    fn poll_at(&self) -> Option<Instant> {
+    fn pending_at(&self) -> Option<Instant> {
         if lock(&self.rx).pending.is_empty() {
             None
         } else {
@@ -302,7 +346,7 @@ impl Device for TunOffloadDevice {
         }
     }
 
-    fn describe(&self) -> String {
+    fn description(&self) -> String {
         format!("{} (TSO/checksum offload)", self.name)
     }
 }
