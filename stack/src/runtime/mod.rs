@@ -265,17 +265,7 @@ pub(crate) fn tun_devices(config: &RuntimeConfig) -> io::Result<TunDevices> {
     }
     setup::validate(&config.tun_name, config.mtu, &config.host_addrs, &config.stack.addrs)?;
     let mut handles = DeviceHandles::default();
-    let offload = if config.offload {
-        match TunOffloadDevice::create_queues(&config.tun_name, config.mtu, config.queues) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::warn!(tun = %config.tun_name, error = %e, "the kernel refused TUN offloads; using the plain TUN device");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let offload = try_offload(config, || TunOffloadDevice::create_queues(&config.tun_name, config.mtu, config.queues));
     let (devices, name): (Vec<Arc<dyn Device>>, String) = match offload {
         Some(d) => {
             handles.offload = Some(d[0].counters());
@@ -308,6 +298,19 @@ pub(crate) fn tun_devices(config: &RuntimeConfig) -> io::Result<TunDevices> {
     Ok((devices, name, handles))
 }
 
+/// With `config.offload`, what `open` makes (the offload device or its queues); `None`
+/// without, or (logged) when the kernel refuses, and the caller opens the plain device.
+fn try_offload<T>(config: &RuntimeConfig, open: impl FnOnce() -> io::Result<T>) -> Option<T> {
+    if !config.offload {
+        return None;
+    }
+    open()
+        .map_err(|e| {
+            tracing::warn!(tun = %config.tun_name, error = %e, "the kernel refused TUN offloads; using the plain TUN device")
+        })
+        .ok()
+}
+
 /// [`tun_devices`] (one queue) with the way the offload device is opened as a parameter (tests make
 /// the kernel "refuse" with it).
 pub(crate) fn tun_device_with(
@@ -319,17 +322,7 @@ pub(crate) fn tun_device_with(
         imp.validate()?;
     }
     let mut handles = DeviceHandles::default();
-    let offload = if config.offload {
-        match open_offload(&config.tun_name, config.mtu) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::warn!(tun = %config.tun_name, error = %e, "the kernel refused TUN offloads; using the plain TUN device");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let offload = try_offload(config, || open_offload(&config.tun_name, config.mtu));
     let (tun, name): (Box<dyn Device>, String) = match offload {
         Some(d) => {
             handles.offload = Some(d.counters());
