@@ -15,7 +15,10 @@
 //! TCP checksum, as the kernel's own software segmentation (`tcp_gso_segment`) would
 //! produce them. A packet without GSO but with `NEEDS_CSUM` gets its checksum
 //! completed: the ones' complement sum from `csum_start` to the end, whose field at
-//! `csum_start + csum_offset` holds the pseudo-header sum, is written there.
+//! `csum_start + csum_offset` holds the pseudo-header sum, is written there. Asked not
+//! to (`checksums: false`, what the device does for the driver), both keep a partial
+//! checksum instead and are reported as vouched for by the kernel, so that neither the
+//! cutting nor the stack makes a pass over the payload for a checksum.
 //!
 //! Send ([`Coalescer`]): consecutive TCP segments of one flow with contiguous sequence
 //! numbers, identical headers otherwise, full-sized (but the last) and no PSH/FIN
