@@ -537,3 +537,93 @@ fn offload_device_and_its_fallback() {
         assert_eq!(rt.offload_stats().unwrap().rx_dropped, 0);
     });
 }
+
+/// `Runtime::with_queues` over two in-memory queues whose "kernel" ignores ownership:
+/// the peer (a sans-IO stack driven here) puts its packets on the queues alternately, so
+/// about half of them reach the shard that does not own them and are handed over. Echo
+/// through 12 connections, both shards accepting, and the hand-off counters agree.
+#[test]
+fn two_in_memory_queues_hand_packets_to_their_owner() {
+    use crate::net::TcpListener;
+    use crate::runtime::device::MemDevice;
+    use std::io::{Read, Write};
+
+    let (a0, b0) = MemDevice::pair(1500).unwrap();
+    let (a1, b1) = MemDevice::pair(1500).unwrap();
+    let stack_cfg = Config::default().with(|c| {
+        c.addrs = vec!["10.0.0.2".parse().unwrap()];
+        c.seed = 5;
+    });
+    let rt = Runtime::with_queues(vec![Box::new(b0), Box::new(b1)], stack_cfg).unwrap();
+    assert_eq!(rt.shards(), 2);
+    assert!(!rt.steering());
+    let listener = TcpListener::bind(&rt, "10.0.0.2:7").unwrap();
+    let server = thread::spawn(move || {
+        for _ in 0..12 {
+            let (mut s, _) = listener.accept().unwrap();
+            thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    s.write_all(&buf[..n]).unwrap();
+                }
+            });
+        }
+    });
+    // The peer, stepped by hand on this thread against a wall clock.
+    let mut peer = Stack::new(Config::default().with(|c| {
+        c.addrs = vec!["10.0.0.1".parse().unwrap()];
+        c.seed = 6;
+    }));
+    let start = StdInstant::now();
+    let now = || Instant::from_micros(start.elapsed().as_micros() as u64);
+    let queues = [a0, a1];
+    let mut next = 0;
+    let mut buf = vec![0u8; 1500];
+    let mut pump = |peer: &mut Stack| {
+        let t = now();
+        for q in &queues {
+            while let Ok(n) = q.recv(t, &mut buf) {
+                let _ = peer.input(t, &buf[..n]);
+            }
+        }
+        if peer.poll_timeout().is_some_and(|d| d <= t) {
+            peer.handle_timeout(t);
+        }
+        while let Some(n) = peer.poll_transmit(t, &mut buf) {
+            queues[next].send(t, &buf[..n]).unwrap();
+            next ^= 1;
+        }
+    };
+    let conns: Vec<_> =
+        (0..12).map(|_| peer.tcp_connect(now(), "10.0.0.2:7".parse().unwrap(), None).unwrap()).collect();
+    let deadline = StdInstant::now() + Duration::from_secs(20);
+    let mut sent = vec![false; conns.len()];
+    let mut echoed = vec![Vec::new(); conns.len()];
+    while echoed.iter().any(|e| e.len() < 100) {
+        assert!(StdInstant::now() < deadline, "echoes: {:?}", echoed.iter().map(Vec::len).collect::<Vec<_>>());
+        pump(&mut peer);
+        for (i, &c) in conns.iter().enumerate() {
+            if !sent[i] && peer.tcp_poll_connect(c) == Ok(true) {
+                peer.tcp_send(c, &[i as u8; 100]).unwrap();
+                sent[i] = true;
+            }
+            let mut b = [0u8; 256];
+            if let Ok(n) = peer.tcp_recv(c, &mut b) {
+                echoed[i].extend_from_slice(&b[..n]);
+            }
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    for (i, e) in echoed.iter().enumerate() {
+        assert_eq!(e, &vec![i as u8; 100]);
+    }
+    server.join().unwrap();
+    let per_shard = rt.shard_counters();
+    assert!(per_shard.iter().all(|c| c.handoffs_out > 0 && c.handoffs_in > 0), "{per_shard:?}");
+    let total = rt.counters();
+    assert_eq!(total.handoffs_out, total.handoffs_in);
+    let mut accepted = Vec::new();
+    rt.inspect_each(|s| accepted.push(s.stats().tcp_passive_opens));
+    assert_eq!(accepted.iter().sum::<u64>(), 12);
+    assert!(accepted.iter().all(|&n| n > 0), "both shards accepted: {accepted:?}");
+}
