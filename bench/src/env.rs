@@ -251,6 +251,18 @@ impl ServerProc {
         Ok(line.strip_prefix("retransmits ").and_then(|n| n.trim().parse().ok()))
     }
 
+    /// tunstack's shards: `None` for the other servers.
+    pub fn shards(&mut self) -> io::Result<Option<ShardInfo>> {
+        let line = self.request("shards")?;
+        let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        Ok(match f[..] {
+            [n, steering, handoffs_out, handoff_drops] => {
+                Some(ShardInfo { shards: n as usize, steering: steering == 1, handoffs_out, handoff_drops })
+            }
+            _ => None,
+        })
+    }
+
     pub fn release(&mut self) -> io::Result<()> {
         self.request("release").map(|_| ())
     }
@@ -285,6 +297,18 @@ impl Drop for ServerProc {
     }
 }
 
+/// What a tunstack server says about its shards (the `shards` command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shards: usize,
+    /// Whether the device took the steering program.
+    pub steering: bool,
+    /// Packets a shard read that another one owns, handed over (since the start).
+    pub handoffs_out: u64,
+    /// Hand-offs dropped because the owner's inbox was full (since the start).
+    pub handoff_drops: u64,
+}
+
 /// One system set up at one MTU.
 pub struct Env {
     pub system: System,
@@ -303,13 +327,15 @@ pub struct Env {
 
 impl Env {
     /// Set `system` up at `mtu`; `txqueuelen`: packets the kernel may queue towards the
-    /// server on a TUN device (see `Plan::txqueuelen`).
+    /// server on a TUN device (see `Plan::txqueuelen`); `offload` and `queues`: the
+    /// tunstack servers' `RuntimeConfig::offload` and `RuntimeConfig::queues`.
     pub fn start(
         system: System,
         mtu: usize,
         buffer: Option<usize>,
         txqueuelen: usize,
         offload: bool,
+        queues: usize,
     ) -> io::Result<Env> {
         let qlen = txqueuelen.to_string();
         let mut extra: Vec<String> = vec!["--mtu".into(), mtu.to_string()];
@@ -328,6 +354,9 @@ impl Env {
                 args.extend(extra);
                 if offload {
                     args.push("--offload".into());
+                }
+                if queues != 1 {
+                    args.extend(["--queues".into(), queues.to_string()]);
                 }
                 let server = ServerProc::spawn(&ns, kind, &args)?;
                 // The server created the device: give it the same queue as the others.

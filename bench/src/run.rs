@@ -67,6 +67,8 @@ pub struct Plan {
     pub buffer: Option<usize>,
     /// tunstack servers open their TUN device with TSO/checksum offload.
     pub offload: bool,
+    /// Queues (shards) of the tunstack servers' TUN device.
+    pub queues: usize,
     pub run_timeout: Duration,
     pub wrk: bool,
     pub out_dir: PathBuf,
@@ -212,9 +214,12 @@ pub fn run(plan: &Plan) -> Report {
                 // their own: one that served 10k connections before keeps its grown
                 // tables and allocator pools, and its RSS would not grow again.
                 if env.is_none() || (i > 0 && w.measures_memory()) {
+                    if let Some(e) = env.as_mut() {
+                        note_shards(e, plan, &mut report);
+                    }
                     drop(env.take());
                     p.say(&format!("{} at MTU {mtu}: setting up", sys.label()));
-                    match Env::start(sys, mtu, plan.buffer, plan.txqueuelen, plan.offload) {
+                    match Env::start(sys, mtu, plan.buffer, plan.txqueuelen, plan.offload, plan.queues) {
                         Ok(e) => env = Some(e),
                         Err(e) => {
                             p.say(&format!("{} at MTU {mtu}: setup failed: {e}", sys.label()));
@@ -244,11 +249,34 @@ pub fn run(plan: &Plan) -> Report {
                     }
                 }
             }
+            if let Some(e) = env.as_mut() {
+                note_shards(e, plan, &mut report);
+            }
             drop(env);
         }
     }
     p.say("done");
     report
+}
+
+/// With several queues: a note on what a tunstack server's shards did (whether the
+/// kernel took the steering program, packets handed between shards).
+fn note_shards(env: &mut Env, plan: &Plan, report: &mut Report) {
+    if plan.queues == 1 || !matches!(env.system, System::TunstackAsync | System::TunstackBlocking) {
+        return;
+    }
+    let text = match env.measured().and_then(|s| s.shards()) {
+        Ok(Some(i)) => format!(
+            "{} shard(s), steering program {}, {} packets handed between shards ({} hand-offs dropped)",
+            i.shards,
+            if i.steering { "on" } else { "off (the kernel refused it)" },
+            i.handoffs_out,
+            i.handoff_drops
+        ),
+        Ok(None) => "the server did not report its shards".into(),
+        Err(e) => format!("reading its shards: {e}"),
+    };
+    report.notes.push(format!("{} at MTU {} (`--queues {}`): {text}", env.system.label(), env.mtu, plan.queues));
 }
 
 /// Client-side limit: the measurement's own deadline plus slack for connect/teardown.
@@ -600,6 +628,14 @@ pub fn document(plan: &Plan, report: &Report) -> String {
     );
     if plan.offload {
         let _ = writeln!(d, "- tunstack: TUN device with TSO/checksum offload (`--offload`)");
+    }
+    if plan.queues != 1 {
+        let _ = writeln!(
+            d,
+            "- tunstack: {} TUN queues, one shard each (`--queues {}`; the async server on a multi-thread tokio \
+             runtime with {} workers, the blocking one with a driver thread per queue)",
+            plan.queues, plan.queues, plan.queues
+        );
     }
     let _ = writeln!(d, "\n{}", report.markdown_table(&plan.systems));
     let subject = crate::report::subject(&plan.systems);
