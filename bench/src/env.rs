@@ -464,6 +464,15 @@ impl Env {
         self.servers.last_mut().ok_or_else(no_server)
     }
 
+    /// CPU time (user + system) of the process(es) that serve HTTP so far, in seconds:
+    /// the measured server's getrusage, or nginx's master's and workers' from /proc.
+    pub fn http_cpu_secs(&mut self) -> io::Result<f64> {
+        match &self.nginx {
+            Some(n) => n.pids().into_iter().map(crate::sys::cpu_secs_of).sum(),
+            None => self.measured()?.cpu_secs(),
+        }
+    }
+
     /// The processes that serve HTTP (nginx: its master and workers).
     pub fn http_pids(&self) -> Vec<u32> {
         match &self.nginx {

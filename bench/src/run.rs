@@ -123,8 +123,10 @@ fn define_rows(plan: &Plan, r: &mut Report) {
     if has(Workload::Http) {
         r.add_row(key::HTTP_RPS, "HTTP keep-alive (req/s)", true, false);
         r.add_row(key::HTTP_P99, "HTTP keep-alive p99 (ms)", false, false);
+        r.add_row(key::HTTP_CPU, "HTTP keep-alive: server CPU per request (µs)", false, false);
         r.add_row(key::HTTP_CLOSE_RPS, "HTTP Connection: close (req/s)", true, false);
         r.add_row(key::HTTP_CLOSE_P99, "HTTP Connection: close p99 (ms)", false, false);
+        r.add_row(key::HTTP_CLOSE_CPU, "HTTP Connection: close: server CPU per request (µs)", false, false);
     }
     if has(Workload::Http10k) {
         let n = plan.http_many;
@@ -152,7 +154,9 @@ fn rows_of(plan: &Plan, w: Workload, mtu: usize) -> Vec<String> {
         Workload::Latency => LAT_SIZES.iter().flat_map(|&l| [key::lat(l, 50), key::lat(l, 99)]).collect(),
         Workload::Connrate => vec![key::CONNRATE.into()],
         Workload::Http => {
-            [key::HTTP_RPS, key::HTTP_P99, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99].map(String::from).into()
+            [key::HTTP_RPS, key::HTTP_P99, key::HTTP_CPU, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99, key::HTTP_CLOSE_CPU]
+                .map(String::from)
+                .into()
         }
         Workload::Http10k => {
             [key::MANY_RPS, key::MANY_P99, key::MANY_CONNS, key::MANY_MEM, key::MANY_ERRORS].map(String::from).into()
@@ -404,11 +408,33 @@ fn connrate(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> {
 }
 
 /// What one HTTP load run gave.
-struct HttpResult {
-    rps: f64,
-    p99_us: Option<f64>,
-    requests: u64,
-    errors: u64,
+pub(crate) struct HttpResult {
+    pub rps: f64,
+    pub p99_us: Option<f64>,
+    /// Requests completed.
+    pub requests: u64,
+    pub errors: u64,
+}
+
+/// [`http_load`] with the HTTP server's CPU time read before and after: the result
+/// and the server's CPU µs per completed request. Fails when more than 1% of the
+/// requests failed.
+pub(crate) fn http_load_cpu(
+    env: &mut Env,
+    plan: &Plan,
+    port: u16,
+    conns: usize,
+    secs: Duration,
+    close: bool,
+) -> io::Result<(HttpResult, f64)> {
+    let c0 = env.http_cpu_secs()?;
+    let r = http_load(env, plan, port, conns, secs, close)?;
+    let c1 = env.http_cpu_secs()?;
+    if r.errors * 100 > r.requests.max(1) {
+        return Err(io::Error::other(format!("wrk: {} errors in {} requests", r.errors, r.requests)));
+    }
+    let cpu_us = (c1 - c0) * 1e6 / r.requests.max(1) as f64;
+    Ok((r, cpu_us))
 }
 
 /// HTTP load on `port` from the client's namespace: wrk, or the harness's own load
@@ -427,7 +453,8 @@ fn http_load(env: &Env, plan: &Plan, port: u16, conns: usize, secs: Duration, cl
         Ok(HttpResult { rps: r.requests_per_sec, p99_us: r.p99_us, requests: r.requests, errors: r.errors })
     } else {
         let (n, elapsed, lat) = env.client(limit, move || client::http_load(addr, conns, secs, close))?;
-        Ok(HttpResult { rps: n as f64 / elapsed, p99_us: percentile(&sorted(lat), 99.0), requests: n, errors: 0 })
+        let lat = sorted(lat);
+        Ok(HttpResult { rps: n as f64 / elapsed, p99_us: percentile(&lat, 99.0), requests: n, errors: 0 })
     }
 }
 
@@ -447,24 +474,20 @@ fn parse_wrk(out: &std::process::Output) -> io::Result<crate::wrk::WrkResult> {
 fn http(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> {
     let secs = Duration::from_secs(plan.http_secs);
     let mut first_err = None;
-    for (close, rps_key, p99_key) in
-        [(false, key::HTTP_RPS, key::HTTP_P99), (true, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99)]
-    {
-        let r = http_load(env, plan, HTTP_PORT, plan.http_conns, secs, close).and_then(|r| {
-            if r.errors * 100 > r.requests.max(1) {
-                Err(io::Error::other(format!("wrk: {} errors in {} requests", r.errors, r.requests)))
-            } else {
-                Ok(r)
-            }
-        });
-        match r {
-            Ok(r) => {
+    for (close, rps_key, p99_key, cpu_key) in [
+        (false, key::HTTP_RPS, key::HTTP_P99, key::HTTP_CPU),
+        (true, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99, key::HTTP_CLOSE_CPU),
+    ] {
+        match http_load_cpu(env, plan, HTTP_PORT, plan.http_conns, secs, close) {
+            Ok((r, cpu_us)) => {
                 report.set(rps_key, env.system, Cell::Val(r.rps));
                 report.set(p99_key, env.system, r.p99_us.map_or(Cell::Na("no data"), |us| Cell::Val(us / 1000.0)));
+                report.set(cpu_key, env.system, Cell::Val(cpu_us));
             }
             Err(e) => {
-                report.set(rps_key, env.system, Cell::Err(e.to_string()));
-                report.set(p99_key, env.system, Cell::Err(e.to_string()));
+                for k in [rps_key, p99_key, cpu_key] {
+                    report.set(k, env.system, Cell::Err(e.to_string()));
+                }
                 first_err = first_err.or(Some(e));
             }
         }
@@ -497,8 +520,13 @@ fn http_many(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> 
                 Ok(HttpResult { rps: r.requests_per_sec, p99_us: r.p99_us, requests: r.requests, errors: r.errors })
             } else {
                 let (done, elapsed, lat, failed) = client::http_load_many(addr, n, secs)?;
-                let p99_us = percentile(&sorted(lat), 99.0);
-                Ok(HttpResult { rps: done as f64 / elapsed, p99_us, requests: done, errors: failed })
+                let lat = sorted(lat);
+                Ok(HttpResult {
+                    rps: done as f64 / elapsed,
+                    p99_us: percentile(&lat, 99.0),
+                    requests: done,
+                    errors: failed,
+                })
             }
         });
         let (mut conns, mut mem) = (0, 0);
@@ -716,7 +744,11 @@ const EXPLANATION: &str = "
   connections, divided by N-10 (for Linux the sockets live in kernel memory: n/a).
 - **HTTP**: wrk with 2 threads against `GET /`, keep-alive, then with
   `-H 'Connection: close'` (the server answers and closes: a new connection per
-  request). p99 is wrk's latency percentile.
+  request). p99 is wrk's latency percentile. Server CPU per request: the CPU time of
+  the process(es) serving HTTP during the load (getrusage as above; nginx: its master's
+  and worker's from /proc, in 10 ms ticks) divided by the requests wrk completed; for
+  the kernel-TCP systems the kernel's work charged to other tasks (softirqs, the
+  client's side of the veth) is not in it.
 - **HTTP with 10k connections**: wrk `-t2 -c N` against port 8080, every connection
   making requests for the whole run (wrk opens them all at the start). Open at once: the
   peak count of the client's ESTABLISHED connections to the port, sampled every 250 ms.

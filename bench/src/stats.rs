@@ -164,6 +164,16 @@ pub fn parse_stat_ppid(text: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// User plus system time in clock ticks (fields 14 and 15) from the text of
+/// `/proc/PID/stat`.
+pub fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    let (_, rest) = text.rsplit_once(')')?;
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Connections in ESTABLISHED whose remote port is `port`, from the text of
 /// `/proc/net/tcp` or `/proc/net/tcp6` (addresses as `HEX:PORT`, the state as hex
 /// `01`).
@@ -189,6 +199,14 @@ mod tests {
         assert_eq!(parse_stat_ppid("42 (nginx) S 41 42 42 0 -1 4194560 ..."), Some(41));
         assert_eq!(parse_stat_ppid("7 (a (b) c) R 1 7 7"), Some(1));
         assert_eq!(parse_stat_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn stat_cpu_ticks() {
+        let text = "42 (nginx: worker) S 41 42 42 0 -1 4194560 100 0 0 0 250 31 7 3 20 0 1 0 5 1000 50";
+        assert_eq!(parse_stat_cpu_ticks(text), Some(281));
+        assert_eq!(parse_stat_cpu_ticks("7 (a) R 1 7"), None);
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
     }
 
     #[test]
