@@ -17,6 +17,7 @@ mod proto;
 mod report;
 mod run;
 mod server;
+mod shards;
 mod stats;
 mod svg;
 mod sys;
@@ -48,6 +49,9 @@ enum Command {
     /// Paths with delay and loss: tunstack's congestion controls against Linux's and
     /// smoltcp through the same link model, and the slow reader (see `bench/src/paths/mod.rs`).
     Paths(paths::PathsOpts),
+    /// tunstack with 1 and N TUN queues (shards) on HTTP keep-alive: req/s, server CPU
+    /// per request, latency; runs alternate, medians reported (see `bench/src/shards.rs`).
+    Shards(shards::ShardsOpts),
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,8 +155,10 @@ fn main() -> ExitCode {
         env::emergency_cleanup();
         std::process::exit(128 + sig);
     });
-    if let Some(Command::Paths(o)) = cli.command {
-        return paths::run(o);
+    match cli.command {
+        Some(Command::Paths(o)) => return paths::run(o),
+        Some(Command::Shards(o)) => return shards::run(o),
+        _ => {}
     }
     let nofile = sys::raise_nofile_limit();
     let plan = match Plan::new(&cli.opts, nofile) {

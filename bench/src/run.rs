@@ -410,6 +410,7 @@ fn connrate(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> {
 /// What one HTTP load run gave.
 pub(crate) struct HttpResult {
     pub rps: f64,
+    pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
     /// Requests completed.
     pub requests: u64,
@@ -421,14 +422,14 @@ pub(crate) struct HttpResult {
 /// requests failed.
 pub(crate) fn http_load_cpu(
     env: &mut Env,
-    plan: &Plan,
+    wrk: bool,
     port: u16,
     conns: usize,
     secs: Duration,
     close: bool,
 ) -> io::Result<(HttpResult, f64)> {
     let c0 = env.http_cpu_secs()?;
-    let r = http_load(env, plan, port, conns, secs, close)?;
+    let r = http_load(env, wrk, port, conns, secs, close)?;
     let c1 = env.http_cpu_secs()?;
     if r.errors * 100 > r.requests.max(1) {
         return Err(io::Error::other(format!("wrk: {} errors in {} requests", r.errors, r.requests)));
@@ -437,12 +438,12 @@ pub(crate) fn http_load_cpu(
     Ok((r, cpu_us))
 }
 
-/// HTTP load on `port` from the client's namespace: wrk, or the harness's own load
-/// generator (a thread per connection).
-fn http_load(env: &Env, plan: &Plan, port: u16, conns: usize, secs: Duration, close: bool) -> io::Result<HttpResult> {
+/// HTTP load on `port` from the client's namespace: wrk (`wrk`), or the harness's own
+/// load generator (a thread per connection).
+fn http_load(env: &Env, wrk: bool, port: u16, conns: usize, secs: Duration, close: bool) -> io::Result<HttpResult> {
     let addr = env.addr(port);
     let limit = secs + Duration::from_secs(60);
-    if plan.wrk {
+    if wrk {
         let url = format!("http://{}:{}/", addr.ip(), addr.port());
         let args = crate::wrk::args(&url, 2, conns, secs, Duration::from_secs(5), close);
         let out = env.client(limit, move || {
@@ -450,11 +451,23 @@ fn http_load(env: &Env, plan: &Plan, port: u16, conns: usize, secs: Duration, cl
             tunstack_tests::netns::exec_here(&argv, limit)
         })?;
         let r = parse_wrk(&out)?;
-        Ok(HttpResult { rps: r.requests_per_sec, p99_us: r.p99_us, requests: r.requests, errors: r.errors })
+        Ok(HttpResult {
+            rps: r.requests_per_sec,
+            p50_us: r.p50_us,
+            p99_us: r.p99_us,
+            requests: r.requests,
+            errors: r.errors,
+        })
     } else {
         let (n, elapsed, lat) = env.client(limit, move || client::http_load(addr, conns, secs, close))?;
         let lat = sorted(lat);
-        Ok(HttpResult { rps: n as f64 / elapsed, p99_us: percentile(&lat, 99.0), requests: n, errors: 0 })
+        Ok(HttpResult {
+            rps: n as f64 / elapsed,
+            p50_us: percentile(&lat, 50.0),
+            p99_us: percentile(&lat, 99.0),
+            requests: n,
+            errors: 0,
+        })
     }
 }
 
@@ -478,7 +491,7 @@ fn http(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> {
         (false, key::HTTP_RPS, key::HTTP_P99, key::HTTP_CPU),
         (true, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99, key::HTTP_CLOSE_CPU),
     ] {
-        match http_load_cpu(env, plan, HTTP_PORT, plan.http_conns, secs, close) {
+        match http_load_cpu(env, plan.wrk, HTTP_PORT, plan.http_conns, secs, close) {
             Ok((r, cpu_us)) => {
                 report.set(rps_key, env.system, Cell::Val(r.rps));
                 report.set(p99_key, env.system, r.p99_us.map_or(Cell::Na("no data"), |us| Cell::Val(us / 1000.0)));
@@ -517,12 +530,19 @@ fn http_many(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> 
                 let args = crate::wrk::args(&url, 2, n, secs, Duration::from_secs(10), false);
                 let argv: Vec<&str> = args.iter().map(String::as_str).collect();
                 let r = parse_wrk(&tunstack_tests::netns::exec_here(&argv, limit)?)?;
-                Ok(HttpResult { rps: r.requests_per_sec, p99_us: r.p99_us, requests: r.requests, errors: r.errors })
+                Ok(HttpResult {
+                    rps: r.requests_per_sec,
+                    p50_us: r.p50_us,
+                    p99_us: r.p99_us,
+                    requests: r.requests,
+                    errors: r.errors,
+                })
             } else {
                 let (done, elapsed, lat, failed) = client::http_load_many(addr, n, secs)?;
                 let lat = sorted(lat);
                 Ok(HttpResult {
                     rps: done as f64 / elapsed,
+                    p50_us: percentile(&lat, 50.0),
                     p99_us: percentile(&lat, 99.0),
                     requests: done,
                     errors: failed,
@@ -759,7 +779,7 @@ const EXPLANATION: &str = "
 - Connection rate: connect, send 32 bytes, read 64 bytes, close (the client closes first).
 ";
 
-fn git_revision() -> Option<String> {
+pub(crate) fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["-C", env!("CARGO_MANIFEST_DIR"), "log", "-1", "--format=%h %s"])
         .output()
