@@ -297,6 +297,18 @@ impl Drop for ServerProc {
     }
 }
 
+/// Options of the tunstack servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunstackOpts {
+    /// `RuntimeConfig::offload`.
+    pub offload: bool,
+    /// `RuntimeConfig::queues`.
+    pub queues: usize,
+    /// The async server's tokio workers (a multi-thread runtime); `None`: a
+    /// current-thread runtime with one queue, a worker per queue with more.
+    pub workers: Option<usize>,
+}
+
 /// What a tunstack server says about its shards (the `shards` command).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardInfo {
@@ -327,15 +339,14 @@ pub struct Env {
 
 impl Env {
     /// Set `system` up at `mtu`; `txqueuelen`: packets the kernel may queue towards the
-    /// server on a TUN device (see `Plan::txqueuelen`); `offload` and `queues`: the
-    /// tunstack servers' `RuntimeConfig::offload` and `RuntimeConfig::queues`.
+    /// server on a TUN device (see `Plan::txqueuelen`); `tun`: the tunstack servers'
+    /// options.
     pub fn start(
         system: System,
         mtu: usize,
         buffer: Option<usize>,
         txqueuelen: usize,
-        offload: bool,
-        queues: usize,
+        tun: TunstackOpts,
     ) -> io::Result<Env> {
         let qlen = txqueuelen.to_string();
         let mut extra: Vec<String> = vec!["--mtu".into(), mtu.to_string()];
@@ -352,11 +363,14 @@ impl Env {
                 let ns = Ns::new(tag)?;
                 let mut args = vec![kind.to_string()];
                 args.extend(extra);
-                if offload {
+                if tun.offload {
                     args.push("--offload".into());
                 }
-                if queues != 1 {
-                    args.extend(["--queues".into(), queues.to_string()]);
+                if tun.queues != 1 {
+                    args.extend(["--queues".into(), tun.queues.to_string()]);
+                }
+                if let (System::TunstackAsync, Some(w)) = (system, tun.workers) {
+                    args.extend(["--workers".into(), w.to_string()]);
                 }
                 let server = ServerProc::spawn(&ns, kind, &args)?;
                 // The server created the device: give it the same queue as the others.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::client;
-use crate::env::{Env, System};
+use crate::env::{Env, System, TunstackOpts};
 use crate::proto::*;
 use crate::report::{key, Cell, Report};
 use crate::stats::{fmt_num, fmt_size, gbit_per_s, median, percentile, sorted};
@@ -223,7 +223,8 @@ pub fn run(plan: &Plan) -> Report {
                     }
                     drop(env.take());
                     p.say(&format!("{} at MTU {mtu}: setting up", sys.label()));
-                    match Env::start(sys, mtu, plan.buffer, plan.txqueuelen, plan.offload, plan.queues) {
+                    let tun = TunstackOpts { offload: plan.offload, queues: plan.queues, workers: None };
+                    match Env::start(sys, mtu, plan.buffer, plan.txqueuelen, tun) {
                         Ok(e) => env = Some(e),
                         Err(e) => {
                             p.say(&format!("{} at MTU {mtu}: setup failed: {e}", sys.label()));

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::env::{Env, ShardInfo, System};
+use crate::env::{Env, ShardInfo, System, TunstackOpts};
 use crate::proto::HTTP_PORT;
 use crate::stats::{fmt_num, median};
 
@@ -59,25 +59,41 @@ pub struct ShardsOpts {
     /// Use the harness's own load generator even when wrk is installed.
     #[arg(long)]
     no_wrk: bool,
+    /// Also run tunstack (async) with the first queue count on a multi-thread tokio
+    /// runtime with as many workers as the largest queue count (`serve --workers`):
+    /// what the multi-thread runtime costs without the shards.
+    #[arg(long)]
+    mt_base: bool,
     /// Also write the document to this file.
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
-/// One server setup: a system, and for tunstack its queue count.
+/// One server setup: a system, and for tunstack its queue count (and for the async
+/// server, tokio workers other than the default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Setup {
     system: System,
     queues: Option<usize>,
+    workers: Option<usize>,
 }
 
 impl Setup {
     fn label(&self) -> String {
-        match self.queues {
+        let mut l = match self.queues {
             Some(1) => format!("{}, 1 queue", self.system.label()),
             Some(q) => format!("{}, {q} queues", self.system.label()),
             None => self.system.label().to_string(),
+        };
+        if let Some(w) = self.workers {
+            let _ = write!(l, ", multi-thread runtime with {w} worker{}", if w == 1 { "" } else { "s" });
         }
+        l
+    }
+
+    /// The plain setup of `system` at `queues` (default runtime).
+    fn is(&self, system: System, queues: usize) -> bool {
+        self.system == system && self.queues == Some(queues) && self.workers.is_none()
     }
 }
 
@@ -184,13 +200,17 @@ fn setups(o: &ShardsOpts) -> Vec<Setup> {
     systems.sort();
     systems.dedup();
     let mut v = Vec::new();
+    let qmax = queues.iter().copied().max().unwrap_or(1);
     for &system in systems.iter().filter(|&&s| is_tunstack(s)) {
         for &q in &queues {
-            v.push(Setup { system, queues: Some(q) });
+            v.push(Setup { system, queues: Some(q), workers: None });
+        }
+        if system == System::TunstackAsync && o.mt_base {
+            v.push(Setup { system, queues: Some(queues[0]), workers: Some(qmax) });
         }
     }
     for &system in systems.iter().filter(|&&s| !is_tunstack(s)) {
-        v.push(Setup { system, queues: None });
+        v.push(Setup { system, queues: None, workers: None });
     }
     v
 }
@@ -199,7 +219,8 @@ fn run_one(o: &ShardsOpts, wrk: bool, round: usize, setup: usize, s: Setup) -> R
     let load1 = load1();
     let mut rec = RunRecord { round, setup, load1, keep: Err(String::new()), close: None, shards: None };
     let buffer = o.buffer.map(|b| b as usize);
-    let mut env = match Env::start(s.system, o.mtu, buffer, TXQUEUELEN, o.offload, s.queues.unwrap_or(1)) {
+    let tun = TunstackOpts { offload: o.offload, queues: s.queues.unwrap_or(1), workers: s.workers };
+    let mut env = match Env::start(s.system, o.mtu, buffer, TXQUEUELEN, tun) {
         Ok(e) => e,
         Err(e) => {
             rec.keep = Err(format!("setup: {e}"));
@@ -348,7 +369,7 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
     let _ = writeln!(
         d,
         "- servers: tunstack (async) is `bench serve tunstack-async`: one queue on a current-thread tokio \
-         runtime, N queues on a multi-thread runtime with N workers; tunstack (blocking) is `bench serve \
+         runtime (unless the setup names a multi-thread one), N queues on a multi-thread runtime with N workers; tunstack (blocking) is `bench serve \
          tunstack`: a driver thread per queue, HTTP (the demo's hyper server) on one current-thread tokio \
          runtime on a thread of its own whatever the queue count"
     );
@@ -393,22 +414,31 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
             let _ = writeln!(d, "| system | queues | req/s | server CPU per request | p50 | p99 |");
             let _ = writeln!(d, "|---|---:|---:|---:|---:|---:|");
             for sys in [System::TunstackAsync, System::TunstackBlocking] {
-                let Some(b) = setups.iter().position(|s| s.system == sys && s.queues == Some(base)) else { continue };
-                let mb = of_setup(runs, b, close);
-                for &q in &ratio_qs {
-                    let Some(n) = setups.iter().position(|s| s.system == sys && s.queues == Some(q)) else {
-                        continue;
-                    };
-                    let mn = of_setup(runs, n, close);
-                    let _ = writeln!(
-                        d,
-                        "| {} | {q}/{base} | {} | {} | {} | {} |",
-                        sys.label(),
-                        x(quotient(mn.rps, mb.rps)),
-                        x(quotient(mn.cpu_us, mb.cpu_us)),
-                        x(quotient(mn.p50_us, mb.p50_us)),
-                        x(quotient(mn.p99_us, mb.p99_us))
-                    );
+                // Against the plain base, and against the base on the multi-thread runtime.
+                let bases = setups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.system == sys && s.queues == Some(base))
+                    .map(|(i, s)| (i, s.workers));
+                for (b, workers) in bases {
+                    let mb = of_setup(runs, b, close);
+                    for &q in &ratio_qs {
+                        let Some(n) = setups.iter().position(|s| s.is(sys, q)) else { continue };
+                        let mn = of_setup(runs, n, close);
+                        let against = match workers {
+                            Some(w) => format!("{q}/{base} on {w} workers"),
+                            None => format!("{q}/{base}"),
+                        };
+                        let _ = writeln!(
+                            d,
+                            "| {} | {against} | {} | {} | {} | {} |",
+                            sys.label(),
+                            x(quotient(mn.rps, mb.rps)),
+                            x(quotient(mn.cpu_us, mb.cpu_us)),
+                            x(quotient(mn.p50_us, mb.p50_us)),
+                            x(quotient(mn.p99_us, mb.p99_us))
+                        );
+                    }
                 }
             }
             let _ = writeln!(d);
@@ -419,7 +449,7 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
     if let Some(&q) = o.queues.iter().find(|&&q| q != base) {
         let _ = writeln!(d, "## Targets ({q} queues against {base}, HTTP keep-alive medians)\n");
         for sys in [System::TunstackAsync, System::TunstackBlocking] {
-            let find = |qq| setups.iter().position(|s| s.system == sys && s.queues == Some(qq));
+            let find = |qq| setups.iter().position(|s| s.is(sys, qq));
             let (Some(b), Some(n)) = (find(base), find(q)) else { continue };
             let (mb, mn) = (of_setup(runs, b, false), of_setup(runs, n, false));
             let cpu = quotient(mn.cpu_us, mb.cpu_us);
@@ -428,6 +458,21 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
                 Some(c) if c <= 1.0 => "met",
                 Some(_) => "NOT met",
                 None => "not measured",
+            };
+            // Whether the runs' spreads overlap: a verdict within the noise.
+            let overlap = match (mb.cpu_range, mn.cpu_range) {
+                (Some((a0, a1)), Some((b0, b1))) => {
+                    let within = a0 <= b1 && b0 <= a1;
+                    format!(
+                        "; runs {}–{} vs {}–{} µs: {}",
+                        fmt_num(b0),
+                        fmt_num(b1),
+                        fmt_num(a0),
+                        fmt_num(a1),
+                        if within { "the spreads overlap" } else { "the spreads do not overlap" }
+                    )
+                }
+                _ => String::new(),
             };
             let rps_verdict = match rps {
                 None => "not measured",
@@ -438,11 +483,11 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
             let _ = writeln!(
                 d,
                 "- {}: CPU per request with {q} queues no worse than with {base}: {cpu_verdict} — {} µs vs {} µs \
-                 ({}); req/s with {q} queues ≥ 1.5× {base}: {rps_verdict} — {} vs {} req/s ({})",
+                 ({}{overlap}); req/s with {q} queues ≥ 1.5× {base}: {rps_verdict} — {} vs {} req/s ({})",
                 sys.label(),
                 num(mn.cpu_us),
                 num(mb.cpu_us),
-                x(cpu),
+                cpu.map(|r| format!("{r:.3}×")).unwrap_or_else(|| "-".into()),
                 num(mn.rps),
                 num(mb.rps),
                 x(rps)
@@ -451,7 +496,11 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
         let _ = writeln!(d);
     }
 
-    let _ = writeln!(d, "## Every run, in the order run\n");
+    let _ = writeln!(
+        d,
+        "## Every run, in the order run\n\nload avg: the 1-minute load average when the run started; it also \
+         counts this benchmark's own earlier runs.\n"
+    );
     let _ = write!(d, "| # | round | setup | load avg | keep-alive req/s | CPU µs/req | p50 ms | p99 ms |");
     if o.close {
         let _ = write!(d, " close req/s | close CPU µs/req | close p99 ms |");
@@ -523,19 +572,22 @@ mod tests {
             buffer: None,
             offload: false,
             no_wrk: false,
+            mt_base: false,
             out: None,
         }
     }
 
     #[test]
     fn setups_are_tunstack_per_queue_count_then_references() {
-        let o = opts(vec![1, 2], vec![System::Nginx, System::TunstackBlocking, System::TunstackAsync]);
+        let mut o = opts(vec![1, 2], vec![System::Nginx, System::TunstackBlocking, System::TunstackAsync]);
+        o.mt_base = true;
         let v: Vec<String> = setups(&o).iter().map(Setup::label).collect();
         assert_eq!(
             v,
             [
                 "tunstack (async), 1 queue",
                 "tunstack (async), 2 queues",
+                "tunstack (async), 1 queue, multi-thread runtime with 2 workers",
                 "tunstack (blocking), 1 queue",
                 "tunstack (blocking), 2 queues",
                 "nginx (veth)"

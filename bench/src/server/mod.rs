@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// runtime with this many workers when it is more than 1.
     #[arg(long, default_value_t = 1)]
     pub queues: usize,
+    /// tunstack-async: run on a multi-thread tokio runtime with this many workers
+    /// [default: a current-thread runtime with one queue, a worker per queue with more].
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 /// Shared between a server and its control thread.

@@ -67,18 +67,21 @@ fn single_thread() -> io::Result<tokio::runtime::Runtime> {
 /// The tokio runtime of tunstack's async server: one queue, a current-thread runtime
 /// (the device, the stack and every connection on this thread); with `queues` > 1, a
 /// multi-thread runtime with one worker per queue, over which the shards' driver tasks
-/// and the connections' tasks spread.
-fn tunstack_runtime(queues: usize) -> io::Result<tokio::runtime::Runtime> {
-    if queues <= 1 {
-        return single_thread();
-    }
-    tokio::runtime::Builder::new_multi_thread().worker_threads(queues).enable_all().build()
+/// and the connections' tasks spread; `workers` (`--workers`): a multi-thread runtime
+/// with that many workers whatever the queues.
+fn tunstack_runtime(queues: usize, workers: Option<usize>) -> io::Result<tokio::runtime::Runtime> {
+    let workers = match workers {
+        Some(w) => w.max(1),
+        None if queues <= 1 => return single_thread(),
+        None => queues,
+    };
+    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
 }
 
 /// tunstack's async runtime: the device, the stack and every connection on this thread
 /// (with several queues: on `--queues` worker threads).
 pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
-    tunstack_runtime(args.queues)?.block_on(async {
+    tunstack_runtime(args.queues, args.workers)?.block_on(async {
         let rt = AsyncRuntime::new(runtime_config(args)?)?;
         let h = rt.handle();
         let ip = IpAddr::V4(args.addr);
