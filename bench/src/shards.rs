@@ -106,6 +106,8 @@ fn is_tunstack(s: System) -> bool {
 struct Sample {
     rps: f64,
     cpu_us: f64,
+    /// The whole machine's idle share during the load (/proc/stat), in percent.
+    idle_pct: Option<f64>,
     p50_us: Option<f64>,
     p99_us: Option<f64>,
 }
@@ -229,9 +231,14 @@ fn run_one(o: &ShardsOpts, wrk: bool, round: usize, setup: usize, s: Setup) -> R
     };
     let secs = Duration::from_secs(o.http_secs);
     let load = |env: &mut Env, close: bool| -> Result<Sample, String> {
+        let t0 = machine_cpu();
         let (r, cpu_us) =
             crate::run::http_load_cpu(env, wrk, HTTP_PORT, o.http_conns, secs, close).map_err(|e| e.to_string())?;
-        Ok(Sample { rps: r.rps, cpu_us, p50_us: r.p50_us, p99_us: r.p99_us })
+        let idle_pct = match (t0, machine_cpu()) {
+            (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => Some(100.0 * (i1 - i0) as f64 / (t1 - t0) as f64),
+            _ => None,
+        };
+        Ok(Sample { rps: r.rps, cpu_us, idle_pct, p50_us: r.p50_us, p99_us: r.p99_us })
     };
     rec.keep = load(&mut env, false);
     if o.close {
@@ -245,6 +252,11 @@ fn run_one(o: &ShardsOpts, wrk: bool, round: usize, setup: usize, s: Setup) -> R
         });
     }
     rec
+}
+
+/// The whole machine's (idle, total) CPU ticks.
+fn machine_cpu() -> Option<(u64, u64)> {
+    crate::stats::parse_proc_stat_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
 /// The 1-minute load average.
@@ -265,6 +277,7 @@ struct Medians {
     cpu_range: Option<(f64, f64)>,
     p50_us: Option<f64>,
     p99_us: Option<f64>,
+    idle_pct: Option<f64>,
 }
 
 fn medians<'a>(samples: impl Iterator<Item = &'a Sample>) -> Medians {
@@ -278,6 +291,7 @@ fn medians<'a>(samples: impl Iterator<Item = &'a Sample>) -> Medians {
     let cpu: Vec<f64> = v.iter().map(|s| s.cpu_us).collect();
     let p50: Vec<f64> = v.iter().filter_map(|s| s.p50_us).collect();
     let p99: Vec<f64> = v.iter().filter_map(|s| s.p99_us).collect();
+    let idle: Vec<f64> = v.iter().filter_map(|s| s.idle_pct).collect();
     Medians {
         n: v.len(),
         rps: median(&rps),
@@ -286,6 +300,7 @@ fn medians<'a>(samples: impl Iterator<Item = &'a Sample>) -> Medians {
         cpu_range: range(&cpu),
         p50_us: median(&p50),
         p99_us: median(&p99),
+        idle_pct: median(&idle),
     }
 }
 
@@ -388,23 +403,31 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
         let _ = writeln!(d, "## HTTP {kind}: medians\n");
         let _ = writeln!(
             d,
-            "| setup | runs | req/s (min–max) | server CPU per request, µs ↓ (min–max) | p50 ms ↓ | p99 ms ↓ |"
+            "| setup | runs | req/s (min–max) | server CPU per request, µs ↓ (min–max) | p50 ms ↓ | p99 ms ↓ \
+             | server cores busy | machine idle |"
         );
-        let _ = writeln!(d, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(d, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for (i, s) in setups.iter().enumerate() {
             let md = of_setup(runs, i, close);
             let _ = writeln!(
                 d,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.label(),
                 md.n,
                 with_range(md.rps, md.rps_range),
                 with_range(md.cpu_us, md.cpu_range),
                 ms(md.p50_us),
-                ms(md.p99_us)
+                ms(md.p99_us),
+                num(md.rps.zip(md.cpu_us).map(|(r, c)| r * c / 1e6)),
+                md.idle_pct.map(|p| format!("{p:.0}%")).unwrap_or_else(|| "-".into())
             );
         }
-        let _ = writeln!(d);
+        let _ = writeln!(
+            d,
+            "\nServer cores busy: median req/s × median CPU per request (the server's CPU seconds per second). \
+             Machine idle: the median share of all {} cores' time that was idle (/proc/stat) during the load.\n",
+            m.nproc
+        );
         let ratio_qs: Vec<usize> = o.queues.iter().copied().filter(|&q| q != base).collect();
         if !ratio_qs.is_empty() {
             let _ = writeln!(
@@ -501,12 +524,12 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
         "## Every run, in the order run\n\nload avg: the 1-minute load average when the run started; it also \
          counts this benchmark's own earlier runs.\n"
     );
-    let _ = write!(d, "| # | round | setup | load avg | keep-alive req/s | CPU µs/req | p50 ms | p99 ms |");
+    let _ = write!(d, "| # | round | setup | load avg | keep-alive req/s | CPU µs/req | p50 ms | p99 ms | idle |");
     if o.close {
         let _ = write!(d, " close req/s | close CPU µs/req | close p99 ms |");
     }
     let _ = writeln!(d, " shards, steering, hand-offs |");
-    let _ = write!(d, "|---:|---:|---|---:|---:|---:|---:|---:|");
+    let _ = write!(d, "|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     if o.close {
         let _ = write!(d, "---:|---:|---:|");
     }
@@ -523,9 +546,16 @@ fn document(o: &ShardsOpts, wrk: bool, setups: &[Setup], runs: &[RunRecord], loa
         let s = &setups[r.setup];
         let _ = write!(d, "| {} | {} | {} | {} |", k + 1, r.round + 1, s.label(), r.load1);
         let keep = cell(&r.keep, &|s| {
-            format!("{} | {} | {} | {}", fmt_num(s.rps), fmt_num(s.cpu_us), ms(s.p50_us), ms(s.p99_us))
+            format!(
+                "{} | {} | {} | {} | {}",
+                fmt_num(s.rps),
+                fmt_num(s.cpu_us),
+                ms(s.p50_us),
+                ms(s.p99_us),
+                s.idle_pct.map(|p| format!("{p:.0}%")).unwrap_or_default()
+            )
         });
-        let keep = if r.keep.is_err() { format!("{keep} | | | ") } else { keep };
+        let keep = if r.keep.is_err() { format!("{keep} | | | | ") } else { keep };
         let _ = write!(d, " {keep} |");
         if let Some(c) = &r.close {
             let close = cell(c, &|s| format!("{} | {} | {}", fmt_num(s.rps), fmt_num(s.cpu_us), ms(s.p99_us)));
@@ -600,7 +630,7 @@ mod tests {
 
     #[test]
     fn medians_and_ranges() {
-        let s = |rps, cpu| Sample { rps, cpu_us: cpu, p50_us: Some(100.0), p99_us: None };
+        let s = |rps, cpu| Sample { rps, cpu_us: cpu, idle_pct: None, p50_us: Some(100.0), p99_us: None };
         let v = [s(10.0, 3.0), s(30.0, 1.0), s(20.0, 2.0)];
         let m = medians(v.iter());
         assert_eq!((m.n, m.rps, m.cpu_us, m.p50_us, m.p99_us), (3, Some(20.0), Some(2.0), Some(100.0), None));
