@@ -251,6 +251,18 @@ impl ServerProc {
         Ok(line.strip_prefix("retransmits ").and_then(|n| n.trim().parse().ok()))
     }
 
+    /// tunstack's shards: `None` for the other servers.
+    pub fn shards(&mut self) -> io::Result<Option<ShardInfo>> {
+        let line = self.request("shards")?;
+        let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        Ok(match f[..] {
+            [n, steering, handoffs_out, handoff_drops] => {
+                Some(ShardInfo { shards: n as usize, steering: steering == 1, handoffs_out, handoff_drops })
+            }
+            _ => None,
+        })
+    }
+
     pub fn release(&mut self) -> io::Result<()> {
         self.request("release").map(|_| ())
     }
@@ -285,6 +297,30 @@ impl Drop for ServerProc {
     }
 }
 
+/// Options of the tunstack servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunstackOpts {
+    /// `RuntimeConfig::offload`.
+    pub offload: bool,
+    /// `RuntimeConfig::queues`.
+    pub queues: usize,
+    /// The async server's tokio workers (a multi-thread runtime); `None`: a
+    /// current-thread runtime with one queue, a worker per queue with more.
+    pub workers: Option<usize>,
+}
+
+/// What a tunstack server says about its shards (the `shards` command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shards: usize,
+    /// Whether the device took the steering program.
+    pub steering: bool,
+    /// Packets a shard read that another one owns, handed over (since the start).
+    pub handoffs_out: u64,
+    /// Hand-offs dropped because the owner's inbox was full (since the start).
+    pub handoff_drops: u64,
+}
+
 /// One system set up at one MTU.
 pub struct Env {
     pub system: System,
@@ -303,13 +339,14 @@ pub struct Env {
 
 impl Env {
     /// Set `system` up at `mtu`; `txqueuelen`: packets the kernel may queue towards the
-    /// server on a TUN device (see `Plan::txqueuelen`).
+    /// server on a TUN device (see `Plan::txqueuelen`); `tun`: the tunstack servers'
+    /// options.
     pub fn start(
         system: System,
         mtu: usize,
         buffer: Option<usize>,
         txqueuelen: usize,
-        offload: bool,
+        tun: TunstackOpts,
     ) -> io::Result<Env> {
         let qlen = txqueuelen.to_string();
         let mut extra: Vec<String> = vec!["--mtu".into(), mtu.to_string()];
@@ -326,8 +363,14 @@ impl Env {
                 let ns = Ns::new(tag)?;
                 let mut args = vec![kind.to_string()];
                 args.extend(extra);
-                if offload {
+                if tun.offload {
                     args.push("--offload".into());
+                }
+                if tun.queues != 1 {
+                    args.extend(["--queues".into(), tun.queues.to_string()]);
+                }
+                if let (System::TunstackAsync, Some(w)) = (system, tun.workers) {
+                    args.extend(["--workers".into(), w.to_string()]);
                 }
                 let server = ServerProc::spawn(&ns, kind, &args)?;
                 // The server created the device: give it the same queue as the others.
@@ -433,6 +476,15 @@ impl Env {
     /// reflector in the ceiling setup).
     pub fn holder(&mut self) -> io::Result<&mut ServerProc> {
         self.servers.last_mut().ok_or_else(no_server)
+    }
+
+    /// CPU time (user + system) of the process(es) that serve HTTP so far, in seconds:
+    /// the measured server's getrusage, or nginx's master's and workers' from /proc.
+    pub fn http_cpu_secs(&mut self) -> io::Result<f64> {
+        match &self.nginx {
+            Some(n) => n.pids().into_iter().map(crate::sys::cpu_secs_of).sum(),
+            None => self.measured()?.cpu_secs(),
+        }
     }
 
     /// The processes that serve HTTP (nginx: its master and workers).

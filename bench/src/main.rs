@@ -17,6 +17,7 @@ mod proto;
 mod report;
 mod run;
 mod server;
+mod shards;
 mod stats;
 mod svg;
 mod sys;
@@ -48,6 +49,9 @@ enum Command {
     /// Paths with delay and loss: tunstack's congestion controls against Linux's and
     /// smoltcp through the same link model, and the slow reader (see `bench/src/paths/mod.rs`).
     Paths(paths::PathsOpts),
+    /// tunstack with 1 and N TUN queues (shards) on HTTP keep-alive: req/s, server CPU
+    /// per request, latency; runs alternate, medians reported (see `bench/src/shards.rs`).
+    Shards(shards::ShardsOpts),
 }
 
 #[derive(clap::Args, Debug)]
@@ -112,6 +116,11 @@ struct Opts {
     /// header; `RuntimeConfig::offload`).
     #[arg(long)]
     offload: bool,
+    /// Queues of tunstack's TUN device, one shard (stack and driver) each
+    /// (`RuntimeConfig::queues`); the async server then runs on a multi-thread tokio
+    /// runtime with this many workers.
+    #[arg(long, default_value_t = 1)]
+    queues: usize,
     /// Where bench-latest.md and bench-latest.svg go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs"))]
     out_dir: PathBuf,
@@ -146,8 +155,10 @@ fn main() -> ExitCode {
         env::emergency_cleanup();
         std::process::exit(128 + sig);
     });
-    if let Some(Command::Paths(o)) = cli.command {
-        return paths::run(o);
+    match cli.command {
+        Some(Command::Paths(o)) => return paths::run(o),
+        Some(Command::Shards(o)) => return shards::run(o),
+        _ => {}
     }
     let nofile = sys::raise_nofile_limit();
     let plan = match Plan::new(&cli.opts, nofile) {
@@ -172,6 +183,9 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The most queues `--queues` takes (tunstack's limit is `shard::MAX_SHARDS`).
+pub const MAX_QUEUES: usize = 64;
+
 impl Opts {
     fn pick<T: Copy>(v: Option<T>, quick: bool, q: T, full: T) -> T {
         v.unwrap_or(if quick { q } else { full })
@@ -193,6 +207,9 @@ impl Plan {
             return Err(format!(
                 "--http-many {http_many} needs more file descriptors than RLIMIT_NOFILE allows ({nofile})"
             ));
+        }
+        if !(1..=MAX_QUEUES).contains(&o.queues) {
+            return Err(format!("--queues takes values from 1 to {MAX_QUEUES}"));
         }
         if o.mtu.is_empty() || o.mtu.iter().any(|&m| !(576..=65535).contains(&m)) {
             return Err("--mtu takes values from 576 to 65535".into());
@@ -223,6 +240,7 @@ impl Plan {
             workloads,
             buffer: o.buffer.map(|b| b as usize),
             offload: o.offload,
+            queues: o.queues,
             run_timeout: Duration::from_secs(Opts::pick(o.run_timeout, q, 30, 120).max(1)),
             wrk,
             out_dir: o.out_dir.clone(),

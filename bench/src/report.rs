@@ -51,6 +51,8 @@ pub mod key {
     pub const HTTP_P99: &str = "http-p99";
     pub const HTTP_CLOSE_RPS: &str = "http-close-rps";
     pub const HTTP_CLOSE_P99: &str = "http-close-p99";
+    pub const HTTP_CPU: &str = "http-cpu";
+    pub const HTTP_CLOSE_CPU: &str = "http-close-cpu";
     pub const MANY_RPS: &str = "many-rps";
     pub const MANY_P99: &str = "many-p99";
     pub const MANY_CONNS: &str = "many-conns";

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::client;
-use crate::env::{Env, System};
+use crate::env::{Env, System, TunstackOpts};
 use crate::proto::*;
 use crate::report::{key, Cell, Report};
 use crate::stats::{fmt_num, fmt_size, gbit_per_s, median, percentile, sorted};
@@ -67,6 +67,8 @@ pub struct Plan {
     pub buffer: Option<usize>,
     /// tunstack servers open their TUN device with TSO/checksum offload.
     pub offload: bool,
+    /// Queues (shards) of the tunstack servers' TUN device.
+    pub queues: usize,
     pub run_timeout: Duration,
     pub wrk: bool,
     pub out_dir: PathBuf,
@@ -121,8 +123,10 @@ fn define_rows(plan: &Plan, r: &mut Report) {
     if has(Workload::Http) {
         r.add_row(key::HTTP_RPS, "HTTP keep-alive (req/s)", true, false);
         r.add_row(key::HTTP_P99, "HTTP keep-alive p99 (ms)", false, false);
+        r.add_row(key::HTTP_CPU, "HTTP keep-alive: server CPU per request (µs)", false, false);
         r.add_row(key::HTTP_CLOSE_RPS, "HTTP Connection: close (req/s)", true, false);
         r.add_row(key::HTTP_CLOSE_P99, "HTTP Connection: close p99 (ms)", false, false);
+        r.add_row(key::HTTP_CLOSE_CPU, "HTTP Connection: close: server CPU per request (µs)", false, false);
     }
     if has(Workload::Http10k) {
         let n = plan.http_many;
@@ -150,7 +154,9 @@ fn rows_of(plan: &Plan, w: Workload, mtu: usize) -> Vec<String> {
         Workload::Latency => LAT_SIZES.iter().flat_map(|&l| [key::lat(l, 50), key::lat(l, 99)]).collect(),
         Workload::Connrate => vec![key::CONNRATE.into()],
         Workload::Http => {
-            [key::HTTP_RPS, key::HTTP_P99, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99].map(String::from).into()
+            [key::HTTP_RPS, key::HTTP_P99, key::HTTP_CPU, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99, key::HTTP_CLOSE_CPU]
+                .map(String::from)
+                .into()
         }
         Workload::Http10k => {
             [key::MANY_RPS, key::MANY_P99, key::MANY_CONNS, key::MANY_MEM, key::MANY_ERRORS].map(String::from).into()
@@ -212,9 +218,13 @@ pub fn run(plan: &Plan) -> Report {
                 // their own: one that served 10k connections before keeps its grown
                 // tables and allocator pools, and its RSS would not grow again.
                 if env.is_none() || (i > 0 && w.measures_memory()) {
+                    if let Some(e) = env.as_mut() {
+                        note_shards(e, plan, &mut report);
+                    }
                     drop(env.take());
                     p.say(&format!("{} at MTU {mtu}: setting up", sys.label()));
-                    match Env::start(sys, mtu, plan.buffer, plan.txqueuelen, plan.offload) {
+                    let tun = TunstackOpts { offload: plan.offload, queues: plan.queues, workers: None };
+                    match Env::start(sys, mtu, plan.buffer, plan.txqueuelen, tun) {
                         Ok(e) => env = Some(e),
                         Err(e) => {
                             p.say(&format!("{} at MTU {mtu}: setup failed: {e}", sys.label()));
@@ -244,11 +254,34 @@ pub fn run(plan: &Plan) -> Report {
                     }
                 }
             }
+            if let Some(e) = env.as_mut() {
+                note_shards(e, plan, &mut report);
+            }
             drop(env);
         }
     }
     p.say("done");
     report
+}
+
+/// With several queues: a note on what a tunstack server's shards did (whether the
+/// kernel took the steering program, packets handed between shards).
+fn note_shards(env: &mut Env, plan: &Plan, report: &mut Report) {
+    if plan.queues == 1 || !matches!(env.system, System::TunstackAsync | System::TunstackBlocking) {
+        return;
+    }
+    let text = match env.measured().and_then(|s| s.shards()) {
+        Ok(Some(i)) => format!(
+            "{} shard(s), steering program {}, {} packets handed between shards ({} hand-offs dropped)",
+            i.shards,
+            if i.steering { "on" } else { "off (the kernel refused it)" },
+            i.handoffs_out,
+            i.handoff_drops
+        ),
+        Ok(None) => "the server did not report its shards".into(),
+        Err(e) => format!("reading its shards: {e}"),
+    };
+    report.notes.push(format!("{} at MTU {} (`--queues {}`): {text}", env.system.label(), env.mtu, plan.queues));
 }
 
 /// Client-side limit: the measurement's own deadline plus slack for connect/teardown.
@@ -376,19 +409,42 @@ fn connrate(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> {
 }
 
 /// What one HTTP load run gave.
-struct HttpResult {
-    rps: f64,
-    p99_us: Option<f64>,
-    requests: u64,
-    errors: u64,
+pub(crate) struct HttpResult {
+    pub rps: f64,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    /// Requests completed.
+    pub requests: u64,
+    pub errors: u64,
 }
 
-/// HTTP load on `port` from the client's namespace: wrk, or the harness's own load
-/// generator (a thread per connection).
-fn http_load(env: &Env, plan: &Plan, port: u16, conns: usize, secs: Duration, close: bool) -> io::Result<HttpResult> {
+/// [`http_load`] with the HTTP server's CPU time read before and after: the result
+/// and the server's CPU µs per completed request. Fails when more than 1% of the
+/// requests failed.
+pub(crate) fn http_load_cpu(
+    env: &mut Env,
+    wrk: bool,
+    port: u16,
+    conns: usize,
+    secs: Duration,
+    close: bool,
+) -> io::Result<(HttpResult, f64)> {
+    let c0 = env.http_cpu_secs()?;
+    let r = http_load(env, wrk, port, conns, secs, close)?;
+    let c1 = env.http_cpu_secs()?;
+    if r.errors * 100 > r.requests.max(1) {
+        return Err(io::Error::other(format!("wrk: {} errors in {} requests", r.errors, r.requests)));
+    }
+    let cpu_us = (c1 - c0) * 1e6 / r.requests.max(1) as f64;
+    Ok((r, cpu_us))
+}
+
+/// HTTP load on `port` from the client's namespace: wrk (`wrk`), or the harness's own
+/// load generator (a thread per connection).
+fn http_load(env: &Env, wrk: bool, port: u16, conns: usize, secs: Duration, close: bool) -> io::Result<HttpResult> {
     let addr = env.addr(port);
     let limit = secs + Duration::from_secs(60);
-    if plan.wrk {
+    if wrk {
         let url = format!("http://{}:{}/", addr.ip(), addr.port());
         let args = crate::wrk::args(&url, 2, conns, secs, Duration::from_secs(5), close);
         let out = env.client(limit, move || {
@@ -396,10 +452,23 @@ fn http_load(env: &Env, plan: &Plan, port: u16, conns: usize, secs: Duration, cl
             tunstack_tests::netns::exec_here(&argv, limit)
         })?;
         let r = parse_wrk(&out)?;
-        Ok(HttpResult { rps: r.requests_per_sec, p99_us: r.p99_us, requests: r.requests, errors: r.errors })
+        Ok(HttpResult {
+            rps: r.requests_per_sec,
+            p50_us: r.p50_us,
+            p99_us: r.p99_us,
+            requests: r.requests,
+            errors: r.errors,
+        })
     } else {
         let (n, elapsed, lat) = env.client(limit, move || client::http_load(addr, conns, secs, close))?;
-        Ok(HttpResult { rps: n as f64 / elapsed, p99_us: percentile(&sorted(lat), 99.0), requests: n, errors: 0 })
+        let lat = sorted(lat);
+        Ok(HttpResult {
+            rps: n as f64 / elapsed,
+            p50_us: percentile(&lat, 50.0),
+            p99_us: percentile(&lat, 99.0),
+            requests: n,
+            errors: 0,
+        })
     }
 }
 
@@ -419,24 +488,20 @@ fn parse_wrk(out: &std::process::Output) -> io::Result<crate::wrk::WrkResult> {
 fn http(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> {
     let secs = Duration::from_secs(plan.http_secs);
     let mut first_err = None;
-    for (close, rps_key, p99_key) in
-        [(false, key::HTTP_RPS, key::HTTP_P99), (true, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99)]
-    {
-        let r = http_load(env, plan, HTTP_PORT, plan.http_conns, secs, close).and_then(|r| {
-            if r.errors * 100 > r.requests.max(1) {
-                Err(io::Error::other(format!("wrk: {} errors in {} requests", r.errors, r.requests)))
-            } else {
-                Ok(r)
-            }
-        });
-        match r {
-            Ok(r) => {
+    for (close, rps_key, p99_key, cpu_key) in [
+        (false, key::HTTP_RPS, key::HTTP_P99, key::HTTP_CPU),
+        (true, key::HTTP_CLOSE_RPS, key::HTTP_CLOSE_P99, key::HTTP_CLOSE_CPU),
+    ] {
+        match http_load_cpu(env, plan.wrk, HTTP_PORT, plan.http_conns, secs, close) {
+            Ok((r, cpu_us)) => {
                 report.set(rps_key, env.system, Cell::Val(r.rps));
                 report.set(p99_key, env.system, r.p99_us.map_or(Cell::Na("no data"), |us| Cell::Val(us / 1000.0)));
+                report.set(cpu_key, env.system, Cell::Val(cpu_us));
             }
             Err(e) => {
-                report.set(rps_key, env.system, Cell::Err(e.to_string()));
-                report.set(p99_key, env.system, Cell::Err(e.to_string()));
+                for k in [rps_key, p99_key, cpu_key] {
+                    report.set(k, env.system, Cell::Err(e.to_string()));
+                }
                 first_err = first_err.or(Some(e));
             }
         }
@@ -466,11 +531,23 @@ fn http_many(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> 
                 let args = crate::wrk::args(&url, 2, n, secs, Duration::from_secs(10), false);
                 let argv: Vec<&str> = args.iter().map(String::as_str).collect();
                 let r = parse_wrk(&tunstack_tests::netns::exec_here(&argv, limit)?)?;
-                Ok(HttpResult { rps: r.requests_per_sec, p99_us: r.p99_us, requests: r.requests, errors: r.errors })
+                Ok(HttpResult {
+                    rps: r.requests_per_sec,
+                    p50_us: r.p50_us,
+                    p99_us: r.p99_us,
+                    requests: r.requests,
+                    errors: r.errors,
+                })
             } else {
                 let (done, elapsed, lat, failed) = client::http_load_many(addr, n, secs)?;
-                let p99_us = percentile(&sorted(lat), 99.0);
-                Ok(HttpResult { rps: done as f64 / elapsed, p99_us, requests: done, errors: failed })
+                let lat = sorted(lat);
+                Ok(HttpResult {
+                    rps: done as f64 / elapsed,
+                    p50_us: percentile(&lat, 50.0),
+                    p99_us: percentile(&lat, 99.0),
+                    requests: done,
+                    errors: failed,
+                })
             }
         });
         let (mut conns, mut mem) = (0, 0);
@@ -601,6 +678,14 @@ pub fn document(plan: &Plan, report: &Report) -> String {
     if plan.offload {
         let _ = writeln!(d, "- tunstack: TUN device with TSO/checksum offload (`--offload`)");
     }
+    if plan.queues != 1 {
+        let _ = writeln!(
+            d,
+            "- tunstack: {} TUN queues, one shard each (`--queues {}`; the async server on a multi-thread tokio \
+             runtime with {} workers, the blocking one with a driver thread per queue)",
+            plan.queues, plan.queues, plan.queues
+        );
+    }
     let _ = writeln!(d, "\n{}", report.markdown_table(&plan.systems));
     let subject = crate::report::subject(&plan.systems);
     if let Some(t) = subject {
@@ -680,7 +765,11 @@ const EXPLANATION: &str = "
   connections, divided by N-10 (for Linux the sockets live in kernel memory: n/a).
 - **HTTP**: wrk with 2 threads against `GET /`, keep-alive, then with
   `-H 'Connection: close'` (the server answers and closes: a new connection per
-  request). p99 is wrk's latency percentile.
+  request). p99 is wrk's latency percentile. Server CPU per request: the CPU time of
+  the process(es) serving HTTP during the load (getrusage as above; nginx: its master's
+  and worker's from /proc, in 10 ms ticks) divided by the requests wrk completed; for
+  the kernel-TCP systems the kernel's work charged to other tasks (softirqs, the
+  client's side of the veth) is not in it.
 - **HTTP with 10k connections**: wrk `-t2 -c N` against port 8080, every connection
   making requests for the whole run (wrk opens them all at the start). Open at once: the
   peak count of the client's ESTABLISHED connections to the port, sampled every 250 ms.
@@ -691,7 +780,7 @@ const EXPLANATION: &str = "
 - Connection rate: connect, send 32 bytes, read 64 bytes, close (the client closes first).
 ";
 
-fn git_revision() -> Option<String> {
+pub(crate) fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["-C", env!("CARGO_MANIFEST_DIR"), "log", "-1", "--format=%h %s"])
         .output()

@@ -151,6 +151,18 @@ pub fn parse_snmp_tcp(text: &str, field: &str) -> Option<u64> {
     names.zip(values).find(|(n, _)| *n == field).and_then(|(_, v)| v.parse().ok())
 }
 
+/// The whole machine's (idle, total) CPU time in ticks from the text of `/proc/stat`
+/// (its `cpu` line: user nice system idle iowait irq softirq steal ...; idle counts
+/// idle and iowait; guest time is already in user).
+pub fn parse_proc_stat_cpu(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    if v.len() < 5 {
+        return None;
+    }
+    Some((v[3] + v[4], v.iter().sum()))
+}
+
 /// Resident set size in bytes from the text of `/proc/PID/statm` (pages; second field).
 pub fn parse_statm_rss(text: &str, page_size: u64) -> Option<u64> {
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
@@ -162,6 +174,16 @@ pub fn parse_statm_rss(text: &str, page_size: u64) -> Option<u64> {
 pub fn parse_stat_ppid(text: &str) -> Option<u32> {
     let (_, rest) = text.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User plus system time in clock ticks (fields 14 and 15) from the text of
+/// `/proc/PID/stat`.
+pub fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    let (_, rest) = text.rsplit_once(')')?;
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Connections in ESTABLISHED whose remote port is `port`, from the text of
@@ -189,6 +211,22 @@ mod tests {
         assert_eq!(parse_stat_ppid("42 (nginx) S 41 42 42 0 -1 4194560 ..."), Some(41));
         assert_eq!(parse_stat_ppid("7 (a (b) c) R 1 7 7"), Some(1));
         assert_eq!(parse_stat_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn machine_cpu_times() {
+        let text = "cpu  100 5 50 800 20 1 4 10 0 0\ncpu0 50 2 25 400 10 0 2 5 0 0\n";
+        assert_eq!(parse_proc_stat_cpu(text), Some((820, 990)));
+        assert_eq!(parse_proc_stat_cpu("cpu0 1 2 3 4 5\n"), None);
+        assert_eq!(parse_proc_stat_cpu("cpu  1 2 x 4 5\n"), None);
+    }
+
+    #[test]
+    fn stat_cpu_ticks() {
+        let text = "42 (nginx: worker) S 41 42 42 0 -1 4194560 100 0 0 0 250 31 7 3 20 0 1 0 5 1000 50";
+        assert_eq!(parse_stat_cpu_ticks(text), Some(281));
+        assert_eq!(parse_stat_cpu_ticks("7 (a) R 1 7"), None);
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
     }
 
     #[test]

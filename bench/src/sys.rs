@@ -57,6 +57,16 @@ pub fn rss_of(pid: u32) -> io::Result<u64> {
     crate::stats::parse_statm_rss(&text, page_size()).ok_or_else(|| io::Error::other("cannot parse statm"))
 }
 
+/// CPU time (user + system) of process `pid` so far, in seconds, from `/proc/PID/stat`
+/// (clock ticks: 10 ms steps at the usual 100 Hz).
+pub fn cpu_secs_of(pid: u32) -> io::Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = crate::stats::parse_stat_cpu_ticks(&text).ok_or_else(|| io::Error::other("cannot parse stat"))?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+}
+
 /// The machine, for the top of the report.
 pub struct Machine {
     pub nproc: usize,

@@ -97,6 +97,7 @@ pub fn runtime_config(args: &ServeArgs) -> io::Result<RuntimeConfig> {
         c.impair = args.path.impairment();
         c.pcap = args.path.pcap.clone();
         c.offload = args.offload;
+        c.queues = args.queues;
     }))
 }
 
@@ -107,10 +108,11 @@ pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
     let bind = |port: u16, backlog: usize| {
         tunstack::net::TcpListener::bind_with_backlog(&h, SocketAddr::new(IpAddr::V4(args.addr), port), backlog)
     };
-    let ctl = Arc::new(Control::default());
+    let ctl = Arc::new(Control::for_tunstack(&h));
     let held = start_services(bind, &ctl)?;
     // The demo's own HTTP server on its own thread (a current-thread tokio runtime on top
-    // of this runtime's driver thread): `HttpServer::start`.
+    // of this runtime's driver thread): `HttpServer::start`. With `--queues` N > 1 there
+    // are N driver threads, and HTTP still runs on that one thread.
     demo::HttpServer::start(&h, &[IpAddr::V4(args.addr)], HTTP_PORT)?;
     control_loop(ctl.clone(), release_fn(held, ctl), move || Some(h.stats().tcp_retransmits))
 }

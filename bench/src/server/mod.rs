@@ -11,6 +11,7 @@
 //! | `held` | `held N`: idle connections accepted on the hold port and kept open |
 //! | `release` | `released`: the held connections are closed |
 //! | `retransmits` | `retransmits N` (segments the server's TCP retransmitted) or `retransmits -` |
+//! | `shards` | `shards N STEERING HANDOFFS_OUT HANDOFF_DROPS` (tunstack: shards, steering program 1/0, packets handed between shards, hand-offs dropped) or `shards -` |
 //! | `ping` | `pong` |
 //!
 //! End of stdin (the harness exited or died) ends the process, so a server never
@@ -24,7 +25,7 @@ pub mod tasks;
 use std::io::{self, BufRead, Write};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Which server to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +73,15 @@ pub struct ServeArgs {
     /// tunstack: open the TUN device with TSO/checksum offload (virtio-net header).
     #[arg(long)]
     pub offload: bool,
+    /// tunstack: queues of the TUN device, one shard (stack and driver) each
+    /// (`RuntimeConfig::queues`). The async server runs on a multi-thread tokio
+    /// runtime with this many workers when it is more than 1.
+    #[arg(long, default_value_t = 1)]
+    pub queues: usize,
+    /// tunstack-async: run on a multi-thread tokio runtime with this many workers
+    /// [default: a current-thread runtime with one queue, a worker per queue with more].
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 /// Shared between a server and its control thread.
@@ -79,6 +89,22 @@ pub struct ServeArgs {
 pub struct Control {
     /// Connections held open on the hold port.
     pub held: AtomicUsize,
+    /// The answer to `shards` (tunstack's servers set it).
+    pub shards: OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl Control {
+    /// The control state of a tunstack server: `shards` reads `h`'s shards, steering
+    /// and hand-off counters.
+    pub fn for_tunstack(h: &tunstack::runtime::RuntimeHandle) -> Control {
+        let ctl = Control::default();
+        let h = h.clone();
+        let _ = ctl.shards.set(Box::new(move || {
+            let c = h.counters();
+            format!("shards {} {} {} {}", h.shards(), u8::from(h.steering()), c.handoffs_out, c.handoff_drops)
+        }));
+        ctl
+    }
 }
 
 /// Run the server named in `args` until stdin closes.
@@ -122,6 +148,7 @@ pub fn control_loop(ctl: Arc<Control>, release: impl Fn(), retransmits: impl Fn(
                 Some(n) => format!("retransmits {n}"),
                 None => "retransmits -".to_string(),
             },
+            "shards" => ctl.shards.get().map_or_else(|| "shards -".to_string(), |f| f()),
             "ping" => "pong".to_string(),
             other => format!("error unknown command {other:?}"),
         };

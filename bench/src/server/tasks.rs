@@ -2,7 +2,8 @@
 //! per connection, no hand-off between threads.
 //!
 //! - **tunstack (async)**: `tunstack::tokio::AsyncRuntime` drives the TUN device from
-//!   the same thread as the tasks. Every service of [`super::blocking`] is written
+//!   the same thread as the tasks (with `--queues` N > 1: N shards, each a driver task,
+//!   on a multi-thread runtime with N workers). Every service of [`super::blocking`] is written
 //!   again as tasks: sink, source, echo, request/response (a task per connection),
 //!   hold. HTTP on port 80 is exactly what `demo http` runs (`demo::HttpServer::serve`);
 //!   on [`HTTP_MANY_PORT`] the same hyper service (the demo's `route`, the same hyper
@@ -63,9 +64,24 @@ fn single_thread() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// tunstack's async runtime: the device, the stack and every connection on this thread.
+/// The tokio runtime of tunstack's async server: one queue, a current-thread runtime
+/// (the device, the stack and every connection on this thread); with `queues` > 1, a
+/// multi-thread runtime with one worker per queue, over which the shards' driver tasks
+/// and the connections' tasks spread; `workers` (`--workers`): a multi-thread runtime
+/// with that many workers whatever the queues.
+fn tunstack_runtime(queues: usize, workers: Option<usize>) -> io::Result<tokio::runtime::Runtime> {
+    let workers = match workers {
+        Some(w) => w.max(1),
+        None if queues <= 1 => return single_thread(),
+        None => queues,
+    };
+    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+}
+
+/// tunstack's async runtime: the device, the stack and every connection on this thread
+/// (with several queues: on `--queues` worker threads).
 pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
-    single_thread()?.block_on(async {
+    tunstack_runtime(args.queues, args.workers)?.block_on(async {
         let rt = AsyncRuntime::new(runtime_config(args)?)?;
         let h = rt.handle();
         let ip = IpAddr::V4(args.addr);
@@ -76,7 +92,7 @@ pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
         spawn_accept_loop(bind(SOURCE_PORT, 128)?, source_conn);
         spawn_accept_loop(bind(ECHO_PORT, 128)?, echo_conn);
         spawn_accept_loop(bind(RR_PORT, 1024)?, rr_conn);
-        let ctl = Arc::new(Control::default());
+        let ctl = Arc::new(Control::for_tunstack(&h));
         let held = spawn_hold_loop(bind(HOLD_PORT, 4096)?, ctl.clone());
         // `demo http`'s server, as `demo http` runs it.
         demo::HttpServer::serve(&h, &[ip], HTTP_PORT)?;
