@@ -165,20 +165,21 @@ fn accept_one(s: &mut crate::Stack, l: ListenerHandle) -> io::Result<(TcpHandle,
 }
 
 /// Listen on `addr` in every shard of `rt` with `listen` (one call on a single-queue
-/// runtime): shard 0 first, which also picks the port for port 0, then the others on
-/// the same address and port. Returns shard 0's socket and the others'; on an error
+/// runtime, or with a handle pinned to its shard): shard 0 first, which also picks the
+/// port for port 0, then the others on the same address and port. Returns shard 0's socket and the others'; on an error
 /// the ones made so far are closed again.
 pub(crate) fn listen_everywhere<H: Copy + Into<crate::AnyHandle>>(
     rt: &RuntimeHandle,
     addr: SocketAddr,
     listen: impl Fn(&mut crate::Stack, SocketAddr) -> io::Result<H>,
 ) -> io::Result<(Sock<H>, Vec<Sock<H>>)> {
-    let first = rt.shard(0);
+    let mut shards = rt.listen_shards().into_iter();
+    let first = shards.next().expect("a runtime has a shard");
     let h = first.call(|s, _| listen(s, addr))?;
     let sock = Sock::new(first, h);
     let addr = sock.call(|s, h| s.local_addr(h))?;
     let mut more = Vec::new();
-    for shard in rt.each_shard().skip(1) {
+    for shard in shards {
         let h = shard.call(|s, _| listen(s, addr))?;
         more.push(Sock::new(shard, h));
     }

@@ -179,6 +179,10 @@ pub struct RuntimeHandle {
     /// The shard this handle's calls go to (a socket's own).
     pub(crate) engine: Arc<Engine>,
     pub(crate) set: Arc<ShardSet>,
+    /// Pinned to its shard (an application running once per shard, on the shard's own
+    /// thread: `tokio::ShardedRuntime`): listeners bind in this shard only and
+    /// connections open from it.
+    pub(crate) pinned: bool,
 }
 
 /// What the runtime did since it started: how often its driver ran and was kicked, how
@@ -394,7 +398,28 @@ impl RuntimeHandle {
 
     /// A handle whose calls go to shard `i` (panics if there is no such shard).
     pub(crate) fn shard(&self, i: usize) -> RuntimeHandle {
-        RuntimeHandle { engine: Arc::clone(&self.set.engines[i]), set: Arc::clone(&self.set) }
+        RuntimeHandle { engine: Arc::clone(&self.set.engines[i]), set: Arc::clone(&self.set), pinned: false }
+    }
+
+    /// This shard's handle, pinned to it (see the `pinned` field).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn pinned(&self) -> RuntimeHandle {
+        RuntimeHandle { pinned: true, ..self.clone() }
+    }
+
+    /// The shard this handle is pinned to, if it is (`tokio::ShardedRuntime` gives
+    /// each copy of the application such a handle).
+    pub fn pinned_shard(&self) -> Option<usize> {
+        self.pinned.then(|| self.set.engines.iter().position(|e| Arc::ptr_eq(e, &self.engine)).unwrap_or(0))
+    }
+
+    /// Where a listener binds: every shard, or only this one when pinned.
+    pub(crate) fn listen_shards(&self) -> Vec<RuntimeHandle> {
+        if self.pinned {
+            vec![self.clone()]
+        } else {
+            self.each_shard().collect()
+        }
     }
 
     /// Every shard, in order (one for a single-queue runtime).
@@ -406,8 +431,8 @@ impl RuntimeHandle {
     /// whose 4-tuple it owns); this handle's own without shards.
     pub(crate) fn shard_for_connect(&self) -> RuntimeHandle {
         match self.set.rule {
-            None => self.clone(),
-            Some(_) => self.shard(self.set.next()),
+            Some(_) if !self.pinned => self.shard(self.set.next()),
+            _ => self.clone(),
         }
     }
 
@@ -544,7 +569,11 @@ pub(crate) fn start_shards(
     if n == 1 {
         let engine =
             Arc::new(Engine::new(new_stack(stack, &*devices[0])?, &devices[0], kicks[0].clone(), name, handles, None));
-        return Ok(RuntimeHandle { engine: Arc::clone(&engine), set: Arc::new(ShardSet::new(vec![engine], None)) });
+        return Ok(RuntimeHandle {
+            engine: Arc::clone(&engine),
+            set: Arc::new(ShardSet::new(vec![engine], None)),
+            pinned: false,
+        });
     }
     if stack.seed == 0 {
         stack.seed = sys::random_seed()?;
@@ -583,7 +612,7 @@ pub(crate) fn start_shards(
         )));
     }
     let engine = Arc::clone(&engines[0]);
-    Ok(RuntimeHandle { engine, set: Arc::new(ShardSet::new(engines, rule)) })
+    Ok(RuntimeHandle { engine, set: Arc::new(ShardSet::new(engines, rule)), pinned: false })
 }
 
 impl AsRef<RuntimeHandle> for RuntimeHandle {

@@ -35,6 +35,7 @@
 //! ```
 
 mod driver;
+mod sharded;
 mod tcp;
 mod udp;
 
@@ -45,6 +46,7 @@ use std::sync::Arc;
 use ::tokio::sync::Notify;
 use ::tokio::task::JoinHandle;
 
+pub use self::sharded::ShardedRuntime;
 pub use self::tcp::{OwnedReadHalf, OwnedWriteHalf, TcpListener, TcpStream};
 
 pub use self::udp::UdpSocket;

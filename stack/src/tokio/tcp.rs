@@ -53,12 +53,13 @@ impl TcpListener {
         addr: SocketAddr,
         listen: impl Fn(&mut crate::Stack, SocketAddr) -> io::Result<ListenerHandle>,
     ) -> io::Result<TcpListener> {
-        let first = rt.shard(0);
+        let mut shards = rt.listen_shards().into_iter();
+        let first = shards.next().expect("a runtime has a shard");
         let h = first.call(|s, _| listen(s, addr))?;
         let sock = Owned { rt: first, h };
         let addr = sock.call(|s, h| s.local_addr(h))?;
         let mut more = Vec::new();
-        for shard in rt.each_shard().skip(1) {
+        for shard in shards {
             let h = shard.call(|s, _| listen(s, addr))?;
             more.push(Owned { rt: shard, h });
         }

@@ -273,3 +273,63 @@ fn async_runtime_on_two_queues() {
         });
     });
 }
+
+/// Thread per core: `ShardedRuntime` runs a copy of the application on each shard's own
+/// thread; each copy's listener accepts only what its shard owns, so both copies serve
+/// connections, every connection on the thread of the shard that holds it.
+#[test]
+fn sharded_runtime_serves_each_shard_on_its_own_thread() {
+    use std::sync::mpsc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(ns) = NetNs::new("shardsthread") else { return };
+    ns.run_timeout(Duration::from_secs(120), || {
+        let (tx, rx) = mpsc::channel::<(usize, u16, String)>();
+        let tx = std::sync::Mutex::new(tx);
+        let rt = tunstack::tokio::ShardedRuntime::new(RuntimeConfig::default().with(|c| c.queues = 2), move |h| {
+            let tx = tx.lock().unwrap().clone();
+            async move {
+                let me = h.pinned_shard().expect("a pinned handle");
+                let listener = tunstack::tokio::TcpListener::bind(&h, (STACK_V4, ECHO_PORT)).expect("bind");
+                while let Ok((mut s, _)) = listener.accept().await {
+                    let thread = std::thread::current().name().unwrap_or("").to_owned();
+                    tx.send((me, s.handle().shard(), thread)).unwrap();
+                    tokio::task::spawn_local(async move {
+                        let mut buf = [0u8; 8192];
+                        while let Ok(n @ 1..) = s.read(&mut buf).await {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        })
+        .expect("sharded runtime");
+        assert_eq!(rt.shards(), 2);
+        assert!(rt.steering());
+        assert_eq!(rt.pinned_shard(), None);
+        netns::wait_ipv6_ready(Duration::from_secs(10));
+        let clients: Vec<_> = (0..16u64)
+            .map(|i| {
+                thread::spawn(move || {
+                    let s = kernel_connect(SocketAddr::new(STACK_V4, ECHO_PORT)).expect("kernel connects");
+                    let data = pattern(500 + i, 64 << 10);
+                    assert_same("echo on a shard thread", &echo_through(&s, &data), &data);
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("client");
+        }
+        let accepted: Vec<_> = rx.try_iter().collect();
+        assert_eq!(accepted.len(), 16);
+        for (me, shard, thread) in &accepted {
+            assert_eq!(usize::from(*shard), *me, "accepted by the copy on the connection's shard");
+            assert_eq!(thread, &format!("tunstack-shard-{me}"));
+        }
+        let copies: BTreeSet<usize> = accepted.iter().map(|a| a.0).collect();
+        assert_eq!(copies, BTreeSet::from([0, 1]), "both copies served");
+        assert_eq!(rt.counters().handoffs_out, 0);
+        assert_eq!(rt.stats().tcp_resets_sent, 0);
+    });
+}
