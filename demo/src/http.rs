@@ -348,7 +348,11 @@ impl HttpServer {
                 .map_err(|e| io::Error::new(e.kind(), format!("binding TCP {addr}: {e}")))?;
             listeners.push(listener);
         }
-        tokio::spawn(live.throughput.clone().run(rt.clone()));
+        // One sampler per runtime: with a copy of the server per shard
+        // (`ShardedRuntime`), shard 0's samples for all of them.
+        if rt.pinned_shard().is_none_or(|s| s == 0) {
+            tokio::spawn(live.throughput.clone().run(rt.clone()));
+        }
         let src: Arc<dyn Source> = Arc::new(live.clone());
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut bound = Vec::new();

@@ -98,12 +98,17 @@ impl Control {
     /// and hand-off counters.
     pub fn for_tunstack(h: &tunstack::runtime::RuntimeHandle) -> Control {
         let ctl = Control::default();
+        ctl.report_shards_of(h);
+        ctl
+    }
+
+    /// Answer the `shards` command from `h` (a handle over every shard).
+    pub fn report_shards_of(&self, h: &tunstack::runtime::RuntimeHandle) {
         let h = h.clone();
-        let _ = ctl.shards.set(Box::new(move || {
+        let _ = self.shards.set(Box::new(move || {
             let c = h.counters();
             format!("shards {} {} {} {}", h.shards(), u8::from(h.steering()), c.handoffs_out, c.handoff_drops)
         }));
-        ctl
     }
 }
 

@@ -2,8 +2,9 @@
 //! per connection, no hand-off between threads.
 //!
 //! - **tunstack (async)**: `tunstack::tokio::AsyncRuntime` drives the TUN device from
-//!   the same thread as the tasks (with `--queues` N > 1: N shards, each a driver task,
-//!   on a multi-thread runtime with N workers). Every service of [`super::blocking`] is written
+//!   the same thread as the tasks (with `--queues` N > 1: N shards, thread per core with
+//!   `ShardedRuntime`, each shard's thread running its own copy of the services; with
+//!   `--workers` too, the shards' driver tasks on a multi-thread runtime). Every service of [`super::blocking`] is written
 //!   again as tasks: sink, source, echo, request/response (a task per connection),
 //!   hold. HTTP on port 80 is exactly what `demo http` runs (`demo::HttpServer::serve`);
 //!   on [`HTTP_MANY_PORT`] the same hyper service (the demo's `route`, the same hyper
@@ -78,9 +79,48 @@ fn tunstack_runtime(queues: usize, workers: Option<usize>) -> io::Result<tokio::
     tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
 }
 
+/// tunstack's async runtime with several queues and no `--workers`: thread per core
+/// (`tunstack::tokio::ShardedRuntime`): each shard's thread runs its own copy of every
+/// service, on a current-thread runtime, for the connections that shard owns.
+fn serve_tunstack_sharded(args: &ServeArgs) -> io::Result<()> {
+    let ip = IpAddr::V4(args.addr);
+    let ctl = Arc::new(Control::default());
+    let held: Arc<Mutex<Vec<tunstack::tokio::TcpStream>>> = Arc::default();
+    let (app_ctl, app_held) = (ctl.clone(), held.clone());
+    let rt = tunstack::tokio::ShardedRuntime::new(runtime_config(args)?, move |h| {
+        let (ctl, held) = (app_ctl.clone(), app_held.clone());
+        async move {
+            let bind = |port: u16, backlog: usize| {
+                tunstack::tokio::TcpListener::bind_with_backlog(&h, SocketAddr::new(ip, port), backlog)
+                    .expect("bind on the shard")
+            };
+            spawn_accept_loop(bind(SINK_PORT, 128), sink_conn);
+            spawn_accept_loop(bind(SOURCE_PORT, 128), source_conn);
+            spawn_accept_loop(bind(ECHO_PORT, 128), echo_conn);
+            spawn_accept_loop(bind(RR_PORT, 1024), rr_conn);
+            spawn_hold_into(bind(HOLD_PORT, 4096), ctl, held);
+            demo::HttpServer::serve(&h, &[ip], HTTP_PORT).expect("demo http on the shard");
+            let src: Arc<dyn Source> = Arc::new(h.clone());
+            tokio::spawn(hyper_accept_loop(bind(HTTP_MANY_PORT, HTTP_MANY_BACKLOG), src));
+            std::future::pending::<()>().await
+        }
+    })?;
+    ctl.report_shards_of(&rt.handle());
+    let h = rt.handle();
+    start_control(ctl, held, move || Some(h.stats().tcp_retransmits))?;
+    loop {
+        // The shards' threads serve; this one keeps the runtime alive.
+        std::thread::park();
+    }
+}
+
 /// tunstack's async runtime: the device, the stack and every connection on this thread
-/// (with several queues: on `--queues` worker threads).
+/// (with several queues: thread per core, see [`serve_tunstack_sharded`]; with
+/// `--workers`, on a multi-thread runtime with that many workers).
 pub fn serve_tunstack(args: &ServeArgs) -> io::Result<()> {
+    if args.queues > 1 && args.workers.is_none() {
+        return serve_tunstack_sharded(args);
+    }
     tunstack_runtime(args.queues, args.workers)?.block_on(async {
         let rt = AsyncRuntime::new(runtime_config(args)?)?;
         let h = rt.handle();
@@ -183,7 +223,12 @@ where
 /// Accept on the hold port and keep every connection (nothing is read).
 fn spawn_hold_loop<L: Listener>(listener: L, ctl: Arc<Control>) -> Arc<Mutex<Vec<L::S>>> {
     let held = Arc::new(Mutex::new(Vec::new()));
-    let keep = held.clone();
+    spawn_hold_into(listener, ctl, held.clone());
+    held
+}
+
+/// [`spawn_hold_loop`] into a list shared with other accept loops (the shards').
+fn spawn_hold_into<L: Listener>(listener: L, ctl: Arc<Control>, keep: Arc<Mutex<Vec<L::S>>>) {
     tokio::spawn(async move {
         accept_each(&listener, |s| {
             let mut v = keep.lock().unwrap_or_else(PoisonError::into_inner);
@@ -192,7 +237,6 @@ fn spawn_hold_loop<L: Listener>(listener: L, ctl: Arc<Control>) -> Arc<Mutex<Vec
         })
         .await
     });
-    held
 }
 
 /// The demo's hyper service on every connection `listener` accepts, at most
