@@ -131,11 +131,24 @@ fn curl(ns: &NetNs, args: &[&str]) -> io::Result<(bool, String)> {
 
 #[test]
 fn demo_http_binary_serves_curl_and_stops_on_sigint() {
+    demo_http_serves_curl("demohttp", &[]);
+}
+
+/// `demo http --queues 2`: a copy of the server on each shard's thread; both serve.
+#[test]
+fn demo_http_on_two_queues_serves_curl_from_both_shards() {
+    demo_http_serves_curl("demohttp2q", &["--queues", "2"]);
+}
+
+fn demo_http_serves_curl(ns_name: &str, extra: &[&str]) {
     if !netns::require_tool("curl", "curl") {
         return;
     }
-    let Some(ns) = NetNs::new("demohttp") else { return };
-    let mut demo = Demo::start(&ns, &["http", "--tun", "tsdemo0"]);
+    let Some(ns) = NetNs::new(ns_name) else { return };
+    let queues = if extra.contains(&"--queues") { 2 } else { 1 };
+    let mut args = vec!["http", "--tun", "tsdemo0"];
+    args.extend_from_slice(extra);
+    let mut demo = Demo::start(&ns, &args);
 
     let mut exited = false;
     let ready = netns::wait_until(Duration::from_secs(30), || {
@@ -154,7 +167,18 @@ fn demo_http_binary_serves_curl_and_stops_on_sigint() {
     assert!(ok, "{sockets}");
     for local in ["10.0.0.2:80", "[fd00::2]:80"] {
         let listen = format!("\"local\":\"{local}\",\"remote\":null,\"state\":\"LISTEN\"");
-        assert!(sockets.contains(&listen), "no listener on {local}: {sockets}");
+        assert_eq!(sockets.matches(&listen).count(), queues, "a listener on {local} per shard: {sockets}");
+    }
+    if queues > 1 {
+        // New connections spread over the shards: 24 of them reach both copies.
+        for _ in 0..24 {
+            let (ok, code) = curl(&ns, &["-o", "/dev/null", "-w", "%{http_code}", "http://10.0.0.2/"]).unwrap();
+            assert!(ok && code == "200", "{code}");
+        }
+        let (ok, dash) = curl(&ns, &["http://10.0.0.2/dashboard.json"]).unwrap();
+        assert!(ok && dash.contains("\"shards\":2") && dash.contains("\"steering\":true"), "{dash}");
+        let shards = ["\"shard\":0", "\"shard\":1"];
+        assert!(shards.iter().all(|s| dash.contains(s)), "sockets of both shards: {dash}");
     }
     assert!(ns.link_exists("tsdemo0"));
 
@@ -165,6 +189,9 @@ fn demo_http_binary_serves_curl_and_stops_on_sigint() {
     assert!(stdout.contains("curl -g http://[fd00::2]/"), "{stdout}");
     assert!(stdout.contains("ping -c 3 10.0.0.2"), "{stdout}");
     assert!(stdout.contains("stopped"), "{stdout}");
+    if queues > 1 {
+        assert!(stdout.contains("2 queues, one stack and driver each"), "{stdout}");
+    }
     assert!(!ns.link_exists("tsdemo0"), "the TUN device is gone after exit");
 }
 
