@@ -2,7 +2,7 @@
 //!
 //! Differences from std: constructors take the runtime (`TcpListener::bind(&rt, addr)`),
 //! since there is no global OS stack; either the [`Runtime`](crate::runtime::Runtime) or
-//! a [`RuntimeHandle`] will do. Errors are `std::io::Error` with std's kinds; once the
+//! a [`RuntimeHandle`](crate::runtime::RuntimeHandle) will do. Errors are `std::io::Error` with std's kinds; once the
 //! runtime is shut down every call fails with `NotConnected` ("runtime shut down").
 //!
 //! - `TcpListener`: `bind(&rt, addr)`, `bind_with_backlog`, `accept() -> (TcpStream, SocketAddr)`,
@@ -31,10 +31,11 @@ pub use udp::UdpSocket;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::runtime::{RuntimeHandle, WaitMode};
+use crate::runtime::engine::Engine;
+use crate::runtime::WaitMode;
 use crate::socket::{AnyHandle, Readiness, SocketHandle};
 use crate::stack::Stack;
 
@@ -42,7 +43,9 @@ use crate::stack::Stack;
 /// (`Stack::close`) when the last handle sharing it is dropped. Options are per socket,
 /// shared by clones, as they are for std's `try_clone`.
 struct Sock<H: Copy + Into<AnyHandle>> {
-    rt: RuntimeHandle,
+    /// The engine of the socket's shard (not a whole `RuntimeHandle`: a socket needs
+    /// only its own shard, and this keeps it one pointer).
+    engine: Arc<Engine>,
     h: H,
     nonblocking: AtomicBool,
     read_timeout: Mutex<Option<Duration>>,
@@ -52,9 +55,9 @@ struct Sock<H: Copy + Into<AnyHandle>> {
 }
 
 impl<H: Copy + Into<AnyHandle>> Sock<H> {
-    fn new(rt: RuntimeHandle, h: H) -> Sock<H> {
+    fn new(engine: Arc<Engine>, h: H) -> Sock<H> {
         Sock {
-            rt,
+            engine,
             h,
             nonblocking: AtomicBool::new(false),
             read_timeout: Mutex::new(None),
@@ -71,13 +74,13 @@ impl<H: Copy + Into<AnyHandle>> Sock<H> {
     /// One call on the core; its typed error becomes an `io::Error` here, at the API
     /// boundary.
     fn call<T, E: Into<io::Error>>(&self, f: impl FnOnce(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
-        self.rt.call(|s, _| f(s, self.h).map_err(Into::into))
+        self.engine.call(|s, _| f(s, self.h).map_err(Into::into))
     }
 
     /// Block (per this socket's mode and read timeout) until `f` stops saying WouldBlock.
     fn wait_read<T, E: Into<io::Error>>(&self, mut f: impl FnMut(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
         let (h, nonblocking, timeout) = (self.raw(), self.is_nonblocking(), self.read_timeout());
-        self.rt.block(h, WaitMode::Shared, Readiness::READABLE, nonblocking, timeout, |s, _| {
+        self.engine.block(h, WaitMode::Shared, Readiness::READABLE, nonblocking, timeout, |s, _| {
             f(s, self.h).map_err(Into::into)
         })
     }
@@ -85,7 +88,7 @@ impl<H: Copy + Into<AnyHandle>> Sock<H> {
     /// Same with the write timeout.
     fn wait_write<T, E: Into<io::Error>>(&self, mut f: impl FnMut(&mut Stack, H) -> Result<T, E>) -> io::Result<T> {
         let (h, nonblocking, timeout) = (self.raw(), self.is_nonblocking(), self.write_timeout());
-        self.rt.block(h, WaitMode::Shared, Readiness::WRITABLE, nonblocking, timeout, |s, _| {
+        self.engine.block(h, WaitMode::Shared, Readiness::WRITABLE, nonblocking, timeout, |s, _| {
             f(s, self.h).map_err(Into::into)
         })
     }
@@ -170,7 +173,7 @@ mod unit_tests {
         check::<TcpListener>();
         check::<TcpStream>();
         check::<UdpSocket>();
-        check::<RuntimeHandle>();
+        check::<crate::runtime::RuntimeHandle>();
     }
 
     #[test]

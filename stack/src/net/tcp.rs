@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{each_addr, Sock};
+use crate::runtime::engine::Engine;
 use crate::runtime::wait::Waiter;
 use crate::runtime::{RuntimeHandle, WaitMode};
 use crate::socket::{ListenerHandle, Readiness, SocketHandle, TcpHandle};
@@ -57,7 +58,7 @@ impl TcpListener {
         }
         let sock = &*self.sock;
         // Accepting threads wait exclusively: one new connection wakes one of them.
-        let (h, peer) = sock.rt.block(
+        let (h, peer) = sock.engine.block(
             sock.raw(),
             WaitMode::Exclusive,
             Readiness::ACCEPTABLE,
@@ -65,7 +66,7 @@ impl TcpListener {
             None,
             |s, _| accept_one(s, sock.h),
         )?;
-        Ok((TcpStream::from_handle(sock.rt.clone(), h), peer))
+        Ok((TcpStream::from_handle(Arc::clone(&sock.engine), h), peer))
     }
 
     /// `accept` on a multi-queue runtime: the first connection any shard's listener
@@ -80,10 +81,8 @@ impl TcpListener {
             let mut found = Ok(None);
             for sock in &socks {
                 let w = (!nonblocking).then_some(&waiter);
-                found = sock
-                    .rt
-                    .engine
-                    .attempt_or_register(sock.raw(), Readiness::ACCEPTABLE, w, |s, _| accept_one(s, sock.h));
+                found =
+                    sock.engine.attempt_or_register(sock.raw(), Readiness::ACCEPTABLE, w, |s, _| accept_one(s, sock.h));
                 match &found {
                     Ok(None) => registered += 1,
                     _ => break,
@@ -91,14 +90,14 @@ impl TcpListener {
             }
             let unregister = |n: usize| {
                 for sock in &socks[..n] {
-                    sock.rt.engine.unregister(sock.raw(), &waiter);
+                    sock.engine.unregister(sock.raw(), &waiter);
                 }
             };
             match found {
                 Ok(Some((h, peer))) => {
                     unregister(registered);
                     let sock = socks[registered];
-                    return Ok((TcpStream::from_handle(sock.rt.clone(), h), peer));
+                    return Ok((TcpStream::from_handle(Arc::clone(&sock.engine), h), peer));
                 }
                 Err(e) => {
                     unregister(registered);
@@ -176,12 +175,12 @@ pub(crate) fn listen_everywhere<H: Copy + Into<crate::AnyHandle>>(
     let mut shards = rt.listen_shards().into_iter();
     let first = shards.next().expect("a runtime has a shard");
     let h = first.call(|s, _| listen(s, addr))?;
-    let sock = Sock::new(first, h);
+    let sock = Sock::new(Arc::clone(&first.engine), h);
     let addr = sock.call(|s, h| s.local_addr(h))?;
     let mut more = Vec::new();
     for shard in shards {
         let h = shard.call(|s, _| listen(s, addr))?;
-        more.push(Sock::new(shard, h));
+        more.push(Sock::new(Arc::clone(&shard.engine), h));
     }
     Ok((sock, more))
 }
@@ -211,8 +210,8 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    fn from_handle(rt: RuntimeHandle, h: TcpHandle) -> TcpStream {
-        TcpStream { sock: Arc::new(Sock::new(rt, h)), nodelay: Arc::new(AtomicBool::new(false)) }
+    fn from_handle(engine: Arc<Engine>, h: TcpHandle) -> TcpStream {
+        TcpStream { sock: Arc::new(Sock::new(engine, h)), nodelay: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Open a connection and wait until the handshake completes or fails
@@ -242,7 +241,7 @@ impl TcpStream {
         let rt = &rt.shard_for_connect();
         let h = rt.call(|s, now| Ok(s.tcp_connect(now, remote, None)?))?;
         // From here on, dropping `stream` releases the socket on every error path.
-        let stream = TcpStream::from_handle(rt.clone(), h);
+        let stream = TcpStream::from_handle(Arc::clone(&rt.engine), h);
         let established = rt.block(h.raw(), WaitMode::Shared, Readiness::WRITABLE, false, timeout, |s, _| {
             match s.tcp_poll_connect(h) {
                 Ok(true) => Ok(()),

@@ -23,7 +23,7 @@ impl UdpSocket {
         // UDP is shard 0's (`crate::shard`).
         let rt = &rt.shard(crate::shard::Shard::UDP_OWNER.into());
         let h = each_addr(addr, |a| rt.call(|s, _| Ok(s.udp_bind(a)?)))?;
-        Ok(UdpSocket { sock: Arc::new(Sock::new(rt.clone(), h)) })
+        Ok(UdpSocket { sock: Arc::new(Sock::new(Arc::clone(&rt.engine), h)) })
     }
 
     /// Send one datagram to the first address `addr` resolves to.

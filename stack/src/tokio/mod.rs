@@ -54,7 +54,7 @@ use crate::net::{each_addr, first_addr};
 
 use crate::config::Config;
 use crate::runtime::device::Device;
-use crate::runtime::engine::Kick;
+use crate::runtime::engine::{Engine, Kick};
 use crate::runtime::{start_shards, tun_devices, DeviceHandles, RuntimeConfig, RuntimeHandle};
 use crate::socket::{AnyHandle, Readiness, SocketHandle};
 
@@ -170,7 +170,8 @@ impl fmt::Debug for AsyncRuntime {
 /// One socket held by the application, by its typed handle: closed (`Stack::close`)
 /// when dropped.
 struct Owned<H: Copy + Into<AnyHandle>> {
-    rt: RuntimeHandle,
+    /// The engine of the socket's shard (one pointer; see `net`'s `Sock`).
+    engine: Arc<Engine>,
     h: H,
 }
 
@@ -183,7 +184,7 @@ impl<H: Copy + Into<AnyHandle>> Owned<H> {
     /// One call on the core; its typed error becomes an `io::Error` here, at the API
     /// boundary.
     fn call<T, E: Into<io::Error>>(&self, f: impl FnOnce(&mut crate::Stack, H) -> Result<T, E>) -> io::Result<T> {
-        self.rt.call(|s, _| f(s, self.h).map_err(Into::into))
+        self.engine.call(|s, _| f(s, self.h).map_err(Into::into))
     }
 
     /// The async shape: `Pending` (with the task registered under the socket for
@@ -194,7 +195,7 @@ impl<H: Copy + Into<AnyHandle>> Owned<H> {
         cx: &mut std::task::Context<'_>,
         f: impl FnOnce(&mut crate::Stack, H) -> Result<T, E>,
     ) -> std::task::Poll<io::Result<T>> {
-        self.rt.engine.poll_op(self.raw(), interest, cx, |s, _| f(s, self.h).map_err(Into::into))
+        self.engine.poll_op(self.raw(), interest, cx, |s, _| f(s, self.h).map_err(Into::into))
     }
 }
 

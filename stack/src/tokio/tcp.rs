@@ -12,6 +12,7 @@ use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{each_addr, Owned};
 use crate::net::DEFAULT_BACKLOG;
+use crate::runtime::engine::Engine;
 use crate::runtime::RuntimeHandle;
 use crate::socket::{ListenerHandle, Readiness, SocketHandle, TcpHandle};
 use crate::tcp::{TcpInfo, TcpState};
@@ -56,12 +57,12 @@ impl TcpListener {
         let mut shards = rt.listen_shards().into_iter();
         let first = shards.next().expect("a runtime has a shard");
         let h = first.call(|s, _| listen(s, addr))?;
-        let sock = Owned { rt: first, h };
+        let sock = Owned { engine: Arc::clone(&first.engine), h };
         let addr = sock.call(|s, h| s.local_addr(h))?;
         let mut more = Vec::new();
         for shard in shards {
             let h = shard.call(|s, _| listen(s, addr))?;
-            more.push(Owned { rt: shard, h });
+            more.push(Owned { engine: Arc::clone(&shard.engine), h });
         }
         Ok(TcpListener { sock, more, next: Default::default() })
     }
@@ -101,7 +102,7 @@ impl TcpListener {
                 }
             });
             if let Poll::Ready(r) = polled {
-                return Poll::Ready(r.map(|(h, peer)| (TcpStream::from_handle(sock.rt.clone(), h), peer)));
+                return Poll::Ready(r.map(|(h, peer)| (TcpStream::from_handle(Arc::clone(&sock.engine), h), peer)));
             }
         }
         Poll::Pending
@@ -136,8 +137,8 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    fn from_handle(rt: RuntimeHandle, h: TcpHandle) -> TcpStream {
-        TcpStream { sock: Arc::new(Owned { rt, h }) }
+    fn from_handle(engine: Arc<Engine>, h: TcpHandle) -> TcpStream {
+        TcpStream { sock: Arc::new(Owned { engine, h }) }
     }
 
     /// Open a connection and wait until the handshake completes or fails
@@ -161,7 +162,7 @@ impl TcpStream {
         let rt = &rt.shard_for_connect();
         let h = rt.call(|s, now| s.tcp_connect(now, remote, None).map_err(io::Error::from))?;
         // Dropping `stream` (an error, or the future being cancelled) releases the socket.
-        let stream = TcpStream::from_handle(rt.clone(), h);
+        let stream = TcpStream::from_handle(Arc::clone(&rt.engine), h);
         poll_fn(|cx| {
             stream.sock.poll(Readiness::WRITABLE, cx, |s, h| match s.tcp_poll_connect(h) {
                 Ok(true) => Ok(()),

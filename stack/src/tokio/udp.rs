@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use super::{each_addr, first_addr, Owned};
 use crate::runtime::RuntimeHandle;
@@ -22,7 +23,7 @@ impl UdpSocket {
         // UDP is shard 0's (`crate::shard`).
         let rt = &rt.shard(crate::shard::Shard::UDP_OWNER.into());
         let h = each_addr(addr, |a| rt.call(|s, _| s.udp_bind(a).map_err(io::Error::from)))?;
-        Ok(UdpSocket { sock: Owned { rt: rt.clone(), h } })
+        Ok(UdpSocket { sock: Owned { engine: Arc::clone(&rt.engine), h } })
     }
 
     /// A transparent socket (`Stack::udp_bind_transparent`): it receives the datagrams
@@ -32,7 +33,7 @@ impl UdpSocket {
         let rt = rt.as_ref();
         let rt = &rt.shard(crate::shard::Shard::UDP_OWNER.into());
         let h = rt.call(|s, _| s.udp_bind_transparent().map_err(io::Error::from))?;
-        Ok(UdpSocket { sock: Owned { rt: rt.clone(), h } })
+        Ok(UdpSocket { sock: Owned { engine: Arc::clone(&rt.engine), h } })
     }
 
     /// Receive one datagram with its source and its destination.
