@@ -109,7 +109,11 @@ pub struct RuntimeConfig {
     /// Queues of the TUN device (`IFF_MULTI_QUEUE`), each with its own stack and driver
     /// (a shard, see [`crate::shard`]); 1 (the default) is one ordinary device. At most
     /// [`crate::shard::MAX_SHARDS`]. With more than one, `impair` and `pcap` are not
-    /// available (`InvalidInput`).
+    /// available (`InvalidInput`), and every shard's stack gets `stack` as its
+    /// configuration, so the caps in it (sockets, buffer memory, half-open connections,
+    /// reassembly memory) apply per shard. The default stays 1 because on a machine
+    /// that also runs the application's clients, more shards can cost more than they
+    /// bring (see `docs/bench-shards.md`); `demo` defaults to one per two cores.
     pub queues: usize,
     /// With several queues: give the device a steering program (eBPF,
     /// `TUNSETSTEERINGEBPF`) that delivers every TCP flow to the shard that owns it.
