@@ -2410,7 +2410,7 @@ pub fn offload(data: &[u8]) {
     }
     // Coalesce what came out and cut it again: the same segments.
     let mut merged: Vec<Vec<u8>> = Vec::new();
-    let mut co = Coalescer::new();
+    let mut co = Coalescer::with_udp();
     let mut emit = |b: &[u8]| merged.push(b.to_vec());
     for s in &segs {
         co.push(s, &mut emit);
@@ -2436,7 +2436,7 @@ fn fix_ip_length(pkt: &mut [u8]) {
     }
 }
 
-/// The IPv4 header checksum (if IPv4) and the TCP checksum of a segment verify.
+/// The IPv4 header checksum (if IPv4) and the TCP or UDP checksum of a segment verify.
 fn tcp_checksums_ok(p: &[u8]) -> bool {
     use tunstack::wire::checksum::{accumulate, verify};
     let (ip_len, pseudo) = match p[0] >> 4 {
@@ -2445,9 +2445,9 @@ fn tcp_checksums_ok(p: &[u8]) -> bool {
             if !verify(accumulate(0, &p[..ihl])) {
                 return false;
             }
-            (ihl, accumulate((p.len() - ihl) as u64 + 6, &p[12..20]))
+            (ihl, accumulate((p.len() - ihl) as u64 + u64::from(p[9]), &p[12..20]))
         }
-        _ => (40, accumulate((p.len() - 40) as u64 + 6, &p[8..40])),
+        _ => (40, accumulate((p.len() - 40) as u64 + u64::from(p[6]), &p[8..40])),
     };
     verify(accumulate(pseudo, &p[ip_len..]))
 }
@@ -2483,6 +2483,24 @@ fn offload_seeds(v: &mut Vec<(&'static str, Vec<u8>)>) {
         input.extend_from_slice(&pkt);
         v.push((name, input));
     }
+    // A UDP super-datagram (USO): one header for 3000 bytes of 700-byte datagrams.
+    use tunstack::runtime::device::offload::GSO_UDP_L4;
+    let mut pkt = vec![0u8; 3100];
+    let repr = UdpRepr { src_port: 5353, dst_port: 53, payload: &payload };
+    let n = wire::emit_udp(&mut pkt, PEER_V4.into(), STACK_V4.into(), &repr).expect("emit");
+    pkt.truncate(n);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_UDP_L4,
+        hdr_len: 28,
+        gso_size: 700,
+        csum_start: 20,
+        csum_offset: 6,
+    };
+    let mut input = vec![0x7f << 1];
+    input.extend_from_slice(&hdr.to_bytes());
+    input.extend_from_slice(&pkt);
+    v.push(("uso-v4", input));
 }
 
 // ============================================================================ shards

@@ -47,6 +47,9 @@ pub const GSO_NONE: u8 = 0;
 pub const GSO_TCPV4: u8 = 1;
 pub const GSO_UDP: u8 = 3;
 pub const GSO_TCPV6: u8 = 4;
+/// UDP segmentation offload (`VIRTIO_NET_HDR_GSO_UDP_L4`, Linux 6.2+ on TUN): a
+/// super-datagram of `gso_size`-byte datagrams behind one IP and UDP header.
+pub const GSO_UDP_L4: u8 = 5;
 /// Flag bit: the first segment carries CWR.
 pub const GSO_ECN: u8 = 0x80;
 
@@ -108,7 +111,7 @@ impl VnetHdr {
 pub enum RxError {
     /// `NEEDS_CSUM` with `csum_start`/`csum_offset` outside the packet.
     BadCsumOffsets,
-    /// A GSO type other than TCPv4/TCPv6 (UDP fragmentation offload, USO).
+    /// A GSO type other than TCPv4/TCPv6 and UDP_L4 (UDP fragmentation offload).
     UnsupportedGso,
     /// A GSO packet whose IP or TCP header does not parse, whose family does not match
     /// the GSO type, with IPv6 extension headers, or with a zero `gso_size`.
@@ -184,11 +187,101 @@ fn tcp_headers(pkt: &[u8]) -> Option<TcpHeaders> {
 /// Sum of the pseudo-header of the TCP segment in `pkt` whose TCP part (header and
 /// payload) is `tcp_len` bytes long.
 fn pseudo_sum(pkt: &[u8], v6: bool, tcp_len: usize) -> u64 {
+    pseudo_sum_of(pkt, v6, tcp_len, PROTO_TCP)
+}
+
+/// The pseudo-header sum for a transport part of `len` bytes of protocol `proto`.
+fn pseudo_sum_of(pkt: &[u8], v6: bool, len: usize, proto: u8) -> u64 {
     if v6 {
-        accumulate(tcp_len as u64 + u64::from(PROTO_TCP), &pkt[8..40])
+        accumulate(len as u64 + u64::from(proto), &pkt[8..40])
     } else {
-        accumulate(tcp_len as u64 + u64::from(PROTO_TCP), &pkt[12..20])
+        accumulate(len as u64 + u64::from(proto), &pkt[12..20])
     }
+}
+
+/// Offset of the checksum in the UDP header.
+const UDP_CSUM: usize = 6;
+
+/// Cut a UDP super-datagram (`GSO_UDP_L4`) into datagrams of `mss` payload bytes,
+/// each with its own IP length (IPv4: identification advanced by one per datagram and
+/// a new header checksum), UDP length and checksum (complete with `checksums`, the
+/// partial pseudo-header sum without), as the kernel's `__udp_gso_segment` would.
+fn cut_udp(
+    pkt: &[u8],
+    mss: usize,
+    max_len: usize,
+    scratch: &mut Vec<u8>,
+    checksums: bool,
+    emit: &mut impl FnMut(&[u8]),
+) -> Result<Ingested, RxError> {
+    let first = *pkt.first().ok_or(RxError::BadGsoPacket)?;
+    let (ip_len, v6, total) = match first >> 4 {
+        4 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            if ihl < 20 || pkt.len() < ihl + 8 || pkt[9] != proto::UDP {
+                return Err(RxError::BadGsoPacket);
+            }
+            if u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0 {
+                return Err(RxError::BadGsoPacket);
+            }
+            let tot = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+            (ihl, false, if tot == 0 { pkt.len() } else { tot })
+        }
+        6 => {
+            if pkt.len() < 48 || pkt[6] != proto::UDP {
+                return Err(RxError::BadGsoPacket);
+            }
+            let plen = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
+            (40, true, if plen == 0 { pkt.len() } else { 40 + plen })
+        }
+        _ => return Err(RxError::BadGsoPacket),
+    };
+    if total > pkt.len() || total < ip_len + 8 || mss == 0 {
+        return Err(RxError::BadGsoPacket);
+    }
+    let pkt = &pkt[..total];
+    let hl = ip_len + 8;
+    let payload = &pkt[hl..];
+    let count = payload.len().div_ceil(mss).max(1);
+    if hl + mss.min(payload.len()) > max_len {
+        return Err(RxError::TooLong);
+    }
+    let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
+    if scratch.len() < hl + mss {
+        scratch.resize(hl + mss, 0);
+    }
+    for i in 0..count {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let len = hl + chunk.len();
+        let seg = &mut scratch[..len];
+        seg[..hl].copy_from_slice(&pkt[..hl]);
+        seg[hl..].copy_from_slice(chunk);
+        if v6 {
+            seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        } else {
+            seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+            write_v4_checksum(&mut seg[..ip_len]);
+        }
+        let udp_len = len - ip_len;
+        seg[ip_len + 4..ip_len + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        let pseudo = pseudo_sum_of(seg, v6, udp_len, proto::UDP);
+        let field = if checksums {
+            seg[ip_len + UDP_CSUM] = 0;
+            seg[ip_len + UDP_CSUM + 1] = 0;
+            // RFC 768: a computed zero is sent as all ones.
+            match finish(accumulate(pseudo, &seg[ip_len..])) {
+                0 => 0xffff,
+                c => c,
+            }
+        } else {
+            fold(pseudo)
+        };
+        seg[ip_len + UDP_CSUM..ip_len + UDP_CSUM + 2].copy_from_slice(&field.to_be_bytes());
+        emit(seg);
+    }
+    let partial = (!checksums).then_some((ip_len, UDP_CSUM));
+    Ok(Ingested { segments: count, split: true, csum_completed: false, verified: true, partial })
 }
 
 /// Where a partial checksum's field is (`start + offset`), if it lies in the packet.
@@ -270,6 +363,9 @@ pub fn ingest(
         emit(pkt);
         return Ok(Ingested { segments: 1, split: false, csum_completed, verified: vouched, partial });
     }
+    if gso == GSO_UDP_L4 {
+        return cut_udp(pkt, usize::from(hdr.gso_size), max_len, scratch, checksums, &mut emit);
+    }
     if gso != GSO_TCPV4 && gso != GSO_TCPV6 {
         return Err(RxError::UnsupportedGso);
     }
@@ -322,7 +418,13 @@ pub fn ingest(
         let field = if checksums {
             seg[tcp + TCP_CSUM] = 0;
             seg[tcp + TCP_CSUM + 1] = 0;
-            finish(accumulate(pseudo, &seg[tcp..]))
+            // Written as all ones rather than zero, as `complete_checksum` does (both
+            // mean zero in ones' complement, RFC 1071), so that completing a partial
+            // checksum later gives the very same packet.
+            match finish(accumulate(pseudo, &seg[tcp..])) {
+                0 => 0xffff,
+                c => c,
+            }
         } else {
             // A partial checksum, as the kernel leaves it for offload (the folded
             // pseudo-header sum): `complete_checksum(seg, tcp, TCP_CSUM)` finishes it.
@@ -360,6 +462,10 @@ pub struct Coalescer {
     /// the start, so that header and packet go out in one write.
     buf: Vec<u8>,
     open: Option<Open>,
+    /// Merge UDP datagrams too (`GSO_UDP_L4`; only when the kernel took USO), and the
+    /// open UDP super-datagram (in `buf`, like a TCP one: one is open at a time).
+    udp: bool,
+    open_udp: Option<UdpOpen>,
     /// Super-segments emitted, and the segments in them.
     pub merged_packets: u64,
     pub merged_segments: u64,
@@ -377,18 +483,69 @@ fn mergeable_start(pkt: &[u8], h: &TcpHeaders) -> bool {
         && (h.v6 || (h.ip_len == 20 && pkt[6] & 0x40 != 0))
 }
 
+/// A UDP super-datagram being built by the [`Coalescer`] (USO).
+#[derive(Clone, Copy, Debug)]
+struct UdpOpen {
+    ip_len: usize,
+    v6: bool,
+    /// Payload bytes of every datagram but the last.
+    size: usize,
+    segments: usize,
+    /// The last datagram was short: nothing more may follow.
+    closed: bool,
+}
+
+/// Most datagrams in one UDP super-datagram (Linux's `UDP_MAX_SEGMENTS`).
+const UDP_MAX_SEGMENTS: usize = 64;
+
+/// The IP header length and family of a UDP datagram that may start or join a UDP
+/// super-datagram: IPv4 without options and not a fragment, or IPv6 without extension
+/// headers; the IP length matching the packet; some payload.
+fn udp_mergeable(pkt: &[u8]) -> Option<(usize, bool)> {
+    let (ip_len, v6, total) = match pkt.first()? >> 4 {
+        4 if pkt.len() >= 28 && pkt[0] == 0x45 && pkt[9] == proto::UDP => {
+            if u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0 {
+                return None;
+            }
+            (20, false, usize::from(u16::from_be_bytes([pkt[2], pkt[3]])))
+        }
+        6 if pkt.len() >= 48 && pkt[6] == proto::UDP => {
+            (40, true, 40 + usize::from(u16::from_be_bytes([pkt[4], pkt[5]])))
+        }
+        _ => return None,
+    };
+    let udp_len = usize::from(u16::from_be_bytes([pkt[ip_len + 4], pkt[ip_len + 5]]));
+    (total == pkt.len() && udp_len == total - ip_len && udp_len > 8).then_some((ip_len, v6))
+}
+
 impl Coalescer {
     pub fn new() -> Coalescer {
         Coalescer::default()
     }
 
+    /// A coalescer that also merges UDP datagrams into `GSO_UDP_L4` super-datagrams
+    /// (for a device whose kernel took USO).
+    pub fn with_udp() -> Coalescer {
+        Coalescer { udp: true, ..Coalescer::default() }
+    }
+
     /// Add one packet (IP header onwards). Whatever can no longer grow is emitted:
     /// `emit(packet_with_vnet_header)`.
     pub fn push(&mut self, pkt: &[u8], emit: &mut dyn FnMut(&[u8])) {
-        if self.try_append(pkt) {
+        if self.try_append(pkt) || self.try_append_udp(pkt) {
             return;
         }
         self.flush(emit);
+        if self.udp {
+            if let Some((ip_len, v6)) = udp_mergeable(pkt) {
+                self.buf.clear();
+                self.buf.extend_from_slice(&[0; VNET_HDR_LEN]);
+                self.buf.extend_from_slice(pkt);
+                let size = pkt.len() - ip_len - 8;
+                self.open_udp = Some(UdpOpen { ip_len, v6, size, segments: 1, closed: false });
+                return;
+            }
+        }
         match tcp_headers(pkt) {
             Some(h) if mergeable_start(pkt, &h) => {
                 self.buf.clear();
@@ -463,8 +620,41 @@ impl Coalescer {
         true
     }
 
-    /// Emit the open super-segment, if any.
+    /// Append `pkt` to the open UDP super-datagram if it continues it: the same IP
+    /// header (but lengths, identification and checksum) and ports, a payload no
+    /// longer than the first's.
+    fn try_append_udp(&mut self, pkt: &[u8]) -> bool {
+        let Some(o) = &mut self.open_udp else { return false };
+        if o.closed || o.segments == UDP_MAX_SEGMENTS || udp_mergeable(pkt) != Some((o.ip_len, o.v6)) {
+            return false;
+        }
+        let first = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + o.ip_len + 8];
+        let ip_same = if o.v6 {
+            pkt[..4] == first[..4] && pkt[6..40] == first[6..40]
+        } else {
+            pkt[0..2] == first[0..2] && pkt[6..10] == first[6..10] && pkt[12..20] == first[12..20]
+        };
+        let payload = pkt.len() - o.ip_len - 8;
+        let new_len = self.buf.len() - VNET_HDR_LEN + payload;
+        let length_field = if o.v6 { new_len - 40 } else { new_len };
+        if !ip_same
+            || pkt[o.ip_len..o.ip_len + 4] != first[o.ip_len..o.ip_len + 4]
+            || payload > o.size
+            || length_field > 65535
+        {
+            return false;
+        }
+        self.buf.extend_from_slice(&pkt[o.ip_len + 8..]);
+        o.segments += 1;
+        o.closed = payload < o.size;
+        true
+    }
+
+    /// Emit the open super-segment or super-datagram, if any.
     pub fn flush(&mut self, emit: &mut dyn FnMut(&[u8])) {
+        if let Some(o) = self.open_udp.take() {
+            return self.flush_udp(o, emit);
+        }
         let Some(o) = self.open.take() else { return };
         let ipl = o.h.ip_len;
         let pkt = &mut self.buf[VNET_HDR_LEN..];
@@ -490,6 +680,42 @@ impl Coalescer {
             gso_size: o.mss as u16,
             csum_start: ipl as u16,
             csum_offset: TCP_CSUM as u16,
+        };
+        self.buf[..VNET_HDR_LEN].copy_from_slice(&hdr.to_bytes());
+        self.merged_packets += 1;
+        self.merged_segments += o.segments as u64;
+        emit(&self.buf);
+    }
+}
+
+impl Coalescer {
+    /// Emit a UDP super-datagram: IP and UDP lengths over all of it, the UDP checksum
+    /// field holding the pseudo-header sum (the kernel's `__udp_gso_segment` adjusts
+    /// it per datagram), `GSO_UDP_L4` with `gso_size` the first datagram's payload.
+    fn flush_udp(&mut self, o: UdpOpen, emit: &mut dyn FnMut(&[u8])) {
+        if o.segments == 1 {
+            emit(&self.buf);
+            return;
+        }
+        let ipl = o.ip_len;
+        let pkt = &mut self.buf[VNET_HDR_LEN..];
+        let len = pkt.len();
+        if o.v6 {
+            pkt[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        } else {
+            pkt[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            write_v4_checksum(&mut pkt[..ipl]);
+        }
+        pkt[ipl + 4..ipl + 6].copy_from_slice(&((len - ipl) as u16).to_be_bytes());
+        let ps = fold(pseudo_sum_of(pkt, o.v6, len - ipl, proto::UDP));
+        pkt[ipl + UDP_CSUM..ipl + UDP_CSUM + 2].copy_from_slice(&ps.to_be_bytes());
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: (ipl + 8) as u16,
+            gso_size: o.size as u16,
+            csum_start: ipl as u16,
+            csum_offset: UDP_CSUM as u16,
         };
         self.buf[..VNET_HDR_LEN].copy_from_slice(&hdr.to_bytes());
         self.merged_packets += 1;

@@ -145,6 +145,8 @@ pub struct TunOffloadDevice {
     rx: Mutex<Rx>,
     tx: Mutex<Coalescer>,
     counters: Arc<OffloadCounters>,
+    /// The kernel took UDP segmentation offload (`TUN_F_USO4 | TUN_F_USO6`).
+    uso: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,18 +179,29 @@ impl TunOffloadDevice {
         mtu: usize,
         counters: Arc<OffloadCounters>,
     ) -> io::Result<TunOffloadDevice> {
-        tunq::set_offload(&fd, libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6)
-            .map_err(|e| io::Error::new(e.kind(), format!("TUNSETOFFLOAD (checksum, TSO4, TSO6) on {name}: {e}")))?;
+        let tcp = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+        // UDP segmentation offload where the kernel has it (6.2+): it may then hand us
+        // UDP super-datagrams too, which the device cuts (`offload::ingest`).
+        let uso = match tunq::set_offload(&fd, tcp | libc::TUN_F_USO4 | libc::TUN_F_USO6) {
+            Ok(()) => true,
+            Err(_) => {
+                tunq::set_offload(&fd, tcp).map_err(|e| {
+                    io::Error::new(e.kind(), format!("TUNSETOFFLOAD (checksum, TSO4, TSO6) on {name}: {e}"))
+                })?;
+                false
+            }
+        };
         Ok(TunOffloadDevice {
             fd,
             name,
             mtu,
+            uso,
             rx: Mutex::new(Rx {
                 buf: vec![0; VNET_HDR_LEN + MAX_SUPER_PACKET],
                 scratch: Vec::new(),
                 pending: Pending::default(),
             }),
-            tx: Mutex::new(Coalescer::new()),
+            tx: Mutex::new(if uso { Coalescer::with_udp() } else { Coalescer::new() }),
             counters,
         })
     }
@@ -347,7 +360,11 @@ impl TunOffloadDevice {
     }
 
     fn description(&self) -> String {
-        format!("{} (TSO/checksum offload)", self.name)
+        if self.uso {
+            format!("{} (TSO/USO/checksum offload)", self.name)
+        } else {
+            format!("{} (TSO/checksum offload)", self.name)
+        }
     }
 }
 

@@ -201,6 +201,120 @@ fn malformed_gso_is_refused() {
     assert_eq!(ingest_all(&ecn, &sup, 1500).unwrap().len(), 3);
 }
 
+/// A UDP super-datagram as the kernel hands it over with USO: one IP and UDP header
+/// for all the payload, the UDP checksum field holding the pseudo-header sum.
+fn udp_super(v6: bool, payload: &[u8], mss: u16) -> (VnetHdr, Vec<u8>) {
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+        ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap())
+    } else {
+        ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
+    };
+    let mut p = vec![0u8; 48 + payload.len()];
+    let repr = crate::wire::UdpRepr { src_port: 5353, dst_port: 53, payload };
+    let n = crate::wire::emit_udp(&mut p, src, dst, &repr).unwrap();
+    p.truncate(n);
+    let ip_len = if v6 { 40 } else { 20 };
+    let ps = fold(pseudo_sum_of(&p, v6, n - ip_len, proto::UDP));
+    p[ip_len + 6..ip_len + 8].copy_from_slice(&ps.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_UDP_L4,
+        hdr_len: (ip_len + 8) as u16,
+        gso_size: mss,
+        csum_start: ip_len as u16,
+        csum_offset: 6,
+    };
+    (hdr, p)
+}
+
+/// USO: a super-datagram is cut into datagrams of `gso_size` bytes that parse with
+/// valid checksums and carry the payload in order; the last may be short.
+#[test]
+fn udp_super_datagrams_are_cut() {
+    for v6 in [false, true] {
+        let payload = data(1000, 7);
+        let (hdr, sup) = udp_super(v6, &payload, 300);
+        let dgrams = ingest_all(&hdr, &sup, 1500).unwrap();
+        assert_eq!(dgrams.len(), 4);
+        let mut joined = Vec::new();
+        for (i, d) in dgrams.iter().enumerate() {
+            let p = crate::wire::parse(d).unwrap_or_else(|e| panic!("datagram {i} ({v6}): {e:?}"));
+            let crate::wire::Transport::Udp(u) = p.transport else { panic!("not UDP") };
+            assert_eq!((u.src_port, u.dst_port), (5353, 53));
+            assert_eq!(u.payload.len(), if i < 3 { 300 } else { 100 });
+            joined.extend_from_slice(u.payload);
+        }
+        assert_eq!(joined, payload);
+    }
+    let (hdr, sup) = udp_super(false, &data(1000, 7), 300);
+    assert_eq!(ingest_all(&hdr, &sup, 200), Err(RxError::TooLong));
+    assert_eq!(ingest_all(&VnetHdr { gso_size: 0, ..hdr }, &sup, 1500), Err(RxError::BadGsoPacket));
+    let mut tcp = sup.clone();
+    tcp[9] = 6;
+    assert_eq!(ingest_all(&hdr, &tcp, 1500), Err(RxError::BadGsoPacket));
+    assert_eq!(ingest_all(&hdr, &sup[..24], 1500), Err(RxError::BadGsoPacket), "truncated");
+}
+
+/// One UDP datagram 10.0.0.2:53 -> 10.0.0.1:5353 (or the IPv6 pair) with IPv4
+/// identification `id` and valid checksums.
+fn udp_pkt(v6: bool, id: u16, payload: &[u8]) -> Vec<u8> {
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+        ("fd00::2".parse().unwrap(), "fd00::1".parse().unwrap())
+    } else {
+        ("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap())
+    };
+    let mut p = vec![0u8; 48 + payload.len()];
+    let n = crate::wire::emit_udp(&mut p, src, dst, &crate::wire::UdpRepr { src_port: 53, dst_port: 5353, payload })
+        .unwrap();
+    p.truncate(n);
+    if !v6 {
+        p[4..6].copy_from_slice(&id.to_be_bytes());
+        write_v4_checksum(&mut p[..20]);
+    }
+    p
+}
+
+/// USO on send: same-flow datagrams of one size (the last may be shorter) become one
+/// `GSO_UDP_L4` super-datagram that cuts back into them; a TCP segment or another flow
+/// in between ends it; without `with_udp` nothing is merged.
+#[test]
+fn udp_datagrams_coalesce_and_cut_back() {
+    for v6 in [false, true] {
+        let dgrams: Vec<Vec<u8>> =
+            (0..4u16).map(|i| udp_pkt(v6, 100 + i, &data(if i < 3 { 300 } else { 120 }, i as u8))).collect();
+        let mut c = Coalescer::with_udp();
+        let mut out = Vec::new();
+        let mut emit = |b: &[u8]| out.push((VnetHdr::parse(b).unwrap(), b[VNET_HDR_LEN..].to_vec()));
+        for d in &dgrams {
+            c.push(d, &mut emit);
+        }
+        c.flush(&mut emit);
+        assert_eq!(out.len(), 1, "one super-datagram");
+        let (hdr, sup) = &out[0];
+        assert_eq!((hdr.gso_type, hdr.gso_size, hdr.flags), (GSO_UDP_L4, 300, F_NEEDS_CSUM));
+        assert_eq!(ingest_all(hdr, sup, 1500).unwrap(), dgrams, "cut back into the datagrams");
+        let mut plain = Coalescer::new();
+        let mut n = 0;
+        for d in &dgrams {
+            plain.push(d, &mut |b: &[u8]| {
+                assert_eq!(VnetHdr::parse(b).unwrap().gso_type, GSO_NONE);
+                n += 1;
+            });
+        }
+        plain.flush(&mut |_: &[u8]| n += 1);
+        assert_eq!(n, 4);
+    }
+    // A longer datagram after the first cannot join; nor can a datagram after a short one.
+    let mut c = Coalescer::with_udp();
+    let mut kinds = Vec::new();
+    let mut emit = |b: &[u8]| kinds.push(VnetHdr::parse(b).unwrap().gso_type);
+    for (i, len) in [200usize, 300, 100, 100, 50, 60].into_iter().enumerate() {
+        c.push(&udp_pkt(false, i as u16, &data(len, 1)), &mut emit);
+    }
+    c.flush(&mut emit);
+    assert_eq!(kinds, [GSO_NONE, GSO_UDP_L4, GSO_UDP_L4, GSO_NONE]);
+}
+
 #[test]
 fn coalescer_merges_runs_and_passes_the_rest() {
     let mss = 1000;
