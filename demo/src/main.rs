@@ -155,6 +155,23 @@ struct Opts {
     impair: ImpairOpts,
 }
 
+/// What a run leaves to report at exit: the impairment's and the offload device's
+/// counters.
+type ExitStats = (Option<tunstack::runtime::ImpairmentStats>, Option<tunstack::runtime::OffloadStats>);
+
+/// Print the hints (`announce`), wait for a signal; the counters as they stand then.
+/// For the runtimes the main thread only waits on.
+fn run_until_signal(
+    rt: &tunstack::runtime::RuntimeHandle,
+    signal: &mut ShutdownSignal,
+    announce: &dyn Fn(&str, bool),
+) -> Result<ExitStats, String> {
+    announce(rt.tun_name(), rt.offload_stats().is_some());
+    let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
+    tracing::info!("{}: shutting down", signal_name(signo));
+    Ok((rt.impairment_stats(), rt.offload_stats()))
+}
+
 /// Linux interface names are at most IFNAMSIZ - 1 = 15 bytes.
 const MAX_IFNAME: usize = 15;
 
@@ -349,12 +366,9 @@ fn run(command: Command) -> Result<(), String> {
             let rt = Runtime::new(config).map_err(device_error)?;
             rt.set_policy(rules.as_deref()).map_err(|e| e.to_string())?;
             EchoServer::start(&rt.handle(), &opts.addrs, port).map_err(|e| e.to_string())?;
-            announce(rt.tun_name(), rt.offload_stats().is_some());
-            let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
-            tracing::info!("{}: shutting down", signal_name(signo));
+            let impaired = run_until_signal(&rt, &mut signal, &announce)?;
             // Dropping the runtime stops its thread and removes the device. The server
             // threads are blocked in the runtime and end with the process.
-            let impaired = (rt.impairment_stats(), rt.offload_stats());
             drop(rt);
             impaired
         }
@@ -379,10 +393,7 @@ fn run(command: Command) -> Result<(), String> {
                 up_rx.recv().map_err(|_| "a shard's HTTP server did not start".to_string())??;
             }
             rt.set_policy(rules.as_deref()).map_err(|e| e.to_string())?;
-            announce(rt.tun_name(), rt.offload_stats().is_some());
-            let signo = signal.wait().map_err(|e| format!("waiting for signals: {e}"))?;
-            tracing::info!("{}: shutting down", signal_name(signo));
-            let impaired = (rt.impairment_stats(), rt.offload_stats());
+            let impaired = run_until_signal(&rt, &mut signal, &announce)?;
             // Stops every shard's thread and removes the device.
             drop(rt);
             impaired

@@ -199,6 +199,27 @@ fn pseudo_sum_of(pkt: &[u8], v6: bool, len: usize, proto: u8) -> u64 {
     }
 }
 
+/// Write the checksum of the transport part of `seg` (from `start`; its field at
+/// `start + offset`; `pseudo` the pseudo-header sum): with `complete`, the full
+/// checksum, a zero written as all ones (both mean zero in ones' complement, RFC 1071;
+/// UDP must, RFC 768), as [`complete_checksum`] writes it, so that completing a partial
+/// checksum later gives the very same packet; without, the partial checksum the kernel
+/// leaves for offload (the folded pseudo-header sum).
+fn write_transport_checksum(seg: &mut [u8], start: usize, offset: usize, pseudo: u64, complete: bool) {
+    let field = start + offset;
+    let value = if complete {
+        seg[field] = 0;
+        seg[field + 1] = 0;
+        match finish(accumulate(pseudo, &seg[start..])) {
+            0 => 0xffff,
+            c => c,
+        }
+    } else {
+        fold(pseudo)
+    };
+    seg[field..field + 2].copy_from_slice(&value.to_be_bytes());
+}
+
 /// Offset of the checksum in the UDP header.
 const UDP_CSUM: usize = 6;
 
@@ -266,18 +287,7 @@ fn cut_udp(
         let udp_len = len - ip_len;
         seg[ip_len + 4..ip_len + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
         let pseudo = pseudo_sum_of(seg, v6, udp_len, proto::UDP);
-        let field = if checksums {
-            seg[ip_len + UDP_CSUM] = 0;
-            seg[ip_len + UDP_CSUM + 1] = 0;
-            // RFC 768: a computed zero is sent as all ones.
-            match finish(accumulate(pseudo, &seg[ip_len..])) {
-                0 => 0xffff,
-                c => c,
-            }
-        } else {
-            fold(pseudo)
-        };
-        seg[ip_len + UDP_CSUM..ip_len + UDP_CSUM + 2].copy_from_slice(&field.to_be_bytes());
+        write_transport_checksum(seg, ip_len, UDP_CSUM, pseudo, checksums);
         emit(seg);
     }
     let partial = (!checksums).then_some((ip_len, UDP_CSUM));
@@ -415,22 +425,7 @@ pub fn ingest(
         }
         seg[tcp + 13] = flags;
         let pseudo = pseudo_sum(seg, h.v6, len - tcp);
-        let field = if checksums {
-            seg[tcp + TCP_CSUM] = 0;
-            seg[tcp + TCP_CSUM + 1] = 0;
-            // Written as all ones rather than zero, as `complete_checksum` does (both
-            // mean zero in ones' complement, RFC 1071), so that completing a partial
-            // checksum later gives the very same packet.
-            match finish(accumulate(pseudo, &seg[tcp..])) {
-                0 => 0xffff,
-                c => c,
-            }
-        } else {
-            // A partial checksum, as the kernel leaves it for offload (the folded
-            // pseudo-header sum): `complete_checksum(seg, tcp, TCP_CSUM)` finishes it.
-            fold(pseudo)
-        };
-        seg[tcp + TCP_CSUM..tcp + TCP_CSUM + 2].copy_from_slice(&field.to_be_bytes());
+        write_transport_checksum(seg, tcp, TCP_CSUM, pseudo, checksums);
         emit(seg);
     }
     // A super-segment comes from the host's own TCP with its checksum left to offload.
