@@ -418,6 +418,18 @@ pub(crate) struct HttpResult {
     pub errors: u64,
 }
 
+impl From<crate::wrk::WrkResult> for HttpResult {
+    fn from(r: crate::wrk::WrkResult) -> HttpResult {
+        HttpResult {
+            rps: r.requests_per_sec,
+            p50_us: r.p50_us,
+            p99_us: r.p99_us,
+            requests: r.requests,
+            errors: r.errors,
+        }
+    }
+}
+
 /// [`http_load`] with the HTTP server's CPU time read before and after: the result
 /// and the server's CPU µs per completed request. Fails when more than 1% of the
 /// requests failed.
@@ -451,14 +463,7 @@ fn http_load(env: &Env, wrk: bool, port: u16, conns: usize, secs: Duration, clos
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             tunstack_tests::netns::exec_here(&argv, limit)
         })?;
-        let r = parse_wrk(&out)?;
-        Ok(HttpResult {
-            rps: r.requests_per_sec,
-            p50_us: r.p50_us,
-            p99_us: r.p99_us,
-            requests: r.requests,
-            errors: r.errors,
-        })
+        Ok(HttpResult::from(parse_wrk(&out)?))
     } else {
         let (n, elapsed, lat) = env.client(limit, move || client::http_load(addr, conns, secs, close))?;
         let lat = sorted(lat);
@@ -530,14 +535,7 @@ fn http_many(env: &mut Env, plan: &Plan, report: &mut Report) -> io::Result<()> 
                 let url = format!("http://{}:{}/", addr.ip(), addr.port());
                 let args = crate::wrk::args(&url, 2, n, secs, Duration::from_secs(10), false);
                 let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-                let r = parse_wrk(&tunstack_tests::netns::exec_here(&argv, limit)?)?;
-                Ok(HttpResult {
-                    rps: r.requests_per_sec,
-                    p50_us: r.p50_us,
-                    p99_us: r.p99_us,
-                    requests: r.requests,
-                    errors: r.errors,
-                })
+                Ok(HttpResult::from(parse_wrk(&tunstack_tests::netns::exec_here(&argv, limit)?)?))
             } else {
                 let (done, elapsed, lat, failed) = client::http_load_many(addr, n, secs)?;
                 let lat = sorted(lat);
