@@ -223,6 +223,52 @@ fn write_transport_checksum(seg: &mut [u8], start: usize, offset: usize, pseudo:
 /// Offset of the checksum in the UDP header.
 const UDP_CSUM: usize = 6;
 
+/// Cut `pkt` (a super-packet whose headers are `hl` bytes, the first `ip_len` of them
+/// IP) into pieces of `mss` payload bytes, the last possibly shorter, built one at a
+/// time in `scratch`: each gets the headers, its part of the payload and its own IP
+/// length (IPv4: identification advanced by one per piece and a new header checksum);
+/// `transport(piece, index, count)` then sets the transport header's fields, and
+/// `emit` gets the piece. Checks the length before the first `emit`. Returns the count.
+#[allow(clippy::too_many_arguments)]
+fn cut(
+    pkt: &[u8],
+    ip_len: usize,
+    hl: usize,
+    v6: bool,
+    mss: usize,
+    max_len: usize,
+    scratch: &mut Vec<u8>,
+    emit: &mut impl FnMut(&[u8]),
+    mut transport: impl FnMut(&mut [u8], usize, usize),
+) -> Result<usize, RxError> {
+    let payload = &pkt[hl..];
+    let count = payload.len().div_ceil(mss).max(1);
+    if hl + mss.min(payload.len()) > max_len {
+        return Err(RxError::TooLong);
+    }
+    let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
+    if scratch.len() < hl + mss {
+        scratch.resize(hl + mss, 0);
+    }
+    for i in 0..count {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let len = hl + chunk.len();
+        let seg = &mut scratch[..len];
+        seg[..hl].copy_from_slice(&pkt[..hl]);
+        seg[hl..].copy_from_slice(chunk);
+        if v6 {
+            seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        } else {
+            seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+            write_v4_checksum(&mut seg[..ip_len]);
+        }
+        transport(seg, i, count);
+        emit(seg);
+    }
+    Ok(count)
+}
+
 /// Cut a UDP super-datagram (`GSO_UDP_L4`) into datagrams of `mss` payload bytes,
 /// each with its own IP length (IPv4: identification advanced by one per datagram and
 /// a new header checksum), UDP length and checksum (complete with `checksums`, the
@@ -260,36 +306,13 @@ fn cut_udp(
     if total > pkt.len() || total < ip_len + 8 || mss == 0 {
         return Err(RxError::BadGsoPacket);
     }
-    let pkt = &pkt[..total];
     let hl = ip_len + 8;
-    let payload = &pkt[hl..];
-    let count = payload.len().div_ceil(mss).max(1);
-    if hl + mss.min(payload.len()) > max_len {
-        return Err(RxError::TooLong);
-    }
-    let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
-    if scratch.len() < hl + mss {
-        scratch.resize(hl + mss, 0);
-    }
-    for i in 0..count {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let len = hl + chunk.len();
-        let seg = &mut scratch[..len];
-        seg[..hl].copy_from_slice(&pkt[..hl]);
-        seg[hl..].copy_from_slice(chunk);
-        if v6 {
-            seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-        } else {
-            seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            write_v4_checksum(&mut seg[..ip_len]);
-        }
-        let udp_len = len - ip_len;
+    let count = cut(&pkt[..total], ip_len, hl, v6, mss, max_len, scratch, emit, |seg, _, _| {
+        let udp_len = seg.len() - ip_len;
         seg[ip_len + 4..ip_len + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
         let pseudo = pseudo_sum_of(seg, v6, udp_len, proto::UDP);
         write_transport_checksum(seg, ip_len, UDP_CSUM, pseudo, checksums);
-        emit(seg);
-    }
+    })?;
     let partial = (!checksums).then_some((ip_len, UDP_CSUM));
     Ok(Ingested { segments: count, split: true, csum_completed: false, verified: true, partial })
 }
@@ -388,32 +411,10 @@ pub fn ingest(
         return Err(RxError::BadGsoPacket);
     }
     let pkt = &pkt[..h.total];
-    let hl = h.hdr_len();
-    let payload = &pkt[hl..];
-    let count = payload.len().div_ceil(mss).max(1);
-    if hl + mss.min(payload.len()) > max_len {
-        return Err(RxError::TooLong);
-    }
-    let seq0 = u32::from_be_bytes([pkt[h.ip_len + 4], pkt[h.ip_len + 5], pkt[h.ip_len + 6], pkt[h.ip_len + 7]]);
-    let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
-    let flags0 = pkt[h.ip_len + 13];
-    if scratch.len() < hl + mss {
-        scratch.resize(hl + mss, 0);
-    }
-    for i in 0..count {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let len = hl + chunk.len();
-        let seg = &mut scratch[..len];
-        seg[..hl].copy_from_slice(&pkt[..hl]);
-        seg[hl..].copy_from_slice(chunk);
-        if h.v6 {
-            seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-        } else {
-            seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            write_v4_checksum(&mut seg[..h.ip_len]);
-        }
-        let tcp = h.ip_len;
+    let tcp = h.ip_len;
+    let seq0 = u32::from_be_bytes([pkt[tcp + 4], pkt[tcp + 5], pkt[tcp + 6], pkt[tcp + 7]]);
+    let flags0 = pkt[tcp + 13];
+    let count = cut(pkt, tcp, h.hdr_len(), h.v6, mss, max_len, scratch, &mut emit, |seg, i, count| {
         let seq = seq0.wrapping_add((i * mss) as u32);
         seg[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
         let mut flags = flags0;
@@ -424,10 +425,9 @@ pub fn ingest(
             flags &= !TCP_CWR;
         }
         seg[tcp + 13] = flags;
-        let pseudo = pseudo_sum(seg, h.v6, len - tcp);
+        let pseudo = pseudo_sum(seg, h.v6, seg.len() - tcp);
         write_transport_checksum(seg, tcp, TCP_CSUM, pseudo, checksums);
-        emit(seg);
-    }
+    })?;
     // A super-segment comes from the host's own TCP with its checksum left to offload.
     let partial = (!checksums).then_some((h.ip_len, TCP_CSUM));
     Ok(Ingested { segments: count, split: true, csum_completed: false, verified: true, partial })
